@@ -1,0 +1,11 @@
+"""Errors that cross layers: configuration problems, each with the path of the bad key."""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """One or more configuration problems; `problems` holds (key path, reason) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {reason}" for path, reason in problems))

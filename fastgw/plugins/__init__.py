@@ -1,0 +1,75 @@
+"""The plugin registry: plugin names, how each parses its config, and how it is built.
+
+A plugin package exposes a `SPEC` object satisfying `PluginSpec`; the registry imports it lazily
+so a config that does not use a plugin does not pay for importing it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fastgw.pipeline import Plugin
+from fastgw.schema import Reader
+
+# name -> module holding `SPEC`
+_MODULES: dict[str, str] = {
+    "openid-connect": "fastgw.plugins.openid_connect",
+    "request-termination": "fastgw.plugins.request_termination",
+}
+
+
+class HttpResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+
+class HttpClient(Protocol):
+    """The small async HTTP client a plugin uses to talk to other services (e.g. an IdP)."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        timeout: float = 10.0,
+        max_body: int = 1 << 20,
+    ) -> HttpResponse: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class PluginRuntime:
+    """What the gateway hands a plugin when building it."""
+
+    # builds an HTTP client: (verify_tls, keepalive) -> client
+    http_client: Callable[[bool, bool], HttpClient]
+    # runs `coro` in the background, tied to the gateway's lifetime
+    spawn: Callable[[Awaitable[Any]], Any] = field(default=lambda awaitable: None)
+
+
+class PluginSpec(Protocol):
+    name: str
+
+    def parse_config(self, reader: Reader) -> Any:
+        """Read and validate `config` (record problems on `reader`; call `reader.finish()`)."""
+
+    def build(self, config: Any, runtime: PluginRuntime) -> Plugin:
+        """A plugin instance for one configured occurrence."""
+
+
+def names() -> tuple[str, ...]:
+    return tuple(sorted(_MODULES))
+
+
+def spec(name: str) -> PluginSpec | None:
+    module = _MODULES.get(name)
+    if module is None:
+        return None
+    return importlib.import_module(module).SPEC  # type: ignore[no-any-return]
