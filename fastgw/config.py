@@ -1,0 +1,873 @@
+"""Gateway configuration: Kong-style declarative YAML/JSON in, frozen and validated objects out.
+
+Owns the file format, `${ENV}` substitution and every default; nothing here runs per request.
+
+The format is Kong's declarative one (`_format_version: "3.0"`: services with nested routes and
+plugins, top-level routes and plugins that point at them by name) plus our own `_fastgw` section
+for the listeners, worker count and wire limits. Every problem is collected with the path of its
+key (`services[0].routes[1].paths[0]: must start with "/"`) and raised together as one ConfigError.
+
+Environment substitution runs over every string value before validation: `${VAR}` and decK's
+`${{ env "VAR" }}`; `$${` stands for a literal `${`. A substituted value stays a string, as in
+Kong and decK: `port: "${PORT}"` is an error, because port needs an integer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from fastgw.errors import ConfigError
+from fastgw.plugins import names as plugin_names
+from fastgw.plugins import spec as plugin_spec
+from fastgw.schema import Reader, join, raise_if
+
+# -- defaults -------------------------------------------------------------------------------------
+
+# "3.0" is Kong 3's format; decK still emits "1.1" and "2.1", which read the same for our subset
+FORMAT_VERSIONS = ("3.0", "2.1", "1.1")
+
+DEFAULT_LISTEN = ("127.0.0.1", 8000)  # loopback: exposing the gateway must be a deliberate choice
+DEFAULT_ADMIN_LISTEN = ("127.0.0.1", 8001)  # Kong's admin port, loopback as in Kong's default
+DEFAULT_WORKERS = 1  # one process unless asked: predictable for embedding and tests
+
+DEFAULT_MAX_HEAD_SIZE = 32 * 1024  # nginx large_client_header_buffers 4 x 8k
+DEFAULT_MAX_HEADERS = 100  # h11 / uvicorn-ish cap on header count
+DEFAULT_MAX_URI_SIZE = 8 * 1024  # one nginx 8k header buffer must hold the request line
+DEFAULT_HEAD_TIMEOUT = 60.0  # nginx client_header_timeout 60s
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0  # nginx keepalive_timeout default 75s
+DEFAULT_MAX_BODY_SIZE = 0  # unlimited: Kong sets nginx client_max_body_size 0
+DEFAULT_UPSTREAM_POOL_SIZE = 512  # Kong upstream_keepalive_pool_size
+DEFAULT_UPSTREAM_IDLE_TIMEOUT = 60.0  # Kong upstream_keepalive_idle_timeout 60s
+DEFAULT_UPSTREAM_MAX_REQUESTS = 10_000  # Kong upstream_keepalive_max_requests
+DEFAULT_DRAIN_TIMEOUT = 10.0  # long enough for in-flight requests, short enough for a deploy
+
+DEFAULT_SERVICE_TIMEOUT_MS = 60_000  # Kong's connect/write/read_timeout default
+MAX_SERVICE_TIMEOUT_MS = 2**31 - 2  # Kong's upper bound for service timeouts
+DEFAULT_RETRIES = 5  # Kong's service retries default
+MAX_RETRIES = 32_767  # Kong's upper bound for retries
+
+PROTOCOL_PORTS = {"http": 80, "https": 443}
+ROUTE_PROTOCOLS = ("http", "https")
+
+# characters of a DNS name (underscore too: seen in the wild, e.g. docker-compose service names)
+_HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
+
+
+# -- the configuration objects --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PluginEntry:
+    """One configured plugin occurrence; `config` is what its spec's `parse_config` returned."""
+
+    name: str
+    config: Any
+    enabled: bool
+    path: str  # where it was configured, e.g. "services[0].plugins[1]"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str | None
+    paths: tuple[str, ...]  # prefixes, each starting with "/"
+    hosts: tuple[str, ...]  # lower case; "*.example.com" or "example.*" wildcards
+    methods: tuple[str, ...]  # upper case
+    strip_path: bool
+    preserve_host: bool
+    plugins: tuple[PluginEntry, ...]  # route-level only; the service's and global ones are apart
+    path: str  # where it was configured, e.g. "services[0].routes[1]" or "routes[0]"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str | None
+    protocol: str  # "http" | "https"
+    host: str  # a DNS name or IP address; IPv6 without brackets
+    port: int
+    path: str  # "" when unset, else starts with "/"
+    connect_timeout: int  # milliseconds, like Kong
+    write_timeout: int  # milliseconds
+    read_timeout: int  # milliseconds
+    retries: int
+    routes: tuple[Route, ...]
+    plugins: tuple[PluginEntry, ...]  # service-level only
+    path_in_config: str  # e.g. "services[0]"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Wire limits. Sizes in bytes, timeouts in seconds.
+
+    max_body_size 0 means unlimited; upstream_pool_size 0 disables upstream keep-alive;
+    upstream_max_requests 0 means no cap on requests per upstream connection (Kong's meanings).
+    """
+
+    max_head_size: int = DEFAULT_MAX_HEAD_SIZE
+    max_headers: int = DEFAULT_MAX_HEADERS
+    max_uri_size: int = DEFAULT_MAX_URI_SIZE
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    upstream_pool_size: int = DEFAULT_UPSTREAM_POOL_SIZE
+    upstream_idle_timeout: float = DEFAULT_UPSTREAM_IDLE_TIMEOUT
+    upstream_max_requests: int = DEFAULT_UPSTREAM_MAX_REQUESTS
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: tuple[str, int] = DEFAULT_LISTEN
+    admin_listen: tuple[str, int] | None = DEFAULT_ADMIN_LISTEN  # None: no admin listener
+    workers: int = DEFAULT_WORKERS
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    services: tuple[Service, ...]  # enabled services only
+    plugins: tuple[PluginEntry, ...]  # global plugins
+    settings: Settings
+    source: str  # file name, or "<string>"
+
+    def routes(self) -> Iterator[tuple[Service, Route]]:
+        """Every route with its service, in config order (the router's tie-break)."""
+        for service in self.services:
+            for route in service.routes:
+                yield service, route
+
+
+# -- entry points ---------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate the config file at `path` (YAML or JSON); raises ConfigError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([("(file)", f"cannot read {path}: {exc.strerror or exc}")]) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([("(file)", f"cannot read {path}: not UTF-8 ({exc.reason})")]) from exc
+    return parse_config(text, env, source=str(path))
+
+
+def parse_config(
+    raw_text: str, env: Mapping[str, str] | None = None, source: str = "<string>"
+) -> GatewayConfig:
+    """Validate a config document; `env` defaults to os.environ. Raises ConfigError."""
+    document = _load_document(raw_text)
+    env_problems: list[tuple[str, str]] = []
+    document = _substitute(document, "", os.environ if env is None else env, env_problems)
+    problems: list[tuple[str, str]] = []
+    config = _read_config(document, source, problems)
+    # a value whose substitution failed would also fail validation; report the cause only
+    failed = {path for path, _ in env_problems}
+    raise_if(env_problems + [problem for problem in problems if problem[0] not in failed])
+    return config
+
+
+def parse_listen(value: str, key: str) -> tuple[str, int]:
+    """ "127.0.0.1:8000", "[::1]:8000" or ":8000" (all interfaces) -> (host, port).
+
+    Port 0 is allowed: the OS picks a free port (handy in tests).
+    """
+    result = _split_listen(value)
+    if isinstance(result, str):
+        raise ConfigError([(key, result)])
+    return result
+
+
+# -- the document ---------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys instead of letting the last one silently win."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _load_document(raw_text: str) -> Any:
+    if not raw_text.strip():
+        raise ConfigError([("(root)", "is empty")])
+    # JSON goes through json: PyYAML refuses tab-indented JSON, which is common
+    if raw_text.lstrip().startswith("{"):
+        try:
+            return json.loads(raw_text, object_pairs_hook=_reject_duplicate_keys)
+        except json.JSONDecodeError as exc:
+            where = f"line {exc.lineno}, column {exc.colno}"
+            raise ConfigError([("(root)", f"invalid JSON at {where}: {exc.msg}")]) from exc
+        except ValueError as exc:
+            raise ConfigError([("(root)", f"invalid JSON: {exc}")]) from exc
+    try:
+        document = yaml.load(raw_text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        if mark is None:
+            raise ConfigError([("(root)", f"invalid YAML: {problem}")]) from exc
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        raise ConfigError([("(root)", f"invalid YAML at {where}: {problem}")]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([("(root)", f"invalid YAML: {exc}")]) from exc
+    if document is None:
+        raise ConfigError([("(root)", "is empty")])
+    return document
+
+
+# -- environment substitution ---------------------------------------------------------------------
+
+
+def _substitute(
+    value: Any, path: str, env: Mapping[str, str], problems: list[tuple[str, str]]
+) -> Any:
+    """A copy of `value` with every string expanded; problems carry the value's key path."""
+    if isinstance(value, str):
+        return _expand(value, path or "(root)", env, problems) if "$" in value else value
+    if isinstance(value, list):
+        return [_substitute(item, join(path, i), env, problems) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        return {
+            key: _substitute(item, join(path, str(key)), env, problems)
+            for key, item in value.items()
+        }
+    return value
+
+
+def _expand(text: str, path: str, env: Mapping[str, str], problems: list[tuple[str, str]]) -> str:
+    parts: list[str] = []
+    position = 0
+    missing = False
+    while (start := text.find("$", position)) != -1:
+        parts.append(text[position:start])
+        if text.startswith("$${", start):
+            parts.append("${")
+            position = start + 3
+            continue
+        if not text.startswith("${", start):
+            parts.append("$")
+            position = start + 1
+            continue
+        if text.startswith("${{", start):
+            end = text.find("}}", start + 3)
+            if end == -1:
+                problems.append((path, 'unterminated "${{" (write "$${" for a literal "${")'))
+                return text
+            name = _deck_env_name(text[start + 3 : end])
+            if name is None:
+                problems.append((path, 'expected ${{ env "NAME" }}'))
+                return text
+            position = end + 2
+        else:
+            end = text.find("}", start + 2)
+            if end == -1:
+                problems.append((path, 'unterminated "${" (write "$${" for a literal "${")'))
+                return text
+            name = text[start + 2 : end].strip()
+            if not _is_env_name(name):
+                problems.append((path, f'invalid environment variable name "{name}"'))
+                return text
+            position = end + 1
+        replacement = env.get(name)
+        if replacement is None:
+            problems.append((path, f'environment variable "{name}" is not set'))
+            missing = True
+        else:
+            parts.append(replacement)
+    if missing:
+        # the raw text keeps the value non-empty, so no "is required" follows from the gap
+        return text
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+def _deck_env_name(template: str) -> str | None:
+    """The NAME of decK's `env "NAME"` template call, or None when it is something else."""
+    call = template.strip()
+    if not call.startswith("env"):
+        return None
+    argument = call[3:].strip()
+    if len(argument) < 2 or argument[0] != '"' or argument[-1] != '"':
+        return None
+    name = argument[1:-1]
+    return name if _is_env_name(name) else None
+
+
+def _is_env_name(name: str) -> bool:
+    return (
+        name.isascii()
+        and name.replace("_", "a").isalnum()
+        and (name[0].isalpha() or name[0] == "_")
+    )
+
+
+# -- top level ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _ServiceDraft:
+    """A service while top-level routes and plugins are still being attached."""
+
+    service: Service  # routes and plugins still empty
+    enabled: bool
+    routes: list[_RouteDraft]
+    plugins: list[PluginEntry]
+
+
+@dataclass(slots=True)
+class _RouteDraft:
+    route: Route  # plugins still empty
+    service: _ServiceDraft
+    plugins: list[PluginEntry]
+
+
+def _read_config(document: Any, source: str, problems: list[tuple[str, str]]) -> GatewayConfig:
+    reader = Reader(document, "", problems)
+    _read_format_version(reader)
+    reader.boolean("_transform", True)
+    reader.ignore("_workspace")
+    settings = _read_settings(reader.mapping("_fastgw"))
+
+    services: list[_ServiceDraft] = []
+    services_by_name: dict[str, _ServiceDraft] = {}
+    routes_by_name: dict[str, _RouteDraft] = {}
+    for index, raw in enumerate(reader.sequence("services")):
+        draft = _read_service(raw, join("services", index), routes_by_name, problems)
+        services.append(draft)
+        name = draft.service.name
+        if name is not None:
+            first = services_by_name.setdefault(name, draft)
+            if first is not draft:
+                where = first.service.path_in_config
+                problems.append(
+                    (join(draft.service.path_in_config, "name"), f"is already used by {where}")
+                )
+
+    for index, raw in enumerate(reader.sequence("routes")):
+        _read_top_level_route(
+            raw, join("routes", index), services_by_name, routes_by_name, problems
+        )
+
+    global_plugins: list[PluginEntry] = []
+    for index, raw in enumerate(reader.sequence("plugins")):
+        _read_top_level_plugin(
+            raw, join("plugins", index), services_by_name, routes_by_name, global_plugins, problems
+        )
+
+    if reader.sequence("consumers"):
+        reader.error("consumers", "not supported yet")
+    reader.finish()
+
+    return GatewayConfig(
+        services=tuple(_freeze(draft) for draft in services if draft.enabled),
+        plugins=tuple(global_plugins),
+        settings=settings,
+        source=source,
+    )
+
+
+def _read_format_version(reader: Reader) -> None:
+    raw = reader.raw.get("_format_version")
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        reader.ignore("_format_version")
+        reader.error("_format_version", f'must be a string: quote it, as in "{raw}"')
+        return
+    reader.string("_format_version", required=True, one_of=FORMAT_VERSIONS)
+
+
+def _freeze(draft: _ServiceDraft) -> Service:
+    routes = tuple(replace(route.route, plugins=tuple(route.plugins)) for route in draft.routes)
+    return replace(draft.service, routes=routes, plugins=tuple(draft.plugins))
+
+
+# -- _fastgw --------------------------------------------------------------------------------------
+
+
+def _read_settings(reader: Reader) -> Settings:
+    listen = _read_listen(reader, "listen", DEFAULT_LISTEN)
+    admin_listen: tuple[str, int] | None = None
+    if "admin_listen" not in reader.raw:
+        admin_listen = DEFAULT_ADMIN_LISTEN
+    elif reader.raw["admin_listen"] not in (None, False):
+        admin_listen = _read_listen(reader, "admin_listen", DEFAULT_ADMIN_LISTEN)
+    reader.ignore("admin_listen")
+
+    workers = _read_workers(reader)
+    limits = Limits(
+        max_head_size=reader.integer("max_head_size", DEFAULT_MAX_HEAD_SIZE, minimum=1),
+        max_headers=reader.integer("max_headers", DEFAULT_MAX_HEADERS, minimum=1),
+        max_uri_size=reader.integer("max_uri_size", DEFAULT_MAX_URI_SIZE, minimum=1),
+        head_timeout=_read_seconds(reader, "head_timeout", DEFAULT_HEAD_TIMEOUT),
+        keepalive_timeout=_read_seconds(reader, "keepalive_timeout", DEFAULT_KEEPALIVE_TIMEOUT),
+        max_body_size=reader.integer("max_body_size", DEFAULT_MAX_BODY_SIZE, minimum=0),
+        upstream_pool_size=reader.integer(
+            "upstream_pool_size", DEFAULT_UPSTREAM_POOL_SIZE, minimum=0
+        ),
+        upstream_idle_timeout=_read_seconds(
+            reader, "upstream_idle_timeout", DEFAULT_UPSTREAM_IDLE_TIMEOUT
+        ),
+        upstream_max_requests=reader.integer(
+            "upstream_max_requests", DEFAULT_UPSTREAM_MAX_REQUESTS, minimum=0
+        ),
+        drain_timeout=_read_seconds(reader, "drain_timeout", DEFAULT_DRAIN_TIMEOUT, zero_ok=True),
+    )
+    reader.finish()
+    return Settings(listen=listen, admin_listen=admin_listen, workers=workers, limits=limits)
+
+
+def _read_listen(reader: Reader, key: str, default: tuple[str, int]) -> tuple[str, int]:
+    reader.ignore(key)
+    if not reader.has(key):
+        return default
+    result = _split_listen(reader.raw[key])
+    if isinstance(result, str):
+        reader.error(key, result)
+        return default
+    return result
+
+
+def _read_workers(reader: Reader) -> int:
+    raw = reader.raw.get("workers")
+    if raw == "auto":
+        reader.ignore("workers")
+        return os.cpu_count() or 1
+    if isinstance(raw, str):
+        reader.ignore("workers")
+        reader.error("workers", f'must be an integer >= 1 or "auto"; got {raw!r}')
+        return DEFAULT_WORKERS
+    return reader.integer("workers", DEFAULT_WORKERS, minimum=1)  # type: ignore[no-any-return]
+
+
+def _read_seconds(reader: Reader, key: str, default: float, *, zero_ok: bool = False) -> float:
+    value = reader.number(key, default, minimum=0)
+    if value == 0 and not zero_ok:
+        reader.error(key, "must be > 0")
+        return default
+    return float(value)
+
+
+def _split_listen(value: object) -> tuple[str, int] | str:
+    """(host, port), or the reason `value` is not a listen address."""
+    if not isinstance(value, str):
+        return 'must be a string such as "127.0.0.1:8000"'
+    host, colon, port_text = value.rpartition(":")
+    if not colon:
+        return f'must be "host:port", "[ipv6]:port" or ":port"; got {value!r}'
+    if host.startswith("["):
+        if not host.endswith("]") or not _is_ipv6(host[1:-1]):
+            return f"has an invalid IPv6 address; got {value!r}"
+        host = host[1:-1]
+    elif ":" in host:
+        return f'IPv6 addresses need brackets, as in "[::1]:8000"; got {value!r}'
+    elif not host:
+        host = "0.0.0.0"
+    elif not set(host.lower()) <= _HOSTNAME_CHARS:
+        return f"has an invalid host; got {value!r}"
+    if not (port_text.isascii() and port_text.isdigit()):
+        return f"has an invalid port; got {value!r}"
+    port = int(port_text)
+    if port > 65535:
+        return f"port must be <= 65535; got {value!r}"
+    return host, port
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# -- services -------------------------------------------------------------------------------------
+
+
+def _read_service(
+    raw: object, path: str, routes_by_name: dict[str, _RouteDraft], problems: list[tuple[str, str]]
+) -> _ServiceDraft:
+    reader = Reader(raw, path, problems)
+    name = reader.string("name")
+    url = reader.string("url")
+    if url is not None:
+        for key in ("protocol", "host", "port", "path"):
+            if reader.has(key):
+                reader.error(key, "cannot be set together with url")
+        reader.ignore("protocol", "host", "port", "path")
+        protocol, host, port, service_path = _read_url(reader, url)
+    else:
+        protocol = reader.string("protocol", "http", one_of=PROTOCOL_PORTS)
+        host = _read_upstream_host(reader)
+        port = reader.integer("port", PROTOCOL_PORTS[protocol], minimum=1, maximum=65535)
+        service_path = _read_service_path(reader)
+    timeouts = [
+        reader.integer(key, DEFAULT_SERVICE_TIMEOUT_MS, minimum=1, maximum=MAX_SERVICE_TIMEOUT_MS)
+        for key in ("connect_timeout", "write_timeout", "read_timeout")
+    ]
+    retries = reader.integer("retries", DEFAULT_RETRIES, minimum=0, maximum=MAX_RETRIES)
+    enabled = reader.boolean("enabled", True)
+    reader.strings("tags")
+    reader.ignore("id")
+    draft = _ServiceDraft(
+        service=Service(
+            name=name,
+            protocol=protocol,
+            host=host,
+            port=port,
+            path=service_path,
+            connect_timeout=timeouts[0],
+            write_timeout=timeouts[1],
+            read_timeout=timeouts[2],
+            retries=retries,
+            routes=(),
+            plugins=(),
+            path_in_config=path,
+        ),
+        enabled=enabled,
+        routes=[],
+        plugins=[],
+    )
+    routes_path = reader.key_path("routes")
+    for index, raw_route in enumerate(reader.sequence("routes")):
+        route_reader = Reader(raw_route, join(routes_path, index), problems)
+        route, plugins = _read_route(route_reader)
+        route_reader.finish()
+        _add_route(route, plugins, draft, routes_by_name, problems)
+    _read_plugin_list(reader, draft.plugins)
+    reader.finish()
+    return draft
+
+
+def _read_url(reader: Reader, url: str) -> tuple[str, str, int, str]:
+    """(protocol, host, port, path) from a service `url`; problems are recorded at `url`."""
+    fallback = ("http", "", PROTOCOL_PORTS["http"], "")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        reader.error("url", f"is not a valid URL ({exc}); got {url!r}")
+        return fallback
+    protocol = parts.scheme.lower()
+    if protocol not in PROTOCOL_PORTS:
+        reader.error("url", f"must start with http:// or https://; got {url!r}")
+        return fallback
+    if not parts.hostname:
+        reader.error("url", f"must include a host; got {url!r}")
+        return fallback
+    if parts.username is not None or parts.password is not None:
+        reader.error("url", "must not include credentials")
+        return fallback
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        reader.error("url", f"must not include a query or fragment; got {url!r}")
+        return fallback
+    if port == 0:
+        reader.error("url", f"port must be >= 1; got {url!r}")
+        return fallback
+    return protocol, parts.hostname, port or PROTOCOL_PORTS[protocol], parts.path
+
+
+def _read_upstream_host(reader: Reader) -> str:
+    host = reader.string("host", required=True)
+    if host is None:
+        return ""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if _is_ipv6(bare):
+        return bare
+    if ":" in host:
+        reader.error("host", f"must be a host name or IP address (set port apart); got {host!r}")
+        return ""
+    if not set(host.lower()) <= _HOSTNAME_CHARS:
+        reader.error("host", f"must be a host name or IP address; got {host!r}")
+        return ""
+    return host.lower()  # type: ignore[no-any-return]
+
+
+def _read_service_path(reader: Reader) -> str:
+    service_path = reader.string("path")
+    if service_path is None:
+        return ""
+    if not service_path.startswith("/"):
+        reader.error("path", 'must start with "/"')
+        return ""
+    if _has_path_breaker(service_path):
+        reader.error("path", 'must not contain whitespace, "?" or "#"')
+        return ""
+    return service_path  # type: ignore[no-any-return]
+
+
+def _has_path_breaker(text: str) -> bool:
+    """True when `text` holds a character that ends or corrupts a request-target path."""
+    return any(char.isspace() or char in "?#" or not char.isprintable() for char in text)
+
+
+# -- routes ---------------------------------------------------------------------------------------
+
+
+def _read_route(reader: Reader) -> tuple[Route, list[PluginEntry]]:
+    """A route (plugins still apart) and its plugins; `finish` is the caller's."""
+    if not any(reader.raw.get(key) for key in ("paths", "hosts", "methods")):
+        reader.error("", "must have at least one of paths, hosts or methods")
+    route = Route(
+        name=reader.string("name"),
+        paths=_read_route_paths(reader),
+        hosts=_read_route_hosts(reader),
+        methods=_read_route_methods(reader),
+        strip_path=reader.boolean("strip_path", True),
+        preserve_host=reader.boolean("preserve_host", False),
+        plugins=(),
+        path=reader.path,
+    )
+    reader.strings("protocols", one_of=ROUTE_PROTOCOLS)
+    reader.strings("tags")
+    # decK writes these with their defaults on every route: accept those, reject the rest
+    reader.string("path_handling", one_of=("v0",))
+    reader.integer("regex_priority")
+    reader.integer("https_redirect_status_code")
+    reader.boolean("request_buffering", True)
+    reader.boolean("response_buffering", True)
+    reader.ignore("id")
+    plugins: list[PluginEntry] = []
+    _read_plugin_list(reader, plugins)
+    return route, plugins
+
+
+def _read_route_paths(reader: Reader) -> tuple[str, ...]:
+    base = reader.key_path("paths")
+    result: list[str] = []
+    for index, item in enumerate(reader.sequence("paths")):
+        reason = None
+        if not isinstance(item, str) or not item:
+            reason = "must be a non-empty string"
+        elif item.startswith("~"):
+            reason = "regex paths are not supported"
+        elif not item.startswith("/"):
+            reason = 'must start with "/"'
+        elif _has_path_breaker(item):
+            reason = 'must not contain whitespace, "?" or "#"'
+        if reason is None:
+            result.append(item)
+        else:
+            reader.problems.append((join(base, index), reason))
+    return tuple(result)
+
+
+def _read_route_hosts(reader: Reader) -> tuple[str, ...]:
+    base = reader.key_path("hosts")
+    result: list[str] = []
+    for index, item in enumerate(reader.sequence("hosts")):
+        reason = None
+        if not isinstance(item, str) or not item:
+            reason = "must be a non-empty string"
+        else:
+            item = item.lower()
+            if ":" in item:
+                reason = "ports in hosts are not supported"
+            elif not _is_host_pattern(item):
+                reason = 'must be a host name, with at most a leading "*." or trailing ".*"'
+        if reason is None:
+            result.append(item)
+        else:
+            reader.problems.append((join(base, index), reason))
+    return tuple(result)
+
+
+def _is_host_pattern(host: str) -> bool:
+    if host.startswith("*."):
+        name = host[2:]
+    elif host.endswith(".*"):
+        name = host[:-2]
+    else:
+        name = host
+    return bool(name) and set(name) <= _HOSTNAME_CHARS and not name.startswith(".")
+
+
+def _read_route_methods(reader: Reader) -> tuple[str, ...]:
+    base = reader.key_path("methods")
+    result: list[str] = []
+    for index, item in enumerate(reader.sequence("methods")):
+        if isinstance(item, str) and item.isascii() and item.isalpha() and item.isupper():
+            result.append(item)
+        else:
+            reader.problems.append((join(base, index), 'must be an uppercase method like "GET"'))
+    return tuple(result)
+
+
+def _add_route(
+    route: Route,
+    plugins: list[PluginEntry],
+    service: _ServiceDraft,
+    routes_by_name: dict[str, _RouteDraft],
+    problems: list[tuple[str, str]],
+) -> None:
+    draft = _RouteDraft(route=route, service=service, plugins=plugins)
+    service.routes.append(draft)
+    if route.name is not None:
+        first = routes_by_name.setdefault(route.name, draft)
+        if first is not draft:
+            problems.append((join(route.path, "name"), f"is already used by {first.route.path}"))
+
+
+def _read_top_level_route(
+    raw: object,
+    path: str,
+    services_by_name: dict[str, _ServiceDraft],
+    routes_by_name: dict[str, _RouteDraft],
+    problems: list[tuple[str, str]],
+) -> None:
+    reader = Reader(raw, path, problems)
+    route, plugins = _read_route(reader)
+    service_name = _read_reference(reader, "service")
+    reader.finish()
+    if service_name is None:
+        if reader.raw.get("service") is None:
+            reader.error("service", "is required")
+        return
+    service = services_by_name.get(service_name)
+    if service is None:
+        reader.error("service", f'unknown service "{service_name}"')
+        return
+    _add_route(route, plugins, service, routes_by_name, problems)
+
+
+def _read_reference(reader: Reader, key: str) -> str | None:
+    """The name in a reference to another entity: `service: X` or `service: {name: X}`."""
+    reader.ignore(key)
+    raw = reader.raw.get(key)
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw:
+        return raw
+    if isinstance(raw, Mapping):
+        reference = Reader(raw, reader.key_path(key), reader.problems)
+        name = reference.string("name", required=True)
+        reference.finish()
+        return name  # type: ignore[no-any-return]
+    reader.error(key, "must be a name, or a mapping with a name")
+    return None
+
+
+# -- plugins --------------------------------------------------------------------------------------
+
+
+def _read_plugin(reader: Reader) -> PluginEntry | None:
+    """A plugin entry (None when its name is unusable); `finish` is the caller's."""
+    name = reader.string("name", required=True)
+    plugin = None
+    if name is not None:
+        plugin = plugin_spec(name)
+        if plugin is None:
+            available = ", ".join(plugin_names())
+            reader.error("name", f'unknown plugin "{name}" (available: {available})')
+    config: Any = None
+    if plugin is not None:
+        config = plugin.parse_config(reader.mapping("config"))
+    else:
+        reader.ignore("config")
+    enabled = reader.boolean("enabled", True)
+    reader.strings("tags")
+    reader.string("instance_name")
+    reader.strings("protocols")
+    reader.ignore("id")
+    if plugin is None:
+        return None
+    return PluginEntry(name=name, config=config, enabled=enabled, path=reader.path)
+
+
+def _attach_plugin(
+    entry: PluginEntry, scope: list[PluginEntry], problems: list[tuple[str, str]]
+) -> None:
+    """Add `entry` to one scope (global, a service or a route); a name appears once per scope."""
+    for existing in scope:
+        if existing.name == entry.name:
+            problems.append(
+                (
+                    join(entry.path, "name"),
+                    f'"{entry.name}" is already configured at {existing.path}',
+                )
+            )
+            return
+    scope.append(entry)
+
+
+def _read_plugin_list(reader: Reader, scope: list[PluginEntry]) -> None:
+    """Read the `plugins` array nested in the entity `reader` reads into `scope`."""
+    base = reader.key_path("plugins")
+    for index, raw in enumerate(reader.sequence("plugins")):
+        plugin_reader = Reader(raw, join(base, index), reader.problems)
+        entry = _read_plugin(plugin_reader)
+        plugin_reader.finish()
+        if entry is not None:
+            _attach_plugin(entry, scope, reader.problems)
+
+
+def _read_top_level_plugin(
+    raw: object,
+    path: str,
+    services_by_name: dict[str, _ServiceDraft],
+    routes_by_name: dict[str, _RouteDraft],
+    global_plugins: list[PluginEntry],
+    problems: list[tuple[str, str]],
+) -> None:
+    """A top-level plugin: global, or attached to the service or route it names."""
+    reader = Reader(raw, path, problems)
+    entry = _read_plugin(reader)
+    service_name = _read_reference(reader, "service")
+    route_name = _read_reference(reader, "route")
+    reader.ignore("consumer")
+    if reader.has("consumer"):
+        reader.error("consumer", "not supported yet")
+    reader.finish()
+
+    scope = global_plugins
+    service = None
+    if service_name is not None:
+        service = services_by_name.get(service_name)
+        if service is None:
+            reader.error("service", f'unknown service "{service_name}"')
+            return
+        scope = service.plugins
+    if route_name is not None:
+        route = routes_by_name.get(route_name)
+        if route is None:
+            reader.error("route", f'unknown route "{route_name}"')
+            return
+        if service is not None and route.service is not service:
+            reader.error("route", f'route "{route_name}" is not on service "{service_name}"')
+            return
+        scope = route.plugins
+    if entry is not None:
+        _attach_plugin(entry, scope, problems)

@@ -1,0 +1,256 @@
+"""The embeddable gateway: builds pools, plugins and routes from a config and runs the listeners.
+
+`Gateway(config)` works inside any running asyncio loop: `await start()`, read `addresses`,
+`await stop()`. The CLI runs one per worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable
+from typing import Any
+
+from fastgw import plugins
+from fastgw.admin import AdminHandler
+from fastgw.config import GatewayConfig, PluginEntry, Route, Service
+from fastgw.dispatch import Dispatcher, RouteTarget
+from fastgw.http.server import Server
+from fastgw.http.timers import Ticker
+from fastgw.http.upstream import UpstreamPool, UpstreamTarget
+from fastgw.pipeline import Chain, Plugin
+from fastgw.routing import Router
+
+log = logging.getLogger("fastgw")
+
+# Pending connections the kernel queues per listener; nginx's default on Linux is 511.
+LISTEN_BACKLOG = 1024
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class Gateway:
+    """One gateway instance: a proxy listener, an optional admin listener, and their state."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        listen: tuple[str, int] | None = None,
+        admin_listen: tuple[str, int] | bool | None = True,
+        reuse_port: bool = False,
+    ) -> None:
+        settings = config.settings
+        self.config = config
+        self.listen = listen if listen is not None else settings.listen
+        if admin_listen is True:
+            self.admin_listen = settings.admin_listen
+        elif admin_listen is False:
+            self.admin_listen = None
+        else:
+            self.admin_listen = admin_listen
+        self.reuse_port = reuse_port
+        self.ticker = Ticker()
+        self.pools: list[UpstreamPool] = []
+        self.plugins: list[Plugin] = []
+        self._http_clients: list[plugins.HttpClient] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._servers: list[asyncio.base_events.Server] = []
+        self._stopped = asyncio.Event()
+        self._started = False
+        self.proxy = Server(self._build_dispatcher(), settings.limits, self.ticker)
+        self.admin = Server(AdminHandler(self), settings.limits, self.ticker)
+
+    # -- building --------------------------------------------------------------------------------
+
+    def _runtime(self) -> plugins.PluginRuntime:
+        def http_client(verify_tls: bool, keepalive: bool) -> plugins.HttpClient:
+            from fastgw.http.client import HttpClient  # only configs with such plugins need it
+
+            client = HttpClient(verify_tls=verify_tls, keepalive=keepalive)
+            self._http_clients.append(client)
+            return client
+
+        return plugins.PluginRuntime(http_client=http_client, spawn=self.spawn)
+
+    def _build_plugins(self) -> dict[str, Plugin]:
+        """One instance per configured occurrence, keyed by its config path."""
+        runtime = self._runtime()
+        built: dict[str, Plugin] = {}
+        config = self.config
+        entries: list[PluginEntry] = list(config.plugins)
+        for service in config.services:
+            entries += service.plugins
+            for route in service.routes:
+                entries += route.plugins
+        for entry in entries:
+            if not entry.enabled:
+                continue
+            spec = plugins.spec(entry.name)
+            assert spec is not None  # config validation rejected unknown names
+            plugin = spec.build(entry.config, runtime)
+            built[entry.path] = plugin
+            self.plugins.append(plugin)
+        return built
+
+    def _chain(self, built: dict[str, Plugin], service: Service, route: Route) -> Chain | None:
+        """Route-level beats service-level beats global, per plugin name (Kong's precedence)."""
+        chosen: dict[str, Plugin] = {}
+        for scope in (self.config.plugins, service.plugins, route.plugins):
+            for entry in scope:
+                plugin = built.get(entry.path)
+                if plugin is not None:
+                    chosen[entry.name] = plugin
+                elif not entry.enabled:
+                    chosen.pop(entry.name, None)  # disabled at a narrower scope switches it off
+        return Chain(list(chosen.values())) if chosen else None
+
+    def _target(self, service: Service) -> UpstreamTarget:
+        limits = self.config.settings.limits
+        context = ssl.create_default_context() if service.protocol == "https" else None
+        pool = UpstreamPool(
+            service.host,
+            service.port,
+            self.ticker,
+            ssl_context=context,
+            server_hostname=service.host,
+            size=limits.upstream_pool_size,
+            idle_timeout=limits.upstream_idle_timeout,
+            max_requests=limits.upstream_max_requests or 2**62,
+        )
+        self.pools.append(pool)
+        host = service.host if ":" not in service.host else f"[{service.host}]"
+        if service.port != DEFAULT_PORTS[service.protocol]:
+            host = f"{host}:{service.port}"
+        return UpstreamTarget(
+            pool,
+            host.encode("idna"),
+            connect_timeout=service.connect_timeout / 1000,
+            read_timeout=service.read_timeout / 1000,
+            write_timeout=service.write_timeout / 1000,
+            retries=service.retries,
+        )
+
+    def _build_dispatcher(self) -> Dispatcher:
+        built = self._build_plugins()
+        entries = []
+        for service in self.config.services:
+            target = self._target(service)
+            service_path = service.path.encode()
+            for route in service.routes:
+                chain = self._chain(built, service, route)
+
+                def payload(
+                    path: str | None,
+                    route: Route = route,
+                    chain: Chain | None = chain,
+                    target: UpstreamTarget = target,
+                    service_path: bytes = service_path,
+                ) -> RouteTarget:
+                    prefix_len = len(path.encode()) if (path and route.strip_path) else 0
+                    return RouteTarget(target, chain, prefix_len, service_path, route.preserve_host)
+
+                entries.append((route, payload))
+        return Dispatcher(Router(entries))
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def spawn(self, awaitable: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run `awaitable` in the background for as long as the gateway runs."""
+        task = asyncio.ensure_future(awaitable)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self.ticker.start()
+        self.ticker.add(self.proxy.sweep)
+        self.ticker.add(self.admin.sweep)
+        for pool in self.pools:
+            self.ticker.add(pool.sweep)
+        for plugin in self.plugins:
+            await plugin.start()
+        host, port = self.listen
+        server = await loop.create_server(
+            self.proxy.protocol_factory,
+            host or None,
+            port,
+            reuse_port=self.reuse_port or None,
+            backlog=LISTEN_BACKLOG,
+        )
+        self._servers.append(server)
+        self.proxy.port = self.addresses[0][1]
+        if self.admin_listen is not None:
+            admin_host, admin_port = self.admin_listen
+            admin = await loop.create_server(
+                self.admin.protocol_factory,
+                admin_host or None,
+                admin_port,
+                reuse_port=self.reuse_port or None,
+            )
+            self._servers.append(admin)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The bound proxy addresses (useful with port 0)."""
+        return _bound(self._servers[:1])
+
+    @property
+    def admin_addresses(self) -> list[tuple[str, int]]:
+        return _bound(self._servers[1:])
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), then release everything."""
+        if not self._started:
+            return
+        self._started = False
+        timeout = (
+            self.config.settings.limits.drain_timeout if drain_timeout is None else drain_timeout
+        )
+        for server in self._servers:
+            server.close()
+        self.proxy.start_draining()
+        self.admin.start_draining()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self.proxy.connections or self.admin.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        self.proxy.abort_all()
+        self.admin.abort_all()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        for plugin in self.plugins:
+            try:
+                await plugin.stop()
+            except Exception:
+                log.exception("plugin %s failed to stop", plugin.name)
+        for task in tuple(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for client in self._http_clients:
+            await client.close()
+        for pool in self.pools:
+            pool.close()
+        self.ticker.stop()
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        await self._stopped.wait()
+
+
+def _bound(servers: list[asyncio.base_events.Server]) -> list[tuple[str, int]]:
+    result = []
+    for server in servers:
+        for sock in server.sockets:
+            address = sock.getsockname()
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                result.append((address[0], address[1]))
+    return result

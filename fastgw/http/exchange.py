@@ -1,0 +1,565 @@
+"""One request/response exchange: the plugin-facing context, request streaming and response framing.
+
+The exchange streams the client's body to the upstream as it arrives and the upstream's response
+back to the client, re-framing both; it buffers only while no upstream is attached yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING
+
+from fastgw.http import responses
+from fastgw.http.upstream import UpstreamConnection, UpstreamTarget
+
+if TYPE_CHECKING:
+    from fastgw.http.server import ServerConnection
+
+log = logging.getLogger("fastgw.http")
+
+BODY_NONE = 0
+BODY_LENGTH = 1
+BODY_CHUNKED = 2
+
+# A request body waiting for its upstream is buffered up to this size, then the client is paused.
+BODY_BUFFER_LIMIT = 64 * 1024
+# A body the client keeps sending after the gateway answered it is read and dropped up to this
+# size so the connection stays usable; past it the connection is closed.
+DISCARD_LIMIT = 1024 * 1024
+
+IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+
+# Response headers the gateway re-creates or that only concern the upstream hop (RFC 9110 §7.6.1).
+RESPONSE_HOP_HEADERS = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    )
+)
+NO_BODY_STATUSES = frozenset((204, 304))
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """Header names listed in a Connection header (besides close/keep-alive)."""
+    tokens = {token.strip().lower() for token in value.split(b",")}
+    tokens.discard(b"close")
+    tokens.discard(b"keep-alive")
+    tokens.discard(b"")
+    return tokens
+
+
+class Exchange:
+    """A request from the client, the plugin context for it, and the response going back."""
+
+    __slots__ = (
+        "body_buffered",
+        "body_chunks",
+        "body_limit",
+        "body_mode",
+        "body_received",
+        "body_waiter",
+        "client_ip",
+        "conn",
+        "content_length",
+        "continue_sent",
+        "discarding",
+        "expect_continue",
+        "finished",
+        "head_request",
+        "headers",
+        "host",
+        "http_10",
+        "keep_alive",
+        "local_body",
+        "local_status",
+        "method",
+        "path",
+        "query",
+        "request_complete",
+        "responded",
+        "response_chunked",
+        "response_close_delimited",
+        "response_complete",
+        "response_headers",
+        "response_started",
+        "retried",
+        "target",
+        "task",
+        "upstream",
+        "upstream_host",
+        "upstream_path",
+        "upstream_read_paused",
+        "x_forwarded_for",
+    )
+
+    def __init__(
+        self,
+        conn: ServerConnection,
+        method: bytes,
+        path: bytes,
+        query: bytes,
+        host: bytes,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        keep_alive: bool,
+        http_10: bool,
+        body_mode: int,
+        content_length: int,
+        expect_continue: bool,
+        x_forwarded_for: bytes | None,
+    ) -> None:
+        self.conn = conn
+        self.method = method
+        self.path = path
+        self.query = query
+        self.host = host
+        self.headers = headers
+        self.client_ip = conn.client_ip
+        self.keep_alive = keep_alive
+        self.http_10 = http_10
+        self.head_request = method == b"HEAD"
+        self.body_mode = body_mode
+        self.content_length = content_length
+        self.expect_continue = expect_continue
+        self.x_forwarded_for = x_forwarded_for
+        self.responded = False
+        self.local_status = 0
+        self.local_body = b""
+        self.target: UpstreamTarget | None = None
+        self.upstream_path = path
+        self.upstream_host: bytes | None = None  # set by routing when the route preserves Host
+        self.upstream: UpstreamConnection | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.request_complete = body_mode == BODY_NONE
+        self.body_chunks: list[bytes] = []
+        self.body_buffered = 0
+        self.body_received = 0
+        self.body_limit = BODY_BUFFER_LIMIT
+        self.body_waiter: asyncio.Future[None] | None = None
+        self.discarding = False
+        self.continue_sent = False
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.response_started = False
+        self.response_complete = False
+        self.response_chunked = False
+        self.response_close_delimited = False
+        self.upstream_read_paused = False
+        self.retried = False
+        self.finished = False
+
+    # -- the plugin context (fastgw.pipeline.RequestContext) -------------------------------------
+
+    def get_header(self, name: bytes) -> bytes | None:
+        for header_name, value in self.headers:
+            if header_name == name:
+                return value
+        return None
+
+    def set_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        for index in range(len(headers)):
+            if headers[index][0] == name:
+                headers[index] = (name, value)
+                # later duplicates, if any, go
+                self.headers = headers[: index + 1] + [
+                    h for h in headers[index + 1 :] if h[0] != name
+                ]
+                return
+        headers.append((name, value))
+
+    def remove_header(self, name: bytes) -> None:
+        self.headers = [header for header in self.headers if header[0] != name]
+
+    def set_query(self, query: bytes) -> None:
+        self.query = query
+
+    def has_body(self) -> bool:
+        return self.body_mode != BODY_NONE
+
+    async def read_body(self, limit: int) -> bytes | None:
+        if self.body_mode == BODY_NONE:
+            return b""
+        if self.body_mode == BODY_LENGTH and self.content_length > limit:
+            return None
+        self.body_limit = max(limit, BODY_BUFFER_LIMIT)
+        if not self.request_complete and self.body_buffered <= limit:
+            self._send_continue()
+            self.body_waiter = asyncio.get_running_loop().create_future()
+            self.conn.allow_body_buffering()
+            try:
+                await self.body_waiter
+            finally:
+                self.body_waiter = None
+        if self.body_buffered > limit:
+            return None
+        return b"".join(self.body_chunks)
+
+    def replace_body(self, body: bytes) -> None:
+        if not self.request_complete:
+            raise RuntimeError("replace_body needs the whole body: call read_body first")
+        self.body_chunks = [body]
+        self.body_buffered = len(body)
+        self.body_mode = BODY_LENGTH
+        self.content_length = len(body)
+
+    def respond(
+        self, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        self.responded = True
+        self.target = None
+        self.local_status = status
+        self.local_body = body
+        self.response_headers = list(headers)
+
+    # -- running the handler ---------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Called when this exchange becomes the connection's active one."""
+        try:
+            pending = self.conn.server.handler(self)
+        except Exception:
+            log.exception("request handler failed")
+            self.respond_error(500)
+            return
+        if pending is None:
+            self._after_handler()
+        else:
+            self.task = asyncio.ensure_future(self._await_handler(pending))
+
+    async def _await_handler(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("request handler failed")
+            if not self.finished:
+                self.respond_error(500)
+            return
+        if not self.finished:
+            self._after_handler()
+
+    def _after_handler(self) -> None:
+        if self.responded:
+            self._write_local_response()
+            return
+        if self.target is None:
+            self.respond_error(500)
+            return
+        self._send_continue()
+        conn = self.target.pool.acquire()
+        if conn is not None:
+            self._send_to(conn)
+        else:
+            self.task = asyncio.ensure_future(self._connect())
+
+    def _send_continue(self) -> None:
+        if self.expect_continue and not self.continue_sent and not self.request_complete:
+            self.continue_sent = True
+            self.conn.write(responses.CONTINUE_100)
+
+    async def _connect(self) -> None:
+        target = self.target
+        assert target is not None
+        status = 502
+        for _ in range(target.retries + 1):
+            try:
+                conn = await target.pool.connect(target.connect_timeout)
+            except TimeoutError:
+                status = 504
+                continue
+            except OSError:
+                status = 502
+                continue
+            if self.finished:
+                target.pool.release(conn)
+                return
+            self._send_to(conn)
+            return
+        if not self.finished:
+            self.upstream_failed(status)
+
+    # -- the request, towards the upstream -------------------------------------------------------
+
+    def _upstream_head(self) -> list[bytes]:
+        target = self.target
+        assert target is not None
+        conn = self.conn
+        host = self.upstream_host or target.host_header
+        parts = [self.method, b" ", self.upstream_path]
+        if self.query:
+            parts += (b"?", self.query)
+        parts += (b" HTTP/1.1\r\nhost: ", host, b"\r\n")
+        for name, value in self.headers:
+            parts += (name, b": ", value, b"\r\n")
+        if self.x_forwarded_for is None:
+            parts += (b"x-forwarded-for: ", conn.client_ip_bytes, b"\r\n")
+        else:
+            parts += (
+                b"x-forwarded-for: ",
+                self.x_forwarded_for,
+                b", ",
+                conn.client_ip_bytes,
+                b"\r\n",
+            )
+        if self.host:
+            parts += (
+                b"x-forwarded-host: ",
+                self.host.rsplit(b":", 1)[0] if b"]" not in self.host else self.host,
+                b"\r\n",
+            )
+        parts.append(conn.forwarded_lines)
+        if self.body_mode == BODY_LENGTH:
+            parts.append(b"content-length: %d\r\n\r\n" % self.content_length)
+        elif self.body_mode == BODY_CHUNKED:
+            parts.append(b"transfer-encoding: chunked\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        return parts
+
+    def _send_to(self, upstream: UpstreamConnection) -> None:
+        self.upstream = upstream
+        parts = self._upstream_head()
+        if self.body_chunks:
+            if self.body_mode == BODY_CHUNKED:
+                for chunk in self.body_chunks:
+                    parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+            else:
+                parts += self.body_chunks
+            self.body_chunks = []
+        if self.request_complete and self.body_mode == BODY_CHUNKED:
+            parts.append(b"0\r\n\r\n")
+        upstream.send(self, b"".join(parts))
+        self.conn.resume_reading_for(self)
+
+    def on_request_body(self, chunk: bytes) -> None:
+        self.body_received += len(chunk)
+        if self.discarding:
+            if self.body_received > DISCARD_LIMIT:
+                self.keep_alive = False
+                self.conn.close_after_response()
+            return
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            if self.body_mode == BODY_CHUNKED:
+                upstream.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            else:
+                upstream.transport.write(chunk)
+            return
+        self.body_chunks.append(chunk)
+        self.body_buffered += len(chunk)
+        if self.body_buffered > self.body_limit:
+            waiter = self.body_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            self.conn.pause_for_buffer()
+
+    def on_request_complete(self) -> None:
+        self.request_complete = True
+        waiter = self.body_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        upstream = self.upstream
+        if upstream is not None and self.body_mode == BODY_CHUNKED and upstream.transport:
+            upstream.transport.write(b"0\r\n\r\n")
+        if self.response_complete:
+            self._done()
+
+    # -- flow control ----------------------------------------------------------------------------
+
+    def upstream_write_paused(self) -> None:
+        self.conn.pause_for_upstream()
+
+    def upstream_write_resumed(self) -> None:
+        self.conn.resume_for_upstream()
+
+    def client_write_paused(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and not self.upstream_read_paused and upstream.transport:
+            self.upstream_read_paused = True
+            upstream.transport.pause_reading()
+
+    def client_write_resumed(self) -> None:
+        upstream = self.upstream
+        if self.upstream_read_paused:
+            self.upstream_read_paused = False
+            if upstream is not None and upstream.transport and not upstream.closed:
+                upstream.transport.resume_reading()
+
+    # -- the response, towards the client --------------------------------------------------------
+
+    def upstream_head(self, status: int) -> None:
+        out = self.conn.out
+        start = len(out)
+        out.append(responses.status_line(status))
+        content_length: bytes | None = None
+        upstream_chunked = False
+        listed: set[bytes] | None = None
+        for name, value in self.response_headers:
+            if name in RESPONSE_HOP_HEADERS:
+                if name == b"content-length":
+                    content_length = value
+                elif name == b"transfer-encoding":
+                    upstream_chunked = b"chunked" in value.lower()
+                elif name == b"connection":
+                    listed = connection_tokens(value) or None
+                continue
+            out += (name, b": ", value, b"\r\n")
+        if listed is not None:
+            # Connection named more hop-by-hop headers (rare): rebuild the head without them.
+            del out[start + 1 :]
+            for name, value in self.response_headers:
+                if name not in RESPONSE_HOP_HEADERS and name not in listed:
+                    out += (name, b": ", value, b"\r\n")
+        no_body = self.head_request or status in NO_BODY_STATUSES
+        if no_body:
+            if content_length is not None and status != 204:
+                out += (b"content-length: ", content_length, b"\r\n")
+        elif content_length is not None:
+            out += (b"content-length: ", content_length, b"\r\n")
+        else:
+            self.response_close_delimited = not upstream_chunked
+            if self.http_10:
+                self.keep_alive = False
+            else:
+                self.response_chunked = True
+                out.append(b"transfer-encoding: chunked\r\n")
+        if not self.keep_alive:
+            out.append(b"connection: close\r\n\r\n")
+        elif self.http_10:
+            out.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            out.append(b"\r\n")
+        self.response_started = True
+
+    def upstream_body(self, body: bytes) -> None:
+        if not body:
+            return
+        if self.response_chunked:
+            self.conn.out += (b"%x\r\n" % len(body), body, b"\r\n")
+        else:
+            self.conn.out.append(body)
+
+    def flush(self) -> None:
+        self.conn.flush()
+
+    def upstream_complete(self, upstream: UpstreamConnection, *, reusable: bool) -> None:
+        if self.response_chunked:
+            self.conn.out.append(b"0\r\n\r\n")
+        self.response_complete = True
+        self.upstream = None
+        if self.upstream_read_paused:
+            self.upstream_read_paused = False
+            if upstream.transport is not None and not upstream.closed:
+                upstream.transport.resume_reading()
+        if reusable and self.request_complete:
+            upstream.pool.release(upstream)
+        else:
+            upstream.close()
+            if not self.request_complete:
+                # The upstream answered before the whole body arrived; the rest cannot be
+                # framed for another request.
+                self.keep_alive = False
+        self.conn.flush()
+        if self.request_complete:
+            self._done()
+        else:
+            self.discarding = True
+            self.conn.close_after_response()
+            self._done()
+
+    def upstream_lost(self, upstream: UpstreamConnection) -> None:
+        """The upstream closed or reset the connection while this exchange used it."""
+        self.upstream = None
+        if self.finished:
+            return
+        if self.response_started:
+            if self.response_close_delimited:
+                self.upstream_complete(upstream, reusable=False)
+            else:
+                self.conn.abort()  # a truncated response must not look complete
+            return
+        if (
+            not self.retried
+            and upstream.requests > 1
+            and not upstream.got_response_bytes
+            and self.body_mode == BODY_NONE
+            and self.method in IDEMPOTENT_METHODS
+        ):
+            # A pooled connection the upstream had already closed: retry once on a fresh one.
+            self.retried = True
+            self.task = asyncio.ensure_future(self._connect())
+            return
+        self.upstream_failed(502)
+
+    def upstream_failed(self, status: int) -> None:
+        """The upstream timed out (504) or misbehaved (502)."""
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.abort()
+        if self.finished:
+            return
+        if self.response_started:
+            self.conn.flush()
+            self.conn.abort()
+            return
+        self.conn.out.clear()
+        self.respond_error(status)
+
+    # -- local answers ---------------------------------------------------------------------------
+
+    def respond_error(self, status: int, message: str | None = None) -> None:
+        body, headers = responses.error_parts(status, message)
+        self.respond(status, body, headers)
+        self._write_local_response()
+
+    def _write_local_response(self) -> None:
+        headers = self.response_headers
+        if not self.request_complete:
+            if self.expect_continue and not self.continue_sent:
+                # The client has not sent its body and may never: do not wait for it.
+                self.keep_alive = False
+            else:
+                self.discarding = True
+        self.response_headers = []
+        self.conn.write(
+            responses.build_response(
+                self.local_status,
+                self.local_body,
+                headers,
+                keep_alive=self.keep_alive,
+                head_only=self.head_request,
+            )
+        )
+        self.response_started = True
+        self.response_complete = True
+        if self.request_complete or not self.keep_alive:
+            self._done()
+
+    def _done(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.conn.exchange_done(self)
+
+    def abort(self) -> None:
+        """The client went away: release everything without reusing the upstream connection."""
+        self.finished = True
+        waiter = self.body_waiter
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.abort()

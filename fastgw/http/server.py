@@ -1,0 +1,491 @@
+"""The client side of the proxy: an asyncio protocol per connection, parsing with httptools.
+
+It owns framing, keep-alive, pipelining order, request limits, head/idle/send timeouts and
+read-side flow control; what to do with a request is the handler's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import httptools
+
+from fastgw.http import responses
+from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Exchange
+from fastgw.http.timers import Ticker
+
+log = logging.getLogger("fastgw.http")
+
+Handler = Callable[[Exchange], Awaitable[None] | None]
+
+# A client that stops reading its response is dropped after this long (nginx send_timeout).
+SEND_TIMEOUT = 60.0
+
+# Read-pause reasons: reading resumes only when none is left.
+PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
+PAUSE_BUFFER = 2  # a request body waits for its upstream connection
+PAUSE_UPSTREAM = 4  # the upstream's write buffer is full
+
+# Request headers the gateway consumes or re-creates instead of forwarding as received.
+_HOP = 1
+_HOST = 2
+_CONTENT_LENGTH = 3
+_TRANSFER_ENCODING = 4
+_EXPECT = 5
+_CONNECTION = 6
+_XFF = 7
+REQUEST_SPECIAL_HEADERS: dict[bytes, int] = {
+    b"connection": _CONNECTION,
+    b"keep-alive": _HOP,
+    b"proxy-connection": _HOP,
+    b"proxy-authorization": _HOP,
+    b"te": _HOP,
+    b"trailer": _HOP,
+    b"upgrade": _HOP,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"content-length": _CONTENT_LENGTH,
+    b"host": _HOST,
+    b"expect": _EXPECT,
+    b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _HOP,
+    b"x-forwarded-host": _HOP,
+    b"x-forwarded-port": _HOP,
+    b"x-real-ip": _HOP,
+}
+
+
+class Limits(Protocol):
+    max_head_size: int
+    max_headers: int
+    max_uri_size: int
+    head_timeout: float
+    keepalive_timeout: float
+    max_body_size: int
+
+
+class _LimitExceeded(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class Server:
+    """Shared state of one listener: the handler, limits, the clock and live connections."""
+
+    def __init__(self, handler: Handler, limits: Limits, ticker: Ticker, port: int = 0) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.ticker = ticker
+        self.port = port
+        self.connections: set[ServerConnection] = set()
+        self.draining = False
+        self.requests_total = 0
+
+    def protocol_factory(self) -> ServerConnection:
+        return ServerConnection(self)
+
+    def sweep(self, now: float) -> None:
+        for conn in tuple(self.connections):
+            conn.check_timeouts(now)
+
+    def start_draining(self) -> None:
+        """Finish what is in flight; idle connections close now, busy ones after their response."""
+        self.draining = True
+        for conn in tuple(self.connections):
+            if not conn.queue and conn.head_started == 0.0:
+                conn.close()
+
+    def abort_all(self) -> None:
+        for conn in tuple(self.connections):
+            conn.abort()
+
+
+class ServerConnection(asyncio.Protocol):
+    """One client connection. Parser callbacks build exchanges; the first queued one is active."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.ticker = server.ticker
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = ""
+        self.client_ip_bytes = b""
+        self.forwarded_lines = b""
+        self.closed = False
+        self.out: list[bytes] = []  # response bytes gathered during one read, written once
+        self.feeding = False
+        self.queue: deque[Exchange] = deque()
+        self.parsing: Exchange | None = None
+        self.close_after = False
+        self.error_after = 0  # a later pipelined request was malformed: answer it, then close
+        self.read_paused = 0
+        self.write_paused = False
+        self.write_paused_since = 0.0
+        self.idle_since = 0.0
+        self.fresh = True
+        self.last_read = 0.0
+        # request head being parsed
+        self.head_started = 0.0
+        self.head_bytes = 0
+        self.url_parts: list[bytes] = []
+        self.url_size = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.host = b""
+        self.content_length = -1
+        self.chunked = False
+        self.expect_continue = False
+        self.connection_value: bytes | None = None
+        self.x_forwarded_for: bytes | None = None
+
+    # -- connection lifecycle --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
+        self.client_ip_bytes = self.client_ip.encode()
+        sock = transport.get_extra_info("sockname")
+        port = sock[1] if isinstance(sock, tuple) else self.server.port
+        self.forwarded_lines = (
+            b"x-forwarded-proto: http\r\nx-forwarded-port: %d\r\nx-real-ip: %b\r\n"
+            % (
+                port,
+                self.client_ip_bytes,
+            )
+        )
+        self.idle_since = self.last_read = self.ticker.now
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        for exchange in self.queue:
+            exchange.abort()
+        self.queue.clear()
+        if self.parsing is not None and not self.parsing.finished:
+            self.parsing.abort()
+        self.parsing = None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
+
+    def close_after_response(self) -> None:
+        self.close_after = True
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+        if not self.feeding:
+            self.flush()
+
+    def flush(self) -> None:
+        out = self.out
+        if out and not self.closed:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
+        out.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_paused_since = self.ticker.now
+        if self.queue:
+            self.queue[0].client_write_paused()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.queue:
+            self.queue[0].client_write_resumed()
+
+    # -- read-side flow control --------------------------------------------------------------------
+
+    def _pause(self, reason: int) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.read_paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.read_paused & reason:
+            self.read_paused &= ~reason
+            if not self.read_paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def pause_for_buffer(self) -> None:
+        self._pause(PAUSE_BUFFER)
+
+    def allow_body_buffering(self) -> None:
+        self._resume(PAUSE_BUFFER)
+
+    def resume_reading_for(self, exchange: Exchange) -> None:
+        self._resume(PAUSE_BUFFER)
+
+    def pause_for_upstream(self) -> None:
+        self._pause(PAUSE_UPSTREAM)
+
+    def resume_for_upstream(self) -> None:
+        self._resume(PAUSE_UPSTREAM)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = self.ticker.now
+        self.feeding = True
+        try:
+            self._feed(data)
+        finally:
+            self.feeding = False
+        if self.out:
+            self.flush()
+
+    def _feed(self, data: bytes) -> None:
+        in_head = self.head_started != 0.0 or self.parsing is None or self.parsing.request_complete
+        if in_head:
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # Upgrade is hop-by-hop and not offered upstream: the request went on as plain
+            # HTTP/1.1. llhttp stops after such a request, so continue with a fresh parser.
+            self.parser = httptools.HttpRequestParser(self)
+            rest = data[upgrade.args[0] :] if upgrade.args else b""
+            if rest:
+                self._feed(rest)
+            return
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__ or error.__cause__
+            if isinstance(cause, _LimitExceeded):
+                self._fail(cause.status)
+            else:
+                log.error("request parsing failed", exc_info=cause)
+                self._fail(400)
+            return
+        except httptools.HttpParserError:
+            self._fail(400)
+            return
+        if self.head_started and self.head_bytes > self.limits.max_head_size:
+            self._fail(431)
+
+    def _fail(self, status: int) -> None:
+        """The client sent something unusable: answer `status` (in order) and close."""
+        self._pause(PAUSE_PIPELINE)
+        parsing = self.parsing
+        if parsing is not None and not parsing.request_complete and not parsing.finished:
+            # Failed inside a request body: that exchange cannot be completed.
+            if parsing.response_started:
+                self.flush()
+                self.abort()
+                return
+            parsing.abort()
+            if self.queue and self.queue[0] is parsing:
+                self.queue.popleft()
+        if self.queue:
+            self.error_after = status
+            return
+        self._write_error_and_close(status)
+
+    def _write_error_and_close(self, status: int) -> None:
+        body, headers = responses.error_parts(status)
+        self.out.append(responses.build_response(status, body, headers, keep_alive=False))
+        self.flush()
+        self.close()
+
+    # httptools callbacks, in the order they fire
+
+    def on_message_begin(self) -> None:
+        self.head_started = self.ticker.now or 1e-9
+        self.url_parts = []
+        self.url_size = 0
+        self.headers = []
+        self.host = b""
+        self.content_length = -1
+        self.chunked = False
+        self.expect_continue = False
+        self.connection_value = None
+        self.x_forwarded_for = None
+
+    def on_url(self, url: bytes) -> None:
+        self.url_size += len(url)
+        if self.url_size > self.limits.max_uri_size:
+            raise _LimitExceeded(414)
+        self.url_parts.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        if len(headers) >= self.limits.max_headers:
+            raise _LimitExceeded(431)
+        lname = name.lower()
+        kind = REQUEST_SPECIAL_HEADERS.get(lname)
+        if kind is None:
+            headers.append((lname, value))
+        elif kind == _HOST:
+            if self.host:
+                raise _LimitExceeded(400)  # two Host headers (RFC 9112 §3.2)
+            self.host = value
+        elif kind == _CONTENT_LENGTH:
+            self.content_length = int(value)
+        elif kind == _TRANSFER_ENCODING:
+            self.chunked = True  # llhttp already rejected anything but a final "chunked"
+        elif kind == _EXPECT:
+            if value.lower() != b"100-continue":
+                raise _LimitExceeded(417)
+            self.expect_continue = True
+        elif kind == _CONNECTION:
+            self.connection_value = (
+                value if self.connection_value is None else (self.connection_value + b"," + value)
+            )
+        elif kind == _XFF:
+            self.x_forwarded_for = (
+                value if self.x_forwarded_for is None else (self.x_forwarded_for + b", " + value)
+            )
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        self.head_started = 0.0
+        self.head_bytes = 0
+        url = self.url_parts[0] if len(self.url_parts) == 1 else b"".join(self.url_parts)
+        host = self.host
+        if url[:1] == b"/":
+            path, _, query = url.partition(b"?")
+        else:
+            path, query, host = self._absolute_target(url, host)
+        http_10 = parser.get_http_version() == "1.0"
+        if not host and not http_10:
+            raise _LimitExceeded(400)  # HTTP/1.1 requires Host (RFC 9112 §3.2)
+        headers = self.headers
+        if self.connection_value is not None:
+            listed = {t.strip().lower() for t in self.connection_value.split(b",")}
+            if len(listed - {b"close", b"keep-alive", b"upgrade", b""}):
+                headers = [h for h in headers if h[0] not in listed]
+        if self.chunked:
+            body_mode = BODY_CHUNKED
+        elif self.content_length > 0:
+            body_mode = BODY_LENGTH
+        else:
+            body_mode = BODY_NONE
+        max_body = self.limits.max_body_size
+        if max_body and self.content_length > max_body:
+            raise _LimitExceeded(413)
+        exchange = Exchange(
+            self,
+            parser.get_method(),
+            path,
+            query,
+            host,
+            headers,
+            keep_alive=parser.should_keep_alive() and not self.server.draining,
+            http_10=http_10,
+            body_mode=body_mode,
+            content_length=self.content_length if self.content_length > 0 else 0,
+            expect_continue=self.expect_continue,
+            x_forwarded_for=self.x_forwarded_for,
+        )
+        self.server.requests_total += 1
+        self.parsing = exchange
+        queue = self.queue
+        queue.append(exchange)
+        if len(queue) == 1:
+            self.fresh = False
+            exchange.begin()
+        else:
+            self._pause(PAUSE_PIPELINE)
+
+    @staticmethod
+    def _absolute_target(url: bytes, host: bytes) -> tuple[bytes, bytes, bytes]:
+        """Absolute-form targets (RFC 9112 §3.2.2) are normalised: their authority wins."""
+        if url == b"*":
+            raise _LimitExceeded(400)
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            raise _LimitExceeded(400) from None
+        if parsed.schema not in (b"http", b"https") or not parsed.host:
+            raise _LimitExceeded(400)
+        authority = parsed.host if parsed.port is None else b"%b:%d" % (parsed.host, parsed.port)
+        return parsed.path or b"/", parsed.query or b"", authority
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.parsing
+        if exchange is not None:
+            max_body = self.limits.max_body_size
+            if max_body and exchange.body_received + len(body) > max_body:
+                raise _LimitExceeded(413)
+            exchange.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.parsing
+        if exchange is not None and not exchange.request_complete:
+            exchange.on_request_complete()
+
+    # -- exchange bookkeeping --------------------------------------------------------------------
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        queue = self.queue
+        if queue and queue[0] is exchange:
+            queue.popleft()
+        if self.closed:
+            return
+        if not exchange.keep_alive or self.close_after:
+            self.flush()
+            self.close()
+            return
+        if queue:
+            queue[0].begin()
+        elif self.error_after:
+            self.flush()
+            self._write_error_and_close(self.error_after)
+            return
+        else:
+            self.idle_since = self.ticker.now
+            if self.server.draining:
+                self.flush()
+                self.close()
+                return
+        if len(queue) <= 1:
+            self._resume(PAUSE_PIPELINE)
+
+    # -- timeouts (called by the ticker's sweep) -------------------------------------------------
+
+    def check_timeouts(self, now: float) -> None:
+        if self.closed:
+            return
+        limits = self.limits
+        if self.write_paused and now - self.write_paused_since > SEND_TIMEOUT:
+            self.abort()
+            return
+        if self.queue:
+            exchange = self.queue[0]
+            # A body that stops arriving (nginx client_body_timeout, same value as the head's).
+            if (
+                not exchange.request_complete
+                and not self.read_paused
+                and now - self.last_read > limits.head_timeout
+            ):
+                self._timeout_active(exchange)
+            return
+        if self.head_started:
+            if now - self.head_started > limits.head_timeout:
+                self._write_error_and_close(408)
+            return
+        idle_limit = limits.head_timeout if self.fresh else limits.keepalive_timeout
+        if now - self.idle_since > idle_limit:
+            self.close()
+
+    def _timeout_active(self, exchange: Exchange) -> None:
+        if exchange.response_started:
+            self.abort()
+            return
+        for queued in self.queue:
+            queued.abort()
+        self.queue.clear()
+        self._write_error_and_close(408)

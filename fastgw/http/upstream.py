@@ -1,0 +1,289 @@
+"""Connections to upstream servers: the response-side protocol and a keep-alive pool per upstream.
+
+A connection serves one exchange at a time; it parses the response with httptools and hands the
+pieces to the exchange, which owns framing towards the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import TYPE_CHECKING
+
+import httptools
+
+from fastgw.http.timers import Ticker
+
+if TYPE_CHECKING:
+    from fastgw.http.exchange import Exchange
+
+# Response-head bounds: an upstream is trusted more than a client, but not infinitely.
+MAX_RESPONSE_HEAD = 64 * 1024  # bytes; twice nginx's proxy_buffer_size default of 4k pages x 8
+MAX_RESPONSE_HEADERS = 200
+
+
+class UpstreamTarget:
+    """Where a route's requests go: the pool plus per-service timeouts (seconds)."""
+
+    __slots__ = (
+        "connect_timeout",
+        "host_header",
+        "pool",
+        "read_timeout",
+        "retries",
+        "write_timeout",
+    )
+
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        host_header: bytes,
+        connect_timeout: float,
+        read_timeout: float,
+        write_timeout: float,
+        retries: int,
+    ) -> None:
+        self.pool = pool
+        self.host_header = host_header
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.retries = retries
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One TCP (or TLS) connection to an upstream; parses responses for the attached exchange."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.requests = 0  # served on this connection, for max_requests
+        self.idle_since = 0.0
+        self.deadline = 0.0  # read/write deadline while attached; 0 = none
+        self.got_response_bytes = False
+        self._head_bytes = 0
+        self._header_count = 0
+        self._informational = False
+        self._reset_parser = False
+
+    # -- connection lifecycle --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.upstream_lost(self)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        """Close without flushing and never reuse (after a fault or a cancelled exchange)."""
+        self.exchange = None
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.abort()
+
+    # -- flow control: the upstream's write buffer holds back the client's body -------------------
+
+    def pause_writing(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            self.deadline = self.pool.ticker.now + exchange.target.write_timeout
+            exchange.upstream_write_paused()
+
+    def resume_writing(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            self.deadline = self.pool.ticker.now + exchange.target.read_timeout
+            exchange.upstream_write_resumed()
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def send(self, exchange: Exchange, data: bytes) -> None:
+        """Attach `exchange` and write its request head (and whatever body is ready)."""
+        self.exchange = exchange
+        self.requests += 1
+        self.got_response_bytes = False
+        self._head_bytes = 0
+        self._header_count = 0
+        self.deadline = self.pool.ticker.now + exchange.target.read_timeout
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    # -- receiving --------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes nobody asked for: the connection's framing is unknown now.
+            self.abort()
+            return
+        self.got_response_bytes = True
+        self.deadline = self.pool.ticker.now + exchange.target.read_timeout
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            still_attached = self.exchange is not None
+            self.abort()
+            if still_attached:
+                exchange.upstream_failed(502)
+            else:
+                exchange.flush()  # the response completed; only trailing garbage was bad
+            return
+        if self._reset_parser:
+            self._reset_parser = False
+            self.parser = httptools.HttpResponseParser(self)
+        exchange.flush()
+
+    def eof_received(self) -> bool | None:
+        exchange = self.exchange
+        if exchange is not None and exchange.response_close_delimited:
+            self.exchange = None
+            exchange.upstream_complete(self, reusable=False)
+        return None
+
+    # httptools callbacks, in the order they fire
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._head_bytes += len(name) + len(value)
+        if self._header_count > MAX_RESPONSE_HEADERS or self._head_bytes > MAX_RESPONSE_HEAD:
+            raise ValueError("upstream response head too large")
+        if not self._informational:
+            self.exchange.response_headers.append((name.lower(), value))  # type: ignore[union-attr]
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        exchange = self.exchange
+        if status < 200:
+            # 1xx (e.g. 103 Early Hints): not forwarded; the final response follows.
+            self._informational = True
+            exchange.response_headers.clear()  # type: ignore[union-attr]
+            return
+        if exchange.head_request:  # type: ignore[union-attr]
+            # httptools cannot be told a HEAD response has no body; finish it here and
+            # give the next response a fresh parser.
+            self._reset_parser = True
+        exchange.upstream_head(status)  # type: ignore[union-attr]
+        if exchange.head_request:  # type: ignore[union-attr]
+            self._finish(self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        if self.exchange is not None:
+            self._finish(self.parser.should_keep_alive())
+
+    def _finish(self, keep_alive: bool) -> None:
+        exchange = self.exchange
+        self.exchange = None
+        self.deadline = 0.0
+        exchange.upstream_complete(self, reusable=keep_alive)  # type: ignore[union-attr]
+
+
+class UpstreamPool:
+    """Keep-alive connections to one upstream address: bounded, LIFO reuse, idle timeout."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ticker: Ticker,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        size: int,
+        idle_timeout: float,
+        max_requests: int,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.ticker = ticker
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname if ssl_context is not None else None
+        self.size = size
+        self.idle_timeout = idle_timeout
+        self.max_requests = max_requests
+        self.idle: list[UpstreamConnection] = []
+        self.busy: set[UpstreamConnection] = set()
+
+    def acquire(self) -> UpstreamConnection | None:
+        """The most recently used idle connection, or None (the caller then connects)."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                self.busy.add(conn)
+                return conn
+        return None
+
+    async def connect(self, timeout: float) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            _, conn = await loop.create_connection(
+                lambda: UpstreamConnection(self),
+                self.host,
+                self.port,
+                ssl=self.ssl_context,
+                server_hostname=self.server_hostname,
+            )
+        self.busy.add(conn)
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Return a connection whose exchange finished cleanly."""
+        self.busy.discard(conn)
+        if conn.closed:
+            return
+        if len(self.idle) >= self.size or conn.requests >= self.max_requests:
+            conn.close()
+            return
+        conn.idle_since = self.ticker.now
+        self.idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        self.busy.discard(conn)
+        # Closed idle connections are skipped lazily by acquire() and sweep().
+
+    def sweep(self, now: float) -> None:
+        idle = self.idle
+        if idle:
+            expired = now - self.idle_timeout
+            keep = [c for c in idle if not c.closed and c.idle_since > expired]
+            if len(keep) != len(idle):
+                for conn in idle:
+                    if not conn.closed and conn.idle_since <= expired:
+                        conn.close()
+                self.idle = keep
+        for conn in tuple(self.busy):
+            if conn.deadline and now > conn.deadline and conn.exchange is not None:
+                exchange = conn.exchange
+                conn.abort()
+                exchange.upstream_failed(504)
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+        for conn in tuple(self.busy):
+            conn.abort()

@@ -1,0 +1,155 @@
+"""Request routing: which route (and which of its paths) a method, Host and path select.
+
+Knows hosts, paths and methods only; compiled once per config, matched per request without regexes.
+
+Kong's semantics, simplified. A route matches when each of its non-empty categories matches:
+
+- methods: exact, upper case (`GET` never matches `get`).
+- hosts: exact, case-insensitive, any `:port` in the Host header ignored; `*.example.com` matches
+  `a.example.com` and `a.b.example.com` (not `example.com`); `example.*` matches `example.org`.
+- paths: plain prefix match on the raw path bytes. As in Kong, `/foo` matches `/foo`, `/foo/bar`
+  and also `/foobar`. No normalisation happens here (percent-encoding, dot segments).
+
+Among the matching routes the winner is, in order: one matched by an exact host, then by a
+wildcard host, then one without hosts; within that, the longest matching path prefix (a route
+without paths counts as a prefix of length 0); then a route that has methods; then config order.
+
+Strip-path needs to know which of a route's paths matched, so the router stores one payload per
+(route, path) pair: `Router(entries)` takes `(route, factory)` pairs and calls `factory(path)` once
+per path of the route at compile time (`factory(None)` for a route without paths); `match` returns
+the payload of the pair that won. Nothing is allocated per request beyond the lower-cased host.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:  # routing reads a Route's fields only; it needs none of the config machinery
+    from fastgw.config import Route
+
+T = TypeVar("T")
+
+_SLASH = 0x2F  # b"/"[0]
+_NO_RANK = sys.maxsize  # worse than any real rank
+
+# one (route, path) pair: (path prefix, allowed methods or None for any, rank, payload);
+# ranks order every pair by path length, then methods, then config order (lower is better)
+_Candidate = tuple[bytes, tuple[bytes, ...] | None, int, T]
+
+
+class Router(Generic[T]):
+    """Routes compiled into per-host tables, each sorted best first."""
+
+    __slots__ = ("_any_host", "_exact", "_host_prefixes", "_host_suffixes", "_paths_only")
+
+    def __init__(self, entries: Iterable[tuple[Route, Callable[[str | None], T]]]) -> None:
+        keyed: list[
+            tuple[tuple[int, bool, int, int], tuple[str, ...], bytes, tuple[bytes, ...] | None, T]
+        ] = []
+        for order, (route, factory) in enumerate(entries):
+            methods = tuple(method.encode("ascii") for method in route.methods) or None
+            hosts = tuple(dict.fromkeys(host.lower() for host in route.hosts))
+            paths: tuple[str | None, ...] = route.paths or (None,)
+            for path_index, path in enumerate(paths):
+                prefix = path.encode() if path is not None else b""
+                sort_key = (-len(prefix), methods is None, order, path_index)
+                keyed.append((sort_key, hosts, prefix, methods, factory(path)))
+        keyed.sort(key=lambda item: item[0])
+
+        exact: dict[bytes, list[_Candidate[T]]] = {}
+        suffixes: dict[bytes, list[_Candidate[T]]] = {}  # "*.example.com" -> b".example.com"
+        prefixes: dict[bytes, list[_Candidate[T]]] = {}  # "example.*" -> b"example."
+        any_host: list[_Candidate[T]] = []
+        for rank, (_, hosts, prefix, methods, payload) in enumerate(keyed):
+            candidate = (prefix, methods, rank, payload)
+            if not hosts:
+                any_host.append(candidate)
+            for host in hosts:
+                if host.startswith("*."):
+                    suffixes.setdefault(host[1:].encode(), []).append(candidate)
+                elif host.endswith(".*"):
+                    prefixes.setdefault(host[:-1].encode(), []).append(candidate)
+                else:
+                    exact.setdefault(host.encode(), []).append(candidate)
+
+        self._exact = {host: tuple(table) for host, table in exact.items()}
+        self._host_suffixes = tuple((key, tuple(table)) for key, table in suffixes.items())
+        self._host_prefixes = tuple((key, tuple(table)) for key, table in prefixes.items())
+        self._any_host = tuple(any_host)
+        # the common small config (no hosts, no methods): a bare list of prefixes, best first
+        self._paths_only: tuple[tuple[bytes, T], ...] | None = None
+        if not keyed or all(not hosts and methods is None for _, hosts, _, methods, _ in keyed):
+            self._paths_only = tuple((prefix, payload) for prefix, _, _, payload in any_host)
+
+    def match(self, method: bytes, host: bytes, path: bytes) -> T | None:
+        """The payload of the best (route, path) pair for this request, or None."""
+        paths_only = self._paths_only
+        if paths_only is not None:
+            for prefix, payload in paths_only:
+                if path.startswith(prefix):
+                    return payload
+            return None
+
+        if host and (self._exact or self._host_suffixes or self._host_prefixes):
+            name = _host_name(host)
+            table = self._exact.get(name)
+            if table is not None:
+                for prefix, methods, _, payload in table:
+                    if path.startswith(prefix) and (methods is None or method in methods):
+                        return payload
+            best_rank = _NO_RANK
+            best: T | None = None
+            for suffix, table in self._host_suffixes:
+                if len(name) > len(suffix) and name.endswith(suffix):
+                    for prefix, methods, rank, payload in table:
+                        if rank >= best_rank:
+                            break
+                        if path.startswith(prefix) and (methods is None or method in methods):
+                            best_rank, best = rank, payload
+                            break
+            for host_prefix, table in self._host_prefixes:
+                if len(name) > len(host_prefix) and name.startswith(host_prefix):
+                    for prefix, methods, rank, payload in table:
+                        if rank >= best_rank:
+                            break
+                        if path.startswith(prefix) and (methods is None or method in methods):
+                            best_rank, best = rank, payload
+                            break
+            if best_rank != _NO_RANK:
+                return best
+
+        for prefix, methods, _, payload in self._any_host:
+            if path.startswith(prefix) and (methods is None or method in methods):
+                return payload
+        return None
+
+
+def _host_name(host: bytes) -> bytes:
+    """The Host header without its port, lower case ("[::1]:80" -> "[::1]")."""
+    colon = host.rfind(b":")
+    if colon != -1 and host.find(b"]", colon) == -1:
+        host = host[:colon]
+    return host if host.islower() else host.lower()
+
+
+def upstream_path(prefix_len: int, service_path: str | bytes, path: bytes) -> bytes:
+    """The path sent upstream: Kong's `path_handling: v0` join of service path and request path.
+
+    `prefix_len` is how much of `path` to strip (the matched route path's length when
+    strip_path is on, else 0). The remainder is joined to `service_path` with exactly one "/"
+    between them; an empty result is "/". Pass `service_path` as bytes on the hot path (encode
+    it once at config load). The query string is the caller's.
+    """
+    remainder = path[prefix_len:] if prefix_len else path
+    base = service_path.encode() if isinstance(service_path, str) else service_path
+    if not base or base == b"/":
+        if not remainder:
+            return b"/"
+        return remainder if remainder[0] == _SLASH else b"/" + remainder
+    if not remainder:
+        return base
+    if base[-1] == _SLASH:
+        return base + remainder[1:] if remainder[0] == _SLASH else base + remainder
+    return base + remainder if remainder[0] == _SLASH else b"".join((base, b"/", remainder))

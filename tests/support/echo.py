@@ -1,0 +1,168 @@
+"""A real upstream for tests and the demo: stdlib `http.server`, independent of fastgw's code.
+
+It echoes what it received as JSON and has a few endpoints for streaming, slowness and faults:
+  /stream?size=N        chunked response of N bytes      /bytes?size=N   Content-Length response
+  /close?size=N         close-delimited response          /sleep?ms=N     answer after N ms
+  /status/N             answer with status N              /upload         consume the body, return its size + sha256
+Run: python -m tests.support.echo --port 9000
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+CHUNK = 64 * 1024
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "echo/1"
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    def _query(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _consume_body(self) -> tuple[int, str]:
+        digest = hashlib.sha256()
+        total = 0
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                left = size
+                while left:
+                    data = self.rfile.read(min(left, CHUNK))
+                    digest.update(data)
+                    total += len(data)
+                    left -= len(data)
+                self.rfile.readline()
+        else:
+            left = int(self.headers.get("Content-Length") or 0)
+            while left:
+                data = self.rfile.read(min(left, CHUNK))
+                if not data:
+                    break
+                digest.update(data)
+                total += len(data)
+                left -= len(data)
+        return total, digest.hexdigest()
+
+    def _send_json(self, status: int, payload: object) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        path = urlsplit(self.path).path
+        query = self._query()
+        if path == "/upload":
+            size, sha = self._consume_body()
+            self._send_json(200, {"size": size, "sha256": sha})
+            return
+        body = self._read_body()
+        if path.startswith("/sleep"):
+            time.sleep(int(query.get("ms", "1000")) / 1000)
+        if path.startswith("/status/"):
+            status = int(path.rsplit("/", 1)[1])
+            self.send_response(status)
+            if status not in (204, 304):
+                self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if path == "/stream":
+            self._stream(int(query.get("size", "0")), chunked=True)
+            return
+        if path == "/bytes":
+            self._stream(int(query.get("size", "0")), chunked=False)
+            return
+        if path == "/close":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"x" * int(query.get("size", "10")))
+            self.close_connection = True
+            return
+        self._send_json(
+            200,
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": [[k.lower(), v] for k, v in self.headers.items()],
+                "body": body.decode("latin-1"),
+            },
+        )
+
+    def _stream(self, size: int, *, chunked: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(size))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        block = b"x" * CHUNK
+        left = size
+        while left:
+            data = block[: min(left, CHUNK)]
+            if chunked:
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
+            else:
+                self.wfile.write(data)
+            left -= len(data)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+def make_server(port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), EchoHandler)
+    server.daemon_threads = True
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="echo upstream for tests and the demo")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args()
+    server = make_server(args.port, args.host)
+    print(f"READY http://{args.host}:{server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
