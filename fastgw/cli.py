@@ -7,8 +7,8 @@ worker that dies and forwards SIGTERM/SIGINT so every worker drains before exiti
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import logging
 import os
 import signal

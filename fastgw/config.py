@@ -177,7 +177,7 @@ def parse_config(
 
 
 def parse_listen(value: str, key: str) -> tuple[str, int]:
-    """ "127.0.0.1:8000", "[::1]:8000" or ":8000" (all interfaces) -> (host, port).
+    """(host, port) from "127.0.0.1:8000", "[::1]:8000" or ":8000" (all interfaces).
 
     Port 0 is allowed: the OS picks a free port (handy in tests).
     """

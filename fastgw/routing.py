@@ -32,22 +32,30 @@ if TYPE_CHECKING:  # routing reads a Route's fields only; it needs none of the c
 T = TypeVar("T")
 
 _SLASH = 0x2F  # b"/"[0]
+_DOT = 0x2E  # b"."[0]
 _NO_RANK = sys.maxsize  # worse than any real rank
 
 # one (route, path) pair: (path prefix, allowed methods or None for any, rank, payload);
 # ranks order every pair by path length, then methods, then config order (lower is better)
 _Candidate = tuple[bytes, tuple[bytes, ...] | None, int, T]
+# a pair before ranking: (sort key, its route's hosts, path prefix, methods, payload)
+_Compiled = tuple[tuple[int, bool, int, int], tuple[str, ...], bytes, tuple[bytes, ...] | None, T]
 
 
 class Router(Generic[T]):
     """Routes compiled into per-host tables, each sorted best first."""
 
-    __slots__ = ("_any_host", "_exact", "_host_prefixes", "_host_suffixes", "_paths_only")
+    __slots__ = (
+        "_any_host",
+        "_exact",
+        "_has_hosts",
+        "_host_prefixes",
+        "_host_suffixes",
+        "_paths_only",
+    )
 
     def __init__(self, entries: Iterable[tuple[Route, Callable[[str | None], T]]]) -> None:
-        keyed: list[
-            tuple[tuple[int, bool, int, int], tuple[str, ...], bytes, tuple[bytes, ...] | None, T]
-        ] = []
+        keyed: list[_Compiled[T]] = []
         for order, (route, factory) in enumerate(entries):
             methods = tuple(method.encode("ascii") for method in route.methods) or None
             hosts = tuple(dict.fromkeys(host.lower() for host in route.hosts))
@@ -78,6 +86,7 @@ class Router(Generic[T]):
         self._host_suffixes = tuple((key, tuple(table)) for key, table in suffixes.items())
         self._host_prefixes = tuple((key, tuple(table)) for key, table in prefixes.items())
         self._any_host = tuple(any_host)
+        self._has_hosts = bool(exact or suffixes or prefixes)
         # the common small config (no hosts, no methods): a bare list of prefixes, best first
         self._paths_only: tuple[tuple[bytes, T], ...] | None = None
         if not keyed or all(not hosts and methods is None for _, hosts, _, methods, _ in keyed):
@@ -92,8 +101,12 @@ class Router(Generic[T]):
                     return payload
             return None
 
-        if host and (self._exact or self._host_suffixes or self._host_prefixes):
-            name = _host_name(host)
+        if host and self._has_hosts:
+            # strip a ":port" (not the colons of "[::1]") and lower-case; inlined: per request
+            colon = host.rfind(b":")
+            name = host[:colon] if colon != -1 and host.find(b"]", colon) == -1 else host
+            if not name.islower():
+                name = name.lower()
             table = self._exact.get(name)
             if table is not None:
                 for prefix, methods, _, payload in table:
@@ -126,30 +139,43 @@ class Router(Generic[T]):
         return None
 
 
-def _host_name(host: bytes) -> bytes:
-    """The Host header without its port, lower case ("[::1]:80" -> "[::1]")."""
-    colon = host.rfind(b":")
-    if colon != -1 and host.find(b"]", colon) == -1:
-        host = host[:colon]
-    return host if host.islower() else host.lower()
-
-
 def upstream_path(prefix_len: int, service_path: str | bytes, path: bytes) -> bytes:
     """The path sent upstream: Kong's `path_handling: v0` join of service path and request path.
 
-    `prefix_len` is how much of `path` to strip (the matched route path's length when
-    strip_path is on, else 0). The remainder is joined to `service_path` with exactly one "/"
-    between them; an empty result is "/". Pass `service_path` as bytes on the hot path (encode
-    it once at config load). The query string is the caller's.
+    `prefix_len` is how much of `path` to strip: the matched route path's length when strip_path
+    is on, else 0 (for a route without paths the two agree, as in Kong). Ported from Kong's
+    `get_upstream_uri_v0`, trailing-slash rules included: one "/" between the service path and
+    the rest, and with nothing left after the prefix, the request's trailing slash is mirrored
+    ("/s" + "/api/" -> "/s/"; "/s/" + "/api" -> "/s"). Pass `service_path` as bytes on the hot
+    path (encode it once at config load); "" means "/". The query string is the caller's.
     """
-    remainder = path[prefix_len:] if prefix_len else path
-    base = service_path.encode() if isinstance(service_path, str) else service_path
-    if not base or base == b"/":
-        if not remainder:
-            return b"/"
-        return remainder if remainder[0] == _SLASH else b"/" + remainder
-    if not remainder:
-        return base
+    base = (service_path.encode() if isinstance(service_path, str) else service_path) or b"/"
+    if not prefix_len:
+        if base[-1] == _SLASH:
+            return path if base == b"/" else base + path[1:]
+        return base if path == b"/" else base + path
+
+    rest = _sanitize_rest(path[prefix_len:])
     if base[-1] == _SLASH:
-        return base + remainder[1:] if remainder[0] == _SLASH else base + remainder
-    return base + remainder if remainder[0] == _SLASH else b"".join((base, b"/", remainder))
+        if not rest:
+            if base == b"/":
+                return b"/"
+            return base if path.endswith(b"/") else base[:-1]
+        return base[:-1] + rest if rest[0] == _SLASH else base + rest
+    if not rest:
+        return base + b"/" if len(path) > 1 and path.endswith(b"/") else base
+    return base + rest if rest[0] == _SLASH else b"".join((base, b"/", rest))
+
+
+def _sanitize_rest(rest: bytes) -> bytes:
+    """Kong's `sanitize_uri_postfix`: "/api../x" under route "/api" must not climb out of the
+    service path, so a leading "./" or "../" (or a bare "." / "..") left by the strip goes."""
+    if not rest or rest[0] != _DOT:
+        return rest
+    if rest in (b".", b".."):
+        return b""
+    if rest.startswith(b"./"):
+        return rest[2:]
+    if rest.startswith(b"../"):
+        return rest[3:]
+    return rest

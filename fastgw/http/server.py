@@ -140,6 +140,7 @@ class ServerConnection(asyncio.Protocol):
         self.expect_continue = False
         self.connection_value: bytes | None = None
         self.x_forwarded_for: bytes | None = None
+        self.framing_seen = False  # one of the five fields above differs from its default
 
     # -- connection lifecycle --------------------------------------------------------------------
 
@@ -308,11 +309,14 @@ class ServerConnection(asyncio.Protocol):
         self.url_size = 0
         self.headers = []
         self.host = b""
-        self.content_length = -1
-        self.chunked = False
-        self.expect_continue = False
-        self.connection_value = None
-        self.x_forwarded_for = None
+        if self.framing_seen:
+            # Only requests that carried such headers pay for resetting them.
+            self.framing_seen = False
+            self.content_length = -1
+            self.chunked = False
+            self.expect_continue = False
+            self.connection_value = None
+            self.x_forwarded_for = None
 
     def on_url(self, url: bytes) -> None:
         self.url_size += len(url)
@@ -328,7 +332,9 @@ class ServerConnection(asyncio.Protocol):
         kind = REQUEST_SPECIAL_HEADERS.get(lname)
         if kind is None:
             headers.append((lname, value))
-        elif kind == _HOST:
+            return
+        self.framing_seen = True
+        if kind == _HOST:
             if self.host:
                 raise _LimitExceeded(400)  # two Host headers (RFC 9112 §3.2)
             self.host = value
@@ -383,12 +389,12 @@ class ServerConnection(asyncio.Protocol):
             query,
             host,
             headers,
-            keep_alive=parser.should_keep_alive() and not self.server.draining,
-            http_10=http_10,
-            body_mode=body_mode,
-            content_length=self.content_length if self.content_length > 0 else 0,
-            expect_continue=self.expect_continue,
-            x_forwarded_for=self.x_forwarded_for,
+            parser.should_keep_alive() and not self.server.draining,
+            http_10,
+            body_mode,
+            self.content_length,
+            self.expect_continue,
+            self.x_forwarded_for,
         )
         self.server.requests_total += 1
         self.parsing = exchange

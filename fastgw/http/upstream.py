@@ -65,7 +65,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0  # read/write deadline while attached; 0 = none
         self.got_response_bytes = False
         self._head_bytes = 0
-        self._header_count = 0
         self._informational = False
         self._reset_parser = False
 
@@ -120,7 +119,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests += 1
         self.got_response_bytes = False
         self._head_bytes = 0
-        self._header_count = 0
         self.deadline = self.pool.ticker.now + exchange.target.read_timeout
         self.transport.write(data)  # type: ignore[union-attr]
 
@@ -132,6 +130,13 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes nobody asked for: the connection's framing is unknown now.
             self.abort()
             return
+        if not exchange.response_started:
+            # httptools buffers a header until its end: bound what a head may take.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_RESPONSE_HEAD:
+                self.abort()
+                exchange.upstream_failed(502)
+                return
         self.got_response_bytes = True
         self.deadline = self.pool.ticker.now + exchange.target.read_timeout
         try:
@@ -159,12 +164,11 @@ class UpstreamConnection(asyncio.Protocol):
     # httptools callbacks, in the order they fire
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._head_bytes += len(name) + len(value)
-        if self._header_count > MAX_RESPONSE_HEADERS or self._head_bytes > MAX_RESPONSE_HEAD:
-            raise ValueError("upstream response head too large")
+        headers = self.exchange.response_headers  # type: ignore[union-attr]
+        if len(headers) >= MAX_RESPONSE_HEADERS:
+            raise ValueError("upstream response has too many headers")
         if not self._informational:
-            self.exchange.response_headers.append((name.lower(), value))  # type: ignore[union-attr]
+            headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()

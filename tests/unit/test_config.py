@@ -766,7 +766,7 @@ def test_fastgw_section_errors() -> None:
           max_body_size: -1
         """
     ) == [
-        ("_fastgw.listen", "must be \"host:port\", \"[ipv6]:port\" or \":port\"; got '0.0.0.0'"),
+        ("_fastgw.listen", 'must be "host:port", "[ipv6]:port" or ":port"; got \'0.0.0.0\''),
         ("_fastgw.admin_listen", 'must be a string such as "127.0.0.1:8000"'),
         ("_fastgw.workers", "must be an integer >= 1 or \"auto\"; got 'many'"),
         ("_fastgw.max_headers", "must be >= 1"),
@@ -794,7 +794,7 @@ def test_parse_listen(value: str, expected: tuple[str, int]) -> None:
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
-        ("8000", "must be \"host:port\", \"[ipv6]:port\" or \":port\"; got '8000'"),
+        ("8000", 'must be "host:port", "[ipv6]:port" or ":port"; got \'8000\''),
         ("::1:8000", "IPv6 addresses need brackets, as in \"[::1]:8000\"; got '::1:8000'"),
         ("[::g]:80", "has an invalid IPv6 address; got '[::g]:80'"),
         ("host:http", "has an invalid port; got 'host:http'"),

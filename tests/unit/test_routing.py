@@ -1,6 +1,6 @@
 """Routing: hosts, paths and methods to the payload of the winning (route, path) pair.
 
-Payloads here are "route-name:path" strings, so each assertion names the route and the path that won.
+Payloads are "route-name:path" strings, so each assertion names the route and the path that won.
 """
 
 from __future__ import annotations
@@ -185,6 +185,15 @@ def test_among_wildcards_the_longest_path_then_config_order_wins() -> None:
     assert table.match(b"GET", b"api.other.net", b"/x") == "later:/"
 
 
+def test_a_more_specific_wildcard_does_not_beat_a_longer_path() -> None:
+    table = router(
+        route("broad", ["/api"], hosts=["*.example.org"]),
+        route("narrow", ["/"], hosts=["*.b.example.org"]),
+    )
+    assert table.match(b"GET", b"x.b.example.org", b"/api") == "broad:/api"
+    assert table.match(b"GET", b"x.b.example.org", b"/web") == "narrow:/"
+
+
 def test_request_without_host_only_reaches_routes_without_hosts() -> None:
     table = router(route("hosted", ["/"], hosts=["a.example"]), route("open", ["/open"]))
     assert table.match(b"GET", b"", b"/open") == "open:/open"
@@ -206,9 +215,7 @@ def test_router_accepts_routes_from_a_parsed_config() -> None:
         "- {name: s, url: 'http://u/base', routes: [{name: r, paths: [/api], hosts: [A.com]}]}\n",
         env={},
     )
-    table = Router(
-        (r, lambda path, s=s: (s.path, len(path or ""))) for s, r in config.routes()
-    )
+    table = Router((r, lambda path, s=s: (s.path, len(path or ""))) for s, r in config.routes())
     assert table.match(b"GET", b"a.com", b"/api/x") == ("/base", 4)
 
 
@@ -218,25 +225,42 @@ def test_router_accepts_routes_from_a_parsed_config() -> None:
 @pytest.mark.parametrize(
     ("prefix_len", "service_path", "path", "expected"),
     [
-        # strip_path on: the matched prefix goes (Kong path_handling v0)
+        # Kong's own path_handling table (v0 rows): service /s, routes /tv0 /tv0/ /fv0 /fv0/
+        (4, "/s", b"/tv0req", b"/s/req"),
+        (4, "/s", b"/tv0", b"/s"),
+        (5, "/s", b"/tv0/req", b"/s/req"),
+        (5, "/s", b"/tv0/", b"/s/"),
+        (0, "/s", b"/fv0req", b"/s/fv0req"),
+        (0, "/s", b"/fv0", b"/s/fv0"),
+        (0, "/s", b"/fv0/req", b"/s/fv0/req"),
+        (0, "/s", b"/fv0/", b"/s/fv0/"),
+        # strip_path on, more shapes
         (4, "", b"/api", b"/"),
         (4, "", b"/api/x", b"/x"),
         (4, "", b"/apix", b"/x"),
+        (4, "", b"/api/", b"/"),
         (4, "/base", b"/api/x", b"/base/x"),
         (4, "/base/", b"/api/x", b"/base/x"),
+        (4, "/base/", b"/apix", b"/base/x"),
         (4, "/base", b"/api", b"/base"),
-        (4, "/base/", b"/api", b"/base/"),
-        (4, "/base", b"/apix", b"/base/x"),
         (4, "/base", b"/api/", b"/base/"),
+        (4, "/base/", b"/api", b"/base"),
+        (4, "/base/", b"/api/", b"/base/"),
         (4, "/", b"/api/x", b"/x"),
         (4, "/", b"/api", b"/"),
-        (5, "/s", b"/api/", b"/s"),
+        (1, "/base", b"/", b"/base"),
+        # a leading "./" or "../" left after the strip is dropped (Kong's sanitize_uri_postfix)
+        (4, "/base", b"/api../etc", b"/base/etc"),
+        (4, "/base", b"/api./x", b"/base/x"),
+        (4, "/base", b"/api..", b"/base"),
+        (4, "/base", b"/api.x", b"/base/.x"),
         # strip_path off (or a route without paths): the whole request path is kept
         (0, "", b"/api/x", b"/api/x"),
         (0, "", b"/", b"/"),
         (0, "/base", b"/api/x", b"/base/api/x"),
         (0, "/base/", b"/api/x", b"/base/api/x"),
-        (0, "/base", b"/", b"/base/"),
+        (0, "/base", b"/", b"/base"),
+        (0, "/base/", b"/", b"/base/"),
         (0, "/", b"/api", b"/api"),
     ],
 )
@@ -248,3 +272,4 @@ def test_upstream_path(prefix_len: int, service_path: str, path: bytes, expected
 def test_upstream_path_without_strip_or_service_path_returns_the_same_bytes() -> None:
     path = b"/unchanged/path"
     assert upstream_path(0, b"", path) is path
+    assert upstream_path(0, "/", path) is path

@@ -1,0 +1,48 @@
+# fastgw developer commands. `make run` and `make test` install what is missing first, so a
+# fresh clone needs nothing else (Python 3.11+, Node 20 and npm on the PATH).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+IDP_DEPS := tests/idp/node_modules/.package-lock.json
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-unit test-integration bench bench-locust lint format clean
+
+install: $(VENV)/.installed $(IDP_DEPS)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(IDP_DEPS): tests/idp/package.json tests/idp/package-lock.json
+	npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
+
+run: install
+	$(PY) -m tests.support.demo
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/compare.py --oidc
+
+lint: install
+	$(BIN)/ruff check fastgw tests bench
+	$(BIN)/ruff format --check fastgw tests bench
+
+format: install
+	$(BIN)/ruff format fastgw tests bench
+	$(BIN)/ruff check --fix fastgw tests bench
+
+clean:
+	rm -rf $(VENV) tests/idp/node_modules .pytest_cache bench/results

@@ -1,0 +1,439 @@
+"""The `openid-connect` config: Kong's parameter names and defaults, validated into `OidcConfig`.
+
+Every problem is reported with its key path; arrays that Kong aligns by position are checked here.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from jwt import PyJWK
+from jwt.exceptions import PyJWTError
+
+from fastgw.schema import Reader, raise_if
+
+DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
+
+# Kong's defaults (REFERENCE.md §1) unless a comment says why we differ.
+DEFAULT_REDISCOVERY_LIFETIME = 30  # seconds
+DEFAULT_SCOPES = ("openid",)
+DEFAULT_PARAM_TYPES = ("header", "query", "body")
+DEFAULT_CACHE_TTL = 3600  # seconds, when the IdP gives no expiry
+# Kong has no negative cache: every wrong secret reaches the IdP. A few seconds bounds a client
+# hammering with a bad secret to one IdP call per interval, while a fixed secret works again soon.
+DEFAULT_CACHE_TTL_NEG = 5
+# Off, as in Kong: serving a token past its cache TTL must be asked for (capped by its `exp`).
+DEFAULT_CACHE_TTL_RESURRECT = 0
+DEFAULT_TIMEOUT_MS = 10_000
+DEFAULT_UPSTREAM_TOKEN_HEADER = "authorization:bearer"
+
+SUPPORTED_AUTH_METHODS = ("client_credentials",)
+KONG_AUTH_METHODS = (
+    "password",
+    "client_credentials",
+    "authorization_code",
+    "bearer",
+    "introspection",
+    "userinfo",
+    "kong_oauth2",
+    "refresh_token",
+    "session",
+)
+CLIENT_AUTH_METHODS = (
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "none",
+)
+KONG_ONLY_CLIENT_AUTH = ("tls_client_auth", "self_signed_tls_client_auth")
+# Methods where the IdP never sees the caller's secret, so the gateway must check it itself
+GATEWAY_CHECKED_AUTH = frozenset({"private_key_jwt", "none"})
+HMAC_ALGS = ("HS256", "HS384", "HS512")
+ASYMMETRIC_ALGS = (
+    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    *("ES256", "ES384", "ES512", "EdDSA"),
+)
+PARAM_TYPES = ("header", "query", "body")
+
+# Set by the gateway on the token request; overriding them would change the grant or its auth.
+RESERVED_POST_ARGS = frozenset(
+    {"grant_type", "scope", "client_id", "client_secret", "client_assertion"}
+    | {"client_assertion_type"}
+)
+# Framing headers belong to the HTTP client.
+RESERVED_TOKEN_HEADERS = frozenset(
+    {"host", "content-length", "content-type", "transfer-encoding", "connection"}
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfiguredClient:
+    """One of the plugin's own clients (arrays aligned by position in Kong's config)."""
+
+    client_id: str
+    client_auth: str
+    client_alg: str | None
+    # the gateway-side secret: checked against the caller's for GATEWAY_CHECKED_AUTH methods
+    client_secret: str | None = field(default=None, repr=False)
+    client_jwk: PyJWK | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OidcConfig:
+    issuer: str
+    discovery_url: str
+    rediscovery_lifetime: float
+    token_endpoint: str | None
+    clients: tuple[ConfiguredClient, ...]
+    # for callers that are not one of `clients`: client_auth[0] / client_alg[0]
+    default_client_auth: str
+    default_client_alg: str | None
+    client_credentials_param_type: frozenset[str]
+    scopes: tuple[str, ...]
+    token_post_args: tuple[tuple[str, str], ...]
+    token_headers: tuple[tuple[str, str], ...]
+    token_cache_key_include_scope: bool
+    verify_signature: bool
+    verify_claims: bool
+    enable_hs_signatures: bool
+    leeway: float
+    issuers_allowed: tuple[str, ...]
+    audience_required: tuple[str, ...]
+    audience_claim: tuple[str, ...]
+    scopes_required: tuple[str, ...]
+    scopes_claim: tuple[str, ...]
+    cache_tokens: bool
+    cache_ttl: float
+    cache_ttl_min: float | None
+    cache_ttl_max: float | None
+    cache_ttl_neg: float
+    cache_ttl_resurrect: float
+    cache_l2: str | None  # our own key: None, or the L2 backend type ("memory")
+    upstream_access_token_header: str
+    upstream_headers: tuple[tuple[str, str], ...]  # (claim, header name)
+    hide_credentials: bool
+    unauthorized_error_message: str
+    forbidden_error_message: str
+    display_errors: bool
+    expose_error_code: bool
+    timeout: float  # milliseconds, as Kong
+    ssl_verify: bool
+    keepalive: bool
+    cache_tokens_salt: str = field(repr=False)
+
+    @property
+    def timeout_seconds(self) -> float:
+        return self.timeout / 1000.0
+
+    @property
+    def scope(self) -> str:
+        return " ".join(self.scopes)
+
+    def client(self, client_id: str) -> ConfiguredClient | None:
+        for configured in self.clients:
+            if configured.client_id == client_id:
+                return configured
+        return None
+
+
+def parse(reader: Reader) -> OidcConfig:
+    """Read the plugin's `config` mapping; problems are recorded on `reader` (then `finish`)."""
+    issuer, discovery_url = _issuer(reader)
+    rediscovery_lifetime = reader.number(
+        "rediscovery_lifetime", DEFAULT_REDISCOVERY_LIFETIME, minimum=0
+    )
+    token_endpoint = _url(reader, "token_endpoint")
+    clients, default_auth, default_alg = _clients(reader)
+    _auth_methods(reader)
+    param_types = reader.strings(
+        "client_credentials_param_type", DEFAULT_PARAM_TYPES, one_of=PARAM_TYPES, scalar_ok=True
+    )
+    if reader.has("client_credentials_param_type") and not param_types:
+        reader.error("client_credentials_param_type", "must not be empty")
+    scopes = reader.strings("scopes", DEFAULT_SCOPES, scalar_ok=True)
+    post_args = _pairs(reader, "token_post_args_names", "token_post_args_values")
+    for index, (name, _) in enumerate(post_args):
+        if name in RESERVED_POST_ARGS:
+            reader.problems.append(
+                (f"{reader.key_path('token_post_args_names')}[{index}]", "is set by the gateway")
+            )
+    token_headers = _pairs(reader, "token_headers_names", "token_headers_values")
+    _check_header_pairs(reader, "token_headers_names", "token_headers_values", token_headers)
+    for index, (name, _) in enumerate(token_headers):
+        if name.lower() in RESERVED_TOKEN_HEADERS:
+            reader.problems.append(
+                (f"{reader.key_path('token_headers_names')}[{index}]", "is set by the gateway")
+            )
+    config_values: dict[str, Any] = {
+        "token_cache_key_include_scope": reader.boolean("token_cache_key_include_scope", False),
+        "verify_signature": reader.boolean("verify_signature", True),
+        "verify_claims": reader.boolean("verify_claims", True),
+        "enable_hs_signatures": reader.boolean("enable_hs_signatures", False),
+        "leeway": reader.number("leeway", 0, minimum=0),
+        "issuers_allowed": reader.strings("issuers_allowed", scalar_ok=True),
+        "audience_required": reader.strings("audience_required", scalar_ok=True),
+        "audience_claim": reader.strings("audience_claim", ("aud",), scalar_ok=True),
+        "scopes_required": reader.strings("scopes_required", scalar_ok=True),
+        "scopes_claim": reader.strings("scopes_claim", ("scope",), scalar_ok=True),
+        "cache_tokens": reader.boolean("cache_tokens", True),
+        "cache_ttl": reader.number("cache_ttl", DEFAULT_CACHE_TTL, minimum=0),
+        "cache_ttl_min": reader.number("cache_ttl_min", minimum=0),
+        "cache_ttl_max": reader.number("cache_ttl_max", minimum=0),
+        "cache_ttl_neg": reader.number("cache_ttl_neg", DEFAULT_CACHE_TTL_NEG, minimum=0),
+        "cache_ttl_resurrect": reader.number(
+            "cache_ttl_resurrect", DEFAULT_CACHE_TTL_RESURRECT, minimum=0
+        ),
+        "cache_l2": _cache_l2(reader),
+        "hide_credentials": reader.boolean("hide_credentials", False),
+        "unauthorized_error_message": reader.string("unauthorized_error_message", "Unauthorized"),
+        "forbidden_error_message": reader.string("forbidden_error_message", "Forbidden"),
+        "display_errors": reader.boolean("display_errors", False),
+        "expose_error_code": reader.boolean("expose_error_code", True),
+        "timeout": reader.number("timeout", DEFAULT_TIMEOUT_MS, minimum=1),
+        "ssl_verify": reader.boolean("ssl_verify", True),
+        "keepalive": reader.boolean("keepalive", True),
+    }
+    ttl_min, ttl_max = config_values["cache_ttl_min"], config_values["cache_ttl_max"]
+    if ttl_min is not None and ttl_max is not None and ttl_min > ttl_max:
+        reader.error("cache_ttl_min", "must be <= cache_ttl_max")
+    upstream_header = _upstream_token_header(reader)
+    upstream_headers = _pairs(reader, "upstream_headers_claims", "upstream_headers_names")
+    for index, (_, name) in enumerate(upstream_headers):
+        if not _HEADER_NAME.match(name):
+            reader.problems.append(
+                (f"{reader.key_path('upstream_headers_names')}[{index}]", "is not a header name")
+            )
+    salt = reader.string("cache_tokens_salt") or secrets.token_urlsafe(16)
+    reader.finish()
+    return OidcConfig(
+        issuer=issuer,
+        discovery_url=discovery_url,
+        rediscovery_lifetime=rediscovery_lifetime,
+        token_endpoint=token_endpoint,
+        clients=clients,
+        default_client_auth=default_auth,
+        default_client_alg=default_alg,
+        client_credentials_param_type=frozenset(param_types),
+        scopes=scopes,
+        token_post_args=post_args,
+        token_headers=token_headers,
+        upstream_access_token_header=upstream_header,
+        upstream_headers=upstream_headers,
+        cache_tokens_salt=salt,
+        **config_values,
+    )
+
+
+def from_mapping(raw: Mapping[str, Any], path: str = "") -> OidcConfig:
+    """Validate a config mapping in Kong's shape; raises `ConfigError` listing every problem."""
+    problems: list[tuple[str, str]] = []
+    config = parse(Reader(raw, path, problems))
+    raise_if(problems)
+    return config
+
+
+# -- pieces ---------------------------------------------------------------------------------------
+
+
+def _is_http_url(value: str) -> bool:
+    scheme, sep, rest = value.partition("://")
+    return bool(sep) and scheme.lower() in ("http", "https") and bool(rest.split("/")[0])
+
+
+def _url(reader: Reader, key: str, *, required: bool = False) -> str | None:
+    value = reader.string(key, required=required)
+    if value is not None and not _is_http_url(value):
+        reader.error(key, "must be an http(s) URL")
+        return None
+    return value
+
+
+def _issuer(reader: Reader) -> tuple[str, str]:
+    issuer = _url(reader, "issuer", required=True) or "http://invalid.invalid"
+    if issuer.endswith(DISCOVERY_SUFFIX):
+        # Kong accepts the discovery document's URL as `issuer`
+        return issuer[: -len(DISCOVERY_SUFFIX)], issuer
+    return issuer, issuer.rstrip("/") + DISCOVERY_SUFFIX
+
+
+def _auth_methods(reader: Reader) -> None:
+    methods = reader.strings("auth_methods", SUPPORTED_AUTH_METHODS, scalar_ok=True)
+    supported = ", ".join(SUPPORTED_AUTH_METHODS)
+    for index, method in enumerate(methods):
+        if method in SUPPORTED_AUTH_METHODS:
+            continue
+        item = f"{reader.key_path('auth_methods')}[{index}]"
+        if method in KONG_AUTH_METHODS:
+            reader.problems.append((item, f'"{method}" is not supported yet (supported: {supported})'))
+        else:
+            reader.problems.append((item, f'unknown auth method "{method}" (supported: {supported})'))
+    if reader.has("auth_methods") and "client_credentials" not in methods:
+        reader.error("auth_methods", "must include client_credentials")
+
+
+def _aligned(reader: Reader, key: str, values: tuple[Any, ...] | list[Any], count: int) -> bool:
+    if values and len(values) != count:
+        reader.error(key, "must have the same length as client_id")
+        return False
+    return True
+
+
+def _one_or_aligned(reader: Reader, key: str, values: tuple[str, ...], count: int) -> bool:
+    if len(values) > 1 and len(values) != count:
+        reader.error(key, "must have one entry or the same length as client_id")
+        return False
+    return True
+
+
+def _clients(reader: Reader) -> tuple[tuple[ConfiguredClient, ...], str, str | None]:
+    ids = reader.strings("client_id", scalar_ok=True)
+    secrets_ = reader.strings("client_secret", scalar_ok=True)
+    auths = reader.strings("client_auth", scalar_ok=True)
+    for index, method in enumerate(auths):
+        if method not in CLIENT_AUTH_METHODS:
+            item = f"{reader.key_path('client_auth')}[{index}]"
+            known = ", ".join(CLIENT_AUTH_METHODS)
+            if method in KONG_ONLY_CLIENT_AUTH:
+                reader.problems.append((item, f'"{method}" is not supported yet (supported: {known})'))
+            else:
+                reader.problems.append((item, f"must be one of {known}; got {method!r}"))
+    auths = tuple(method if method in CLIENT_AUTH_METHODS else "client_secret_basic" for method in auths)
+    algs = reader.strings("client_alg", one_of=HMAC_ALGS + ASYMMETRIC_ALGS, scalar_ok=True)
+    jwks = _client_jwks(reader)
+    count = len(ids)
+    secrets_ok = _aligned(reader, "client_secret", secrets_, count)
+    jwks_ok = _aligned(reader, "client_jwk", jwks, count)
+    auths_ok = _one_or_aligned(reader, "client_auth", auths, count)
+    algs_ok = _one_or_aligned(reader, "client_alg", algs, count)
+    if len(set(ids)) != len(ids):
+        reader.error("client_id", "must not repeat an id")
+    default_auth = auths[0] if auths else "client_secret_basic"
+    default_alg = algs[0] if algs else None
+    clients = []
+    for index, client_id in enumerate(ids):
+        auth = auths[index] if auths_ok and len(auths) == count else default_auth
+        alg = algs[index] if algs_ok and len(algs) == count else default_alg
+        secret = secrets_[index] if secrets_ok and secrets_ else None
+        jwk = jwks[index] if jwks_ok and jwks else None
+        _check_client(reader, index, auth, alg, secret, jwk)
+        clients.append(ConfiguredClient(client_id, auth, alg, secret, jwk))
+    return tuple(clients), default_auth, default_alg
+
+
+def _check_client(
+    reader: Reader, index: int, auth: str, alg: str | None, secret: str | None, jwk: PyJWK | None
+) -> None:
+    def problem(key: str, reason: str) -> None:
+        reader.problems.append((f"{reader.key_path(key)}[{index}]", reason))
+
+    if auth in GATEWAY_CHECKED_AUTH and secret is None:
+        # the IdP never sees the caller's secret with these methods, so the gateway checks it
+        problem("client_secret", f"is required for {auth} (the gateway checks callers against it)")
+    if auth == "private_key_jwt":
+        if jwk is None:
+            problem("client_jwk", "is required for private_key_jwt")
+        elif alg is not None and alg not in _algs_for_jwk(jwk):
+            problem("client_alg", f"{alg} does not fit the key in client_jwk[{index}]")
+    if auth == "client_secret_jwt" and alg is not None and alg not in HMAC_ALGS:
+        problem("client_alg", f"must be one of {', '.join(HMAC_ALGS)} for client_secret_jwt")
+
+
+def _algs_for_jwk(jwk: PyJWK) -> tuple[str, ...]:
+    key = jwk.key
+    if isinstance(key, RSAPrivateKey):
+        return ASYMMETRIC_ALGS[:6]
+    if isinstance(key, EllipticCurvePrivateKey):
+        return (jwk.algorithm_name,)
+    return ("EdDSA",)
+
+
+def _client_jwks(reader: Reader) -> list[PyJWK | None]:
+    result: list[PyJWK | None] = []
+    for index, item in enumerate(reader.sequence("client_jwk")):
+        path = f"{reader.key_path('client_jwk')}[{index}]"
+        if item is None:
+            result.append(None)
+            continue
+        if isinstance(item, str):
+            try:
+                item = orjson.loads(item)
+            except orjson.JSONDecodeError:
+                item = None
+        if not isinstance(item, dict):
+            reader.problems.append((path, "must be a JWK object"))
+            result.append(None)
+            continue
+        try:
+            jwk = PyJWK(item)
+        except (PyJWTError, ValueError, TypeError):
+            # PyJWT's messages quote the whole JWK, private parts included: say less
+            reader.problems.append((path, "is not a usable JWK"))
+            result.append(None)
+            continue
+        private = (RSAPrivateKey, EllipticCurvePrivateKey, Ed25519PrivateKey, Ed448PrivateKey)
+        if not isinstance(jwk.key, private):
+            reader.problems.append((path, "must be a private key (RSA, EC or OKP)"))
+            result.append(None)
+            continue
+        result.append(jwk)
+    return result
+
+
+def _pairs(reader: Reader, names_key: str, values_key: str) -> tuple[tuple[str, str], ...]:
+    names = reader.strings(names_key, scalar_ok=True)
+    values = reader.strings(values_key, scalar_ok=True)
+    if len(names) != len(values):
+        reader.error(values_key, f"must have the same length as {names_key}")
+        return ()
+    return tuple(zip(names, values, strict=True))
+
+
+def _check_header_pairs(
+    reader: Reader, names_key: str, values_key: str, pairs: tuple[tuple[str, str], ...]
+) -> None:
+    for index, (name, value) in enumerate(pairs):
+        if not _HEADER_NAME.match(name):
+            reader.problems.append((f"{reader.key_path(names_key)}[{index}]", "is not a header name"))
+        if _HEADER_VALUE_FORBIDDEN.search(value):
+            reader.problems.append(
+                (f"{reader.key_path(values_key)}[{index}]", "must not contain control characters")
+            )
+
+
+def _upstream_token_header(reader: Reader) -> str:
+    value = reader.string("upstream_access_token_header", DEFAULT_UPSTREAM_TOKEN_HEADER)
+    name, _, scheme = value.partition(":")
+    if not _HEADER_NAME.match(name) or (scheme and not _HEADER_NAME.match(scheme)):
+        reader.error("upstream_access_token_header", 'must look like "header" or "header:scheme"')
+        return DEFAULT_UPSTREAM_TOKEN_HEADER
+    return value
+
+
+def _cache_l2(reader: Reader) -> str | None:
+    if not reader.has("cache_l2"):
+        reader.ignore("cache_l2")
+        return None
+    nested = reader.mapping("cache_l2")
+    kind = nested.string("type", required=True)
+    nested.finish()
+    if kind is None:
+        return None
+    if kind == "redis":
+        nested.error("type", '"redis" is not supported yet (supported: memory)')
+        return None
+    if kind != "memory":
+        nested.error("type", f"must be one of memory; got {kind!r}")
+        return None
+    return kind
