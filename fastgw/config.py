@@ -597,11 +597,18 @@ def _read_url(reader: Reader, url: str) -> tuple[str, str, int, str]:
     if port == 0:
         reader.error("url", f"port must be >= 1; got {url!r}")
         return fallback
-    return protocol, parts.hostname, port or PROTOCOL_PORTS[protocol], parts.path
+    host = parts.hostname
+    if not _is_ipv6(host) and not set(host) <= _HOSTNAME_CHARS:
+        reader.error("url", f"has an invalid host; got {url!r}")
+        return fallback
+    if _has_path_breaker(parts.path):
+        reader.error("url", f'path must not contain whitespace, "?" or "#"; got {url!r}')
+        return fallback
+    return protocol, host, port or PROTOCOL_PORTS[protocol], parts.path
 
 
 def _read_upstream_host(reader: Reader) -> str:
-    host = reader.string("host", required=True)
+    host: str | None = reader.string("host", required=True)
     if host is None:
         return ""
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
@@ -613,11 +620,11 @@ def _read_upstream_host(reader: Reader) -> str:
     if not set(host.lower()) <= _HOSTNAME_CHARS:
         reader.error("host", f"must be a host name or IP address; got {host!r}")
         return ""
-    return host.lower()  # type: ignore[no-any-return]
+    return host.lower()
 
 
 def _read_service_path(reader: Reader) -> str:
-    service_path = reader.string("path")
+    service_path: str | None = reader.string("path")
     if service_path is None:
         return ""
     if not service_path.startswith("/"):
@@ -626,7 +633,7 @@ def _read_service_path(reader: Reader) -> str:
     if _has_path_breaker(service_path):
         reader.error("path", 'must not contain whitespace, "?" or "#"')
         return ""
-    return service_path  # type: ignore[no-any-return]
+    return service_path
 
 
 def _has_path_breaker(text: str) -> bool:

@@ -450,6 +450,8 @@ def test_url_is_exclusive_with_host_port_protocol_path() -> None:
         ("http://a/x?y=1", "must not include a query or fragment; got 'http://a/x?y=1'"),
         ("http://user:pw@a/", "must not include credentials"),
         ("http://a:0/", "port must be >= 1; got 'http://a:0/'"),
+        ("http://a b/", "has an invalid host; got 'http://a b/'"),
+        ("http://a/b c", 'path must not contain whitespace, "?" or "#"; got \'http://a/b c\''),
     ],
 )
 def test_bad_urls(url: str, reason: str) -> None:
