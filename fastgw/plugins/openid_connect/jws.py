@@ -1,6 +1,6 @@
 """JWS compact serialization: split and decode a token, sign and check one signature.
 
-Thin over PyJWT's cryptography-backed algorithm objects; choosing keys and algorithms is verify.py's.
+Thin over PyJWT's cryptography-backed algorithm objects; choosing keys and algs is verify.py's.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from jwt.exceptions import PyJWTError
 
 from fastgw.schema import Reader, raise_if
 
+from .jws import ASYMMETRIC_ALGS, HMAC_ALGS, RSA_ALGS
+
 DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
 # Kong's defaults (REFERENCE.md §1) unless a comment says why we differ.
@@ -58,11 +60,9 @@ CLIENT_AUTH_METHODS = (
 KONG_ONLY_CLIENT_AUTH = ("tls_client_auth", "self_signed_tls_client_auth")
 # Methods where the IdP never sees the caller's secret, so the gateway must check it itself
 GATEWAY_CHECKED_AUTH = frozenset({"private_key_jwt", "none"})
-HMAC_ALGS = ("HS256", "HS384", "HS512")
-ASYMMETRIC_ALGS = (
-    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
-    *("ES256", "ES384", "ES512", "EdDSA"),
-)
+# in the order error messages list them
+CLIENT_HMAC_ALGS = tuple(sorted(HMAC_ALGS))
+CLIENT_ASYMMETRIC_ALGS = tuple(sorted(ASYMMETRIC_ALGS))
 PARAM_TYPES = ("header", "query", "body")
 
 # Set by the gateway on the token request; overriding them would change the grant or its auth.
@@ -166,16 +166,12 @@ def parse(reader: Reader) -> OidcConfig:
     post_args = _pairs(reader, "token_post_args_names", "token_post_args_values")
     for index, (name, _) in enumerate(post_args):
         if name in RESERVED_POST_ARGS:
-            reader.problems.append(
-                (f"{reader.key_path('token_post_args_names')}[{index}]", "is set by the gateway")
-            )
+            _item_error(reader, "token_post_args_names", index, "is set by the gateway")
     token_headers = _pairs(reader, "token_headers_names", "token_headers_values")
     _check_header_pairs(reader, "token_headers_names", "token_headers_values", token_headers)
     for index, (name, _) in enumerate(token_headers):
         if name.lower() in RESERVED_TOKEN_HEADERS:
-            reader.problems.append(
-                (f"{reader.key_path('token_headers_names')}[{index}]", "is set by the gateway")
-            )
+            _item_error(reader, "token_headers_names", index, "is set by the gateway")
     config_values: dict[str, Any] = {
         "token_cache_key_include_scope": reader.boolean("token_cache_key_include_scope", False),
         "verify_signature": reader.boolean("verify_signature", True),
@@ -212,9 +208,7 @@ def parse(reader: Reader) -> OidcConfig:
     upstream_headers = _pairs(reader, "upstream_headers_claims", "upstream_headers_names")
     for index, (_, name) in enumerate(upstream_headers):
         if not _HEADER_NAME.match(name):
-            reader.problems.append(
-                (f"{reader.key_path('upstream_headers_names')}[{index}]", "is not a header name")
-            )
+            _item_error(reader, "upstream_headers_names", index, "is not a header name")
     salt = reader.string("cache_tokens_salt") or secrets.token_urlsafe(16)
     reader.finish()
     return OidcConfig(
@@ -247,6 +241,10 @@ def from_mapping(raw: Mapping[str, Any], path: str = "") -> OidcConfig:
 # -- pieces ---------------------------------------------------------------------------------------
 
 
+def _item_error(reader: Reader, key: str, index: int, reason: str) -> None:
+    reader.problems.append((f"{reader.key_path(key)}[{index}]", reason))
+
+
 def _is_http_url(value: str) -> bool:
     scheme, sep, rest = value.partition("://")
     return bool(sep) and scheme.lower() in ("http", "https") and bool(rest.split("/")[0])
@@ -274,11 +272,11 @@ def _auth_methods(reader: Reader) -> None:
     for index, method in enumerate(methods):
         if method in SUPPORTED_AUTH_METHODS:
             continue
-        item = f"{reader.key_path('auth_methods')}[{index}]"
         if method in KONG_AUTH_METHODS:
-            reader.problems.append((item, f'"{method}" is not supported yet (supported: {supported})'))
+            reason = f'"{method}" is not supported yet (supported: {supported})'
         else:
-            reader.problems.append((item, f'unknown auth method "{method}" (supported: {supported})'))
+            reason = f'unknown auth method "{method}" (supported: {supported})'
+        _item_error(reader, "auth_methods", index, reason)
     if reader.has("auth_methods") and "client_credentials" not in methods:
         reader.error("auth_methods", "must include client_credentials")
 
@@ -303,14 +301,16 @@ def _clients(reader: Reader) -> tuple[tuple[ConfiguredClient, ...], str, str | N
     auths = reader.strings("client_auth", scalar_ok=True)
     for index, method in enumerate(auths):
         if method not in CLIENT_AUTH_METHODS:
-            item = f"{reader.key_path('client_auth')}[{index}]"
             known = ", ".join(CLIENT_AUTH_METHODS)
             if method in KONG_ONLY_CLIENT_AUTH:
-                reader.problems.append((item, f'"{method}" is not supported yet (supported: {known})'))
+                reason = f'"{method}" is not supported yet (supported: {known})'
             else:
-                reader.problems.append((item, f"must be one of {known}; got {method!r}"))
-    auths = tuple(method if method in CLIENT_AUTH_METHODS else "client_secret_basic" for method in auths)
-    algs = reader.strings("client_alg", one_of=HMAC_ALGS + ASYMMETRIC_ALGS, scalar_ok=True)
+                reason = f"must be one of {known}; got {method!r}"
+            _item_error(reader, "client_auth", index, reason)
+    auths = tuple(method for method in auths if method in CLIENT_AUTH_METHODS)
+    algs = reader.strings(
+        "client_alg", one_of=CLIENT_HMAC_ALGS + CLIENT_ASYMMETRIC_ALGS, scalar_ok=True
+    )
     jwks = _client_jwks(reader)
     count = len(ids)
     secrets_ok = _aligned(reader, "client_secret", secrets_, count)
@@ -336,7 +336,7 @@ def _check_client(
     reader: Reader, index: int, auth: str, alg: str | None, secret: str | None, jwk: PyJWK | None
 ) -> None:
     def problem(key: str, reason: str) -> None:
-        reader.problems.append((f"{reader.key_path(key)}[{index}]", reason))
+        _item_error(reader, key, index, reason)
 
     if auth in GATEWAY_CHECKED_AUTH and secret is None:
         # the IdP never sees the caller's secret with these methods, so the gateway checks it
@@ -347,13 +347,13 @@ def _check_client(
         elif alg is not None and alg not in _algs_for_jwk(jwk):
             problem("client_alg", f"{alg} does not fit the key in client_jwk[{index}]")
     if auth == "client_secret_jwt" and alg is not None and alg not in HMAC_ALGS:
-        problem("client_alg", f"must be one of {', '.join(HMAC_ALGS)} for client_secret_jwt")
+        problem("client_alg", f"must be one of {', '.join(CLIENT_HMAC_ALGS)} for client_secret_jwt")
 
 
 def _algs_for_jwk(jwk: PyJWK) -> tuple[str, ...]:
     key = jwk.key
     if isinstance(key, RSAPrivateKey):
-        return ASYMMETRIC_ALGS[:6]
+        return tuple(RSA_ALGS)
     if isinstance(key, EllipticCurvePrivateKey):
         return (jwk.algorithm_name,)
     return ("EdDSA",)
@@ -405,11 +405,9 @@ def _check_header_pairs(
 ) -> None:
     for index, (name, value) in enumerate(pairs):
         if not _HEADER_NAME.match(name):
-            reader.problems.append((f"{reader.key_path(names_key)}[{index}]", "is not a header name"))
+            _item_error(reader, names_key, index, "is not a header name")
         if _HEADER_VALUE_FORBIDDEN.search(value):
-            reader.problems.append(
-                (f"{reader.key_path(values_key)}[{index}]", "must not contain control characters")
-            )
+            _item_error(reader, values_key, index, "must not contain control characters")
 
 
 def _upstream_token_header(reader: Reader) -> str:

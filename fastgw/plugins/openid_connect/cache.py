@@ -1,0 +1,345 @@
+"""Token caching: the L1 dict read by the hot path, negative entries, TTL math, single-flight, L2.
+
+Policy is sans-IO (every decision takes `now`); the only awaits are the L2's and the fetch handed
+to `SingleFlight`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import itertools
+import logging
+import math
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import orjson
+
+from .credentials import ClientCredentials
+from .errors import AuthError
+from .schema import OidcConfig
+
+logger = logging.getLogger("fastgw.oidc")
+
+# Entries in the L1 (and, separately, in the negative cache). A cached token costs ~2-3 KiB (the
+# JWT, its header bytes, its claims), so the bound keeps the cache under ~300 MiB even when
+# filled; only real clients get positive entries, and random credentials only negative ones.
+L1_MAX_ENTRIES = 100_000
+# When full, drop expired entries, then this share of the oldest: one O(n) sweep buys room for
+# many inserts, so the amortized cost per insert stays constant.
+EVICT_FRACTION = 0.1
+
+# Refresh ahead of expiry by min(60 s, 10% of the lifetime): a minute is ample for an IdP round
+# trip even under load, and 10% keeps short-lived tokens (say 30 s) from refreshing constantly.
+REFRESH_AHEAD_MAX_SECONDS = 60.0
+REFRESH_AHEAD_FRACTION = 0.1
+# After a failed background refresh, hits keep serving the token this long before the next try,
+# so an IdP outage costs it one call per interval per client rather than one per request.
+REFRESH_RETRY_SECONDS = 5.0
+
+# An L2 slower than this is skipped (the IdP is the source of truth; a slow Redis must not make
+# every miss slow too).
+L2_TIMEOUT_SECONDS = 0.5
+L2_NAMESPACE = "fastgw:oidc:"
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+
+def credentials_cache_key(
+    issuer: str, credentials: ClientCredentials, salt: str | None, scope: str | None
+) -> str:
+    """Kong's cache key: base64url(SHA-256(iss#grant_type=client_credentials&id&secret[&salt]
+    [&scope])). Shared with other processes through the L2; the secret is only ever hashed."""
+    material = (
+        f"{issuer}#grant_type=client_credentials&{credentials.client_id}"
+        f"&{credentials.client_secret}"
+    )
+    if salt:
+        material += f"&{salt}"
+    if scope:
+        material += f"&{scope}"
+    digest = hashlib.sha256(material.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A verified access token, as handed to embedders."""
+
+    access_token: str = field(repr=False)
+    expires_at: float | None  # epoch seconds of the token's own expiry; None when unknown
+    claims: Mapping[str, Any] = field(default_factory=dict)  # verified; {} for opaque tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TtlPolicy:
+    cache_ttl: float
+    ttl_min: float | None
+    ttl_max: float | None
+    resurrect: float
+
+    @classmethod
+    def from_config(cls, config: OidcConfig) -> TtlPolicy:
+        return cls(
+            config.cache_ttl, config.cache_ttl_min, config.cache_ttl_max, config.cache_ttl_resurrect
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    """Absolute epoch times: pure hit before `refresh_at`, hit + background refresh before
+    `expires_at`, and past it a fetch; `stale_until` bounds serving when the IdP fails."""
+
+    refresh_at: float
+    expires_at: float
+    stale_until: float
+    valid_until: float  # the token's own expiry (inf when unknown)
+
+
+def plan_lifetime(
+    policy: TtlPolicy, now: float, expires_in: float | None, exp: float | None
+) -> Lifetime:
+    """TTL from `expires_in`, else `exp - now`, else `cache_ttl`, clamped by min/max (as Kong);
+    unlike Kong, never past the token's own expiry."""
+    valid_until = math.inf
+    if expires_in is not None:
+        ttl = expires_in
+        valid_until = now + expires_in
+    elif exp is not None:
+        ttl = exp - now
+    else:
+        ttl = policy.cache_ttl
+    if exp is not None:
+        valid_until = min(valid_until, exp)
+    if policy.ttl_min is not None:
+        ttl = max(ttl, policy.ttl_min)
+    if policy.ttl_max is not None:
+        ttl = min(ttl, policy.ttl_max)
+    expires_at = max(now, min(now + ttl, valid_until))
+    return lifetime_until(now, expires_at, valid_until, policy.resurrect)
+
+
+def lifetime_until(now: float, expires_at: float, valid_until: float, resurrect: float) -> Lifetime:
+    margin = min(REFRESH_AHEAD_MAX_SECONDS, REFRESH_AHEAD_FRACTION * (expires_at - now))
+    stale_until = min(expires_at + resurrect, valid_until)
+    return Lifetime(expires_at - max(margin, 0.0), expires_at, stale_until, valid_until)
+
+
+class Entry:
+    """One cached token with what the hot path needs prebuilt. Mutable so that a refresh updates
+    every L1 key that points at it (a Basic-header alias and the canonical key)."""
+
+    __slots__ = (
+        "expires_at",
+        "header_value",
+        "refresh_at",
+        "refreshing",
+        "stale_until",
+        "token",
+        "upstream_headers",
+        "valid_until",
+    )
+
+    def __init__(
+        self,
+        token: Token,
+        header_value: bytes,
+        upstream_headers: tuple[tuple[bytes, bytes | None], ...],
+        lifetime: Lifetime,
+    ) -> None:
+        self.token = token
+        self.header_value = header_value  # e.g. b"Bearer <token>", set upstream as is
+        # claim headers: (name, value), None removes a header the client may have sent
+        self.upstream_headers = upstream_headers
+        self.refresh_at = lifetime.refresh_at
+        self.expires_at = lifetime.expires_at
+        self.stale_until = lifetime.stale_until
+        self.valid_until = lifetime.valid_until
+        self.refreshing = False
+
+    def adopt(self, fresh: Entry) -> None:
+        self.token = fresh.token
+        self.header_value = fresh.header_value
+        self.upstream_headers = fresh.upstream_headers
+        self.refresh_at = fresh.refresh_at
+        self.expires_at = fresh.expires_at
+        self.stale_until = fresh.stale_until
+        self.valid_until = fresh.valid_until
+
+    def refresh_failed(self, now: float) -> None:
+        """Stale-if-error: the IdP failed, so keep serving up to `stale_until` (never past the
+        token's own expiry), trying again every REFRESH_RETRY_SECONDS."""
+        self.expires_at = max(self.expires_at, self.stale_until)
+        self.refresh_at = min(now + REFRESH_RETRY_SECONDS, self.expires_at)
+
+    def kill(self) -> None:
+        """The IdP now rejects these credentials: stop serving the token at once."""
+        self.refresh_at = self.expires_at = self.stale_until = -math.inf
+
+
+class Rejection:
+    __slots__ = ("error", "until")
+
+    def __init__(self, error: AuthError, until: float) -> None:
+        self.error = error  # never raised as is (a re-raise would grow its traceback forever)
+        self.until = until
+
+
+def _evict(
+    table: dict[Any, Any], limit: int, now: float, alive_until: Callable[[Any], float]
+) -> None:
+    for key in [key for key, value in table.items() if alive_until(value) <= now]:
+        del table[key]
+    excess = len(table) - int(limit * (1 - EVICT_FRACTION))
+    if excess > 0:
+        for key in list(itertools.islice(table, excess)):  # dicts keep insertion order
+            del table[key]
+
+
+class TokenCache:
+    """The L1: plain dicts, no lock (one event loop), bounded in entries."""
+
+    def __init__(self, *, enabled: bool = True, max_entries: int = L1_MAX_ENTRIES) -> None:
+        self.entries: dict[Hashable, Entry] = {}
+        self.rejections: dict[Hashable, Rejection] = {}
+        self.enabled = enabled
+        self._max_entries = max_entries
+
+    def store(self, keys: Iterable[Hashable], entry: Entry, now: float) -> None:
+        if not self.enabled:
+            return
+        entries = self.entries
+        for key in keys:
+            if key not in entries and len(entries) >= self._max_entries:
+                _evict(entries, self._max_entries, now, _entry_alive_until)
+            entries[key] = entry
+
+    def reject(self, keys: Iterable[Hashable], error: AuthError, until: float, now: float) -> None:
+        rejections = self.rejections
+        for key in keys:
+            if key not in rejections and len(rejections) >= self._max_entries:
+                _evict(rejections, self._max_entries, now, _rejection_alive_until)
+            rejections[key] = Rejection(error, until)
+
+    def rejection(self, key: Hashable, now: float) -> AuthError | None:
+        rejection = self.rejections.get(key)
+        if rejection is None:
+            return None
+        if now < rejection.until:
+            return rejection.error
+        del self.rejections[key]
+        return None
+
+
+def _entry_alive_until(entry: Entry) -> float:
+    return entry.stale_until
+
+
+def _rejection_alive_until(rejection: Rejection) -> float:
+    return rejection.until
+
+
+class SingleFlight(Generic[K, T]):
+    """One fetch per key at a time; later callers wait for its result or its exception.
+
+    The fetch runs in its own task and callers wait through `asyncio.shield`, so a caller that is
+    cancelled (client gone) does not cancel the fetch the others are waiting for.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[K, asyncio.Task[T]] = {}
+
+    def __contains__(self, key: K) -> bool:
+        return key in self._tasks
+
+    async def run(self, key: K, fetch: Callable[[], Awaitable[T]]) -> T:
+        task = self._tasks.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(fetch())  # type: ignore[arg-type]
+            self._tasks[key] = task
+            task.add_done_callback(lambda done: self._done(key, done))
+        return await asyncio.shield(task)
+
+    def _done(self, key: K, task: asyncio.Task[T]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: a fetch whose waiters all left is not an error
+
+    def cancel_all(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+
+
+class L2Backend(Protocol):
+    """The part of aiocache's interface we use (SimpleMemoryCache, RedisCache, ...)."""
+
+    async def get(self, key: str) -> Any: ...
+
+    async def set(self, key: str, value: Any, ttl: Any = ...) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """What goes to the L2: the token and its times; claims are re-verified on the way back."""
+
+    access_token: str = field(repr=False)
+    lifetime: Lifetime
+
+
+class L2Store:
+    """The seam to a shared cache: values are JSON strings (any aiocache serializer keeps them),
+    keys are Kong-shaped hashes; failures are logged and skipped, never fatal."""
+
+    def __init__(self, backend: L2Backend, *, namespace: str = L2_NAMESPACE) -> None:
+        self._backend = backend
+        self._namespace = namespace
+
+    async def load(self, key: str) -> StoredToken | None:
+        try:
+            async with asyncio.timeout(L2_TIMEOUT_SECONDS):
+                raw = await self._backend.get(self._namespace + key)
+        except Exception as error:  # a broken L2 degrades to no L2
+            logger.warning("token L2 read failed: %s", type(error).__name__)
+            return None
+        if raw is None:
+            return None
+        try:
+            document = orjson.loads(raw)
+            times = Lifetime(*(_from_json_time(document[name]) for name in _LIFETIME_FIELDS))
+            return StoredToken(str(document["access_token"]), times)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+    async def save(self, key: str, stored: StoredToken, now: float) -> None:
+        times = stored.lifetime
+        ttl = math.ceil(times.stale_until - now)
+        if ttl <= 0:
+            return
+        document: dict[str, Any] = {"access_token": stored.access_token}
+        document.update({name: _to_json_time(getattr(times, name)) for name in _LIFETIME_FIELDS})
+        value = orjson.dumps(document).decode()
+        try:
+            async with asyncio.timeout(L2_TIMEOUT_SECONDS):
+                await self._backend.set(self._namespace + key, value, ttl=ttl)
+        except Exception as error:
+            logger.warning("token L2 write failed: %s", type(error).__name__)
+
+
+_LIFETIME_FIELDS = ("refresh_at", "expires_at", "stale_until", "valid_until")
+
+
+def _to_json_time(value: float) -> float | None:
+    return None if math.isinf(value) else value  # JSON has no infinity ("no expiry")
+
+
+def _from_json_time(value: object) -> float:
+    if value is None:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("not a time")
+    return float(value)

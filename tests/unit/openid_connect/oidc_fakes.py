@@ -1,0 +1,376 @@
+"""Test doubles for the openid-connect unit tests: a fake clock, IdP, HTTP client and request.
+
+No sockets: the fake HTTP client answers from a dict of handlers and counts every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jwt
+import orjson
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from fastgw.plugins.openid_connect import ClientCredentialsAuthenticator, OpenIdConnect
+from fastgw.plugins.openid_connect.plugin import Answers
+from fastgw.plugins.openid_connect.schema import from_mapping
+
+ISSUER = "https://idp.example.test"
+TOKEN_ENDPOINT = f"{ISSUER}/token"
+JWKS_URI = f"{ISSUER}/jwks"
+DISCOVERY_URL = f"{ISSUER}/.well-known/openid-configuration"
+NOW = 1_700_000_000.0
+
+
+class FakeClock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class FakeResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(document: Any, status: int = 200) -> FakeResponse:
+    return FakeResponse(status, orjson.dumps(document), {"content-type": "application/json"})
+
+
+@dataclass
+class Call:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def form(self) -> dict[str, str]:
+        return dict(parse_qsl(self.body.decode()))
+
+
+Handler = Callable[[Call], Awaitable[FakeResponse] | FakeResponse]
+
+
+class FakeHttp:
+    """Routes by URL to a handler (a FakeResponse, an exception to raise, or a callable)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Any] = {}
+        self.calls: list[Call] = []
+        self.closed = False
+
+    def route(self, url: str, answer: Any) -> None:
+        self.routes[url] = answer
+
+    def count(self, url: str) -> int:
+        return sum(1 for call in self.calls if call.url == url)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        timeout: float = 10.0,
+        max_body: int = 1 << 20,
+    ) -> FakeResponse:
+        call = Call(method, url, dict(headers or {}), body)
+        self.calls.append(call)
+        answer = self.routes.get(url)
+        if answer is None:
+            return FakeResponse(404, b"")
+        if isinstance(answer, BaseException):
+            raise answer
+        if callable(answer):
+            answer = answer(call)
+            if asyncio.iscoroutine(answer):
+                answer = await answer
+            if isinstance(answer, BaseException):
+                raise answer
+        return answer
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+# -- keys and tokens ------------------------------------------------------------------------------
+
+
+class SigningKey:
+    def __init__(self, private_key: Any, alg: str, kid: str | None) -> None:
+        self.private_key = private_key
+        self.alg = alg
+        self.kid = kid
+
+    def public_jwk(self, *, with_alg: bool = True) -> dict[str, Any]:
+        algorithm = jwt.algorithms.get_default_algorithms()[self.alg]
+        document = orjson.loads(algorithm.to_jwk(self.private_key.public_key()))
+        if self.kid is not None:
+            document["kid"] = self.kid
+        if with_alg:
+            document["alg"] = self.alg
+        document["use"] = "sig"
+        return document
+
+    def private_jwk(self) -> dict[str, Any]:
+        algorithm = jwt.algorithms.get_default_algorithms()[self.alg]
+        document = orjson.loads(algorithm.to_jwk(self.private_key))
+        if self.kid is not None:
+            document["kid"] = self.kid
+        return document
+
+    def mint(self, claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None) -> str:
+        extra = dict(headers or {})
+        if self.kid is not None:
+            extra.setdefault("kid", self.kid)
+        return jwt.encode(dict(claims), self.private_key, algorithm=self.alg, headers=extra)
+
+
+_RSA_KEYS: dict[str, Any] = {}
+
+
+def rsa_key(kid: str | None = "rsa-1", alg: str = "RS256") -> SigningKey:
+    # RSA generation is slow (tens of ms): one key per kid, shared by the tests
+    private_key = _RSA_KEYS.get(kid or "")
+    if private_key is None:
+        private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        _RSA_KEYS[kid or ""] = private_key
+    return SigningKey(private_key, alg, kid)
+
+
+def ec_key(kid: str | None = "ec-1") -> SigningKey:
+    return SigningKey(ec.generate_private_key(ec.SECP256R1()), "ES256", kid)
+
+
+def claims(now: float = NOW, lifetime: float = 3600, **extra: Any) -> dict[str, Any]:
+    document = {
+        "iss": ISSUER,
+        "sub": "client-1",
+        "aud": "urn:api",
+        "iat": int(now),
+        "exp": int(now + lifetime),
+        "scope": "openid read",
+        "client_id": "client-1",
+    }
+    document.update(extra)
+    return {name: value for name, value in document.items() if value is not None}
+
+
+def basic(client_id: str, secret: str) -> bytes:
+    return b"Basic " + base64.b64encode(f"{client_id}:{secret}".encode())
+
+
+# -- an IdP behind the fake HTTP client -----------------------------------------------------------
+
+
+class FakeIdp:
+    """Discovery, JWKS and a token endpoint with a table of valid clients."""
+
+    def __init__(self, http: FakeHttp, clock: FakeClock, key: SigningKey | None = None) -> None:
+        self.http = http
+        self.clock = clock
+        self.key = key or rsa_key()
+        self.keys = [self.key]
+        self.clients: dict[str, str] = {"client-1": "secret-1", "client-2": "secret-2"}
+        self.lifetime = 3600
+        self.token_status = 200
+        self.counter = 0
+        self.gate: asyncio.Event | None = None  # set: token answers wait for it
+        self.extra_claims: dict[str, Any] = {}
+        http.route(
+            DISCOVERY_URL,
+            lambda call: json_response(
+                {"issuer": ISSUER, "token_endpoint": TOKEN_ENDPOINT, "jwks_uri": JWKS_URI}
+            ),
+        )
+        http.route(
+            JWKS_URI, lambda call: json_response({"keys": [k.public_jwk() for k in self.keys]})
+        )
+        http.route(TOKEN_ENDPOINT, self.token)
+
+    def credentials_of(self, call: Call) -> tuple[str, str]:
+        authorization = call.headers.get("Authorization")
+        if authorization:
+            decoded = base64.b64decode(authorization.split(" ", 1)[1]).decode()
+            client_id, _, secret = decoded.partition(":")
+            return client_id, secret
+        form = call.form
+        return form.get("client_id", ""), form.get("client_secret", "")
+
+    async def token(self, call: Call) -> FakeResponse:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.token_status != 200:
+            return json_response({"error": "server_error"}, self.token_status)
+        client_id, secret = self.credentials_of(call)
+        if self.clients.get(client_id) != secret:
+            return json_response(
+                {"error": "invalid_client", "error_description": "client authentication failed"},
+                401,
+            )
+        self.counter += 1
+        token = self.key.mint(
+            claims(
+                self.clock(),
+                self.lifetime,
+                sub=client_id,
+                client_id=client_id,
+                jti=str(self.counter),
+                **self.extra_claims,
+            )
+        )
+        return json_response(
+            {"access_token": token, "token_type": "Bearer", "expires_in": self.lifetime}
+        )
+
+    @property
+    def token_calls(self) -> int:
+        return self.http.count(TOKEN_ENDPOINT)
+
+
+def config(**overrides: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "issuer": ISSUER,
+        "client_credentials_param_type": ["header", "query", "body"],
+        "cache_tokens_salt": "pepper",
+    }
+    document.update(overrides)
+    return document
+
+
+class Spawner:
+    """Collects background work so that tests decide when it runs."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def __call__(self, awaitable: Awaitable[Any]) -> None:
+        self.tasks.append(asyncio.ensure_future(awaitable))
+
+    async def drain(self) -> None:
+        while self.tasks:
+            pending, self.tasks = self.tasks, []
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def make_authenticator(
+    idp: FakeIdp, **overrides: Any
+) -> tuple[ClientCredentialsAuthenticator, Spawner]:
+    spawner = Spawner()
+    authenticator = ClientCredentialsAuthenticator(
+        from_mapping(config(**overrides)),
+        idp.http,
+        spawn=spawner,
+        clock=idp.clock,
+        monotonic=idp.clock,
+    )
+    return authenticator, spawner
+
+
+# -- a request context ----------------------------------------------------------------------------
+
+
+class FakeContext:
+    """Implements fastgw.pipeline.RequestContext over plain attributes."""
+
+    def __init__(
+        self,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        *,
+        query: bytes = b"",
+        body: bytes | None = None,
+        host: bytes = b"api.example.test:8443",
+    ) -> None:
+        self.method = b"POST" if body is not None else b"GET"
+        self.path = b"/resource"
+        self.query = query
+        self.host = host
+        self.client_ip = "192.0.2.1"
+        self.responded = False
+        self.headers: list[tuple[bytes, bytes]] = list(headers)
+        self.body = body
+        self.forwarded_body: bytes | None = body
+        self.response: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
+
+    def get_header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def set_header(self, name: bytes, value: bytes) -> None:
+        self.remove_header(name)
+        self.headers.append((name, value))
+
+    def remove_header(self, name: bytes) -> None:
+        self.headers = [(key, value) for key, value in self.headers if key != name]
+
+    def set_query(self, query: bytes) -> None:
+        self.query = query
+
+    def has_body(self) -> bool:
+        return bool(self.body)
+
+    async def read_body(self, limit: int) -> bytes | None:
+        if self.body is None or len(self.body) > limit:
+            return None
+        return self.body
+
+    def replace_body(self, body: bytes) -> None:
+        self.forwarded_body = body
+
+    def respond(
+        self, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        self.responded = True
+        self.response = (status, body, list(headers))
+
+    # helpers for assertions
+    @property
+    def status(self) -> int | None:
+        return None if self.response is None else self.response[0]
+
+    @property
+    def json(self) -> Any:
+        assert self.response is not None
+        return orjson.loads(self.response[1])
+
+    def response_header(self, name: bytes) -> bytes | None:
+        assert self.response is not None
+        for key, value in self.response[2]:
+            if key == name:
+                return value
+        return None
+
+
+async def run_access(plugin: OpenIdConnect, ctx: FakeContext) -> bool:
+    """Runs access(); True when it finished synchronously."""
+    pending = plugin.access(ctx)
+    if pending is None:
+        return True
+    await pending
+    return False
+
+
+async def make_plugin(
+    idp: FakeIdp, **overrides: Any
+) -> tuple[OpenIdConnect, ClientCredentialsAuthenticator, Spawner]:
+    authenticator, spawner = await make_authenticator(idp, **overrides)
+    parsed = authenticator.config
+    plugin = OpenIdConnect(parsed, authenticator)
+    assert isinstance(plugin.answers, Answers)
+    return plugin, authenticator, spawner

@@ -1,0 +1,319 @@
+"""The openid-connect access step over a fake request context: upstream headers and answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+from oidc_fakes import (
+    TOKEN_ENDPOINT,
+    FakeClock,
+    FakeContext,
+    FakeHttp,
+    FakeIdp,
+    basic,
+    config,
+    make_plugin,
+    run_access,
+)
+
+from fastgw.http.client import ConnectError, RequestTimeout
+from fastgw.plugins import PluginRuntime
+from fastgw.plugins.openid_connect import SPEC, OpenIdConnect
+from fastgw.schema import Reader
+
+GOOD = basic("client-1", "secret-1")
+JSON_TYPE = b"application/json; charset=utf-8"
+
+
+@pytest.fixture
+def idp() -> FakeIdp:
+    return FakeIdp(FakeHttp(), FakeClock())
+
+
+def request(authorization: bytes | None = GOOD, **options) -> FakeContext:
+    headers = [(b"authorization", authorization)] if authorization is not None else []
+    headers += options.pop("headers", [])
+    return FakeContext(headers, **options)
+
+
+async def test_miss_then_synchronous_hit(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp)
+    first = request()
+    assert await run_access(plugin, first) is False  # a miss goes async
+    bearer = first.get_header(b"authorization")
+    assert bearer is not None and bearer.startswith(b"Bearer ey")
+    hit = request()
+    assert plugin.access(hit) is None  # a hit returns synchronously
+    assert hit.get_header(b"authorization") == bearer
+    assert not hit.responded
+    assert [name for name, _ in hit.headers].count(b"authorization") == 1
+    assert idp.token_calls == 1
+
+
+async def test_secret_never_reaches_the_upstream_with_another_token_header(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp, upstream_access_token_header="x-access-token")
+    for _ in range(2):  # miss, then hit
+        ctx = request()
+        await run_access(plugin, ctx)
+        assert ctx.get_header(b"authorization") is None
+        token = ctx.get_header(b"x-access-token")
+        assert token is not None and token.startswith(b"ey")
+
+
+async def test_claims_to_upstream_headers_and_spoofing_removed(idp: FakeIdp) -> None:
+    idp.extra_claims = {"groups": ["a", "b"]}
+    plugin, _, _ = await make_plugin(
+        idp,
+        upstream_headers_claims=["sub", "groups", "missing"],
+        upstream_headers_names=["X-Client", "X-Groups", "X-Missing"],
+    )
+    for _ in range(2):
+        ctx = request(headers=[(b"x-missing", b"spoofed"), (b"x-client", b"spoofed")])
+        await run_access(plugin, ctx)
+        assert ctx.get_header(b"x-client") == b"client-1"
+        assert ctx.get_header(b"x-groups") == b"a, b"
+        assert ctx.get_header(b"x-missing") is None
+
+
+async def test_no_credentials_is_401_with_a_challenge(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp)
+    ctx = request(None)
+    assert plugin.access(ctx) is None
+    assert ctx.status == 401
+    assert ctx.json == {"message": "Unauthorized"}
+    assert ctx.response_header(b"content-type") == JSON_TYPE
+    assert ctx.response_header(b"www-authenticate") == (
+        b'Bearer realm="api.example.test", error="invalid_token"'
+    )
+    assert idp.token_calls == 0
+
+
+async def test_malformed_basic_is_401(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp)
+    ctx = request(b"Basic %%%")
+    await run_access(plugin, ctx)
+    assert ctx.status == 401 and ctx.json == {"message": "Unauthorized"}
+
+
+async def test_wrong_secret_is_401_then_answered_synchronously(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp)
+    wrong = basic("client-1", "nope")
+    first = request(wrong)
+    await run_access(plugin, first)
+    assert first.status == 401
+    again = request(wrong)
+    assert plugin.access(again) is None  # negative cache: no await, no IdP call
+    assert again.status == 401
+    assert idp.token_calls == 1
+
+
+async def test_display_errors_appends_the_reason(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp, display_errors=True)
+    ctx = request(basic("client-1", "nope"))
+    await run_access(plugin, ctx)
+    assert ctx.json == {
+        "message": "Unauthorized (identity provider rejected the client (invalid_client))"
+    }
+    challenge = ctx.response_header(b"www-authenticate")
+    assert challenge.startswith(b'Bearer realm="api.example.test", error="invalid_token"')
+    assert (
+        b'error_description="identity provider rejected the client (invalid_client)"' in challenge
+    )
+    assert b"nope" not in ctx.response[1] and b"nope" not in challenge
+
+
+async def test_expose_error_code_off_and_custom_message(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(
+        idp, expose_error_code=False, unauthorized_error_message="Go away"
+    )
+    ctx = request(None, host=b"[::1]:8000")
+    plugin.access(ctx)
+    assert ctx.json == {"message": "Go away"}
+    assert ctx.response_header(b"www-authenticate") == b'Bearer realm="[::1]"'
+
+
+async def test_insufficient_scope_is_403(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp, scopes_required=["admin"], display_errors=False)
+    ctx = request()
+    await run_access(plugin, ctx)
+    assert ctx.status == 403
+    assert ctx.json == {"message": "Forbidden"}
+    assert ctx.response_header(b"www-authenticate") == (
+        b'Bearer realm="api.example.test", error="insufficient_scope"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "message"),
+    [
+        (ConnectError("refused"), 502, "identity provider unavailable"),
+        (RequestTimeout("slow"), 504, "identity provider timed out"),
+    ],
+)
+async def test_idp_failure_blames_the_idp(idp: FakeIdp, failure, status, message) -> None:
+    idp.http.route(TOKEN_ENDPOINT, failure)
+    plugin, _, _ = await make_plugin(idp)
+    ctx = request()
+    await run_access(plugin, ctx)
+    assert ctx.status == status
+    assert ctx.json == {"message": message}
+    assert ctx.response_header(b"www-authenticate") is None
+
+
+async def test_idp_5xx_is_502(idp: FakeIdp) -> None:
+    idp.token_status = 503
+    plugin, _, _ = await make_plugin(idp)
+    ctx = request()
+    await run_access(plugin, ctx)
+    assert ctx.status == 502
+
+
+async def test_refresh_window_hit_is_synchronous_and_refreshes_once(idp: FakeIdp) -> None:
+    plugin, _, spawner = await make_plugin(idp)
+    await run_access(plugin, request())
+    idp.clock.advance(3590)
+    contexts = [request() for _ in range(5)]
+    for ctx in contexts:
+        assert plugin.access(ctx) is None
+        assert ctx.get_header(b"authorization").startswith(b"Bearer ")
+    assert len(spawner.tasks) == 1
+    await spawner.drain()
+    assert idp.token_calls == 2
+
+
+async def test_query_credentials_hidden(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp, hide_credentials=True)
+    for _ in range(2):  # the second one is a synchronous hit
+        ctx = request(None, query=b"a=1&client_id=client-1&client_secret=secret-1&b=2")
+        await run_access(plugin, ctx)
+        assert ctx.get_header(b"authorization").startswith(b"Bearer ")
+        assert ctx.query == b"a=1&b=2"
+    assert idp.token_calls == 1
+
+
+async def test_query_credentials_kept_without_hide(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp)
+    query = b"client_id=client-1&client_secret=secret-1"
+    ctx = request(None, query=query)
+    await run_access(plugin, ctx)
+    assert ctx.query == query and not ctx.responded
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "stripped"),
+    [
+        (
+            b"application/x-www-form-urlencoded",
+            b"client_id=client-1&client_secret=secret-1&x=1",
+            b"x=1",
+        ),
+        (
+            b"application/json",
+            orjson.dumps({"client_id": "client-1", "client_secret": "secret-1", "x": 1}),
+            b'{"x":1}',
+        ),
+    ],
+)
+async def test_body_credentials(idp: FakeIdp, content_type, body, stripped) -> None:
+    for hide in (False, True):
+        plugin, _, _ = await make_plugin(idp, hide_credentials=hide)
+        ctx = request(None, body=body, headers=[(b"content-type", content_type)])
+        await run_access(plugin, ctx)
+        assert not ctx.responded
+        assert ctx.get_header(b"authorization").startswith(b"Bearer ")
+        assert ctx.forwarded_body == (stripped if hide else body)
+
+
+async def test_body_too_large_for_credentials(idp: FakeIdp) -> None:
+    from fastgw.plugins.openid_connect.plugin import BODY_CREDENTIALS_LIMIT
+
+    plugin, _, _ = await make_plugin(idp, display_errors=True)
+    body = b"client_id=client-1&client_secret=secret-1&pad=" + b"x" * BODY_CREDENTIALS_LIMIT
+    ctx = request(
+        None, body=body, headers=[(b"content-type", b"application/x-www-form-urlencoded")]
+    )
+    await run_access(plugin, ctx)
+    assert ctx.status == 401 and "too large" in ctx.json["message"]
+
+
+async def test_param_type_header_only_ignores_query(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp, client_credentials_param_type=["header"])
+    ctx = request(None, query=b"client_id=client-1&client_secret=secret-1")
+    plugin.access(ctx)
+    assert ctx.status == 401
+
+
+async def test_param_type_query_only_ignores_basic(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp, client_credentials_param_type=["query"])
+    ctx = request(GOOD)
+    plugin.access(ctx)
+    assert ctx.status == 401
+    ctx = request(GOOD, query=b"client_id=client-2&client_secret=secret-2")
+    await run_access(plugin, ctx)
+    assert not ctx.responded
+
+
+async def test_bearer_header_falls_through_to_other_sources(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp)
+    ctx = request(b"Bearer something", query=b"client_id=client-1&client_secret=secret-1")
+    await run_access(plugin, ctx)
+    assert not ctx.responded
+    assert ctx.get_header(b"authorization").startswith(b"Bearer ey")
+
+
+async def test_unexpected_error_is_500_and_logged(idp: FakeIdp, caplog) -> None:
+    plugin, authenticator, _ = await make_plugin(idp)
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    authenticator.obtain = broken  # type: ignore[method-assign]
+    ctx = request()
+    await run_access(plugin, ctx)
+    assert ctx.status == 500 and ctx.response_header(b"www-authenticate") is None
+    assert "unexpected error" in caplog.text
+    assert "secret-1" not in caplog.text
+
+
+async def test_logs_never_hold_secrets_or_tokens(idp: FakeIdp, caplog) -> None:
+    caplog.set_level("DEBUG")
+    plugin, _, _ = await make_plugin(idp, display_errors=True)
+    ctx = request()
+    await run_access(plugin, ctx)
+    token = ctx.get_header(b"authorization")[7:].decode()
+    idp.token_status = 500
+    idp.clock.advance(4000)
+    await run_access(plugin, request())
+    for secret in ("secret-1", token, GOOD.decode()):
+        assert secret not in caplog.text
+
+
+async def test_spec_builds_a_plugin_over_the_runtime() -> None:
+    idp = FakeIdp(FakeHttp(), FakeClock(time.time()))  # the built plugin runs on the wall clock
+    problems: list[tuple[str, str]] = []
+    parsed = SPEC.parse_config(Reader(config(), "plugins[0].config", problems))
+    assert problems == []
+    made: list[tuple[bool, bool]] = []
+
+    def http_client(verify: bool, keepalive: bool) -> FakeHttp:
+        made.append((verify, keepalive))
+        return idp.http
+
+    spawned: list[object] = []
+
+    def spawn(awaitable: object) -> None:
+        spawned.append(asyncio.ensure_future(awaitable))
+
+    plugin = SPEC.build(parsed, PluginRuntime(http_client=http_client, spawn=spawn))
+    assert isinstance(plugin, OpenIdConnect)
+    assert plugin.name == "openid-connect" and plugin.priority == 1050
+    assert made == [(True, True)]
+    await plugin.start()
+    ctx = request()
+    await run_access(plugin, ctx)
+    assert not ctx.responded
+    await plugin.stop()
+    assert idp.http.closed is False

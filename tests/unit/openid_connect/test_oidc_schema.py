@@ -1,0 +1,219 @@
+"""The openid-connect config: Kong's names and defaults, errors with key paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from oidc_fakes import ISSUER, rsa_key
+
+from fastgw.errors import ConfigError
+from fastgw.plugins.openid_connect import SPEC
+from fastgw.plugins.openid_connect.schema import OidcConfig, from_mapping
+from fastgw.schema import Reader, raise_if
+
+
+def problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    SPEC.parse_config(Reader(raw, "plugins[0].config", found))
+    return found
+
+
+def test_defaults() -> None:
+    config = from_mapping({"issuer": ISSUER})
+    assert isinstance(config, OidcConfig)
+    assert config.discovery_url == f"{ISSUER}/.well-known/openid-configuration"
+    assert config.rediscovery_lifetime == 30
+    assert config.scopes == ("openid",)
+    assert config.client_credentials_param_type == {"header", "query", "body"}
+    assert config.default_client_auth == "client_secret_basic"
+    assert (config.verify_signature, config.verify_claims) == (True, True)
+    assert config.enable_hs_signatures is False
+    assert config.leeway == 0
+    assert config.audience_claim == ("aud",)
+    assert config.scopes_claim == ("scope",)
+    assert (config.cache_tokens, config.cache_ttl) == (True, 3600)
+    assert (config.cache_ttl_min, config.cache_ttl_max) == (None, None)
+    assert (config.cache_ttl_neg, config.cache_ttl_resurrect) == (5, 0)
+    assert config.cache_l2 is None
+    assert config.upstream_access_token_header == "authorization:bearer"
+    assert config.hide_credentials is False
+    assert config.unauthorized_error_message == "Unauthorized"
+    assert config.forbidden_error_message == "Forbidden"
+    assert (config.display_errors, config.expose_error_code) == (False, True)
+    assert config.timeout == 10_000 and config.timeout_seconds == 10.0
+    assert (config.ssl_verify, config.keepalive) == (True, True)
+
+
+def test_salt_is_random_per_load_unless_given() -> None:
+    first, second = from_mapping({"issuer": ISSUER}), from_mapping({"issuer": ISSUER})
+    assert first.cache_tokens_salt != second.cache_tokens_salt
+    assert from_mapping({"issuer": ISSUER, "cache_tokens_salt": "s"}).cache_tokens_salt == "s"
+    assert first.cache_tokens_salt not in repr(first)
+
+
+def test_issuer_may_be_the_discovery_url() -> None:
+    config = from_mapping({"issuer": f"{ISSUER}/.well-known/openid-configuration"})
+    assert config.issuer == ISSUER
+    assert config.discovery_url == f"{ISSUER}/.well-known/openid-configuration"
+
+
+def test_quick_start_config() -> None:
+    config = from_mapping(
+        {
+            "issuer": ISSUER,
+            "client_id": ["a"],
+            "client_secret": ["b"],
+            "client_auth": ["client_secret_post"],
+            "auth_methods": ["client_credentials"],
+            "client_credentials_param_type": ["header"],
+        }
+    )
+    assert config.client("a").client_auth == "client_secret_post"
+    assert config.client_credentials_param_type == {"header"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({}, ("plugins[0].config.issuer", "is required")),
+        ({"issuer": "ftp://x"}, ("plugins[0].config.issuer", "must be an http(s) URL")),
+        (
+            {"issuer": ISSUER, "cache_ttl": -1},
+            ("plugins[0].config.cache_ttl", "must be >= 0"),
+        ),
+        (
+            {"issuer": ISSUER, "auth_methods": ["client_credentials", "bearer"]},
+            (
+                "plugins[0].config.auth_methods[1]",
+                '"bearer" is not supported yet (supported: client_credentials)',
+            ),
+        ),
+        (
+            {"issuer": ISSUER, "client_id": ["a", "b"], "client_secret": ["x"]},
+            ("plugins[0].config.client_secret", "must have the same length as client_id"),
+        ),
+        (
+            {
+                "issuer": ISSUER,
+                "client_id": ["a", "b", "c"],
+                "client_auth": ["none", "client_secret_post"],
+            },
+            (
+                "plugins[0].config.client_auth",
+                "must have one entry or the same length as client_id",
+            ),
+        ),
+        (
+            {"issuer": ISSUER, "client_id": ["a"], "client_auth": ["tls_client_auth"]},
+            ("plugins[0].config.client_auth[0]", '"tls_client_auth" is not supported yet'),
+        ),
+        (
+            {"issuer": ISSUER, "client_id": ["a"], "client_auth": ["private_key_jwt"]},
+            ("plugins[0].config.client_jwk[0]", "is required for private_key_jwt"),
+        ),
+        (
+            {"issuer": ISSUER, "client_id": ["a"], "client_auth": ["private_key_jwt"]},
+            ("plugins[0].config.client_secret[0]", "is required for private_key_jwt"),
+        ),
+        (
+            {"issuer": ISSUER, "token_post_args_names": ["audience"]},
+            (
+                "plugins[0].config.token_post_args_values",
+                "must have the same length as token_post_args_names",
+            ),
+        ),
+        (
+            {
+                "issuer": ISSUER,
+                "token_post_args_names": ["grant_type"],
+                "token_post_args_values": ["password"],
+            },
+            ("plugins[0].config.token_post_args_names[0]", "is set by the gateway"),
+        ),
+        (
+            {
+                "issuer": ISSUER,
+                "token_headers_names": ["X-A"],
+                "token_headers_values": ["a\r\nb"],
+            },
+            ("plugins[0].config.token_headers_values[0]", "must not contain control characters"),
+        ),
+        (
+            {"issuer": ISSUER, "cache_ttl_min": 10, "cache_ttl_max": 5},
+            ("plugins[0].config.cache_ttl_min", "must be <= cache_ttl_max"),
+        ),
+        (
+            {"issuer": ISSUER, "cache_l2": {"type": "redis"}},
+            ("plugins[0].config.cache_l2.type", '"redis" is not supported yet'),
+        ),
+        (
+            {"issuer": ISSUER, "upstream_access_token_header": "bad header"},
+            ("plugins[0].config.upstream_access_token_header", "must look like"),
+        ),
+        (
+            {"issuer": ISSUER, "client_credentials_param_type": ["cookie"]},
+            ("plugins[0].config.client_credentials_param_type[0]", "must be one of"),
+        ),
+        ({"issuer": ISSUER, "no_such_key": 1}, ("plugins[0].config.no_such_key", "unknown")),
+        (
+            {"issuer": ISSUER, "timeout": 0},
+            ("plugins[0].config.timeout", "must be >= 1"),
+        ),
+    ],
+)
+def test_errors_name_the_key(raw: dict[str, Any], expected: tuple[str, str]) -> None:
+    path, reason = expected
+    found = problems(raw)
+    assert any(p == path and reason in r for p, r in found), found
+
+
+def test_client_jwk_must_be_private_and_is_not_echoed() -> None:
+    key = rsa_key("schema")
+    public = key.public_jwk()
+    raw = {
+        "issuer": ISSUER,
+        "client_id": ["a"],
+        "client_secret": ["gateway-side"],
+        "client_auth": ["private_key_jwt"],
+        "client_jwk": [public],
+    }
+    found = problems(raw)
+    assert ("plugins[0].config.client_jwk[0]", "must be a private key (RSA, EC or OKP)") in found
+    broken = dict(key.private_jwk(), n="!!")
+    found = problems({**raw, "client_jwk": [broken]})
+    assert ("plugins[0].config.client_jwk[0]", "is not a usable JWK") in found
+    assert all(broken["d"] not in reason for _, reason in found)
+
+
+def test_private_key_jwt_client() -> None:
+    key = rsa_key("schema")
+    config = from_mapping(
+        {
+            "issuer": ISSUER,
+            "client_id": ["a", "b"],
+            "client_secret": ["gateway-side", "unused"],
+            "client_auth": ["private_key_jwt", "client_secret_jwt"],
+            "client_alg": ["PS256", "HS384"],
+            "client_jwk": [key.private_jwk(), None],
+        }
+    )
+    client = config.client("a")
+    assert client.client_auth == "private_key_jwt" and client.client_alg == "PS256"
+    assert client.client_jwk is not None
+    assert config.client("b").client_alg == "HS384"
+    assert config.client("nobody") is None
+
+
+def test_from_mapping_raises_with_every_problem() -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_mapping({"issuer": "nope", "leeway": -1})
+    paths = {path for path, _ in caught.value.problems}
+    assert paths == {"issuer", "leeway"}
+
+
+def test_spec_reader_path_reaches_errors() -> None:
+    found: list[tuple[str, str]] = []
+    SPEC.parse_config(Reader({"issuer": ISSUER, "cache_ttl": -5}, "plugins[0].config", found))
+    with pytest.raises(ConfigError, match=r"plugins\[0\]\.config\.cache_ttl: must be >= 0"):
+        raise_if(found)
