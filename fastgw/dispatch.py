@@ -12,9 +12,10 @@ from fastgw.http import responses
 from fastgw.http.exchange import Exchange
 from fastgw.http.upstream import UpstreamTarget
 from fastgw.pipeline import Chain
-from fastgw.routing import Router, upstream_path
+from fastgw.routing import Router, needs_normalizing, normalize_path, upstream_path
 
 _NO_ROUTE_BODY, _NO_ROUTE_HEADERS = responses.error_parts(404, responses.NO_ROUTE_MESSAGE)
+_BAD_PATH_BODY, _BAD_PATH_HEADERS = responses.error_parts(400, "Bad request: invalid path")
 
 
 class RouteTarget:
@@ -47,15 +48,20 @@ class Dispatcher:
         self.router = router
 
     def __call__(self, exchange: Exchange) -> Awaitable[None] | None:
-        route = self.router.match(exchange.method, exchange.host, exchange.path)
+        path = exchange.path
+        if needs_normalizing(path):
+            normalized = normalize_path(path)
+            if normalized is None:
+                exchange.respond(400, _BAD_PATH_BODY, _BAD_PATH_HEADERS)
+                return None
+            exchange.path = exchange.upstream_path = path = normalized
+        route = self.router.match(exchange.method, exchange.host, path)
         if route is None:
             exchange.respond(404, _NO_ROUTE_BODY, _NO_ROUTE_HEADERS)
             return None
         exchange.target = route.target
         if route.rewrite:
-            exchange.upstream_path = upstream_path(
-                route.prefix_len, route.service_path, exchange.path
-            )
+            exchange.upstream_path = upstream_path(route.prefix_len, route.service_path, path)
         if route.preserve_host and exchange.host:
             exchange.upstream_host = exchange.host
         chain = route.chain

@@ -179,3 +179,57 @@ def _sanitize_rest(rest: bytes) -> bytes:
     if rest.startswith(b"../"):
         return rest[3:]
     return rest
+
+
+# Characters RFC 3986 §2.3 calls unreserved: their percent-encoded form means the same thing,
+# so it is decoded before matching (otherwise "/%61dmin" would slip past a route for "/admin").
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def needs_normalizing(path: bytes) -> bool:
+    """Cheap test for the hot path: only paths with dot segments or escapes need the slow path."""
+    return b"/." in path or b"%" in path or b"//" in path
+
+
+def normalize_path(path: bytes) -> bytes | None:
+    """The path Kong routes on: unreserved escapes decoded, dot segments removed, `//` merged.
+
+    Returns None when the path is not acceptable (a malformed escape, or `..` above the root),
+    which the caller answers with 400. Reserved escapes such as `%2F` stay encoded.
+    """
+    if b"%" in path:
+        decoded = bytearray()
+        index = 0
+        length = len(path)
+        while index < length:
+            byte = path[index]
+            if byte == 0x25:  # "%"
+                if index + 2 >= length:
+                    return None
+                high, low = path[index + 1], path[index + 2]
+                if high not in _HEX or low not in _HEX:
+                    return None
+                value = int(path[index + 1 : index + 3], 16)
+                if value in _UNRESERVED:
+                    decoded.append(value)
+                else:
+                    decoded += b"%" + path[index + 1 : index + 3].upper()
+                index += 3
+            else:
+                decoded.append(byte)
+                index += 1
+        path = bytes(decoded)
+    trailing = path.endswith((b"/", b"/.", b"/.."))
+    segments: list[bytes] = []
+    for segment in path.split(b"/")[1:]:
+        if segment == b"..":
+            if not segments:
+                return None
+            segments.pop()
+        elif segment and segment != b".":
+            segments.append(segment)
+    result = b"/" + b"/".join(segments)
+    if trailing and segments:
+        result += b"/"
+    return result

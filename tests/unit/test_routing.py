@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from fastgw.config import Route
-from fastgw.routing import Router, upstream_path
+from fastgw.routing import Router, needs_normalizing, normalize_path, upstream_path
 
 
 def route(
@@ -273,3 +273,30 @@ def test_upstream_path_without_strip_or_service_path_returns_the_same_bytes() ->
     path = b"/unchanged/path"
     assert upstream_path(0, b"", path) is path
     assert upstream_path(0, "/", path) is path
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"/a/../b", b"/b"),
+        (b"/%61dmin", b"/admin"),
+        (b"/a/./b/", b"/a/b/"),
+        (b"//a//b", b"/a/b"),
+        (b"/a/%2fb", b"/a/%2Fb"),  # reserved escapes stay encoded
+        (b"/a/%2e%2e/b", b"/b"),
+        (b"/a/b/..", b"/a/"),
+        (b"/", b"/"),
+        (b"/api/../../admin", None),  # climbs above the root
+        (b"/%zz", None),
+        (b"/a%4", None),
+    ],
+)
+def test_normalize_path(raw: bytes, expected: bytes | None) -> None:
+    assert normalize_path(raw) == expected
+
+
+def test_needs_normalizing_only_for_suspicious_paths() -> None:
+    assert not needs_normalizing(b"/api/v1/users")
+    assert needs_normalizing(b"/api/../admin")
+    assert needs_normalizing(b"/%61dmin")
+    assert needs_normalizing(b"//x")
