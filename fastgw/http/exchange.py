@@ -7,6 +7,7 @@ back to the client, re-framing both; it buffers only while no upstream is attach
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
@@ -73,6 +74,7 @@ class Exchange:
     upstream_host: bytes | None = None  # set by routing when the route preserves Host
     upstream: UpstreamConnection | None = None
     task: asyncio.Task[None] | None = None
+    pending: Awaitable[None] | None = None  # what an async handler returned
     body_chunks: list[bytes] | tuple[()] = ()
     body_buffered = 0
     body_received = 0
@@ -116,12 +118,11 @@ class Exchange:
         self.head_request = method == b"HEAD"
         self.body_mode = body_mode
         self.request_complete = body_mode == BODY_NONE
+        self.content_length = content_length  # -1 when absent; an explicit 0 is forwarded
         if body_mode != BODY_NONE:
             self.body_chunks = []
-            self.content_length = content_length
             self.expect_continue = expect_continue
         else:
-            self.content_length = 0
             self.expect_continue = False
         self.x_forwarded_for = x_forwarded_for
         self.response_headers: list[tuple[bytes, bytes]] = []
@@ -203,6 +204,7 @@ class Exchange:
         if pending is None:
             self._after_handler()
         else:
+            self.pending = pending
             self.task = asyncio.ensure_future(self._await_handler(pending))
 
     async def _await_handler(self, pending: Awaitable[None]) -> None:
@@ -292,6 +294,8 @@ class Exchange:
             parts.append(b"content-length: %d\r\n\r\n" % self.content_length)
         elif self.body_mode == BODY_CHUNKED:
             parts.append(b"transfer-encoding: chunked\r\n\r\n")
+        elif self.content_length == 0:
+            parts.append(b"content-length: 0\r\n\r\n")  # e.g. an empty POST: some need it
         else:
             parts.append(b"\r\n")
         return parts
@@ -309,15 +313,23 @@ class Exchange:
         if self.request_complete and self.body_mode == BODY_CHUNKED:
             parts.append(b"0\r\n\r\n")
         upstream.send(self, b"".join(parts))
-        if self.conn.read_paused:
-            self.conn.resume_reading_for(self)
+        conn = self.conn
+        if conn.read_paused:
+            conn.resume_reading_for(self)
+        if conn.write_paused:
+            # The client stopped reading during an earlier (pipelined) answer and has not
+            # caught up: no pause_writing will come, so hold this upstream back from the start.
+            self.client_write_paused()
 
     def on_request_body(self, chunk: bytes) -> None:
         self.body_received += len(chunk)
         if self.discarding:
             if self.body_received > DISCARD_LIMIT:
+                # The answer is out; reading the rest of a large body is not worth it.
                 self.keep_alive = False
                 self.conn.close_after_response()
+                if self.response_complete:
+                    self._done()
             return
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
@@ -391,6 +403,10 @@ class Exchange:
             for name, value in self.response_headers:
                 if name not in RESPONSE_HOP_HEADERS and name not in listed:
                     out += (name, b": ", value, b"\r\n")
+        if not self.request_complete:
+            # Answered before the whole body arrived: the rest of the body will most likely
+            # be cut off (see upstream_complete), so say now that the connection ends.
+            self.keep_alive = False
         no_body = self.head_request or status in NO_BODY_STATUSES
         if no_body:
             if content_length is not None and status != 204:
@@ -440,6 +456,10 @@ class Exchange:
                 # The upstream answered before the whole body arrived; the rest cannot be
                 # framed for another request.
                 self.keep_alive = False
+        if self.conn.read_paused:
+            # A write-buffer pause of this upstream must not outlive the exchange (it may never
+            # be lifted once the connection is pooled or closed).
+            self.conn.resume_for_upstream()
         self.conn.flush()
         if self.request_complete:
             self._done()
@@ -510,6 +530,7 @@ class Exchange:
                 headers,
                 keep_alive=self.keep_alive,
                 head_only=self.head_request,
+                http_10=self.http_10,
             )
         )
         self.response_started = True
@@ -530,6 +551,11 @@ class Exchange:
             waiter.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()
+            pending = self.pending
+            if inspect.iscoroutine(pending) and (
+                inspect.getcoroutinestate(pending) == inspect.CORO_CREATED
+            ):
+                pending.close()  # cancelled before it ran: not "never awaited"
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:

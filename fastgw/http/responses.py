@@ -32,6 +32,7 @@ MESSAGES: dict[int, str] = {
     411: "Length required",
     413: "Request size limit exceeded",
     414: "Request-URI too large",
+    417: "Expectation failed",
     431: "Request header fields too large",
     500: "An unexpected error occurred",
     501: "Not implemented",
@@ -55,14 +56,20 @@ def build_response(
     *,
     keep_alive: bool = True,
     head_only: bool = False,
+    http_10: bool = False,
 ) -> bytes:
-    """A complete response message with Content-Length framing."""
+    """A complete response message with Content-Length framing.
+
+    An HTTP/1.0 client keeps the connection only when the answer says `keep-alive`.
+    """
     parts = [status_line(status)]
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"content-length: %d\r\n" % len(body))
     if not keep_alive:
         parts.append(b"connection: close\r\n")
+    elif http_10:
+        parts.append(b"connection: keep-alive\r\n")
     parts.append(b"\r\n")
     if not head_only:
         parts.append(body)

@@ -16,7 +16,7 @@ import httptools
 
 from fastgw.http import responses
 from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Exchange
-from fastgw.http.timers import Ticker
+from fastgw.http.timers import TICK_SECONDS, Ticker
 
 log = logging.getLogger("fastgw.http")
 
@@ -88,8 +88,11 @@ class Server:
         return ServerConnection(self)
 
     def sweep(self, now: float) -> None:
+        # Connections stamp times from a clock up to one tick stale, so measured against `now`
+        # a timeout could fire a tick early; a tick later it fires late but never early.
+        late = now - TICK_SECONDS
         for conn in tuple(self.connections):
-            conn.check_timeouts(now)
+            conn.check_timeouts(late)
 
     def start_draining(self) -> None:
         """Finish what is in flight; idle connections close now, busy ones after their response."""
@@ -97,6 +100,10 @@ class Server:
         for conn in tuple(self.connections):
             if not conn.queue and conn.head_started == 0.0:
                 conn.close()
+                continue
+            for exchange in conn.queue:
+                if not exchange.response_started:
+                    exchange.keep_alive = False  # its answer says `connection: close`
 
     def abort_all(self) -> None:
         for conn in tuple(self.connections):
@@ -128,9 +135,16 @@ class ServerConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.fresh = True
         self.last_read = 0.0
+        # Head size without per-header counting: `received` counts every byte read; a head
+        # that began in the read starting at `head_from` and ending at `head_after` spans at
+        # most received - head_from bytes, and at least received - head_after while incomplete.
+        self.received = 0
+        self.read_start = 0
+        self.head_from = 0
+        self.head_after = 0
         # request head being parsed
+        self.special_size = 0  # consumed headers other than Host: not in `headers`
         self.head_started = 0.0
-        self.head_bytes = 0
         self.url_parts: list[bytes] = []
         self.url_size = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -241,6 +255,9 @@ class ServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.ticker.now
+        start = self.received
+        self.read_start = start
+        self.received = start + len(data)
         self.feeding = True
         try:
             self._feed(data)
@@ -250,9 +267,6 @@ class ServerConnection(asyncio.Protocol):
             self.flush()
 
     def _feed(self, data: bytes) -> None:
-        in_head = self.head_started != 0.0 or self.parsing is None or self.parsing.request_complete
-        if in_head:
-            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -274,11 +288,13 @@ class ServerConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(400)
             return
-        if self.head_started and self.head_bytes > self.limits.max_head_size:
-            self._fail(431)
+        if self.head_started and self.received - self.head_after > self.limits.max_head_size:
+            self._fail(431)  # httptools keeps buffering an incomplete head: stop it here
 
     def _fail(self, status: int) -> None:
         """The client sent something unusable: answer `status` (in order) and close."""
+        if self.closed:
+            return  # the rest of a read that arrived after we decided to close
         self._pause(PAUSE_PIPELINE)
         parsing = self.parsing
         if parsing is not None and not parsing.request_complete and not parsing.finished:
@@ -304,7 +320,12 @@ class ServerConnection(asyncio.Protocol):
     # httptools callbacks, in the order they fire
 
     def on_message_begin(self) -> None:
+        if self.closed:
+            # Pipelined after a request that closed the connection: never run it.
+            raise _LimitExceeded(400)
         self.head_started = self.ticker.now or 1e-9
+        self.head_from = self.read_start
+        self.head_after = self.received
         self.url_parts = []
         self.url_size = 0
         self.headers = []
@@ -312,6 +333,7 @@ class ServerConnection(asyncio.Protocol):
         if self.framing_seen:
             # Only requests that carried such headers pay for resetting them.
             self.framing_seen = False
+            self.special_size = 0
             self.content_length = -1
             self.chunked = False
             self.expect_continue = False
@@ -333,12 +355,14 @@ class ServerConnection(asyncio.Protocol):
         if kind is None:
             headers.append((lname, value))
             return
-        self.framing_seen = True
         if kind == _HOST:
             if self.host:
                 raise _LimitExceeded(400)  # two Host headers (RFC 9112 §3.2)
-            self.host = value
-        elif kind == _CONTENT_LENGTH:
+            self.host = value  # reset for every request: not a reason to set framing_seen
+            return
+        self.framing_seen = True
+        self.special_size += len(name) + len(value) + 4
+        if kind == _CONTENT_LENGTH:
             self.content_length = int(value)
         elif kind == _TRANSFER_ENCODING:
             self.chunked = True  # llhttp already rejected anything but a final "chunked"
@@ -358,7 +382,8 @@ class ServerConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         self.head_started = 0.0
-        self.head_bytes = 0
+        if self.received - self.head_from > self.limits.max_head_size:
+            self._check_head_size()  # only when the cheap bound cannot vouch for the head
         url = self.url_parts[0] if len(self.url_parts) == 1 else b"".join(self.url_parts)
         host = self.host
         if url[:1] == b"/":
@@ -405,6 +430,13 @@ class ServerConnection(asyncio.Protocol):
             exchange.begin()
         else:
             self._pause(PAUSE_PIPELINE)
+
+    def _check_head_size(self) -> None:
+        size = self.url_size + len(self.host) + self.special_size
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4  # ": " and CRLF
+        if size > self.limits.max_head_size:
+            raise _LimitExceeded(431)
 
     @staticmethod
     def _absolute_target(url: bytes, host: bytes) -> tuple[bytes, bytes, bytes]:

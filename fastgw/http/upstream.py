@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from fastgw.http.timers import Ticker
+from fastgw.http.timers import TICK_SECONDS, Ticker
 
 if TYPE_CHECKING:
     from fastgw.http.exchange import Exchange
@@ -131,12 +131,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             return
         if not exchange.response_started:
-            # httptools buffers a header until its end: bound what a head may take.
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_RESPONSE_HEAD:
-                self.abort()
-                exchange.upstream_failed(502)
-                return
+            self._head_bytes += len(data)  # bounds the head's size until it is complete
         self.got_response_bytes = True
         self.deadline = self.pool.ticker.now + exchange.target.read_timeout
         try:
@@ -152,6 +147,15 @@ class UpstreamConnection(asyncio.Protocol):
         if self._reset_parser:
             self._reset_parser = False
             self.parser = httptools.HttpResponseParser(self)
+        elif (
+            self._head_bytes > MAX_RESPONSE_HEAD
+            and not exchange.response_started
+            and self.exchange is exchange
+        ):
+            # Still no complete head, so all of it was head (httptools buffers it).
+            self.abort()
+            exchange.upstream_failed(502)
+            return
         exchange.flush()
 
     def eof_received(self) -> bool | None:
@@ -178,6 +182,11 @@ class UpstreamConnection(asyncio.Protocol):
             self._informational = True
             exchange.response_headers.clear()  # type: ignore[union-attr]
             return
+        if self._head_bytes > MAX_RESPONSE_HEAD and (
+            _head_size(exchange.response_headers) > MAX_RESPONSE_HEAD  # type: ignore[union-attr]
+        ):
+            # The reads that brought the head also brought body; only now is its size exact.
+            raise ValueError("upstream response head too large")
         if exchange.head_request:  # type: ignore[union-attr]
             # httptools cannot be told a HEAD response has no body; finish it here and
             # give the next response a fresh parser.
@@ -203,6 +212,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         self.deadline = 0.0
         exchange.upstream_complete(self, reusable=keep_alive)  # type: ignore[union-attr]
+
+
+def _head_size(headers: list[tuple[bytes, bytes]]) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in headers)
 
 
 class UpstreamPool:
@@ -279,8 +292,11 @@ class UpstreamPool:
                     if not conn.closed and conn.idle_since <= expired:
                         conn.close()
                 self.idle = keep
+        # Deadlines were set from a clock up to one tick stale, so they may be a tick early:
+        # let one more tick pass, so a timeout fires late (by up to two ticks) but never early.
+        late = now - TICK_SECONDS
         for conn in tuple(self.busy):
-            if conn.deadline and now > conn.deadline and conn.exchange is not None:
+            if conn.deadline and late > conn.deadline and conn.exchange is not None:
                 exchange = conn.exchange
                 conn.abort()
                 exchange.upstream_failed(504)

@@ -1,0 +1,768 @@
+"""The client-side protocol driven with raw request bytes and a fake transport (uvicorn's style).
+
+No sockets: `ServerConnection` gets bytes through `data_received`, writes into a recording
+transport, and a fake handler answers locally through the exchange's plugin context API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fastgw.config import Limits
+from fastgw.http.exchange import DISCARD_LIMIT, Exchange
+from fastgw.http.server import Server, ServerConnection
+from fastgw.http.timers import Ticker
+
+JSON = b"content-type: application/json; charset=utf-8\r\n"
+
+
+class FakeTransport:
+    """Records what the protocol does to its transport."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.writes = 0
+        self.events: list[str] = []  # "pause" / "resume" / "close" / "abort", in order
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("203.0.113.7", 40000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default
+        )
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.written += data
+        self.writes += 1
+
+    def pause_reading(self) -> None:
+        self.events.append("pause")
+
+    def resume_reading(self) -> None:
+        self.events.append("resume")
+
+    def close(self) -> None:
+        self.events.append("close")
+        self.closed = True
+
+    def abort(self) -> None:
+        self.events.append("abort")
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def take(self) -> bytes:
+        data = bytes(self.written)
+        self.written.clear()
+        return data
+
+
+class FakeHandler:
+    """Answers locally. `/async...` waits for `release()`; `/deny` answers 401; `/body` echoes
+    the request body; `/boom` raises; anything else answers `<METHOD> <path>?<query> @<host>`."""
+
+    def __init__(self) -> None:
+        self.seen: list[Exchange] = []
+        self.gates: list[asyncio.Future[None]] = []
+        self.target = FakeTarget()
+
+    def __call__(self, exchange: Exchange) -> object:
+        self.seen.append(exchange)
+        path = exchange.path
+        if path.startswith(b"/async"):
+            return self._later(exchange)
+        if path == b"/deny":
+            exchange.respond(401, b'{"message":"Unauthorized"}', [(b"www-authenticate", b"Basic")])
+            return None
+        if path == b"/body":
+            return self._echo_body(exchange)
+        if path == b"/boom":
+            raise RuntimeError("handler bug")
+        if path.startswith(b"/proxy"):
+            exchange.target = self.target  # type: ignore[assignment]
+            return None
+        exchange.respond(200, describe(exchange), [(b"content-type", b"text/plain")])
+        return None
+
+    async def _later(self, exchange: Exchange) -> None:
+        gate = asyncio.get_running_loop().create_future()
+        self.gates.append(gate)
+        await gate
+        exchange.respond(200, describe(exchange), [(b"content-type", b"text/plain")])
+
+    async def _echo_body(self, exchange: Exchange) -> None:
+        body = await exchange.read_body(1 << 20)
+        assert body is not None
+        exchange.respond(200, body, [(b"content-type", b"text/plain")])
+
+    async def release(self) -> None:
+        """Let every waiting `/async` handler answer."""
+        await settle()
+        for gate in self.gates:
+            if not gate.done():
+                gate.set_result(None)
+        await settle()
+
+
+class FakeUpstreamTransport:
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def pause_reading(self) -> None:
+        assert self.reading, "paused twice"
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        assert not self.reading, "resumed twice"
+        self.reading = True
+
+
+class FakeUpstream:
+    """Stands in for an UpstreamConnection; the test plays the upstream's part by calling the
+    exchange's upstream_head / upstream_body / upstream_complete like the real one does."""
+
+    def __init__(self, pool: FakePool) -> None:
+        self.pool = pool
+        self.transport = FakeUpstreamTransport()
+        self.closed = False
+        self.exchange: Exchange | None = None
+
+    def send(self, exchange: Exchange, data: bytes) -> None:
+        self.exchange = exchange
+        self.transport.write(data)
+
+    def answer(self, body: bytes) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        self.exchange = None
+        exchange.response_headers = [(b"content-length", b"%d" % len(body))]
+        exchange.upstream_head(200)
+        exchange.upstream_body(body)
+        exchange.upstream_complete(self, reusable=True)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+
+class FakePool:
+    def __init__(self) -> None:
+        self.made: list[FakeUpstream] = []
+        self.idle: list[FakeUpstream] = []
+
+    def acquire(self) -> FakeUpstream:
+        upstream = FakeUpstream(self)
+        self.made.append(upstream)
+        return upstream
+
+    def release(self, upstream: FakeUpstream) -> None:
+        self.idle.append(upstream)
+
+
+class FakeTarget:
+    def __init__(self) -> None:
+        self.pool = FakePool()
+        self.host_header = b"upstream.test"
+        self.retries = 0
+
+
+def describe(exchange: Exchange) -> bytes:
+    target = exchange.path + (b"?" + exchange.query if exchange.query else b"")
+    return b"%b %b @%b" % (exchange.method, target, exchange.host)
+
+
+def ok(body: bytes, *, close: bool = False, keep_alive_10: bool = False) -> bytes:
+    """The exact bytes of the fake handler's 200 answer."""
+    connection = b"connection: close\r\n" if close else b""
+    if keep_alive_10:
+        connection = b"connection: keep-alive\r\n"
+    return b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n%b\r\n%b" % (
+        len(body),
+        connection,
+        body,
+    )
+
+
+def error(status_line: bytes, message: bytes) -> bytes:
+    """The exact bytes of the gateway's own JSON error answer (always closes)."""
+    body = b'{"message":"%b"}' % message
+    return b"HTTP/1.1 %b\r\n%bcontent-length: %d\r\nconnection: close\r\n\r\n%b" % (
+        status_line,
+        JSON,
+        len(body),
+        body,
+    )
+
+
+DENY = (
+    b"HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic\r\ncontent-length: 26\r\n\r\n"
+    b'{"message":"Unauthorized"}'
+)
+
+
+class Harness:
+    def __init__(self, **limits: object) -> None:
+        self.handler = FakeHandler()
+        self.ticker = Ticker()
+        self.ticker.now = 1000.0
+        self.server = Server(self.handler, Limits(**limits), self.ticker)  # type: ignore[arg-type]
+        self.transport = FakeTransport()
+        self.conn: ServerConnection = self.server.protocol_factory()
+        self.conn.connection_made(self.transport)  # type: ignore[arg-type]
+
+    def feed(self, *chunks: bytes) -> bytes:
+        for chunk in chunks:
+            self.conn.data_received(chunk)
+        return self.transport.take()
+
+    def advance(self, seconds: float) -> None:
+        self.ticker.now += seconds
+        self.conn.check_timeouts(self.ticker.now)
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.closed
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+# -- basics ---------------------------------------------------------------------------------------
+
+
+def test_simple_get_writes_one_exact_response() -> None:
+    h = Harness()
+    out = h.feed(b"GET /hello?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert out == ok(b"GET /hello?x=1 @example.com")
+    assert h.transport.writes == 1
+    assert not h.closed
+
+
+def test_keep_alive_serves_requests_one_after_another() -> None:
+    h = Harness()
+    assert h.feed(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n") == ok(b"GET /a @h")
+    assert h.feed(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n") == ok(b"GET /b @h")
+    assert not h.closed
+    assert h.server.requests_total == 2
+
+
+def test_request_head_split_byte_by_byte() -> None:
+    h = Harness()
+    raw = b"GET /slow HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n"
+    out = h.feed(*(raw[i : i + 1] for i in range(len(raw))))
+    assert out == ok(b"GET /slow @h")
+    assert h.handler.seen[0].headers == [(b"x-a", b"1")]
+
+
+def test_headers_are_lower_cased_and_host_kept_apart() -> None:
+    h = Harness()
+    h.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX-Mixed-Case: V\r\nAccept: */*\r\n\r\n")
+    assert h.handler.seen[0].headers == [(b"x-mixed-case", b"V"), (b"accept", b"*/*")]
+    assert h.handler.seen[0].client_ip == "203.0.113.7"
+
+
+def test_head_request_answer_has_no_body() -> None:
+    h = Harness()
+    out = h.feed(b"HEAD /x HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert (
+        out == b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10\r\n\r\n"
+    )  # len(b"HEAD /x @h")
+    # and the connection's framing survived: the next request is answered normally
+    assert h.feed(b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n") == ok(b"GET /y @h")
+
+
+def test_handler_exception_becomes_500() -> None:
+    h = Harness()
+    out = h.feed(b"GET /boom HTTP/1.1\r\nHost: h\r\n\r\n")
+    body = b'{"message":"An unexpected error occurred"}'
+    assert out == (
+        b"HTTP/1.1 500 Internal Server Error\r\n%bcontent-length: %d\r\n\r\n%b"
+        % (JSON, len(body), body)
+    )
+    assert not h.closed
+
+
+# -- connection persistence -----------------------------------------------------------------------
+
+
+def test_http_10_closes_after_response() -> None:
+    h = Harness()
+    out = h.feed(b"GET /old HTTP/1.0\r\n\r\n")
+    assert out == ok(b"GET /old @", close=True)
+    assert h.transport.events == ["close"]
+
+
+def test_http_10_keep_alive_is_answered_with_keep_alive() -> None:
+    h = Harness()
+    out = h.feed(b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\nHost: h\r\n\r\n")
+    # an HTTP/1.0 client keeps the connection only when the answer says so
+    assert out == ok(b"GET /old @h", keep_alive_10=True)
+    assert not h.closed
+    assert h.feed(b"GET /again HTTP/1.0\r\nConnection: keep-alive\r\n\r\n") == ok(
+        b"GET /again @", keep_alive_10=True
+    )
+
+
+def test_connection_close_closes_after_response() -> None:
+    h = Harness()
+    out = h.feed(b"GET /bye HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert out == ok(b"GET /bye @h", close=True)
+    assert h.closed
+
+
+def test_connection_close_in_pipeline_drops_later_requests() -> None:
+    h = Harness()
+    out = h.feed(
+        b"GET /1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+    assert out == ok(b"GET /1 @h", close=True)
+    assert len(h.handler.seen) == 1
+    assert h.closed
+
+
+# -- pipelining -----------------------------------------------------------------------------------
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    h = Harness()
+    out = h.feed(b"GET /async-1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
+    await settle()
+    assert out == b""  # /2 is parsed but must wait for /async-1
+    assert [e.path for e in h.handler.seen] == [b"/async-1"]
+    assert h.transport.events == ["pause"]  # no more reading while requests queue up
+    await h.handler.release()
+    assert h.transport.take() == ok(b"GET /async-1 @h") + ok(b"GET /2 @h")
+    assert h.transport.events == ["pause", "resume"]
+    assert not h.closed
+
+
+async def test_three_pipelined_async_requests_pause_once() -> None:
+    h = Harness()
+    h.feed(b"".join(b"GET /async-%d HTTP/1.1\r\nHost: h\r\n\r\n" % i for i in range(3)))
+    for i in range(3):
+        await settle()
+        assert len(h.handler.gates) == i + 1  # one handler at a time
+        await h.handler.release()
+    assert h.transport.take() == b"".join(ok(b"GET /async-%d @h" % i) for i in range(3))
+    assert h.transport.events == ["pause", "resume"]
+
+
+async def test_pipelined_401_with_unread_body_does_not_corrupt_next_request() -> None:
+    h = Harness()
+    out = h.feed(
+        b"GET /async-1 HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"POST /deny HTTP/1.1\r\nHost: h\r\nContent-Length: 22\r\n\r\nGET /smuggled HTTP/1.1"
+        b"GET /3 HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+    assert out == b""
+    await h.handler.release()
+    assert h.transport.take() == ok(b"GET /async-1 @h") + DENY + ok(b"GET /3 @h")
+    assert [e.path for e in h.handler.seen] == [b"/async-1", b"/deny", b"/3"]
+    assert not h.closed
+
+
+def test_401_before_body_arrives_discards_the_body_then_serves_next() -> None:
+    h = Harness()
+    out = h.feed(b"POST /deny HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n")
+    assert out == DENY  # answered at once; the body is read and dropped
+    assert h.feed(b"0123456789GET /next HTTP/1.1\r\nHost: h\r\n\r\n") == ok(b"GET /next @h")
+    assert [e.path for e in h.handler.seen] == [b"/deny", b"/next"]
+
+
+def test_discarding_a_huge_unwanted_body_stops_at_the_discard_limit() -> None:
+    h = Harness()
+    size = DISCARD_LIMIT * 10
+    out = h.feed(b"POST /deny HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size)
+    assert out == DENY
+    block = b"x" * 65536
+    for _ in range(DISCARD_LIMIT // len(block) + 1):
+        h.feed(block)
+    assert h.closed  # not read to the end: the answer went out long ago
+
+
+def test_requests_pipelined_behind_a_closing_answer_are_never_run() -> None:
+    h = Harness()
+    size = DISCARD_LIMIT * 2
+    h.feed(b"POST /deny HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size)
+    h.feed(b"x" * size + b"POST /after HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert h.closed
+    assert [e.path for e in h.handler.seen] == [b"/deny"]
+
+
+async def test_malformed_request_behind_a_pending_one_is_answered_in_order() -> None:
+    h = Harness()
+    out = h.feed(b"GET /async-1 HTTP/1.1\r\nHost: h\r\n\r\nthis is not http\r\n\r\n")
+    assert out == b""
+    await h.handler.release()
+    assert h.transport.take() == ok(b"GET /async-1 @h") + error(b"400 Bad Request", b"Bad request")
+    assert h.closed
+
+
+def test_request_2_of_pipeline_garbage_after_sync_answer() -> None:
+    h = Harness()
+    out = h.feed(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n\x00\x01garbage")
+    assert out == ok(b"GET /1 @h") + error(b"400 Bad Request", b"Bad request")
+    assert h.closed
+
+
+# -- bodies ---------------------------------------------------------------------------------------
+
+
+async def test_content_length_body_read_by_handler() -> None:
+    h = Harness()
+    h.feed(b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello", b" world")
+    await settle()
+    assert h.transport.take() == ok(b"hello world")
+
+
+async def test_chunked_body_read_by_handler() -> None:
+    h = Harness()
+    h.feed(
+        b"POST /body HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
+    )
+    await settle()
+    assert h.transport.take() == ok(b"hello world")
+
+
+async def test_expect_100_continue_is_sent_when_the_body_is_wanted() -> None:
+    h = Harness()
+    out = h.feed(
+        b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+    )
+    await settle()
+    assert out + h.transport.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    h.feed(b"data")
+    await settle()
+    assert h.transport.take() == ok(b"data")
+    assert not h.closed
+
+
+def test_expect_100_continue_refused_answers_without_continue_and_closes() -> None:
+    h = Harness()
+    out = h.feed(
+        b"POST /deny HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+    )
+    # no 100: the client must not send the body; the connection cannot be reused
+    assert out == DENY.replace(
+        b"content-length: 26\r\n", b"content-length: 26\r\nconnection: close\r\n"
+    )
+    assert h.closed
+
+
+def test_unknown_expectation_is_417() -> None:
+    h = Harness()
+    out = h.feed(b"GET / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n")
+    assert out == error(b"417 Expectation Failed", b"Expectation failed")
+    assert h.closed
+
+
+# -- malformed requests and limits ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"garbage\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: h\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\n\r\n",
+        b"POST /body HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n",
+    ],
+    ids=[
+        "garbage",
+        "header-without-colon",
+        "bad-version",
+        "two-hosts",
+        "cl-and-te",
+        "bad-content-length",
+        "bad-chunk-size",
+        "asterisk",
+        "non-http-scheme",
+    ],
+)
+async def test_malformed_request_is_400_and_closes(raw: bytes) -> None:
+    h = Harness()
+    out = h.feed(raw)
+    await settle()
+    assert out + h.transport.take() == error(b"400 Bad Request", b"Bad request")
+    assert h.closed
+
+
+def test_http_11_without_host_is_400() -> None:
+    h = Harness()
+    assert h.feed(b"GET / HTTP/1.1\r\n\r\n") == error(b"400 Bad Request", b"Bad request")
+    assert h.handler.seen == []
+
+
+def test_http_10_without_host_is_fine() -> None:
+    h = Harness()
+    assert h.feed(b"GET / HTTP/1.0\r\n\r\n") == ok(b"GET / @", close=True)
+
+
+def test_long_uri_is_414() -> None:
+    h = Harness(max_uri_size=64)
+    assert h.feed(b"GET /" + b"a" * 63 + b" HTTP/1.1\r\nHost: h\r\n\r\n") == ok(
+        b"GET /" + b"a" * 63 + b" @h"
+    )
+    h = Harness(max_uri_size=64)
+    out = h.feed(b"GET /" + b"a" * 64 + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert out == error(b"414 Request-URI Too Long", b"Request-URI too large")
+    assert h.closed
+
+
+def test_long_uri_split_across_reads_is_414() -> None:
+    h = Harness(max_uri_size=64)
+    out = h.feed(b"GET /" + b"a" * 40, b"a" * 40 + b" HTTP/1.1\r\n")
+    assert out == error(b"414 Request-URI Too Long", b"Request-URI too large")
+
+
+def test_too_many_headers_is_431() -> None:
+    h = Harness(max_headers=5)
+    fine = b"".join(b"X-%d: v\r\n" % i for i in range(4))
+    assert h.feed(b"GET / HTTP/1.1\r\nHost: h\r\n" + fine + b"\r\n") == ok(b"GET / @h")
+    h = Harness(max_headers=5)
+    many = b"".join(b"X-%d: v\r\n" % i for i in range(6))
+    out = h.feed(b"GET / HTTP/1.1\r\nHost: h\r\n" + many + b"\r\n")
+    assert out == error(b"431 Request Header Fields Too Large", b"Request header fields too large")
+    assert h.closed
+
+
+def test_head_too_large_in_one_read_is_431() -> None:
+    h = Harness(max_head_size=512)
+    out = h.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"v" * 600 + b"\r\n\r\n")
+    assert out == error(b"431 Request Header Fields Too Large", b"Request header fields too large")
+    assert h.handler.seen == []
+
+
+def test_head_too_large_arriving_slowly_is_431() -> None:
+    h = Harness(max_head_size=512)
+    out = h.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: ", b"v" * 300, b"v" * 300)
+    assert out == error(b"431 Request Header Fields Too Large", b"Request header fields too large")
+    assert h.closed
+
+
+def test_head_too_large_behind_a_body_in_the_same_read_is_431() -> None:
+    h = Harness(max_head_size=512)
+    out = h.feed(
+        b"POST /deny HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n" + b"b" * 1000,
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"v" * 600 + b"\r\n\r\n",
+    )
+    assert out == DENY + error(
+        b"431 Request Header Fields Too Large", b"Request header fields too large"
+    )
+
+
+def test_head_too_large_starting_inside_a_body_read_is_431() -> None:
+    h = Harness(max_head_size=512)
+    out = h.feed(
+        b"POST /deny HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n",
+        b"b" * 1000 + b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"v" * 400,
+        b"v" * 400 + b"\r\n\r\n",
+    )
+    assert out == DENY + error(
+        b"431 Request Header Fields Too Large", b"Request header fields too large"
+    )
+
+
+def test_many_small_pipelined_requests_in_one_big_read_are_fine() -> None:
+    h = Harness(max_head_size=512)
+    one = b"GET /p HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"p" * 100 + b"\r\n\r\n"
+    assert h.feed(one * 50) == ok(b"GET /p @h") * 50
+
+
+async def test_head_size_limit_does_not_count_the_body() -> None:
+    h = Harness(max_head_size=512)
+    body = b"b" * 2000
+    h.feed(b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n" + body)
+    await settle()
+    assert h.transport.take() == ok(body)
+    assert not h.closed
+
+
+def test_content_length_over_max_body_size_is_413() -> None:
+    h = Harness(max_body_size=10)
+    out = h.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n")
+    assert out == error(b"413 Request Entity Too Large", b"Request size limit exceeded")
+    assert h.handler.seen == []
+    assert h.closed
+
+
+async def test_chunked_body_over_max_body_size_is_413() -> None:
+    h = Harness(max_body_size=10)
+    out = h.feed(
+        b"POST /body HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"6\r\nabcdef\r\n",
+        b"6\r\nghijkl\r\n",
+    )
+    assert out == error(b"413 Request Entity Too Large", b"Request size limit exceeded")
+    assert h.closed
+
+
+def test_absolute_form_target_is_normalised() -> None:
+    h = Harness()
+    out = h.feed(b"GET http://Example.com:8080/p/q?x=1 HTTP/1.1\r\nHost: ignored\r\n\r\n")
+    assert out == ok(b"GET /p/q?x=1 @Example.com:8080")
+    exchange = h.handler.seen[0]
+    assert (exchange.path, exchange.query, exchange.host) == (b"/p/q", b"x=1", b"Example.com:8080")
+
+
+def test_absolute_form_without_path_gets_slash() -> None:
+    h = Harness()
+    assert h.feed(b"GET http://example.com HTTP/1.1\r\nHost: x\r\n\r\n") == ok(
+        b"GET / @example.com"
+    )
+
+
+# -- timeouts -------------------------------------------------------------------------------------
+
+
+def test_head_timeout_is_408() -> None:
+    h = Harness(head_timeout=5.0)
+    h.feed(b"GET / HTTP/1.1\r\nHo")
+    h.advance(4.9)
+    assert h.transport.take() == b"" and not h.closed
+    h.advance(0.2)
+    assert h.transport.take() == error(b"408 Request Timeout", b"Request timeout")
+    assert h.closed
+
+
+def test_fresh_connection_without_bytes_closes_silently_after_head_timeout() -> None:
+    h = Harness(head_timeout=5.0)
+    h.advance(5.1)
+    assert h.transport.take() == b""
+    assert h.transport.events == ["close"]
+
+
+def test_idle_keep_alive_connection_closes_after_keepalive_timeout() -> None:
+    h = Harness(head_timeout=5.0, keepalive_timeout=20.0)
+    h.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    h.advance(10.0)  # past the head timeout: that one is for a fresh connection only
+    assert not h.closed
+    h.advance(10.1)
+    assert h.transport.events == ["close"]
+    assert h.transport.take() == b""
+
+
+async def test_body_that_stops_arriving_is_408() -> None:
+    h = Harness(head_timeout=5.0)
+    h.feed(b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+    await settle()
+    h.advance(5.1)
+    assert h.transport.take() == error(b"408 Request Timeout", b"Request timeout")
+    assert h.closed
+
+
+async def test_slow_pending_handler_is_not_a_client_timeout() -> None:
+    h = Harness(head_timeout=5.0)
+    h.feed(b"GET /async HTTP/1.1\r\nHost: h\r\n\r\n")
+    await settle()
+    h.advance(30.0)  # the request is complete: waiting on the gateway is not the client's fault
+    assert not h.closed
+    assert h.transport.take() == b""
+    await h.handler.release()
+    assert h.transport.take() == ok(b"GET /async @h")
+
+
+# -- the client going away ------------------------------------------------------------------------
+
+
+async def test_client_gone_cancels_the_pending_handler() -> None:
+    h = Harness()
+    h.feed(b"GET /async HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
+    await settle()
+    exchange = h.handler.seen[0]
+    task = exchange.task
+    assert task is not None and not task.done()
+    h.conn.connection_lost(None)
+    await settle()
+    assert task.cancelled()
+    assert exchange.finished
+    assert not h.conn.queue
+    assert h.conn not in h.server.connections
+    assert h.transport.take() == b""
+
+
+async def test_draining_closes_idle_connections_and_busy_ones_after_their_answer() -> None:
+    h = Harness()
+    idle = FakeTransport()
+    idle_conn = h.server.protocol_factory()
+    idle_conn.connection_made(idle)  # type: ignore[arg-type]
+    h.feed(b"GET /async HTTP/1.1\r\nHost: h\r\n\r\n")
+    await settle()
+    h.server.start_draining()
+    assert idle.events == ["close"]
+    assert not h.closed
+    await h.handler.release()
+    assert h.transport.take() == ok(b"GET /async @h", close=True)
+    assert h.closed
+
+
+# -- back-pressure between the two sides ----------------------------------------------------------
+
+
+def test_client_write_pause_pauses_the_upstream_and_resume_resumes_it() -> None:
+    h = Harness()
+    h.feed(b"GET /proxy/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+    (upstream,) = h.handler.target.pool.made
+    assert bytes(upstream.transport.written).startswith(
+        b"GET /proxy/1 HTTP/1.1\r\nhost: upstream.test\r\n"
+    )
+    h.conn.pause_writing()
+    assert not upstream.transport.reading
+    h.conn.resume_writing()
+    assert upstream.transport.reading
+
+
+def test_next_pipelined_exchange_starts_paused_when_the_client_still_is() -> None:
+    h = Harness()
+    h.feed(b"GET /proxy/1 HTTP/1.1\r\nHost: h\r\n\r\nGET /proxy/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+    (first,) = h.handler.target.pool.made
+    h.conn.pause_writing()  # the client stopped reading
+    first.answer(b"one")  # ...and the first answer completed anyway (it was already read)
+    assert first.transport.reading  # back in the pool, reading again
+    second = h.handler.target.pool.made[1]
+    assert second.exchange is not None
+    # the client is still not reading: the second upstream must not be read either
+    assert not second.transport.reading
+    h.conn.resume_writing()
+    assert second.transport.reading
+    second.answer(b"two")
+    out = h.transport.take()
+    assert out == (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\none"
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwo"
+    )
+
+
+def test_upstream_write_pause_holds_the_client_and_ends_with_the_exchange() -> None:
+    h = Harness()
+    h.feed(b"POST /proxy HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabc")
+    (upstream,) = h.handler.target.pool.made
+    exchange = upstream.exchange
+    assert exchange is not None
+    exchange.upstream_write_paused()  # the upstream's write buffer is full
+    assert h.transport.events == ["pause"]
+    exchange.upstream_write_resumed()
+    assert h.transport.events == ["pause", "resume"]
+    exchange.upstream_write_paused()
+    h.feed(b"def")  # (already read before the pause took effect)
+    assert bytes(upstream.transport.written).endswith(b"\r\n\r\nabcdef")
+    upstream.answer(b"done")  # and the upstream never lifts its pause: it is pooled now
+    assert h.transport.events == ["pause", "resume", "pause", "resume"]
+    assert h.transport.take() == b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone"
+    assert h.feed(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n") == ok(b"GET /next @h")
