@@ -10,6 +10,7 @@ Run: python -m tests.support.echo --port 9000
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import time
@@ -145,8 +146,14 @@ class EchoHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
 
+class _EchoServer(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops connections under 100 concurrent clients.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def make_server(port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), EchoHandler)
+    server = _EchoServer((host, port), EchoHandler)
     server.daemon_threads = True
     return server
 
@@ -158,10 +165,8 @@ def main() -> None:
     args = parser.parse_args()
     server = make_server(args.port, args.host)
     print(f"READY http://{args.host}:{server.server_address[1]}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":
