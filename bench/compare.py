@@ -1,7 +1,8 @@
 """Capacity comparison with wrk, in one run: upstream direct, nginx, fastgw (and fastgw + OIDC).
 
-Owns starting the servers under test (pinned to CPUs), the interleaved wrk rounds, and the report:
-medians per target and ratios against nginx (REFERENCE.md §3). Stdlib only; installs nothing.
+Owns the interleaved wrk rounds over the servers under test and the report: medians per target
+and ratios against nginx (REFERENCE.md §3); starting servers, wrk and parsing live in common.py.
+Stdlib only; installs nothing.
 
     .venv/bin/python bench/compare.py [--rounds 5 --duration 10 --warmup 3] [--oidc [--clients N]]
 """
@@ -11,32 +12,53 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import http.client
 import json
 import os
-import re
 import shlex
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from common import (
+    APT_PACKAGES,
+    LOAD_CPU,
+    LOOPBACK,
+    NGINX_WORKER_CONNECTIONS,
+    PROXY_CPU,
+    RESULTS_ROOT,
+    BenchError,
+    Processes,
+    Setup,
+    Target,
+    WrkOptions,
+    WrkRun,
+    basic_authorization,
+    bench_credentials,
+    check_idp_installed,
+    exit_on_sigterm,
+    find_tool,
+    free_port,
+    git_revision,
+    http_get,
+    load_average,
+    make_results_dir,
+    measure_wrk,
+    missing_tools,
+    oidc_plugin,
+    pinning_available,
+    rotation_lua,
+    start_fastgw,
+    start_idp,
+    start_nginx_proxy,
+    start_upstream,
+    tool_version,
+    warm_token_cache,
+)
+
 # -- constants ------------------------------------------------------------------------------------
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_ROOT = REPO_ROOT / "bench" / "results"
-IDP_MODULES = REPO_ROOT / "tests" / "idp" / "node_modules" / "oidc-provider"
-
-LOOPBACK = "127.0.0.1"  # every server and every load stays on loopback
-PROXY_CPU = 0  # the proxy under test runs alone on this core ...
-LOAD_CPU = 1  # ... wrk and the upstream share this one (REFERENCE.md §3)
 
 DEFAULT_ROUNDS = 5
 DEFAULT_CONNECTIONS = 50
@@ -45,65 +67,10 @@ DEFAULT_WARMUP = 3  # seconds of wrk before each measured run, results discarded
 DEFAULT_THREADS = 1
 DEFAULT_CLIENTS = 1
 
-READY_TIMEOUT = 15.0  # seconds for a server to accept connections
-STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL of a process group
-HTTP_TIMEOUT = 10.0  # seconds for one readiness / cache warm-up request
-WRK_SLACK = 30  # seconds wrk may take beyond -d (connect, report) before it is killed
-WRK_SOCKET_TIMEOUT = "2s"  # wrk's default; a response slower than this counts as an error
-LOG_TAIL_LINES = 6  # of a server's output quoted when it fails to start (the full log is kept)
-
-NGINX_KEEPALIVE_REQUESTS = 1_000_000  # no side closes a keep-alive connection during a run
-NGINX_UPSTREAM_KEEPALIVE = 64  # idle upstream connections nginx keeps (REFERENCE.md §3)
-NGINX_WORKER_CONNECTIONS = 4096  # > client + upstream connections of one run
-
-# the Debian/Ubuntu package that provides each tool
-APT_PACKAGES = {"nginx": "nginx-light", "wrk": "wrk"}
-SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")  # nginx/haproxy are often not on a user PATH
-
-OIDC_CONFIG_BASE = {
-    "client_auth": ["client_secret_basic"],
-    "auth_methods": ["client_credentials"],
-    "client_credentials_param_type": ["header"],
-}
-
 EXIT_OK, EXIT_FLAGGED, EXIT_MISSING_TOOLS = 0, 1, 2
 
 
-class BenchError(RuntimeError):
-    """A target could not be set up or measured; the message says why."""
-
-
 # -- results --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One thing wrk is pointed at."""
-
-    name: str
-    url: str
-    pgid: int  # process group whose CPU time is charged to this target
-    headers: tuple[str, ...] = ()  # wrk -H values
-    script: Path | None = None  # wrk -s Lua script
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class WrkRun:
-    """What one wrk run reported, plus the CPU time the target spent during it."""
-
-    requests_per_sec: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    requests: int
-    non_2xx: int
-    socket_errors: int
-    cpu_us_per_request: float | None = None
-
-    @property
-    def errors(self) -> int:
-        return self.non_2xx + self.socket_errors
 
 
 @dataclass(slots=True)
@@ -122,196 +89,7 @@ class Summary:
     rounds: list[WrkRun] = field(default_factory=list)
 
 
-# -- processes ------------------------------------------------------------------------------------
-
-
-class Processes:
-    """Servers started for the run, each in its own process group; `stop_all` ends every group."""
-
-    def __init__(self, log_dir: Path, pin: bool) -> None:
-        self.log_dir = log_dir
-        self.pin = pin
-        self._started: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, argv: Sequence[str], cpu: int | None) -> subprocess.Popen[bytes]:
-        if self.pin and cpu is not None:
-            argv = ["taskset", "-c", str(cpu), *argv]
-        with open(self.log_path(name), "wb") as log:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: nginx workers die with the master
-            )
-        self._started.append(proc)
-        return proc
-
-    def log_path(self, name: str) -> Path:
-        return self.log_dir / f"{name}.log"
-
-    def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
-        path = self.log_path(name)
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return "\n".join(text.strip().splitlines()[-lines:])
-
-    def stop_all(self) -> None:
-        for proc in reversed(self._started):
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for proc in reversed(self._started):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait(timeout=STOP_TIMEOUT)
-            _signal_group(proc, signal.SIGKILL)  # stragglers of the group (e.g. nginx workers)
-        self._started.clear()
-
-
-def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signum)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, procs: Processes) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log = procs.log_tail(name)
-            raise BenchError(
-                f"{name} exited with code {proc.returncode} at start-up "
-                f"(log: {procs.log_path(name)}):\n{log}"
-            )
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise BenchError(f"{name} not accepting on port {port} after {READY_TIMEOUT:.0f}s")
-
-
-def http_get(port: int, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=HTTP_TIMEOUT)
-    try:
-        conn.request("GET", "/", headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds of the live processes in a process group (from /proc)."""
-    ticks = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
-        if int(fields[2]) == pgid:  # fields: state ppid pgrp ... utime(11) stime(12)
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-# -- tools ----------------------------------------------------------------------------------------
-
-
-def find_tool(name: str) -> str | None:
-    path = os.environ.get("PATH", "") + os.pathsep + os.pathsep.join(SBIN_DIRS)
-    return shutil.which(name, path=path)
-
-
-def missing_tools() -> list[str]:
-    return [name for name in APT_PACKAGES if find_tool(name) is None]
-
-
-def pinning_available(proxy_cpu: int, load_cpu: int) -> tuple[bool, str]:
-    if shutil.which("taskset") is None:
-        return False, "taskset not found: processes are not pinned"
-    allowed = os.sched_getaffinity(0)
-    if proxy_cpu == load_cpu or not {proxy_cpu, load_cpu} <= allowed:
-        return False, f"cores {proxy_cpu},{load_cpu} not both available ({sorted(allowed)})"
-    return True, f"proxy on core {proxy_cpu}; wrk and upstream on core {load_cpu}"
-
-
-def tool_version(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    return lines[0] if lines else "?"
-
-
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return rev.stdout.strip() or "?"
-
-
-# -- server configs -------------------------------------------------------------------------------
-
-
-def nginx_main_conf(prefix: Path, server_block: str) -> str:
-    """A foreground one-worker nginx: pid and temp files under `prefix`, errors to stderr."""
-    temp_dirs = "\n".join(
-        f"    {directive} {prefix / name};"
-        for directive, name in (("client_body_temp_path", "body"), ("proxy_temp_path", "proxy"))
-    )
-    return f"""daemon off;
-worker_processes 1;
-pid {prefix / "nginx.pid"};
-error_log stderr warn;
-events {{ worker_connections {NGINX_WORKER_CONNECTIONS}; }}
-http {{
-    access_log off;
-    keepalive_requests {NGINX_KEEPALIVE_REQUESTS};
-{temp_dirs}
-{server_block}
-}}
-"""
-
-
-def nginx_upstream_conf(prefix: Path, port: int) -> str:
-    server = f"""    server {{
-        listen {LOOPBACK}:{port};
-        location / {{ return 200 "ok"; }}
-    }}"""
-    return nginx_main_conf(prefix, server)
-
-
-def nginx_proxy_conf(prefix: Path, port: int, upstream_port: int) -> str:
-    server = f"""    upstream backend {{
-        server {LOOPBACK}:{upstream_port};
-        keepalive {NGINX_UPSTREAM_KEEPALIVE};
-        keepalive_requests {NGINX_KEEPALIVE_REQUESTS};
-    }}
-    server {{
-        listen {LOOPBACK}:{port};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}"""
-    return nginx_main_conf(prefix, server)
+# -- starting targets -----------------------------------------------------------------------------
 
 
 def haproxy_conf(port: int, upstream_port: int) -> str:
@@ -332,122 +110,11 @@ backend upstream
 """
 
 
-def fastgw_conf(port: int, upstream_port: int, plugins: list[dict] | None = None) -> str:
-    """Kong-style declarative config; JSON is valid YAML, so the file can be called kong.yml."""
-    service: dict = {
-        "name": "upstream",
-        "url": f"http://{LOOPBACK}:{upstream_port}",
-        "routes": [{"name": "all", "paths": ["/"]}],
-    }
-    if plugins:
-        service["plugins"] = plugins
-    config = {
-        "_format_version": "3.0",
-        "_fastgw": {"listen": f"{LOOPBACK}:{port}"},
-        "services": [service],
-    }
-    return json.dumps(config, indent=2) + "\n"
-
-
-def rotation_lua(authorizations: Sequence[str]) -> str:
-    """A wrk script sending the requests round-robin over the given Authorization values."""
-    values = ",\n".join(f"  {json.dumps(value)}" for value in authorizations)
-    return f"""-- generated by bench/compare.py: rotate over {len(authorizations)} clients
-local authorizations = {{
-{values}
-}}
-local requests = {{}}
-local count = #authorizations
-local next_index = 0
-
--- built in init: wrk has added Host to wrk.headers by then, and wrk.format adds none itself
-init = function(args)
-  for i, value in ipairs(authorizations) do
-    local headers = {{}}
-    for name, header in pairs(wrk.headers) do
-      headers[name] = header
-    end
-    headers["Authorization"] = value
-    requests[i] = wrk.format(nil, nil, headers)
-  end
-end
-
-request = function()
-  next_index = next_index % count + 1
-  return requests[next_index]
-end
-"""
-
-
-# -- starting targets -----------------------------------------------------------------------------
-
-
-@dataclass
-class Setup:
-    """Where files go and how processes start; shared by every target's start function."""
-
-    procs: Processes
-    work_dir: Path  # temp dir: configs, nginx prefixes (pid, error log, temp files)
-    results_dir: Path  # generated configs are copied here for the record
-    nginx: str
-    upstream_port: int = 0
-
-    def write_config(self, name: str, text: str) -> Path:
-        path = self.work_dir / name
-        path.write_text(text)
-        (self.results_dir / "configs").mkdir(exist_ok=True)
-        shutil.copy(path, self.results_dir / "configs" / name)
-        return path
-
-    def start_server(self, name: str, argv: Sequence[str], port: int, cpu: int) -> int:
-        """Start, wait until the port accepts; return the process group id."""
-        proc = self.procs.start(name, argv, cpu)
-        wait_for_port(port, proc, name, self.procs)
-        return proc.pid
-
-
-def start_nginx(setup: Setup, name: str, build: Callable[[Path], str], port: int, cpu: int) -> int:
-    """Start nginx with the config `build(prefix)`, prefix being a fresh directory of its own."""
-    prefix = setup.work_dir / name
-    prefix.mkdir()
-    conf_path = setup.write_config(f"{name}.nginx.conf", build(prefix))
-    argv = [setup.nginx, "-p", str(prefix), "-e", "stderr", "-c", str(conf_path)]
-    return setup.start_server(name, argv, port, cpu)
-
-
-def start_upstream(setup: Setup) -> Target:
-    port = free_port()
-    pgid = start_nginx(setup, "upstream", lambda p: nginx_upstream_conf(p, port), port, LOAD_CPU)
-    setup.upstream_port = port
-    note = "wrk -> upstream (CPU column: the upstream's)"
-    return Target("direct", f"http://{LOOPBACK}:{port}/", pgid, note=note)
-
-
-def start_nginx_proxy(setup: Setup) -> Target:
-    port = free_port()
-    upstream_port = setup.upstream_port
-    pgid = start_nginx(
-        setup, "nginx", lambda p: nginx_proxy_conf(p, port, upstream_port), port, PROXY_CPU
-    )
-    return Target("nginx", f"http://{LOOPBACK}:{port}/", pgid, note="proxy_pass, keepalive 64")
-
-
 def start_haproxy(setup: Setup, haproxy: str) -> Target:
     port = free_port()
     conf_path = setup.write_config("haproxy.cfg", haproxy_conf(port, setup.upstream_port))
     pgid = setup.start_server("haproxy", [haproxy, "-db", "-f", str(conf_path)], port, PROXY_CPU)
     return Target("haproxy", f"http://{LOOPBACK}:{port}/", pgid, note="http-reuse always")
-
-
-def start_fastgw(setup: Setup, name: str, plugins: list[dict] | None = None) -> tuple[int, int]:
-    """Start one single-worker fastgw; return (port, pgid)."""
-    port = free_port()
-    conf_path = setup.write_config(
-        f"{name}.kong.yml", fastgw_conf(port, setup.upstream_port, plugins)
-    )
-    argv = [sys.executable, "-m", "fastgw", "run", "-c", str(conf_path)]
-    argv += ["--workers", "1", "--admin-listen", "off", "--log-level", "warning"]
-    return port, setup.start_server(name, argv, port, PROXY_CPU)
 
 
 def start_fastgw_plain(setup: Setup) -> Target:
@@ -457,27 +124,19 @@ def start_fastgw_plain(setup: Setup) -> Target:
 
 def start_fastgw_oidc(setup: Setup, stack: contextlib.ExitStack, clients: int) -> Target:
     """fastgw + openid-connect against the test IdP; every client's token cached before wrk."""
-    if not IDP_MODULES.is_dir():
-        raise BenchError(
-            f"the test IdP is not installed: run `npm ci --prefix {IDP_MODULES.parents[1]}`"
-        )
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from tests.support.idp import BASIC_CLIENT, TestIdP, basic_auth_header
-
-    idp = TestIdP(alg="RS256", extra_clients=clients if clients > 1 else 0)
-    idp.start()
-    stack.callback(idp.stop)
+    check_idp_installed()
+    idp = start_idp(stack, extra_clients=clients if clients > 1 else 0)
     if clients > 1:
-        credentials = [(f"bench-client-{i}", f"bench-secret-{i}") for i in range(clients)]
+        credentials = bench_credentials(0, clients)
     else:
+        from tests.support.idp import BASIC_CLIENT  # importable once start_idp has run
+
         credentials = [BASIC_CLIENT]
-    plugin = {"name": "openid-connect", "config": {"issuer": idp.issuer, **OIDC_CONFIG_BASE}}
     try:
-        port, pgid = start_fastgw(setup, "fastgw-oidc", [plugin])
+        port, pgid = start_fastgw(setup, "fastgw-oidc", [oidc_plugin(idp.issuer)])
     except BenchError as error:
         raise BenchError(f"{error}\nIs the openid-connect plugin implemented yet?") from error
-    authorizations = [basic_auth_header(cid, secret) for cid, secret in credentials]
+    authorizations = [basic_authorization(cid, secret) for cid, secret in credentials]
     for (client_id, _), authorization in zip(credentials, authorizations, strict=True):
         warm_token_cache(port, client_id, authorization)
     url = f"http://{LOOPBACK}:{port}/"
@@ -493,18 +152,6 @@ def start_fastgw_oidc(setup: Setup, stack: contextlib.ExitStack, clients: int) -
     )
 
 
-def warm_token_cache(port: int, client_id: str, authorization: str) -> None:
-    try:
-        status, body = http_get(port, {"Authorization": authorization})
-    except OSError as error:
-        raise BenchError(f"fastgw-oidc warm-up request for {client_id} failed: {error}") from error
-    if status != 200:
-        raise BenchError(
-            f"fastgw-oidc warm-up request for {client_id} returned HTTP {status} (expected 200): "
-            f"{body[:300]!r}. Is the openid-connect plugin implemented and configured?"
-        )
-
-
 def check_target(target: Target) -> None:
     """One request to a plain target must return 200 before wrk hammers it."""
     port = int(target.url.rsplit(":", 1)[1].strip("/"))
@@ -518,72 +165,16 @@ def check_target(target: Target) -> None:
 
 # -- wrk ------------------------------------------------------------------------------------------
 
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-_PERCENTILE = re.compile(r"^\s*(50|90|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
-_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
-_REQUESTS = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
-_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
-_NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 
-
-def parse_wrk(output: str) -> WrkRun:
-    """Numbers from wrk's text report (run with --latency)."""
-    rps = _RPS.search(output)
-    requests = _REQUESTS.search(output)
-    percentiles = {m[1]: float(m[2]) * _UNITS_MS[m[3]] for m in _PERCENTILE.finditer(output)}
-    if rps is None or requests is None or set(percentiles) != {"50", "90", "99"}:
-        raise BenchError(f"cannot parse wrk output:\n{output}")
-    socket_errors = _SOCKET_ERRORS.search(output)
-    non_2xx = _NON_2XX.search(output)
-    return WrkRun(
-        requests_per_sec=float(rps[1]),
-        p50_ms=percentiles["50"],
-        p90_ms=percentiles["90"],
-        p99_ms=percentiles["99"],
-        requests=int(requests[1]),
-        non_2xx=int(non_2xx[1]) if non_2xx else 0,
-        socket_errors=sum(map(int, socket_errors.groups())) if socket_errors else 0,
+def wrk_options(args: argparse.Namespace) -> WrkOptions:
+    return WrkOptions(
+        wrk=args.wrk, threads=args.threads, connections=args.connections, pin=args.pin
     )
-
-
-def wrk_argv(target: Target, args: argparse.Namespace, seconds: int) -> list[str]:
-    argv = [f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency"]
-    argv += ["--timeout", WRK_SOCKET_TIMEOUT]
-    for header in target.headers:
-        argv += ["-H", header]
-    if target.script is not None:
-        argv += ["-s", str(target.script)]
-    return [args.wrk, *argv, target.url]
-
-
-def run_wrk(target: Target, args: argparse.Namespace, seconds: int) -> WrkRun:
-    argv = wrk_argv(target, args, seconds)
-    if args.pin:
-        argv = ["taskset", "-c", str(LOAD_CPU), *argv]
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=seconds + WRK_SLACK, check=False
-        )
-    except subprocess.TimeoutExpired as error:
-        raise BenchError(
-            f"{target.name}: wrk did not finish within {seconds + WRK_SLACK}s"
-        ) from error
-    if done.returncode != 0:
-        raise BenchError(
-            f"{target.name}: wrk exited {done.returncode}:\n{done.stdout}{done.stderr}"
-        )
-    return parse_wrk(done.stdout)
 
 
 def measure(target: Target, args: argparse.Namespace) -> WrkRun:
     """A discarded warm-up run, then the measured run with the target's CPU time per request."""
-    if args.warmup > 0:
-        run_wrk(target, args, args.warmup)
-    cpu_before = group_cpu_seconds(target.pgid)
-    run = run_wrk(target, args, args.duration)
-    cpu = group_cpu_seconds(target.pgid) - cpu_before
-    cpu_us = cpu * 1e6 / run.requests if run.requests else None
-    return WrkRun(**{**asdict(run), "cpu_us_per_request": cpu_us})
+    return measure_wrk(target, wrk_options(args), args.duration, args.warmup)
 
 
 def run_rounds(targets: Sequence[Target], args: argparse.Namespace) -> dict[str, list[WrkRun]]:
@@ -781,28 +372,6 @@ def describe_environment(args: argparse.Namespace, nginx: str, pin_note: str) ->
         "rounds": args.rounds,
         "loadavg_before": load_average(),
     }
-
-
-def load_average() -> str:
-    """1/5/15-minute load: other work on a shared box is the usual cause of noisy rounds."""
-    return " ".join(f"{load:.2f}" for load in os.getloadavg())
-
-
-def make_results_dir(root: Path) -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = root / stamp
-    path.mkdir(parents=True, exist_ok=False)
-    return path
-
-
-@contextlib.contextmanager
-def exit_on_sigterm() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so every started process group is stopped."""
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 It echoes what it received as JSON and has a few endpoints for streaming, slowness and faults:
   /stream?size=N        chunked response of N bytes      /bytes?size=N   Content-Length response
   /close?size=N         close-delimited response          /sleep?ms=N     answer after N ms
-  /status/N             answer with status N              /upload         consume the body, return its size + sha256
+  /status/N             answer with status N
+  /upload               consume the body, return its size and sha256
 Run: python -m tests.support.echo --port 9000
 """
 
