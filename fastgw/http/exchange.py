@@ -140,10 +140,9 @@ class Exchange:
         for index in range(len(headers)):
             if headers[index][0] == name:
                 headers[index] = (name, value)
-                # later duplicates, if any, go
-                self.headers = headers[: index + 1] + [
-                    h for h in headers[index + 1 :] if h[0] != name
-                ]
+                for later in range(len(headers) - 1, index, -1):
+                    if headers[later][0] == name:
+                        del headers[later]  # a repeated header: one value replaces them all
                 return
         headers.append((name, value))
 
@@ -227,7 +226,8 @@ class Exchange:
         if self.target is None:
             self.respond_error(500)
             return
-        self._send_continue()
+        if self.expect_continue:
+            self._send_continue()
         conn = self.target.pool.acquire()
         if conn is not None:
             self._send_to(conn)

@@ -115,7 +115,12 @@ class ServerConnection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.limits = server.limits
+        self.limits = limits = server.limits
+        # read per request: copied here to save the attribute hops
+        self.max_headers = limits.max_headers
+        self.max_uri_size = limits.max_uri_size
+        self.max_head_size = limits.max_head_size
+        self.max_body_size = limits.max_body_size
         self.ticker = server.ticker
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -145,8 +150,7 @@ class ServerConnection(asyncio.Protocol):
         # request head being parsed
         self.special_size = 0  # consumed headers other than Host: not in `headers`
         self.head_started = 0.0
-        self.url_parts: list[bytes] = []
-        self.url_size = 0
+        self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.host = b""
         self.content_length = -1
@@ -260,22 +264,29 @@ class ServerConnection(asyncio.Protocol):
         self.received = start + len(data)
         self.feeding = True
         try:
-            self._feed(data)
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+            self._parse_failed(error, data)
         finally:
             self.feeding = False
         if self.out:
             self.flush()
+        if self.head_started and self.received - self.head_after > self.max_head_size:
+            self._fail(431)  # httptools keeps buffering an incomplete head: stop it here
 
-    def _feed(self, data: bytes) -> None:
+    def _parse_failed(self, error: Exception, data: bytes) -> None:
         try:
-            self.parser.feed_data(data)
+            raise error
         except httptools.HttpParserUpgrade as upgrade:
             # Upgrade is hop-by-hop and not offered upstream: the request went on as plain
             # HTTP/1.1. llhttp stops after such a request, so continue with a fresh parser.
             self.parser = httptools.HttpRequestParser(self)
             rest = data[upgrade.args[0] :] if upgrade.args else b""
             if rest:
-                self._feed(rest)
+                try:
+                    self.parser.feed_data(rest)
+                except (httptools.HttpParserError, httptools.HttpParserUpgrade) as again:
+                    self._parse_failed(again, rest)
             return
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__ or error.__cause__
@@ -287,9 +298,6 @@ class ServerConnection(asyncio.Protocol):
             return
         except httptools.HttpParserError:
             self._fail(400)
-            return
-        if self.head_started and self.received - self.head_after > self.limits.max_head_size:
-            self._fail(431)  # httptools keeps buffering an incomplete head: stop it here
 
     def _fail(self, status: int) -> None:
         """The client sent something unusable: answer `status` (in order) and close."""
@@ -326,8 +334,7 @@ class ServerConnection(asyncio.Protocol):
         self.head_started = self.ticker.now or 1e-9
         self.head_from = self.read_start
         self.head_after = self.received
-        self.url_parts = []
-        self.url_size = 0
+        self.url = b""
         self.headers = []
         self.host = b""
         if self.framing_seen:
@@ -341,14 +348,15 @@ class ServerConnection(asyncio.Protocol):
             self.x_forwarded_for = None
 
     def on_url(self, url: bytes) -> None:
-        self.url_size += len(url)
-        if self.url_size > self.limits.max_uri_size:
+        if self.url:
+            url = self.url + url  # the target arrived in pieces
+        if len(url) > self.max_uri_size:
             raise _LimitExceeded(414)
-        self.url_parts.append(url)
+        self.url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self.headers
-        if len(headers) >= self.limits.max_headers:
+        if len(headers) >= self.max_headers:
             raise _LimitExceeded(431)
         lname = name.lower()
         kind = REQUEST_SPECIAL_HEADERS.get(lname)
@@ -382,9 +390,9 @@ class ServerConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         self.head_started = 0.0
-        if self.received - self.head_from > self.limits.max_head_size:
+        if self.received - self.head_from > self.max_head_size:
             self._check_head_size()  # only when the cheap bound cannot vouch for the head
-        url = self.url_parts[0] if len(self.url_parts) == 1 else b"".join(self.url_parts)
+        url = self.url
         host = self.host
         if url[:1] == b"/":
             path, _, query = url.partition(b"?")
@@ -404,8 +412,7 @@ class ServerConnection(asyncio.Protocol):
             body_mode = BODY_LENGTH
         else:
             body_mode = BODY_NONE
-        max_body = self.limits.max_body_size
-        if max_body and self.content_length > max_body:
+        if self.max_body_size and self.content_length > self.max_body_size:
             raise _LimitExceeded(413)
         exchange = Exchange(
             self,
@@ -432,10 +439,10 @@ class ServerConnection(asyncio.Protocol):
             self._pause(PAUSE_PIPELINE)
 
     def _check_head_size(self) -> None:
-        size = self.url_size + len(self.host) + self.special_size
+        size = len(self.url) + len(self.host) + self.special_size
         for name, value in self.headers:
             size += len(name) + len(value) + 4  # ": " and CRLF
-        if size > self.limits.max_head_size:
+        if size > self.max_head_size:
             raise _LimitExceeded(431)
 
     @staticmethod
@@ -455,7 +462,7 @@ class ServerConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         exchange = self.parsing
         if exchange is not None:
-            max_body = self.limits.max_body_size
+            max_body = self.max_body_size
             if max_body and exchange.body_received + len(body) > max_body:
                 raise _LimitExceeded(413)
             exchange.on_request_body(body)
@@ -489,7 +496,7 @@ class ServerConnection(asyncio.Protocol):
                 self.flush()
                 self.close()
                 return
-        if len(queue) <= 1:
+        if self.read_paused & PAUSE_PIPELINE and len(queue) <= 1:
             self._resume(PAUSE_PIPELINE)
 
     # -- timeouts (called by the ticker's sweep) -------------------------------------------------

@@ -66,6 +66,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_response_bytes = False
         self._head_bytes = 0
         self._informational = False
+        self._ticker = pool.ticker
+        self._read_timeout = 0.0
+        self._headers: list[tuple[bytes, bytes]] = []
         self._reset_parser = False
 
     # -- connection lifecycle --------------------------------------------------------------------
@@ -116,10 +119,12 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, exchange: Exchange, data: bytes) -> None:
         """Attach `exchange` and write its request head (and whatever body is ready)."""
         self.exchange = exchange
+        self._headers = exchange.response_headers
         self.requests += 1
         self.got_response_bytes = False
         self._head_bytes = 0
-        self.deadline = self.pool.ticker.now + exchange.target.read_timeout
+        self._read_timeout = read_timeout = exchange.target.read_timeout
+        self.deadline = self._ticker.now + read_timeout
         self.transport.write(data)  # type: ignore[union-attr]
 
     # -- receiving --------------------------------------------------------------------------------
@@ -133,7 +138,7 @@ class UpstreamConnection(asyncio.Protocol):
         if not exchange.response_started:
             self._head_bytes += len(data)  # bounds the head's size until it is complete
         self.got_response_bytes = True
-        self.deadline = self.pool.ticker.now + exchange.target.read_timeout
+        self.deadline = self._ticker.now + self._read_timeout
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -156,7 +161,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             exchange.upstream_failed(502)
             return
-        exchange.flush()
+        conn = exchange.conn
+        if conn.out:
+            conn.flush()
 
     def eof_received(self) -> bool | None:
         exchange = self.exchange
@@ -168,15 +175,14 @@ class UpstreamConnection(asyncio.Protocol):
     # httptools callbacks, in the order they fire
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self.exchange.response_headers  # type: ignore[union-attr]
-        if len(headers) >= MAX_RESPONSE_HEADERS:
-            raise ValueError("upstream response has too many headers")
-        if not self._informational:
-            headers.append((name.lower(), value))
+        # Counted at on_headers_complete: the head-size bound already caps the list's length.
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         exchange = self.exchange
+        if len(self._headers) > MAX_RESPONSE_HEADERS:
+            raise ValueError("upstream response has too many headers")
         if status < 200:
             # 1xx (e.g. 103 Early Hints): not forwarded; the final response follows.
             self._informational = True
