@@ -167,6 +167,9 @@ class _Connection(asyncio.Protocol):
         self._received_any = False
         self._headers: dict[str, str] = {}
         self._head_bytes = 0
+        # raw bytes received before the final head completed: httptools buffers a header line
+        # until it ends, so counting complete headers alone would not bound a never-ending line
+        self._raw_head_bytes = 0
         self._headers_done = False
         self._close_delimited = False
         self._body: list[bytes] = []
@@ -185,12 +188,20 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self._received_any = True
+        in_head = not self._headers_done
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError:
-            pass  # a callback already failed the waiter and closed the connection
+            return  # a callback already failed the waiter and closed the connection
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self._fail(ProtocolError("malformed HTTP response"))
+            return
+        if in_head and not self._headers_done:
+            # still no final head: bound what the parser may be holding (a header line that
+            # never ends, endless 1xx answers), whatever the individual headers look like
+            self._raw_head_bytes += len(data)
+            if self._raw_head_bytes > MAX_RESPONSE_HEAD_BYTES:
+                self._fail(ProtocolError("response head too large"))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost finishes the exchange

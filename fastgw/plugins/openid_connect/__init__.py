@@ -11,7 +11,14 @@ from fastgw.schema import Reader
 from .authenticator import ClientCredentialsAuthenticator
 from .cache import Token
 from .credentials import ClientCredentials, CredentialError, parse_basic
-from .errors import AuthError, IdpTimeout, IdpUnavailable, InsufficientScope, InvalidCredentials
+from .errors import (
+    AuthError,
+    IdpTimeout,
+    IdpTokenRejected,
+    IdpUnavailable,
+    InsufficientScope,
+    InvalidCredentials,
+)
 from .plugin import OpenIdConnect
 from .schema import OidcConfig, parse
 
@@ -22,6 +29,7 @@ __all__ = [
     "ClientCredentialsAuthenticator",
     "CredentialError",
     "IdpTimeout",
+    "IdpTokenRejected",
     "IdpUnavailable",
     "InsufficientScope",
     "InvalidCredentials",

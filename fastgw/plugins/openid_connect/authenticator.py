@@ -36,7 +36,14 @@ from .cache import (
 from .client_auth import build_token_request, check_gateway_secret, client_auth_for
 from .credentials import ClientCredentials, CredentialError, parse_basic
 from .discovery import Discovery, KeySet
-from .errors import AuthError, IdpTimeout, IdpUnavailable, InsufficientScope, InvalidCredentials
+from .errors import (
+    AuthError,
+    IdpTimeout,
+    IdpTokenRejected,
+    IdpUnavailable,
+    InsufficientScope,
+    InvalidCredentials,
+)
 from .jws import HMAC_ALGS
 from .schema import OidcConfig, from_mapping
 from .token_endpoint import request_token
@@ -48,7 +55,38 @@ logger = logging.getLogger("fastgw.oidc")
 # the same as the HTTP client's per-host connection budget, as more would only queue there.
 IDP_MAX_CONCURRENCY = 16
 
+# The same IdP failure (or a flood of misses meeting a failing IdP) is logged at most once per
+# this interval per plugin instance; the repeats are counted into its next report.
+IDP_WARNING_INTERVAL_SECONDS = 1.0
+_THROTTLED_MESSAGES_MAX = 64
+
 _CONTROL_CHARS = frozenset(range(0x20)) | {0x7F}
+
+
+class _ThrottledWarnings:
+    """`logger.warning` of a message at most once per interval, saying how many were held back.
+    Distinct messages are throttled apart, so one failure does not hide another."""
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._next: dict[str, float] = {}
+        self._held_back: dict[str, int] = {}
+
+    def warning(self, message: str) -> None:
+        now = self._clock()
+        if now < self._next.get(message, -math.inf):
+            self._held_back[message] = self._held_back.get(message, 0) + 1
+            return
+        if len(self._next) >= _THROTTLED_MESSAGES_MAX and message not in self._next:
+            self._next.clear()  # reasons are few; many means varying details: start over
+            self._held_back.clear()
+        self._next[message] = now + self._interval
+        held_back = self._held_back.pop(message, 0)
+        if held_back:
+            logger.warning("%s (and %d more since the last report)", message, held_back)
+        else:
+            logger.warning("%s", message)
 
 
 def _claim_header_value(value: Any) -> bytes | None:
@@ -84,8 +122,9 @@ class ClientCredentialsAuthenticator:
     """Turns a caller's client id and secret into a verified access token, cached.
 
     `authenticate_cached` is synchronous (L1 only); `authenticate` fetches on a miss. Errors are
-    `InvalidCredentials` (401), `InsufficientScope` (403), `IdpUnavailable` (502) and
-    `IdpTimeout` (504), from `fastgw.plugins.openid_connect`.
+    `InvalidCredentials` (401), `InsufficientScope` (403), `IdpUnavailable` (502; its subclass
+    `IdpTokenRejected` when the token the IdP issued fails verification) and `IdpTimeout` (504),
+    from `fastgw.plugins.openid_connect`.
     """
 
     def __init__(
@@ -121,6 +160,7 @@ class ClientCredentialsAuthenticator:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flights: SingleFlight[str, Entry] = SingleFlight()
         self._idp_slots = asyncio.Semaphore(IDP_MAX_CONCURRENCY)
+        self._idp_warnings = _ThrottledWarnings(IDP_WARNING_INTERVAL_SECONDS, monotonic)
         if l2 is None and config.cache_l2 == "memory":
             from aiocache import SimpleMemoryCache
 
@@ -343,7 +383,10 @@ class ClientCredentialsAuthenticator:
         ttl = self.config.cache_ttl_neg
         if ttl > 0:
             now = self.clock()
-            self.cache.reject(keys, error, now + ttl, now)
+            # a copy without the traceback: the raised error's frames hold the whole fetch
+            # (the token request with the secret, the IdP's answer), ~10 KB per remembered
+            # rejection, and would keep the secret in memory for cache_ttl_neg
+            self.cache.reject(keys, _fresh(error), now + ttl, now)
 
     # -- the fetch (one per cache key at a time) --------------------------------------------------
 
@@ -376,10 +419,36 @@ class ClientCredentialsAuthenticator:
             raise IdpTimeout("too many token requests waiting for the identity provider") from None
         try:
             response = await request_token(self._http, endpoint, request, timeout=timeout)
+        except IdpUnavailable as error:
+            # the client is not to blame, so the answer says little: the operator needs the why
+            self._idp_warnings.warning(f"token request failed: {error.reason}")
+            raise
         finally:
             self._idp_slots.release()
         fetched_at = self.clock()
-        claims = await self._verify(response.access_token, credentials)
+        try:
+            claims = await self._verify(response.access_token, credentials)
+        except InsufficientScope:
+            raise  # a genuine token without this route's audience or scopes: 403, the caller's
+        except InvalidCredentials as error:
+            # The IdP accepted the caller's credentials and answered a token that fails
+            # verification. Per case (all 502, none negatively cached, see IdpTokenRejected):
+            # - alg "none", an HS* token with HS disabled, HS* signed with anything but the
+            #   client's secret (e.g. the RSA public key: key confusion), an alg its key does not
+            #   allow, a bad signature: the token endpoint (or the path to it) produced a token
+            #   no honest IdP signs; the caller's secret was fine.
+            # - a kid unknown even after a throttled JWKS re-fetch: a key rotation the JWKS
+            #   does not show yet; retrying later works, so it must not lock the caller out.
+            # - unknown `crit` names: an IdP feature we do not implement.
+            # - expired, not yet valid (nbf), issued in the future: clock skew between the IdP
+            #   and the gateway (or an IdP bug), fixed by `leeway`, never by the caller.
+            # - a wrong `iss`: the token endpoint is not the configured issuer's.
+            # A refresh that meets this keeps serving the last good token (stale-if-error).
+            rejected = IdpTokenRejected(
+                f"token endpoint issued a token that fails verification: {error.reason}"
+            )
+            self._idp_warnings.warning(rejected.reason)
+            raise rejected from None
         exp = claims.get("exp")
         lifetime = plan_lifetime(
             self.ttl, fetched_at, response.expires_in, exp if _is_number(exp) else None

@@ -42,3 +42,14 @@ class IdpTimeout(IdpUnavailable):
     """The identity provider did not answer within `timeout`."""
 
     status = 504
+
+
+class IdpTokenRejected(IdpUnavailable):
+    """The token endpoint accepted the client's credentials (HTTP 200) but answered a token that
+    fails verification: a bad signature or algorithm, an unknown key, an unknown critical header,
+    a wrong issuer, a lifetime that does not cover now. Nothing the caller sent is wrong, and a
+    retry may work (a key rotation the JWKS has not caught up with, clock skew being fixed), so
+    502 and no negative caching; a token that verifies but lacks this route's audience or scopes
+    is the caller's lack of rights instead (InsufficientScope, 403)."""
+
+    status = 502

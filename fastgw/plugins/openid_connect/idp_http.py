@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fastgw.http.client import HttpClientError, RequestTimeout
+from fastgw.http.client import HttpClientError, ProtocolError, RequestTimeout, ResponseTooLarge
 from fastgw.plugins import HttpClient, HttpResponse
 
 from .errors import IdpTimeout, IdpUnavailable
@@ -31,6 +31,11 @@ async def call_idp(
         )
     except (RequestTimeout, TimeoutError):
         raise IdpTimeout(f"{what} did not answer within {timeout:g} s") from None
+    except ResponseTooLarge:
+        # the client stopped reading at the bound: the IdP answered, but not with a document
+        raise IdpUnavailable(f"{what} answered a body over {max_body} bytes") from None
+    except ProtocolError as error:
+        raise IdpUnavailable(f"{what} answered malformed HTTP: {error}") from None
     except (HttpClientError, OSError) as error:
         # the client's messages name the host and the failure, never headers or bodies
         raise IdpUnavailable(f"{what} unreachable: {error}") from None

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -60,7 +61,8 @@ def _expires_in(value: object) -> float | None:
             value = float(value)  # some IdPs send it as a string
         except ValueError:
             return None
-    if isinstance(value, (int, float)) and value > 0:
+    # "inf" and "nan" parse as floats: an infinite lifetime would cache an opaque token forever
+    if isinstance(value, (int, float)) and value > 0 and math.isfinite(value):
         return float(value)
     return None
 
