@@ -284,7 +284,11 @@ def gw(idp: MisbehavingIdP, echo_port: int, logs: Collector) -> Iterator[Gateway
         "/plain": base,
         "/idp": {**base, "display_errors": True},
         "/flood": {**base, "timeout": 5000},
-        "/hide-off": {**base, "client_credentials_param_type": all_sources},
+        "/hide-off": {
+            **base,
+            "client_credentials_param_type": all_sources,
+            "hide_credentials": False,
+        },
         "/hide-on": {
             **base,
             "client_credentials_param_type": all_sources,
@@ -792,8 +796,8 @@ async def test_flood_of_random_credentials(
 async def test_callers_credentials_reach_the_upstream_only_when_asked(
     gw: Gateway, idp: MisbehavingIdP
 ) -> None:
-    """ "Explicitly asks" means hide_credentials false for body and query credentials (Kong's
-    default): those parameters are forwarded as they came. The Basic header is never forwarded,
+    """ "Explicitly asks" means `hide_credentials: false` for body and query credentials (Kong's
+    default; ours is true): those parameters are then forwarded as they came. The Basic header is never forwarded,
     whatever the config: it is replaced by the token, or removed when the token goes upstream
     in another header."""
     client = new_client(idp, "fwd")

@@ -144,7 +144,10 @@ def gw(idp: TestIdP, echo_port: int) -> Iterator[EmbeddedGateway]:
             client_jwk=[jwk],
         ),
         "/sources": oidc(
-            idp, client_auth=["client_secret_post"], client_credentials_param_type=all_sources
+            idp,
+            client_auth=["client_secret_post"],
+            client_credentials_param_type=all_sources,
+            hide_credentials=False,
         ),
         "/hide": oidc(
             idp,

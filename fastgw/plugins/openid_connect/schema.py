@@ -36,6 +36,9 @@ DEFAULT_CACHE_TTL_NEG = 5
 # Off, as in Kong: serving a token past its cache TTL must be asked for (capped by its `exp`).
 DEFAULT_CACHE_TTL_RESURRECT = 0
 DEFAULT_TIMEOUT_MS = 10_000
+# Kong forwards body and query credentials unless told not to. A gateway that trades the
+# caller's secret for a token has no reason to pass the secret on: forwarding must be asked for.
+DEFAULT_HIDE_CREDENTIALS = True
 DEFAULT_UPSTREAM_TOKEN_HEADER = "authorization:bearer"
 
 SUPPORTED_AUTH_METHODS = ("client_credentials",)
@@ -192,7 +195,7 @@ def parse(reader: Reader) -> OidcConfig:
             "cache_ttl_resurrect", DEFAULT_CACHE_TTL_RESURRECT, minimum=0
         ),
         "cache_l2": _cache_l2(reader),
-        "hide_credentials": reader.boolean("hide_credentials", False),
+        "hide_credentials": reader.boolean("hide_credentials", DEFAULT_HIDE_CREDENTIALS),
         "unauthorized_error_message": reader.string("unauthorized_error_message", "Unauthorized"),
         "forbidden_error_message": reader.string("forbidden_error_message", "Forbidden"),
         "display_errors": reader.boolean("display_errors", False),

@@ -194,8 +194,15 @@ async def test_query_credentials_hidden(idp: FakeIdp) -> None:
     assert idp.token_calls == 1
 
 
-async def test_query_credentials_kept_without_hide(idp: FakeIdp) -> None:
+async def test_query_credentials_hidden_by_default(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp)
+    ctx = request(None, query=b"a=1&client_id=client-1&client_secret=secret-1")
+    await run_access(plugin, ctx)
+    assert ctx.query == b"a=1" and not ctx.responded
+
+
+async def test_query_credentials_kept_when_asked(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp, hide_credentials=False)
     query = b"client_id=client-1&client_secret=secret-1"
     ctx = request(None, query=query)
     await run_access(plugin, ctx)

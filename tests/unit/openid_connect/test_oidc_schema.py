@@ -37,7 +37,7 @@ def test_defaults() -> None:
     assert (config.cache_ttl_neg, config.cache_ttl_resurrect) == (5, 0)
     assert config.cache_l2 is None
     assert config.upstream_access_token_header == "authorization:bearer"
-    assert config.hide_credentials is False
+    assert config.hide_credentials is True  # ours: secrets are not forwarded unless asked
     assert config.unauthorized_error_message == "Unauthorized"
     assert config.forbidden_error_message == "Forbidden"
     assert (config.display_errors, config.expose_error_code) == (False, True)
