@@ -797,9 +797,9 @@ async def test_callers_credentials_reach_the_upstream_only_when_asked(
     gw: Gateway, idp: MisbehavingIdP
 ) -> None:
     """ "Explicitly asks" means `hide_credentials: false` for body and query credentials (Kong's
-    default; ours is true): those parameters are then forwarded as they came. The Basic header is never forwarded,
-    whatever the config: it is replaced by the token, or removed when the token goes upstream
-    in another header."""
+    default; ours is true): those parameters are then forwarded as they came. The Basic header
+    is never forwarded, whatever the config: it is replaced by the token, or removed when the
+    token goes upstream in another header."""
     client = new_client(idp, "fwd")
     form_type = ("Content-Type", "application/x-www-form-urlencoded")
     form = f"a=1&client_id={client[0]}&client_secret={client[1]}&z=2".encode()
