@@ -18,11 +18,15 @@ import time
 from fastgw import __version__
 from fastgw.config import GatewayConfig, load_config, parse_listen
 from fastgw.errors import ConfigError
+from fastgw.http.ratelog import RateLimitedLog
 
 log = logging.getLogger("fastgw")
 
 # A worker that keeps dying right after start is not restarted in a tight loop.
 RESTART_BACKOFF_SECONDS = 1.0
+# Kinds of loop error rate-limited separately; past this, the rest share one limiter (messages
+# can embed addresses, so their number is not bounded by the code's).
+LOOP_ERROR_KINDS = 32
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,9 +88,53 @@ def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
     except ValueError:
         print("--workers: must be a number >= 1 or 'auto'", file=sys.stderr)
         return 1
+    _raise_open_file_limit()
     if workers == 1:
         return _worker(config, listen, admin, reuse_port=False)
     return _supervise(config, listen, admin, workers)
+
+
+def _raise_open_file_limit() -> None:
+    from fastgw.gateway import client_connection_limit, raise_open_file_limit
+
+    before, after = raise_open_file_limit()
+    raised = f" (raised from {before})" if after != before else ""
+    log.info(
+        "open-file limit %d%s: up to %d client connections per worker",
+        after,
+        raised,
+        client_connection_limit(after),
+    )
+
+
+class LoopErrors:
+    """The worker loop's exception handler: one line per kind of error, rate-limited.
+
+    What reaches it comes from uvloop's transports and servers (a peer resetting mid-write, an
+    accept failing): repeatable at will by clients, so never a log flood and never a traceback
+    unless the exception is not an OSError (then it is a bug and the traceback helps).
+    """
+
+    def __init__(self) -> None:
+        self._logs: dict[str, RateLimitedLog] = {}
+        self._other = RateLimitedLog(log, logging.ERROR)
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        message = str(context.get("message") or "event loop error")
+        error = context.get("exception")
+        kind = f"{type(error).__name__}:{message[:60]}"
+        limiter = self._logs.get(kind)
+        if limiter is None:
+            if len(self._logs) >= LOOP_ERROR_KINDS:
+                limiter = self._other
+            else:
+                limiter = self._logs[kind] = RateLimitedLog(log, logging.ERROR)
+        if not isinstance(error, BaseException):
+            limiter.emit("event loop: %s", message)
+        elif isinstance(error, OSError):
+            limiter.emit("event loop: %s: %s", message, error)
+        else:
+            limiter.emit("event loop: %s: %r", message, error, exc_info=error)
 
 
 def _worker(
@@ -102,6 +150,7 @@ def _worker(
 
     async def serve() -> int:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(LoopErrors())
         gateway = Gateway(config, listen=listen, admin_listen=admin, reuse_port=reuse_port)
         try:
             await gateway.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 import ssl
 from collections.abc import Awaitable
@@ -27,6 +28,11 @@ log = logging.getLogger("fastgw")
 
 # Pending connections the kernel queues per listener; nginx's default on Linux is 511.
 LISTEN_BACKLOG = 1024
+# File descriptors kept from client connections: listeners, the loop's own, logs, IdP and Redis
+# clients and, above all, one upstream connection per request in flight (nginx counts both kinds
+# against worker_connections). An eighth of the open-file limit, and at least 64.
+FD_RESERVE_MIN = 64
+FD_RESERVE_DIVISOR = 8
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -168,6 +174,9 @@ class Gateway:
             return
         self._started = True
         loop = asyncio.get_running_loop()
+        # Past the open-file limit libuv accepts and drops clients without telling anyone;
+        # refusing a little earlier (Server.refuse) leaves fds for upstreams and says so.
+        self.proxy.max_connections = self.admin.max_connections = client_connection_limit()
         self.ticker.start()
         self.ticker.add(self.proxy.sweep)
         self.ticker.add(self.admin.sweep)
@@ -244,6 +253,31 @@ class Gateway:
     async def serve_forever(self) -> None:
         await self.start()
         await self._stopped.wait()
+
+
+def client_connection_limit(fd_limit: int | None = None) -> int:
+    """Client connections one listener may hold, given the process's open-file (soft) limit."""
+    if fd_limit is None:
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if fd_limit == resource.RLIM_INFINITY:
+            return 1 << 62
+    return max(1, fd_limit - max(FD_RESERVE_MIN, fd_limit // FD_RESERVE_DIVISOR))
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft open-file limit to the hard one (as nginx's worker_rlimit_nofile would).
+
+    Returns (before, after). Idle keep-alive connections each hold a descriptor, and the usual
+    soft default of 1024 would cap the gateway at about 900 clients.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):
+        return soft, soft
+    return soft, hard
 
 
 def _bound(servers: list[asyncio.base_events.Server]) -> list[tuple[str, int]]:

@@ -7,18 +7,21 @@ back to the client, re-framing both; it buffers only while no upstream is attach
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from fastgw.http import responses
+from fastgw.http.ratelog import RateLimitedLog
 from fastgw.http.upstream import UpstreamConnection, UpstreamTarget
 
 if TYPE_CHECKING:
     from fastgw.http.server import ServerConnection
 
 log = logging.getLogger("fastgw.http")
+_out_of_fds_log = RateLimitedLog(log, logging.ERROR)
 
 BODY_NONE = 0
 BODY_LENGTH = 1
@@ -249,8 +252,14 @@ class Exchange:
             except TimeoutError:
                 status = 504
                 continue
-            except OSError:
+            except OSError as error:
                 status = 502
+                if error.errno in (errno.EMFILE, errno.ENFILE):
+                    _out_of_fds_log.emit(
+                        "cannot connect to an upstream: out of file descriptors (%s); "
+                        "answering 502",
+                        error.strerror,
+                    )
                 continue
             if self.finished:
                 target.pool.release(conn)

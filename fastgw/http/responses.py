@@ -39,6 +39,7 @@ MESSAGES: dict[int, str] = {
     502: "An invalid response was received from the upstream server",
     503: "Service unavailable",
     504: "The upstream server is timing out",
+    505: "HTTP version not supported",
 }
 NO_ROUTE_MESSAGE = "no Route matched with those values"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -16,6 +15,7 @@ import httptools
 
 from fastgw.http import responses
 from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Exchange
+from fastgw.http.ratelog import RateLimitedLog
 from fastgw.http.timers import TICK_SECONDS, Ticker
 
 log = logging.getLogger("fastgw.http")
@@ -24,6 +24,20 @@ Handler = Callable[[Exchange], Awaitable[None] | None]
 
 # A client that stops reading its response is dropped after this long (nginx send_timeout).
 SEND_TIMEOUT = 60.0
+
+# A chunked body may carry non-data bytes (size lines, extensions, CRLFs, trailers) of 16 per
+# chunk plus twice its data, and at most this much beyond: Go net/http's rule (CVE-2023-39326).
+# llhttp skips extensions without a bound and httptools gives no callback for them, so without
+# this a client could stream extension bytes forever, evading the body timeout and size limit
+# (Node's CVE-2024-22019; Node and h11 cap a chunk line at 16 KiB too). Counted per read from
+# the end of the read that completed the head, so that read (at most uvloop's 256 kB) is not.
+CHUNK_OVERHEAD_PER_CHUNK = 16
+CHUNK_EXCESS_LIMIT = 16 * 1024
+
+# Bytes a Host header may hold: RFC 3986 reg-name, IP-literal and port characters. RFC 9112 §3.2
+# wants 400 for an invalid Host; nginx checks it too. Anything else ("/", "@", spaces, obs-text)
+# would reach routing, x-forwarded-host and, with preserve_host, the upstream's Host.
+HOST_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:[]"
 
 # Read-pause reasons: reading resumes only when none is left.
 PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
@@ -72,6 +86,22 @@ class _LimitExceeded(Exception):
         self.status = status
 
 
+_refused_log = RateLimitedLog(log, logging.WARNING)
+_parse_bug_log = RateLimitedLog(log, logging.ERROR)
+
+
+def _feed(parser: httptools.HttpRequestParser, data: bytes) -> Exception | None:
+    """Feed `data`; the parser's exception is returned, not raised, so that the caller handles
+    it outside an `except` block: a parser fed again there would see its callback's exception
+    chained to the one being handled instead of to its own cause (__context__ is overwritten).
+    """
+    try:
+        parser.feed_data(data)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+        return error
+    return None
+
+
 class Server:
     """Shared state of one listener: the handler, limits, the clock and live connections."""
 
@@ -83,9 +113,24 @@ class Server:
         self.connections: set[ServerConnection] = set()
         self.draining = False
         self.requests_total = 0
+        # Open client connections allowed; the gateway derives it from the open-file limit so
+        # that accepting never runs into EMFILE (libuv would then drop clients without a word).
+        self.max_connections = 1 << 62
+        self.refused_total = 0
 
     def protocol_factory(self) -> ServerConnection:
         return ServerConnection(self)
+
+    def refuse(self, transport: asyncio.BaseTransport) -> None:
+        """Over max_connections: close at once (as nginx does when out of worker_connections)."""
+        self.refused_total += 1
+        _refused_log.emit(
+            "connection limit reached: %d client connections open (limit %d, from the open-file "
+            "limit); refusing new connections until some close",
+            len(self.connections),
+            self.max_connections,
+        )
+        transport.abort()
 
     def sweep(self, now: float) -> None:
         # Connections stamp times from a clock up to one tick stale, so measured against `now`
@@ -113,6 +158,57 @@ class Server:
 class ServerConnection(asyncio.Protocol):
     """One client connection. Parser callbacks build exchanges; the first queued one is active."""
 
+    # Slots: an idle connection is mostly this object (about 1.5 KiB less than with a __dict__,
+    # which CPython stops sharing between instances beyond 30 attributes).
+    __slots__ = (
+        "chunk_data_mark",
+        "chunk_excess",
+        "chunk_mark",
+        "chunked",
+        "chunked_body",
+        "chunks",
+        "client_ip",
+        "client_ip_bytes",
+        "close_after",
+        "closed",
+        "connection_value",
+        "content_length",
+        "error_after",
+        "expect_continue",
+        "feeding",
+        "forwarded_lines",
+        "framing_seen",
+        "fresh",
+        "head_after",
+        "head_from",
+        "head_started",
+        "headers",
+        "host",
+        "idle_since",
+        "last_read",
+        "limits",
+        "max_body_size",
+        "max_head_size",
+        "max_headers",
+        "max_uri_size",
+        "out",
+        "parser",
+        "parsing",
+        "queue",
+        "read_paused",
+        "read_start",
+        "received",
+        "server",
+        "special_size",
+        "ticker",
+        "transfer_encoding",
+        "transport",
+        "url",
+        "write_paused",
+        "write_paused_since",
+        "x_forwarded_for",
+    )
+
     def __init__(self, server: Server) -> None:
         self.server = server
         self.limits = limits = server.limits
@@ -130,7 +226,9 @@ class ServerConnection(asyncio.Protocol):
         self.closed = False
         self.out: list[bytes] = []  # response bytes gathered during one read, written once
         self.feeding = False
-        self.queue: deque[Exchange] = deque()
+        # In request order; the first is active. A list, not a deque: it rarely holds more than
+        # one exchange, and an empty deque costs 700 bytes per idle connection.
+        self.queue: list[Exchange] = []
         self.parsing: Exchange | None = None
         self.close_after = False
         self.error_after = 0  # a later pipelined request was malformed: answer it, then close
@@ -154,15 +252,27 @@ class ServerConnection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.host = b""
         self.content_length = -1
-        self.chunked = False
+        self.chunked = False  # a Transfer-Encoding header came; its value is checked later
+        self.transfer_encoding = b""
         self.expect_continue = False
         self.connection_value: bytes | None = None
         self.x_forwarded_for: bytes | None = None
-        self.framing_seen = False  # one of the five fields above differs from its default
+        self.framing_seen = False  # one of the six fields above differs from its default
+        # a chunked request body being read: its non-data bytes are bounded (see _check_chunks)
+        self.chunked_body: Exchange | None = None
+        self.chunks = 0
+        self.chunk_mark = -1
+        self.chunk_data_mark = 0
+        self.chunk_excess = 0
 
     # -- connection lifecycle --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            self.closed = True
+            server.refuse(transport)
+            return
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
@@ -188,6 +298,7 @@ class ServerConnection(asyncio.Protocol):
         if self.parsing is not None and not self.parsing.finished:
             self.parsing.abort()
         self.parsing = None
+        self.chunked_body = None
 
     def close(self) -> None:
         if not self.closed:
@@ -264,40 +375,62 @@ class ServerConnection(asyncio.Protocol):
         self.received = start + len(data)
         self.feeding = True
         try:
-            self.parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
-            self._parse_failed(error, data)
+            failure = _feed(self.parser, data)
+            if failure is not None:
+                self._parse_failed(failure, data)
         finally:
             self.feeding = False
         if self.out:
             self.flush()
         if self.head_started and self.received - self.head_after > self.max_head_size:
             self._fail(431)  # httptools keeps buffering an incomplete head: stop it here
+        if self.chunked_body is not None:
+            self._check_chunks()
+
+    def _check_chunks(self) -> None:
+        """Bound the non-data bytes of the chunked body being read (CHUNK_EXCESS_LIMIT).
+
+        Measured between the ends of reads, from the end of the read that completed the head:
+        as long as the body is incomplete, every byte read since then belongs to it.
+        """
+        exchange = self.chunked_body
+        assert exchange is not None
+        if exchange.request_complete or self.closed:
+            self.chunked_body = None
+            return
+        data = exchange.body_received
+        if self.chunk_mark >= 0:
+            overhead = self.received - self.chunk_mark - (data - self.chunk_data_mark)
+            allowance = CHUNK_OVERHEAD_PER_CHUNK * self.chunks + 2 * (data - self.chunk_data_mark)
+            # like Go's, the excess never goes below zero: data earns no credit for later abuse
+            self.chunk_excess = max(0, self.chunk_excess + overhead - allowance)
+            if self.chunk_excess > CHUNK_EXCESS_LIMIT:
+                self.chunked_body = None
+                self._fail(400)
+                return
+        self.chunk_mark = self.received
+        self.chunk_data_mark = data
+        self.chunks = 0
 
     def _parse_failed(self, error: Exception, data: bytes) -> None:
-        try:
-            raise error
-        except httptools.HttpParserUpgrade as upgrade:
+        if isinstance(error, httptools.HttpParserUpgrade):
             # Upgrade is hop-by-hop and not offered upstream: the request went on as plain
             # HTTP/1.1. llhttp stops after such a request, so continue with a fresh parser.
             self.parser = httptools.HttpRequestParser(self)
-            rest = data[upgrade.args[0] :] if upgrade.args else b""
+            rest = data[error.args[0] :] if error.args else b""
             if rest:
-                try:
-                    self.parser.feed_data(rest)
-                except (httptools.HttpParserError, httptools.HttpParserUpgrade) as again:
+                again = _feed(self.parser, rest)
+                if again is not None:
                     self._parse_failed(again, rest)
             return
-        except httptools.HttpParserCallbackError as error:
+        if isinstance(error, httptools.HttpParserCallbackError):
             cause = error.__context__ or error.__cause__
             if isinstance(cause, _LimitExceeded):
                 self._fail(cause.status)
-            else:
-                log.error("request parsing failed", exc_info=cause)
-                self._fail(400)
-            return
-        except httptools.HttpParserError:
-            self._fail(400)
+                return
+            # a bug, but one a client can trigger at will: rate-limited
+            _parse_bug_log.emit("request parsing failed: %r", cause, exc_info=cause)
+        self._fail(400)
 
     def _fail(self, status: int) -> None:
         """The client sent something unusable: answer `status` (in order) and close."""
@@ -313,7 +446,7 @@ class ServerConnection(asyncio.Protocol):
                 return
             parsing.abort()
             if self.queue and self.queue[0] is parsing:
-                self.queue.popleft()
+                del self.queue[0]
         if self.queue:
             self.error_after = status
             return
@@ -343,6 +476,7 @@ class ServerConnection(asyncio.Protocol):
             self.special_size = 0
             self.content_length = -1
             self.chunked = False
+            self.transfer_encoding = b""
             self.expect_continue = False
             self.connection_value = None
             self.x_forwarded_for = None
@@ -355,6 +489,11 @@ class ServerConnection(asyncio.Protocol):
         self.url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.head_started:
+            # A trailer field of a chunked body. Never merged into the headers (RFC 9110
+            # §6.5.2): plugins have already seen them, and the upstream never gets trailers.
+            # Their size is bounded with the body's other non-data bytes (_check_chunks).
+            return
         headers = self.headers
         if len(headers) >= self.max_headers:
             raise _LimitExceeded(431)
@@ -373,7 +512,10 @@ class ServerConnection(asyncio.Protocol):
         if kind == _CONTENT_LENGTH:
             self.content_length = int(value)
         elif kind == _TRANSFER_ENCODING:
-            self.chunked = True  # llhttp already rejected anything but a final "chunked"
+            self.chunked = True  # checked in on_headers_complete, once all of them are in
+            self.transfer_encoding = (
+                value if not self.transfer_encoding else (self.transfer_encoding + b"," + value)
+            )
         elif kind == _EXPECT:
             if value.lower() != b"100-continue":
                 raise _LimitExceeded(417)
@@ -392,21 +534,35 @@ class ServerConnection(asyncio.Protocol):
         self.head_started = 0.0
         if self.received - self.head_from > self.max_head_size:
             self._check_head_size()  # only when the cheap bound cannot vouch for the head
+        method = parser.get_method()
+        if method == b"CONNECT":
+            # A tunnel is no reverse proxy's business, and llhttp reads whatever follows as
+            # tunnel data; nginx answers 405 too. Closing ends the ambiguity.
+            raise _LimitExceeded(405)
         url = self.url
         host = self.host
         if url[:1] == b"/":
             path, _, query = url.partition(b"?")
         else:
             path, query, host = self._absolute_target(url, host)
-        http_10 = parser.get_http_version() == "1.0"
-        if not host and not http_10:
-            raise _LimitExceeded(400)  # HTTP/1.1 requires Host (RFC 9112 §3.2)
+        version = parser.get_http_version()
+        http_10 = version == "1.0"
+        if not http_10 and version != "1.1":
+            # llhttp also takes 0.9 and 2.0 in a request line; both would need other framing.
+            # 505 as nginx answers a major version above 1 (RFC 9110 §15.6.6).
+            raise _LimitExceeded(505)
+        if not host:
+            if not http_10:
+                raise _LimitExceeded(400)  # HTTP/1.1 requires Host (RFC 9112 §3.2)
+        elif host.translate(None, HOST_BYTES):
+            raise _LimitExceeded(400)  # an invalid Host (RFC 9112 §3.2)
         headers = self.headers
         if self.connection_value is not None:
             listed = {t.strip().lower() for t in self.connection_value.split(b",")}
             if len(listed - {b"close", b"keep-alive", b"upgrade", b""}):
                 headers = [h for h in headers if h[0] not in listed]
         if self.chunked:
+            self._check_transfer_encoding(http_10)
             body_mode = BODY_CHUNKED
         elif self.content_length > 0:
             body_mode = BODY_LENGTH
@@ -416,7 +572,7 @@ class ServerConnection(asyncio.Protocol):
             raise _LimitExceeded(413)
         exchange = Exchange(
             self,
-            parser.get_method(),
+            method,
             path,
             query,
             host,
@@ -430,6 +586,10 @@ class ServerConnection(asyncio.Protocol):
         )
         self.server.requests_total += 1
         self.parsing = exchange
+        if body_mode == BODY_CHUNKED:
+            self.chunked_body = exchange
+            self.chunk_mark = -1
+            self.chunk_excess = 0
         queue = self.queue
         queue.append(exchange)
         if len(queue) == 1:
@@ -437,6 +597,24 @@ class ServerConnection(asyncio.Protocol):
             exchange.begin()
         else:
             self._pause(PAUSE_PIPELINE)
+
+    def _check_transfer_encoding(self, http_10: bool) -> None:
+        """Only a lone `chunked` is a body framing the gateway forwards (as nginx and h11 do).
+
+        llhttp already rejects CL with TE, a repeated `chunked` and a `chunked` that is not
+        last, but lets `gzip` or `identity` through to the body, after the handler would run.
+        """
+        if http_10:
+            # RFC 9112 §6.1: TE in HTTP/1.0 means faulty framing; nginx answers 400
+            raise _LimitExceeded(400)
+        coding = self.transfer_encoding.strip(b" \t").lower()
+        if coding == b"chunked":
+            return
+        if coding.rpartition(b",")[2].strip(b" \t") == b"chunked":
+            # a transfer coding under the chunked one (gzip, chunked): nginx and h11 answer 501;
+            # re-chunking it would hand the upstream gzip bytes it has no way to know of
+            raise _LimitExceeded(501)
+        raise _LimitExceeded(400)  # RFC 9112 §6.3: without a final chunked, no framing
 
     def _check_head_size(self) -> None:
         size = len(self.url) + len(self.host) + self.special_size
@@ -467,6 +645,9 @@ class ServerConnection(asyncio.Protocol):
                 raise _LimitExceeded(413)
             exchange.on_request_body(body)
 
+    def on_chunk_header(self) -> None:
+        self.chunks += 1  # for the allowance in _check_chunks
+
     def on_message_complete(self) -> None:
         exchange = self.parsing
         if exchange is not None and not exchange.request_complete:
@@ -477,7 +658,7 @@ class ServerConnection(asyncio.Protocol):
     def exchange_done(self, exchange: Exchange) -> None:
         queue = self.queue
         if queue and queue[0] is exchange:
-            queue.popleft()
+            del queue[0]
         if self.closed:
             return
         if not exchange.keep_alive or self.close_after:

@@ -70,6 +70,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_timeout = 0.0
         self._headers: list[tuple[bytes, bytes]] = []
         self._reset_parser = False
+        # A response completes inside feed_data but is handed on only after it returns: bytes
+        # after it in the same read (a response bigger than announced, a second response nobody
+        # asked for) must be seen before the connection may go back to the pool.
+        self._completed: Exchange | None = None
+        self._reusable = False
 
     # -- connection lifecycle --------------------------------------------------------------------
 
@@ -142,17 +147,25 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            still_attached = self.exchange is not None
-            self.abort()
-            if still_attached:
+            completed = self._completed
+            if completed is None:
+                self.abort()
                 exchange.upstream_failed(502)
             else:
-                exchange.flush()  # the response completed; only trailing garbage was bad
+                # The response completed; what followed it was not ours to read. Never reuse.
+                self._completed = None
+                self.abort()
+                completed.upstream_complete(self, reusable=False)
             return
-        if self._reset_parser:
-            self._reset_parser = False
-            self.parser = httptools.HttpResponseParser(self)
-        elif (
+        completed = self._completed
+        if completed is not None:
+            self._completed = None
+            if self._reset_parser:
+                self._reset_parser = False
+                self.parser = httptools.HttpResponseParser(self)
+            completed.upstream_complete(self, reusable=self._reusable)
+            return
+        if (
             self._head_bytes > MAX_RESPONSE_HEAD
             and not exchange.response_started
             and self.exchange is exchange
@@ -173,6 +186,12 @@ class UpstreamConnection(asyncio.Protocol):
         return None
 
     # httptools callbacks, in the order they fire
+
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            # A response after the one we asked for completed, in the same read: the upstream's
+            # framing disagrees with ours. Stop here; the connection is not reused.
+            raise ValueError("upstream sent more than one response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Counted at on_headers_complete: the head-size bound already caps the list's length.
@@ -205,6 +224,8 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None:
             exchange.upstream_body(body)
+        else:
+            self._reusable = False  # bytes after a HEAD response's head: not ours to read
 
     def on_message_complete(self) -> None:
         if self._informational:
@@ -214,10 +235,11 @@ class UpstreamConnection(asyncio.Protocol):
             self._finish(self.parser.should_keep_alive())
 
     def _finish(self, keep_alive: bool) -> None:
-        exchange = self.exchange
+        # handed to the exchange when feed_data returns (see data_received)
+        self._completed = self.exchange
         self.exchange = None
         self.deadline = 0.0
-        exchange.upstream_complete(self, reusable=keep_alive)  # type: ignore[union-attr]
+        self._reusable = keep_alive
 
 
 def _head_size(headers: list[tuple[bytes, bytes]]) -> int:

@@ -316,6 +316,7 @@ class RawUpstream:
         self.port = self.listener.getsockname()[1]
         self.connections = 0
         self.requests: list[bytes] = []  # request lines, as the scripts read them
+        self.live: list[RawConnection] = []  # every connection accepted, in order
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -330,6 +331,7 @@ class RawUpstream:
     def _serve(self, sock: socket.socket) -> None:
         sock.settimeout(SOCKET_TIMEOUT)
         conn = RawConnection(sock)
+        self.live.append(conn)
         original = conn.read_head
 
         def read_head() -> bytes | None:
@@ -346,28 +348,161 @@ class RawUpstream:
         self.listener.close()
 
 
-def single_route_config(port: int) -> str:
+def single_route_config(port: int, **service: object) -> str:
+    """`/` to 127.0.0.1:`port`; `service` adds service fields (e.g. read_timeout=300)."""
+    extra = "".join(f"    {key}: {value}\n" for key, value in service.items())
     return f"""\
 _format_version: "3.0"
 services:
   - url: http://127.0.0.1:{port}
     retries: 0
-    routes:
+{extra}    routes:
       - paths: [/]
 """
+
+
+def request_length(data: bytes | bytearray) -> int | None:
+    """Bytes of the first complete request in `data`, read the way a strict upstream frames it
+    (Content-Length or chunked, never both, trailers included); None while incomplete."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    fields = [line.split(b":", 1) for line in bytes(data[:end]).lower().split(b"\r\n")[1:] if line]
+    lengths = [value.strip() for name, value in fields if name == b"content-length"]
+    codings = [value.strip() for name, value in fields if name == b"transfer-encoding"]
+    if (lengths and codings) or len(lengths) > 1 or codings not in ([], [b"chunked"]):
+        raise ValueError(f"ambiguous framing from the gateway: {bytes(data[:end])!r}")
+    pos = end + 4
+    if not codings:
+        size = int(lengths[0]) if lengths else 0
+        return pos + size if len(data) >= pos + size else None
+    while True:
+        eol = data.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        size = int(bytes(data[pos:eol]).split(b";")[0], 16)
+        pos = eol + 2
+        if size == 0:
+            while (eol := data.find(b"\r\n", pos)) >= 0:
+                trailer_line = data[pos:eol]
+                pos = eol + 2
+                if not trailer_line:
+                    return pos
+            return None
+        if len(data) < pos + size + 2:
+            return None
+        if data[pos + size : pos + size + 2] != b"\r\n":
+            raise ValueError("chunk data not followed by CRLF")
+        pos += size + 2
+
+
+class RecordingUpstream(RawUpstream):
+    """Records the exact bytes of every request it gets and answers each with 200 whose body is
+    the request line (so responses show which request they answer). A target containing
+    `/slow` is answered after SLOW_ANSWER seconds.
+
+    `received`: each complete request, head and body as framed on the wire, in arrival order.
+    `unfinished`: what a connection held of a request that never completed when it ended.
+    `errors`: framing that a strict upstream would have to guess about (must stay empty)."""
+
+    SLOW_ANSWER = 0.3
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.unfinished: list[bytes] = []
+        self.errors: list[str] = []
+        super().__init__(self._record)
+
+    def _record(self, conn: RawConnection) -> None:
+        while True:
+            try:
+                size = request_length(conn.buffer)
+            except ValueError as error:
+                self.errors.append(str(error))
+                return
+            if size is None:
+                if not conn._fill():
+                    if conn.buffer:
+                        self.unfinished.append(bytes(conn.buffer))
+                    return
+                continue
+            raw = bytes(conn.buffer[:size])
+            del conn.buffer[:size]
+            self.received.append(raw)
+            line = raw.split(b"\r\n", 1)[0]
+            if b"/slow" in line:
+                time.sleep(self.SLOW_ANSWER)
+            conn.send(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(line), line))
+
+    def pending(self) -> bytes:
+        """What the live connections hold of requests not complete yet."""
+        return b"".join(bytes(conn.buffer) for conn in self.live)
+
+
+def recording_config(port: int, **settings: object) -> str:
+    """`/` to a recording upstream; `/deny` and `/forbid` answered by request-termination."""
+    fastgw = "".join(f"  {key}: {value}\n" for key, value in settings.items())
+    return f"""\
+_format_version: "3.0"
+_fastgw:
+  admin_listen: null
+{fastgw}
+services:
+  - name: recorded
+    url: http://127.0.0.1:{port}
+    retries: 0
+    routes:
+      - name: recorded
+        paths: [/]
+        strip_path: false
+      - name: deny
+        paths: [/deny]
+        plugins:
+          - name: request-termination
+            config:
+              status_code: 401
+              message: Unauthorized
+      - name: forbid
+        paths: [/forbid]
+        plugins:
+          - name: request-termination
+            config:
+              status_code: 403
+              message: Forbidden
+"""
+
+
+@pytest.fixture
+def recording_gateway(
+    make_gateway: Callable[..., EmbeddedGateway],
+) -> Iterator[Callable[..., tuple[EmbeddedGateway, RecordingUpstream]]]:
+    """`recording_gateway(**settings)`: an embedded gateway in front of a RecordingUpstream."""
+    upstreams: list[RecordingUpstream] = []
+
+    def make(**settings: object) -> tuple[EmbeddedGateway, RecordingUpstream]:
+        upstream = RecordingUpstream()
+        upstreams.append(upstream)
+        return make_gateway(recording_config(upstream.port, **settings)), upstream
+
+    yield make
+    for upstream in upstreams:
+        upstream.close()
 
 
 @pytest.fixture
 def raw_gateway(
     make_gateway: Callable[..., EmbeddedGateway],
 ) -> Iterator[Callable[..., tuple[EmbeddedGateway, RawUpstream]]]:
-    """`raw_gateway(script)`: a scripted upstream and an embedded gateway routing `/` to it."""
+    """`raw_gateway(script, **service)`: a scripted upstream and an embedded gateway routing `/`
+    to it; `service` goes into the service's config (single_route_config)."""
     upstreams: list[RawUpstream] = []
 
-    def make(script: Callable[[RawConnection], None]) -> tuple[EmbeddedGateway, RawUpstream]:
+    def make(
+        script: Callable[[RawConnection], None], **service: object
+    ) -> tuple[EmbeddedGateway, RawUpstream]:
         upstream = RawUpstream(script)
         upstreams.append(upstream)
-        return make_gateway(single_route_config(upstream.port)), upstream
+        return make_gateway(single_route_config(upstream.port, **service)), upstream
 
     yield make
     for upstream in upstreams:
@@ -380,8 +515,18 @@ def raw_gateway(
 class CliGateway:
     """`fastgw run` in a subprocess; `port` is read from its start-up log."""
 
-    def __init__(self, config_path: Path, *args: str, listen: str = "127.0.0.1:0") -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        *args: str,
+        listen: str = "127.0.0.1:0",
+        nofile: int | None = None,
+    ) -> None:
         command = [PYTHON, "-m", "fastgw", "run", "-c", str(config_path), "--listen", listen]
+        if nofile is not None:
+            # soft and hard limit both (sh's ulimit sets both), so the gateway cannot raise it;
+            # exec keeps the pid
+            command = ["sh", "-c", f'ulimit -n {int(nofile)} && exec "$0" "$@"', *command]
         self.proc = subprocess.Popen(
             [*command, "--admin-listen", "off", *args],
             cwd=ROOT,
@@ -409,10 +554,12 @@ class CliGateway:
 def run_cli(tmp_path: Path) -> Iterator[Callable[..., CliGateway]]:
     started: list[CliGateway] = []
 
-    def run(config_text: str, *args: str, listen: str = "127.0.0.1:0") -> CliGateway:
+    def run(
+        config_text: str, *args: str, listen: str = "127.0.0.1:0", nofile: int | None = None
+    ) -> CliGateway:
         config = tmp_path / f"gateway-{len(started)}.yaml"
         config.write_text(config_text)
-        cli = CliGateway(config, *args, listen=listen)
+        cli = CliGateway(config, *args, listen=listen, nofile=nofile)
         started.append(cli)
         return cli
 
