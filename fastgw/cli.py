@@ -18,15 +18,12 @@ import time
 from fastgw import __version__
 from fastgw.config import GatewayConfig, load_config, parse_listen
 from fastgw.errors import ConfigError
-from fastgw.http.ratelog import RateLimitedLog
+from fastgw.ratelog import KeyedRateLimitedLog
 
 log = logging.getLogger("fastgw")
 
 # A worker that keeps dying right after start is not restarted in a tight loop.
 RESTART_BACKOFF_SECONDS = 1.0
-# Kinds of loop error rate-limited separately; past this, the rest share one limiter (messages
-# can embed addresses, so their number is not bounded by the code's).
-LOOP_ERROR_KINDS = 32
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,25 +113,19 @@ class LoopErrors:
     """
 
     def __init__(self) -> None:
-        self._logs: dict[str, RateLimitedLog] = {}
-        self._other = RateLimitedLog(log, logging.ERROR)
+        self._logs = KeyedRateLimitedLog(log, logging.ERROR)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
         message = str(context.get("message") or "event loop error")
         error = context.get("exception")
         kind = f"{type(error).__name__}:{message[:60]}"
-        limiter = self._logs.get(kind)
-        if limiter is None:
-            if len(self._logs) >= LOOP_ERROR_KINDS:
-                limiter = self._other
-            else:
-                limiter = self._logs[kind] = RateLimitedLog(log, logging.ERROR)
+        emit = self._logs.emit
         if not isinstance(error, BaseException):
-            limiter.emit("event loop: %s", message)
+            emit(kind, "event loop: %s", message)
         elif isinstance(error, OSError):
-            limiter.emit("event loop: %s: %s", message, error)
+            emit(kind, "event loop: %s: %s", message, error)
         else:
-            limiter.emit("event loop: %s: %r", message, error, exc_info=error)
+            emit(kind, "event loop: %s: %r", message, error, exc_info=error)
 
 
 def _worker(

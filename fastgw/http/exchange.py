@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from fastgw.http import responses
-from fastgw.http.ratelog import RateLimitedLog
 from fastgw.http.upstream import UpstreamConnection, UpstreamTarget
+from fastgw.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from fastgw.http.server import ServerConnection

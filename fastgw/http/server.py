@@ -15,8 +15,8 @@ import httptools
 
 from fastgw.http import responses
 from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Exchange
-from fastgw.http.ratelog import RateLimitedLog
 from fastgw.http.timers import TICK_SECONDS, Ticker
+from fastgw.ratelog import RateLimitedLog
 
 log = logging.getLogger("fastgw.http")
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from fastgw.plugins import HttpClient
+from fastgw.ratelog import KeyedRateLimitedLog
 
 from .cache import (
     REFRESH_RETRY_SECONDS,
@@ -58,35 +59,8 @@ IDP_MAX_CONCURRENCY = 16
 # The same IdP failure (or a flood of misses meeting a failing IdP) is logged at most once per
 # this interval per plugin instance; the repeats are counted into its next report.
 IDP_WARNING_INTERVAL_SECONDS = 1.0
-_THROTTLED_MESSAGES_MAX = 64
 
 _CONTROL_CHARS = frozenset(range(0x20)) | {0x7F}
-
-
-class _ThrottledWarnings:
-    """`logger.warning` of a message at most once per interval, saying how many were held back.
-    Distinct messages are throttled apart, so one failure does not hide another."""
-
-    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
-        self._interval = interval
-        self._clock = clock
-        self._next: dict[str, float] = {}
-        self._held_back: dict[str, int] = {}
-
-    def warning(self, message: str) -> None:
-        now = self._clock()
-        if now < self._next.get(message, -math.inf):
-            self._held_back[message] = self._held_back.get(message, 0) + 1
-            return
-        if len(self._next) >= _THROTTLED_MESSAGES_MAX and message not in self._next:
-            self._next.clear()  # reasons are few; many means varying details: start over
-            self._held_back.clear()
-        self._next[message] = now + self._interval
-        held_back = self._held_back.pop(message, 0)
-        if held_back:
-            logger.warning("%s (and %d more since the last report)", message, held_back)
-        else:
-            logger.warning("%s", message)
 
 
 def _claim_header_value(value: Any) -> bytes | None:
@@ -160,7 +134,9 @@ class ClientCredentialsAuthenticator:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flights: SingleFlight[str, Entry] = SingleFlight()
         self._idp_slots = asyncio.Semaphore(IDP_MAX_CONCURRENCY)
-        self._idp_warnings = _ThrottledWarnings(IDP_WARNING_INTERVAL_SECONDS, monotonic)
+        self._idp_warnings = KeyedRateLimitedLog(
+            logger, logging.WARNING, IDP_WARNING_INTERVAL_SECONDS, monotonic
+        )
         if l2 is None and config.cache_l2 == "memory":
             from aiocache import SimpleMemoryCache
 
@@ -421,7 +397,8 @@ class ClientCredentialsAuthenticator:
             response = await request_token(self._http, endpoint, request, timeout=timeout)
         except IdpUnavailable as error:
             # the client is not to blame, so the answer says little: the operator needs the why
-            self._idp_warnings.warning(f"token request failed: {error.reason}")
+            message = f"token request failed: {error.reason}"
+            self._idp_warnings.emit(message, "%s", message)
             raise
         finally:
             self._idp_slots.release()
@@ -447,7 +424,7 @@ class ClientCredentialsAuthenticator:
             rejected = IdpTokenRejected(
                 f"token endpoint issued a token that fails verification: {error.reason}"
             )
-            self._idp_warnings.warning(rejected.reason)
+            self._idp_warnings.emit(rejected.reason, "%s", rejected.reason)
             raise rejected from None
         exp = claims.get("exp")
         lifetime = plan_lifetime(
