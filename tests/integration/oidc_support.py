@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+import pytest
 
 from tests.support.echo import make_server
 from tests.support.idp import TestIdP
@@ -366,3 +367,28 @@ def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> 
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+# -- fixtures shared by the OIDC test modules (import them by name into a module to use them) -----
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fastgw_logs() -> Iterator[LogCollector]:
+    """Every "fastgw" log record of the module, the gateways' start and stop included."""
+    with collect_fastgw_logs() as collector:
+        yield collector
+        # the gateways have stopped by now (module fixtures tear down in reverse order)
+        assert_no_secrets_in(collector.text(), "the fastgw log")
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_caplog(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    caplog.set_level(logging.DEBUG, logger="fastgw")
+    yield
+    assert_no_secrets_in(caplog_text(caplog), "the fastgw log (caplog)")
+
+
+@pytest.fixture(scope="module")
+def echo_port() -> Iterator[int]:
+    with echo_upstream() as port:
+        yield port

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.oidc_support import (
+from tests.integration.oidc_support import (  # noqa: F401  fixtures, used by name  # the fixtures are used by name
     FORBIDDEN_CHALLENGE,
     SECRETS,
     UNAUTHORIZED_CHALLENGE,
@@ -24,10 +23,10 @@ from tests.integration.oidc_support import (
     LogCollector,
     assert_no_secrets_in,
     basic,
-    caplog_text,
-    collect_fastgw_logs,
-    echo_upstream,
+    echo_port,
+    fastgw_logs,
     gateway_config,
+    no_secrets_in_caplog,
     oidc,
     request,
     running_gateway,
@@ -77,28 +76,6 @@ def counters(idp: TestIdP) -> dict[str, int]:
 
 
 # -- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fastgw_logs() -> Iterator[LogCollector]:
-    """Every "fastgw" log record of the module, the gateways' start and stop included."""
-    with collect_fastgw_logs() as collector:
-        yield collector
-        # the gateways have stopped by now (module fixtures tear down in reverse order)
-        assert_no_secrets_in(collector.text(), "the fastgw log")
-
-
-@pytest.fixture(autouse=True)
-def _no_secrets_in_caplog(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    caplog.set_level(logging.DEBUG, logger="fastgw")
-    yield
-    assert_no_secrets_in(caplog_text(caplog), "the fastgw log (caplog)")
-
-
-@pytest.fixture(scope="module")
-def echo_port() -> Iterator[int]:
-    with echo_upstream() as port:
-        yield port
 
 
 @pytest.fixture(scope="module")

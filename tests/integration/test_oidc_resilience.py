@@ -7,23 +7,21 @@ for it; the echo upstream is shared. IdP calls are counted on the IdP's side.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Iterator
 
 import jwt
 import pytest
 
-from tests.integration.oidc_support import (
+from tests.integration.oidc_support import (  # noqa: F401  fixtures, used by name  # the fixtures are used by name
     SECRETS,
     EmbeddedGateway,
     LogCollector,
     assert_no_secrets_in,
     basic,
-    caplog_text,
-    collect_fastgw_logs,
-    echo_upstream,
+    echo_port,
+    fastgw_logs,
     gateway_config,
+    no_secrets_in_caplog,
     oidc,
     request,
     running_gateway,
@@ -42,26 +40,6 @@ for _id, _secret in (BASIC_CLIENT, POST_CLIENT, JWT_CLIENT):
 SHORT_TTL = 4  # seconds, as issued by the IdP
 IDP_DELAY_MS = 120  # during the steady phase: any request that waited for the IdP would show it
 FAST = 0.1  # seconds: no request may take longer than this while tokens roll over
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fastgw_logs() -> Iterator[LogCollector]:
-    with collect_fastgw_logs() as collector:
-        yield collector
-        assert_no_secrets_in(collector.text(), "the fastgw log")
-
-
-@pytest.fixture(autouse=True)
-def _no_secrets_in_caplog(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    caplog.set_level(logging.DEBUG, logger="fastgw")
-    yield
-    assert_no_secrets_in(caplog_text(caplog), "the fastgw log (caplog)")
-
-
-@pytest.fixture(scope="module")
-def echo_port() -> Iterator[int]:
-    with echo_upstream() as port:
-        yield port
 
 
 def one_route(idp: TestIdP, echo_port: int, **config: object) -> str:
