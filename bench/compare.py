@@ -36,9 +36,9 @@ from common import (
     WrkOptions,
     WrkRun,
     basic_authorization,
-    bench_credentials,
     check_idp_installed,
     exit_on_sigterm,
+    extra_credentials,
     find_tool,
     free_port,
     git_revision,
@@ -127,7 +127,7 @@ def start_fastgw_oidc(setup: Setup, stack: contextlib.ExitStack, clients: int) -
     check_idp_installed()
     idp = start_idp(stack, extra_clients=clients if clients > 1 else 0)
     if clients > 1:
-        credentials = bench_credentials(0, clients)
+        credentials = extra_credentials(idp)
     else:
         from tests.support.idp import BASIC_CLIENT  # importable once start_idp has run
 
