@@ -24,10 +24,13 @@ from .schema import OidcConfig
 
 logger = logging.getLogger("fastgw.oidc")
 
-# Entries in the L1 (and, separately, in the negative cache). A cached token costs ~2-3 KiB (the
-# JWT, its header bytes, its claims), so the bound keeps the cache under ~300 MiB even when
+# Clients in the L1 (and, separately, in the negative cache). A cached token costs ~2-3 KiB (the
+# JWT in its header bytes, its claims), so the bound keeps the cache under ~300 MiB even when
 # filled; only real clients get positive entries, and random credentials only negative ones.
 L1_MAX_ENTRIES = 100_000
+# A client presenting a Basic header is found under two keys (the raw-header alias the hot path
+# uses and the canonical Kong-shaped key), so the L1's key bound is twice its client bound.
+L1_KEYS_PER_CLIENT = 2
 # When full, drop expired entries, then this share of the oldest: one O(n) sweep buys room for
 # many inserts, so the amortized cost per insert stays constant.
 EVICT_FRACTION = 0.1
@@ -131,15 +134,21 @@ def lifetime_until(now: float, expires_at: float, valid_until: float, resurrect:
 
 class Entry:
     """One cached token with what the hot path needs prebuilt. Mutable so that a refresh updates
-    every L1 key that points at it (a Basic-header alias and the canonical key)."""
+    every L1 key that points at it (a Basic-header alias and the canonical key).
+
+    The token is kept once, inside the prebuilt header value (which ends with it); the `Token`
+    handed to embedders is rebuilt from it on demand, off the proxy's hot path.
+    """
 
     __slots__ = (
+        "claims",
         "expires_at",
         "header_value",
         "refresh_at",
         "refreshing",
         "stale_until",
-        "token",
+        "token_expires_at",
+        "token_offset",
         "upstream_headers",
         "valid_until",
     )
@@ -151,8 +160,10 @@ class Entry:
         upstream_headers: tuple[tuple[bytes, bytes | None], ...],
         lifetime: Lifetime,
     ) -> None:
-        self.token = token
         self.header_value = header_value  # e.g. b"Bearer <token>", set upstream as is
+        self.token_offset = len(header_value) - len(token.access_token)
+        self.token_expires_at = token.expires_at
+        self.claims = token.claims
         # claim headers: (name, value), None removes a header the client may have sent
         self.upstream_headers = upstream_headers
         self.refresh_at = lifetime.refresh_at
@@ -161,9 +172,16 @@ class Entry:
         self.valid_until = lifetime.valid_until
         self.refreshing = False
 
+    @property
+    def token(self) -> Token:
+        access_token = self.header_value[self.token_offset :].decode("ascii")
+        return Token(access_token, self.token_expires_at, self.claims)
+
     def adopt(self, fresh: Entry) -> None:
-        self.token = fresh.token
         self.header_value = fresh.header_value
+        self.token_offset = fresh.token_offset
+        self.token_expires_at = fresh.token_expires_at
+        self.claims = fresh.claims
         self.upstream_headers = fresh.upstream_headers
         self.refresh_at = fresh.refresh_at
         self.expires_at = fresh.expires_at
@@ -208,14 +226,15 @@ class TokenCache:
         self.rejections: dict[Hashable, Rejection] = {}
         self.enabled = enabled
         self._max_entries = max_entries
+        self._max_keys = max_entries * L1_KEYS_PER_CLIENT
 
     def store(self, keys: Iterable[Hashable], entry: Entry, now: float) -> None:
         if not self.enabled:
             return
         entries = self.entries
         for key in keys:
-            if key not in entries and len(entries) >= self._max_entries:
-                _evict(entries, self._max_entries, now, _entry_alive_until)
+            if key not in entries and len(entries) >= self._max_keys:
+                _evict(entries, self._max_keys, now, _entry_alive_until)
             entries[key] = entry
 
     def reject(self, keys: Iterable[Hashable], error: AuthError, until: float, now: float) -> None:

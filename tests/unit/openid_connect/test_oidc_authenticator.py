@@ -47,8 +47,8 @@ async def test_first_call_fetches_then_l1_serves(idp: FakeIdp) -> None:
     assert isinstance(token, Token)
     assert token.claims["sub"] == "client-1"
     assert token.expires_at == idp.clock() + 3600
-    assert auth.authenticate_cached(GOOD.decode()) is token
-    assert await auth.authenticate(GOOD) is token
+    assert auth.authenticate_cached(GOOD.decode()) == token
+    assert await auth.authenticate(GOOD) == token
     assert idp.token_calls == 1
 
 
@@ -57,7 +57,7 @@ async def test_same_credentials_another_way_share_the_token(idp: FakeIdp) -> Non
     by_header = await auth.authenticate(GOOD)
     by_pair = await auth.authenticate_client("client-1", "secret-1")
     lower_scheme = await auth.authenticate(b"basic " + GOOD[6:])
-    assert by_header is by_pair is lower_scheme
+    assert by_header == by_pair == lower_scheme
     assert idp.token_calls == 1
 
 
@@ -77,7 +77,7 @@ async def test_refresh_ahead_starts_exactly_one_refresh(idp: FakeIdp) -> None:
     first = await auth.authenticate(GOOD)
     idp.clock.advance(3600 - 30)  # inside the 60 s refresh margin
     for _ in range(10):
-        assert auth.authenticate_cached(GOOD) is first  # keeps serving meanwhile
+        assert auth.authenticate_cached(GOOD) == first  # keeps serving meanwhile
     assert len(spawner.tasks) == 1
     await spawner.drain()
     assert idp.token_calls == 2
@@ -93,7 +93,7 @@ async def test_refresh_updates_every_alias(idp: FakeIdp) -> None:
     auth.authenticate_cached(GOOD)
     await spawner.drain()
     by_pair = await auth.authenticate_client("client-1", "secret-1")
-    assert by_pair is auth.authenticate_cached(GOOD)
+    assert by_pair == auth.authenticate_cached(GOOD)
     assert idp.token_calls == 2
 
 
@@ -141,9 +141,9 @@ async def test_stale_while_refresh_fails_then_recovers(idp: FakeIdp) -> None:
     first = await auth.authenticate(GOOD)
     idp.token_status = 503
     idp.clock.advance(3560)
-    assert auth.authenticate_cached(GOOD) is first
+    assert auth.authenticate_cached(GOOD) == first
     await spawner.drain()
-    assert auth.authenticate_cached(GOOD) is first  # refresh failed: still served
+    assert auth.authenticate_cached(GOOD) == first  # refresh failed: still served
     assert spawner.tasks == []  # and not retried on every request
     idp.clock.advance(6)
     auth.authenticate_cached(GOOD)
@@ -167,9 +167,9 @@ async def test_resurrect_serves_a_still_valid_token_when_the_idp_is_down(idp: Fa
     first = await auth.authenticate(GOOD)
     idp.clock.advance(600)  # cache TTL over, token itself valid for 3000 s more
     idp.token_status = 502
-    assert await auth.authenticate(GOOD) is first
+    assert await auth.authenticate(GOOD) == first
     assert idp.token_calls == 2
-    assert auth.authenticate_cached(GOOD) is first  # served synchronously again
+    assert auth.authenticate_cached(GOOD) == first  # served synchronously again
     idp.clock.advance(301)  # beyond the resurrect window
     with pytest.raises(IdpUnavailable):
         await auth.authenticate(GOOD)

@@ -124,7 +124,7 @@ def test_kill() -> None:
 
 
 def test_l1_is_bounded_dropping_expired_then_oldest() -> None:
-    cache = TokenCache(max_entries=10)
+    cache = TokenCache(max_entries=5)  # 5 clients: 10 keys (an alias and a canonical key each)
     for index in range(5):
         cache.store((f"old{index}",), entry(10), NOW)  # these expire at NOW + 10
     for index in range(5):

@@ -119,10 +119,10 @@ async def test_a_refresh_meeting_a_bad_token_keeps_serving_the_good_one(idp: Fak
     first = await auth.authenticate(GOOD)
     idp.key = rsa_key("not-published-yet")  # mints with it; the JWKS still has the old key only
     idp.clock.advance(3590)  # inside the refresh-ahead window
-    assert auth.authenticate_cached(GOOD) is first
+    assert auth.authenticate_cached(GOOD) == first
     await spawner.drain()
     assert idp.token_calls == 2
-    assert auth.authenticate_cached(GOOD) is first  # still served, until its own expiry
+    assert auth.authenticate_cached(GOOD) == first  # still served, until its own expiry
     assert not auth.cache.rejections
 
 
