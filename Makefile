@@ -8,7 +8,7 @@ PY := $(BIN)/python
 IDP_DEPS := tests/idp/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit test-integration bench bench-locust lint format clean
+.PHONY: install run test test-unit test-integration bench bench-locust bench-curves lint format clean
 
 install: $(VENV)/.installed $(IDP_DEPS)
 
@@ -35,6 +35,13 @@ test-integration: install
 
 bench: install
 	$(PY) bench/compare.py --oidc
+
+bench-locust: install
+	$(PY) bench/run.py
+
+bench-curves: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/curves.py
 
 lint: install
 	$(BIN)/ruff check fastgw tests bench
