@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -227,7 +228,7 @@ def ratio_lines(summaries: Sequence[Summary]) -> list[str]:
     """Headline ratios of medians, with the spread of the same ratio taken round by round."""
     by_name = {s.name: s for s in summaries}
     pairs = [("fastgw", "nginx"), ("haproxy", "nginx"), ("fastgw-oidc", "fastgw")]
-    pairs.append(("fastgw-oidc", "nginx"))
+    pairs += [("fastgw-oidc", "fastgw+auth"), ("fastgw-oidc", "nginx")]
     lines = []
     for top, bottom in pairs:
         if top not in by_name or bottom not in by_name:
@@ -345,13 +346,27 @@ def start_targets(
         targets.append(start_haproxy(setup, haproxy))
     elif not haproxy:
         notes.append("haproxy not installed: skipped (apt-get install haproxy to include it)")
-    targets.append(start_fastgw_plain(setup))
+    plain = start_fastgw_plain(setup)
+    targets.append(plain)
     for target in targets:
         check_target(target)
     failures: dict[str, str] = {}
     if args.oidc:
         try:
-            targets.append(start_fastgw_oidc(setup, stack, args.clients))
+            oidc = start_fastgw_oidc(setup, stack, args.clients)
+            targets.append(oidc)
+            # The plugin's own cost: the plain path given the very same requests (the Basic
+            # header is then forwarded as is), so only the token swap differs.
+            same_requests = "no plugins, fastgw-oidc's requests (Basic header forwarded)"
+            targets.append(
+                dataclasses.replace(
+                    plain,
+                    name="fastgw+auth",
+                    headers=oidc.headers,
+                    script=oidc.script,
+                    note=same_requests,
+                )
+            )
         except (BenchError, RuntimeError) as error:
             failures["fastgw-oidc"] = str(error)
             print(f"fastgw-oidc FAILED, measuring the other targets: {error}", file=sys.stderr)
