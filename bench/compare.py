@@ -118,6 +118,16 @@ def start_haproxy(setup: Setup, haproxy: str) -> Target:
     return Target("haproxy", f"http://{LOOPBACK}:{port}/", pgid, note="http-reuse always")
 
 
+def start_floor_proxy(setup: Setup) -> Target:
+    """The calibration proxy (bench/floor_proxy.py): what Python itself costs per request."""
+    port = free_port()
+    argv = [sys.executable, str(Path(__file__).with_name("floor_proxy.py")), str(port)]
+    argv.append(str(setup.upstream_port))
+    pgid = setup.start_server("floor", argv, port, PROXY_CPU)
+    note = "calibration: minimal uvloop+httptools proxy, no checks"
+    return Target("python-floor", f"http://{LOOPBACK}:{port}/", pgid, note=note)
+
+
 def start_fastgw_plain(setup: Setup) -> Target:
     port, pgid = start_fastgw(setup, "fastgw")
     return Target("fastgw", f"http://{LOOPBACK}:{port}/", pgid, note="no plugins")
@@ -228,7 +238,7 @@ def ratio_lines(summaries: Sequence[Summary]) -> list[str]:
     """Headline ratios of medians, with the spread of the same ratio taken round by round."""
     by_name = {s.name: s for s in summaries}
     pairs = [("fastgw", "nginx"), ("haproxy", "nginx"), ("fastgw-oidc", "fastgw")]
-    pairs += [("fastgw-oidc", "fastgw+auth"), ("fastgw-oidc", "nginx")]
+    pairs += [("fastgw-oidc", "fastgw+auth"), ("fastgw-oidc", "nginx"), ("fastgw", "python-floor")]
     lines = []
     for top, bottom in pairs:
         if top not in by_name or bottom not in by_name:
@@ -316,6 +326,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--oidc", action="store_true", help="add fastgw-oidc: openid-connect, token-cached path"
     )
     parser.add_argument(
+        "--floor", action="store_true", help="add python-floor: bench/floor_proxy.py calibration"
+    )
+    parser.add_argument(
         "--clients",
         type=int,
         default=DEFAULT_CLIENTS,
@@ -346,6 +359,8 @@ def start_targets(
         targets.append(start_haproxy(setup, haproxy))
     elif not haproxy:
         notes.append("haproxy not installed: skipped (apt-get install haproxy to include it)")
+    if args.floor:
+        targets.append(start_floor_proxy(setup))
     plain = start_fastgw_plain(setup)
     targets.append(plain)
     for target in targets:

@@ -36,7 +36,9 @@ class RouteTarget:
         self.prefix_len = prefix_len
         self.service_path = service_path
         self.preserve_host = preserve_host
-        self.rewrite = bool(prefix_len or service_path)
+        # Stripping a "/" route prefix and joining to an empty service path gives the path back:
+        # the catch-all route (the most common one) skips the rewrite.
+        self.rewrite = bool(service_path) or prefix_len > 1
 
 
 class Dispatcher:
