@@ -467,10 +467,20 @@ def plot(curves: Curves, path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    _plot_connections(axes[0], curves.connections)
-    _plot_clients(axes[1], curves.clients)
-    _plot_bodies(axes[2], curves.bodies)
+    panels = [
+        (draw, points)
+        for draw, points in (
+            (_plot_connections, curves.connections),
+            (_plot_clients, curves.clients),
+            (_plot_bodies, curves.bodies),
+        )
+        if points  # a run of some curves only (--curves) plots those
+    ]
+    if not panels:
+        return None
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.5), squeeze=False)
+    for ax, (draw, points) in zip(axes[0], panels, strict=True):
+        draw(ax, points)  # type: ignore[operator]
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -533,15 +543,17 @@ def _plot_bodies(ax: Axes, points: Sequence[BodyPoint]) -> None:
 
 
 def write_results(results_dir: Path, curves: Curves, environment: Mapping[str, object]) -> str:
+    # the measurements first: a plotting problem must not lose minutes of measuring
+    document = {"environment": dict(environment), **asdict(curves)}
+    (results_dir / "curves.json").write_text(json.dumps(document, indent=2) + "\n")
     png = plot(curves, results_dir / PNG_NAME)
     if png is None:
         curves.notes.append(
-            "matplotlib not installed: no PNG (pip install 'matplotlib>=3.7' or the bench extra)"
+            "no PNG: matplotlib is not installed (pip install 'matplotlib>=3.7' or the bench "
+            "extra), or no curve had points"
         )
     markdown = render_markdown(curves, environment, png)
     (results_dir / "curves.md").write_text(markdown)
-    document = {"environment": dict(environment), **asdict(curves)}
-    (results_dir / "curves.json").write_text(json.dumps(document, indent=2) + "\n")
     return markdown
 
 
