@@ -51,6 +51,7 @@ from tests.integration.misbehaving_idp import (
 from tests.integration.oidc_support import (
     GATEWAY_HOST,
     Echo,
+    LogCollector,
     Response,
     Secrets,
     basic,
@@ -164,23 +165,7 @@ async def call(
 # -- fixtures -------------------------------------------------------------------------------------
 
 
-class Collector(logging.Handler):
-    """Every log record of the process (root logger, DEBUG), from any thread."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
-        self.lines: list[str] = []
-        self._guard = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = self.format(record)
-        with self._guard:
-            self.lines.append(text)
-
-    def text(self) -> str:
-        with self._guard:
-            return "\n".join(self.lines)
+Collector = LogCollector  # attached to the root logger here: every record of the process
 
 
 @pytest.fixture(scope="module")
