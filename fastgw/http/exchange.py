@@ -56,47 +56,6 @@ PLAIN_CONNECTION_VALUES = frozenset(
 )
 
 
-# Hop-by-hop response headers other than Connection, as they appear at a line start in the
-# lower-cased head block ("proxy-" is a cheap superset; the slow path checks exact names).
-_OTHER_HOP_PREFIXES = (
-    b"\ntransfer-encoding:",
-    b"\nkeep-alive:",
-    b"\nproxy-",
-    b"\nte:",
-    b"\ntrailer:",
-    b"\nupgrade:",
-)
-PLAIN_CONNECTION_TOKENS = frozenset((b"keep-alive", b"close"))
-
-
-def _has_other_hop_header(search: bytes) -> bool:  # a loop: cheaper than any(genexpr)
-    for prefix in _OTHER_HOP_PREFIXES:  # noqa: SIM110
-        if prefix in search:
-            return True
-    return False
-
-
-def _without_hop_headers(block: bytes, status: int) -> tuple[bytes, bool]:
-    """The header block without hop-by-hop lines (and those Connection names); is it chunked?"""
-    lines = block.split(b"\r\n")[:-1]  # the block ends with CRLF
-    drop = set(RESPONSE_HOP_HEADERS)
-    drop.discard(b"content-length")  # the client gets the same body: its length stands
-    if status == 204:
-        drop.add(b"content-length")  # a 204 has no body to measure (RFC 9110 §8.6)
-    chunked = False
-    parsed = []
-    for line in lines:
-        name, _, value = line.partition(b":")
-        name = name.lower()
-        if name == b"connection":
-            drop |= connection_tokens(value)
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-        parsed.append((name, line))
-    kept = [line + b"\r\n" for name, line in parsed if name not in drop]
-    return b"".join(kept), chunked
-
-
 def connection_tokens(value: bytes) -> set[bytes]:
     """Header names listed in a Connection header (besides close/keep-alive)."""
     tokens = {token.strip().lower() for token in value.split(b",")}
@@ -430,39 +389,40 @@ class Exchange:
 
     # -- the response, towards the client --------------------------------------------------------
 
-    def upstream_head(self, status: int, block: bytes) -> None:
-        """Start the client's response from the upstream's status and raw header block.
-
-        `block` is the upstream's header lines as received (each ending in CRLF), already
-        validated by llhttp. The common case (a lone `Connection: keep-alive|close` as the only
-        hop-by-hop header) is cut out with slicing; anything else takes the line-by-line path.
-        """
+    def upstream_head(self, status: int) -> None:
         out = self.conn.out
-        out.append(responses.STATUS_LINES.get(status) or responses.status_line(status))
-        search = b"\n" + block.lower()  # every header line now starts after a b"\n"
-        has_length = b"\ncontent-length:" in search
+        start = len(out)
+        out.append(responses.status_line(status))
+        content_length: bytes | None = None
         upstream_chunked = False
-        start = search.find(b"\nconnection:")
-        if start >= 0:
-            end = search.find(b"\n", start + 1)
-            if (
-                search[start + len(b"\nconnection:") : end].strip() in PLAIN_CONNECTION_TOKENS
-                and search.find(b"\nconnection:", end) < 0
-                and not _has_other_hop_header(search)
-                and not (has_length and status == 204)
-            ):
-                block = block[:start] + block[end:]
-            else:
-                block, upstream_chunked = _without_hop_headers(block, status)
-        elif _has_other_hop_header(search) or (has_length and status == 204):
-            block, upstream_chunked = _without_hop_headers(block, status)
-        out.append(block)
+        listed: set[bytes] | None = None
+        for name, value in self.response_headers:
+            if name in RESPONSE_HOP_HEADERS:
+                if name == b"content-length":
+                    content_length = value
+                elif name == b"transfer-encoding":
+                    upstream_chunked = b"chunked" in value.lower()
+                elif name == b"connection" and value not in PLAIN_CONNECTION_VALUES:
+                    listed = connection_tokens(value) or None
+                continue
+            out += (name, b": ", value, b"\r\n")
+        if listed is not None:
+            # Connection named more hop-by-hop headers (rare): rebuild the head without them.
+            del out[start + 1 :]
+            for name, value in self.response_headers:
+                if name not in RESPONSE_HOP_HEADERS and name not in listed:
+                    out += (name, b": ", value, b"\r\n")
         if not self.request_complete:
             # Answered before the whole body arrived: the rest of the body will most likely
             # be cut off (see upstream_complete), so say now that the connection ends.
             self.keep_alive = False
         no_body = self.head_request or status in NO_BODY_STATUSES
-        if not no_body and not has_length:
+        if no_body:
+            if content_length is not None and status != 204:
+                out += (b"content-length: ", content_length, b"\r\n")
+        elif content_length is not None:
+            out += (b"content-length: ", content_length, b"\r\n")
+        else:
             self.response_close_delimited = not upstream_chunked
             if self.http_10:
                 self.keep_alive = False

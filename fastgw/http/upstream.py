@@ -68,8 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._informational = False
         self._ticker = pool.ticker
         self._read_timeout = 0.0
-        self._raw = b""  # the response's bytes until its head is complete
-        self._message_start = 0  # where the current message starts in _raw (after any 1xx)
+        self._headers: list[tuple[bytes, bytes]] = []
         self._reset_parser = False
         # A response completes inside feed_data but is handed on only after it returns: bytes
         # after it in the same read (a response bigger than announced, a second response nobody
@@ -125,8 +124,7 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, exchange: Exchange, data: bytes) -> None:
         """Attach `exchange` and write its request head (and whatever body is ready)."""
         self.exchange = exchange
-        self._raw = b""
-        self._message_start = 0
+        self._headers = exchange.response_headers
         self.requests += 1
         self.got_response_bytes = False
         self._head_bytes = 0
@@ -144,8 +142,6 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if not exchange.response_started:
             self._head_bytes += len(data)  # bounds the head's size until it is complete
-            # the head is read from these raw bytes once llhttp has validated it
-            self._raw = self._raw + data if self._raw else data
         self.got_response_bytes = True
         self.deadline = self._ticker.now + self._read_timeout
         try:
@@ -197,33 +193,30 @@ class UpstreamConnection(asyncio.Protocol):
             # framing disagrees with ours. Stop here; the connection is not reused.
             raise ValueError("upstream sent more than one response")
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Counted at on_headers_complete: the head-size bound already caps the list's length.
+        self._headers.append((name.lower(), value))
+
     def on_headers_complete(self) -> None:
-        # No on_header callback: the header block is taken from the raw bytes in one piece,
-        # which saves a Python call, a tuple and a lower() per upstream header.
         status = self.parser.get_status_code()
         exchange = self.exchange
-        raw = self._raw
-        start = self._message_start
-        end = raw.find(b"\r\n\r\n", start)
-        if end < 0:
-            raise ValueError("upstream response head without CRLF CRLF")
+        if len(self._headers) > MAX_RESPONSE_HEADERS:
+            raise ValueError("upstream response has too many headers")
         if status < 200:
             # 1xx (e.g. 103 Early Hints): not forwarded; the final response follows.
             self._informational = True
-            self._message_start = end + 4
+            exchange.response_headers.clear()  # type: ignore[union-attr]
             return
-        if end - start > MAX_RESPONSE_HEAD:
+        if self._head_bytes > MAX_RESPONSE_HEAD and (
+            _head_size(exchange.response_headers) > MAX_RESPONSE_HEAD  # type: ignore[union-attr]
+        ):
+            # The reads that brought the head also brought body; only now is its size exact.
             raise ValueError("upstream response head too large")
-        line_end = raw.find(b"\r\n", start)
-        block = raw[line_end + 2 : end + 2]
-        self._raw = b""
-        if block.count(b"\n") > MAX_RESPONSE_HEADERS:
-            raise ValueError("upstream response has too many headers")
         if exchange.head_request:  # type: ignore[union-attr]
             # httptools cannot be told a HEAD response has no body; finish it here and
             # give the next response a fresh parser.
             self._reset_parser = True
-        exchange.upstream_head(status, block)  # type: ignore[union-attr]
+        exchange.upstream_head(status)  # type: ignore[union-attr]
         if exchange.head_request:  # type: ignore[union-attr]
             self._finish(self.parser.should_keep_alive())
 
@@ -247,6 +240,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         self.deadline = 0.0
         self._reusable = keep_alive
+
+
+def _head_size(headers: list[tuple[bytes, bytes]]) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in headers)
 
 
 class UpstreamPool:

@@ -142,7 +142,8 @@ class FakeUpstream:
         exchange = self.exchange
         assert exchange is not None
         self.exchange = None
-        exchange.upstream_head(200, b"content-length: %d\r\n" % len(body))
+        exchange.response_headers = [(b"content-length", b"%d" % len(body))]
+        exchange.upstream_head(200)
         exchange.upstream_body(body)
         exchange.upstream_complete(self, reusable=True)  # type: ignore[arg-type]
 
