@@ -189,7 +189,8 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 def needs_normalizing(path: bytes) -> bool:
     """Cheap test for the hot path: only paths with dot segments or escapes need the slow path."""
-    return b"/." in path or b"%" in path or b"//" in path
+    # find(), not `in`: `needle in bytes` raises and clears a TypeError internally every time
+    return path.find(b"/.") >= 0 or path.find(b"%") >= 0 or path.find(b"//") >= 0
 
 
 def normalize_path(path: bytes) -> bytes | None:
@@ -198,7 +199,7 @@ def normalize_path(path: bytes) -> bytes | None:
     Returns None when the path is not acceptable (a malformed escape, or `..` above the root),
     which the caller answers with 400. Reserved escapes such as `%2F` stay encoded.
     """
-    if b"%" in path:
+    if path.find(b"%") >= 0:
         decoded = bytearray()
         index = 0
         length = len(path)

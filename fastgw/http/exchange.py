@@ -295,7 +295,7 @@ class Exchange:
         if self.host:
             parts += (
                 b"x-forwarded-host: ",
-                self.host.rsplit(b":", 1)[0] if b"]" not in self.host else self.host,
+                self.host.rsplit(b":", 1)[0] if self.host.find(b"]") < 0 else self.host,
                 b"\r\n",
             )
         parts.append(conn.forwarded_lines)

@@ -1,0 +1,68 @@
+"""The client's response head built from the upstream's: hop-by-hop headers never get through."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastgw.http.exchange import BODY_NONE, Exchange
+
+
+class Conn:
+    client_ip = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+
+def head(headers: list[tuple[bytes, bytes]], status: int = 200, *, method: bytes = b"GET") -> bytes:
+    conn = Conn()
+    exchange = Exchange(
+        conn,  # type: ignore[arg-type]
+        method, b"/", b"", b"gw", [], True, False, BODY_NONE, -1, False, None,
+    )  # fmt: skip
+    exchange.response_headers = [(name.lower(), value) for name, value in headers]
+    exchange.upstream_head(status)
+    return b"".join(conn.out)
+
+
+def test_connection_goes_and_the_length_is_kept() -> None:
+    sent = head([(b"Server", b"nginx"), (b"Content-Length", b"2"), (b"Connection", b"keep-alive")])
+    assert sent == b"HTTP/1.1 200 OK\r\nserver: nginx\r\ncontent-length: 2\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "hop",
+    [
+        [(b"Connection", b"keep-alive, X-Hop"), (b"X-Hop", b"1")],
+        [(b"Keep-Alive", b"timeout=5")],
+        [(b"Proxy-Connection", b"keep-alive")],
+        [(b"TE", b"trailers")],
+        [(b"Trailer", b"X-Checksum")],
+        [(b"Upgrade", b"h2c")],
+        [(b"CONNECTION", b"close")],
+    ],
+)
+def test_hop_by_hop_headers_never_reach_the_client(hop: list[tuple[bytes, bytes]]) -> None:
+    sent = head([(b"X-Keep", b"1"), *hop, (b"Content-Length", b"0")])
+    assert sent == b"HTTP/1.1 200 OK\r\nx-keep: 1\r\ncontent-length: 0\r\n\r\n"
+
+
+def test_chunked_upstream_is_rechunked_without_its_own_header() -> None:
+    sent = head([(b"Transfer-Encoding", b"chunked"), (b"X-Keep", b"1")])
+    assert sent == b"HTTP/1.1 200 OK\r\nx-keep: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def test_no_length_and_no_chunking_is_rechunked_for_the_client() -> None:
+    sent = head([(b"X-Keep", b"1"), (b"Connection", b"close")])
+    assert sent == b"HTTP/1.1 200 OK\r\nx-keep: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def test_204_loses_a_content_length_and_head_keeps_it() -> None:
+    assert head([(b"Content-Length", b"5")], 204) == b"HTTP/1.1 204 No Content\r\n\r\n"
+    sent = head([(b"Content-Length", b"5")], 200, method=b"HEAD")
+    assert sent == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
+
+
+def test_a_header_named_like_a_hop_header_prefix_is_kept() -> None:
+    sent = head([(b"Connection-Id", b"7"), (b"TE-Info", b"x"), (b"Content-Length", b"0")])
+    assert sent == b"HTTP/1.1 200 OK\r\nconnection-id: 7\r\nte-info: x\r\ncontent-length: 0\r\n\r\n"
