@@ -392,7 +392,7 @@ class Exchange:
     def upstream_head(self, status: int) -> None:
         out = self.conn.out
         start = len(out)
-        out.append(responses.status_line(status))
+        out.append(responses.STATUS_LINES.get(status) or responses.status_line(status))
         content_length: bytes | None = None
         upstream_chunked = False
         listed: set[bytes] | None = None
@@ -401,7 +401,7 @@ class Exchange:
                 if name == b"content-length":
                     content_length = value
                 elif name == b"transfer-encoding":
-                    upstream_chunked = b"chunked" in value.lower()
+                    upstream_chunked = value.lower().find(b"chunked") >= 0
                 elif name == b"connection" and value not in PLAIN_CONNECTION_VALUES:
                     listed = connection_tokens(value) or None
                 continue

@@ -204,6 +204,7 @@ class ServerConnection(asyncio.Protocol):
         "transfer_encoding",
         "transport",
         "url",
+        "valid_host",
         "write_paused",
         "write_paused_since",
         "x_forwarded_for",
@@ -211,6 +212,7 @@ class ServerConnection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.valid_host = b""  # the last Host that passed the character check
         self.limits = limits = server.limits
         # read per request: copied here to save the attribute hops
         self.max_headers = limits.max_headers
@@ -554,8 +556,11 @@ class ServerConnection(asyncio.Protocol):
         if not host:
             if not http_10:
                 raise _LimitExceeded(400)  # HTTP/1.1 requires Host (RFC 9112 §3.2)
-        elif host.translate(None, HOST_BYTES):
-            raise _LimitExceeded(400)  # an invalid Host (RFC 9112 §3.2)
+        elif host != self.valid_host:
+            # Checked once per connection and Host: keep-alive clients repeat the same one.
+            if host.translate(None, HOST_BYTES):
+                raise _LimitExceeded(400)  # an invalid Host (RFC 9112 §3.2)
+            self.valid_host = host
         headers = self.headers
         if self.connection_value is not None:
             listed = {t.strip().lower() for t in self.connection_value.split(b",")}
