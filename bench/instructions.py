@@ -1,0 +1,115 @@
+"""Instructions per proxied request, counted by callgrind: a speed figure that noise cannot move.
+
+Wall-clock req/s on a shared 2-core box drifts by ±30% between runs; callgrind counts executed
+instructions, the same for the same code whatever else the machine does. This drives one client
+connection and one pooled upstream connection with in-memory transports (no sockets, no kernel:
+only fastgw's own per-request work plus httptools), runs it for two request counts and reports
+the difference per request, so start-up cancels out.
+
+    python bench/instructions.py            # plain path
+    python bench/instructions.py --run N    # (internal) the measured loop itself
+Needs valgrind (apt-get install valgrind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMALL, LARGE = 1000, 3000  # request counts of the two runs; their difference is what counts
+
+CONFIG = """
+_format_version: "3.0"
+_fastgw: {upstream_max_requests: 0, admin_listen: null}
+services:
+  - url: http://127.0.0.1:9
+    routes: [{paths: ["/"]}]
+"""
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 16:02:04 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+)
+
+
+class MemoryTransport:
+    """Just enough of an asyncio transport: writes are kept, flow control is a no-op."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 50000) if name in ("peername", "sockname") else default
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool:
+        return False
+
+
+async def proxy_requests(count: int) -> None:
+    from fastgw.config import parse_config
+    from fastgw.gateway import Gateway
+    from fastgw.http.upstream import UpstreamConnection
+
+    gateway = Gateway(parse_config(CONFIG), admin_listen=False)
+    pool = gateway.pools[0]
+    upstream = UpstreamConnection(pool)
+    upstream.connection_made(MemoryTransport())  # type: ignore[arg-type]
+    pool.idle.append(upstream)
+    client = gateway.proxy.protocol_factory()
+    client_transport = MemoryTransport()
+    client.connection_made(client_transport)  # type: ignore[arg-type]
+    for _ in range(count):
+        client.data_received(REQUEST)
+        upstream.data_received(RESPONSE)
+    if not client_transport.written[-1].endswith(b"ok"):
+        raise SystemExit("the proxied response is wrong: the harness no longer matches the code")
+
+
+def instructions(count: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        result = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+             __file__, "--run", str(count)],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    match = re.search(r"Collected : (\d+)", result.stderr)
+    if match is None:
+        raise SystemExit(f"no instruction count in callgrind's output:\n{result.stderr[-2000:]}")
+    return int(match.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run is not None:
+        sys.path.insert(0, str(REPO_ROOT))
+        import uvloop
+
+        uvloop.run(proxy_requests(args.run))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is missing: apt-get install valgrind", file=sys.stderr)
+        return 2
+    instructions(SMALL)  # warm the bytecode caches on disk so both runs start alike
+    per_request = (instructions(LARGE) - instructions(SMALL)) / (LARGE - SMALL)
+    print(f"{per_request:,.0f} instructions per proxied request (plain path, in-memory transports)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
