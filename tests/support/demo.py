@@ -67,7 +67,13 @@ def main() -> None:
 
     async def serve() -> None:
         gateway = Gateway(config)
-        await gateway.start()
+        try:
+            await gateway.start()
+        except OSError as error:
+            raise SystemExit(
+                f"cannot listen on {args.listen} or {args.admin}: {error.strerror}; "
+                "set FASTGW_LISTEN / FASTGW_ADMIN (e.g. FASTGW_LISTEN=127.0.0.1:8080 make run)"
+            ) from None
         host, port = gateway.addresses[0]
         base = f"http://{host}:{port}"
         print(
