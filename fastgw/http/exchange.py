@@ -167,7 +167,7 @@ class Exchange:
         if not self.request_complete and self.body_buffered <= limit:
             self._send_continue()
             self.body_waiter = asyncio.get_running_loop().create_future()
-            self.conn.allow_body_buffering()
+            self.conn.resume_for_buffer()
             try:
                 await self.body_waiter
             finally:
@@ -324,7 +324,7 @@ class Exchange:
         upstream.send(self, b"".join(parts))
         conn = self.conn
         if conn.read_paused:
-            conn.resume_reading_for(self)
+            conn.resume_for_buffer()
         if conn.write_paused:
             # The client stopped reading during an earlier (pipelined) answer and has not
             # caught up: no pause_writing will come, so hold this upstream back from the start.
@@ -444,9 +444,6 @@ class Exchange:
             self.conn.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
             self.conn.out.append(body)
-
-    def flush(self) -> None:
-        self.conn.flush()
 
     def upstream_complete(self, upstream: UpstreamConnection, *, reusable: bool) -> None:
         if self.response_chunked:

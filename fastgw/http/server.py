@@ -14,7 +14,7 @@ from typing import Protocol
 import httptools
 
 from fastgw.http import responses
-from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Exchange
+from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Exchange, connection_tokens
 from fastgw.http.timers import TICK_SECONDS, Ticker
 from fastgw.ratelog import RateLimitedLog
 
@@ -356,10 +356,8 @@ class ServerConnection(asyncio.Protocol):
     def pause_for_buffer(self) -> None:
         self._pause(PAUSE_BUFFER)
 
-    def allow_body_buffering(self) -> None:
-        self._resume(PAUSE_BUFFER)
-
-    def resume_reading_for(self, exchange: Exchange) -> None:
+    def resume_for_buffer(self) -> None:
+        """The buffered body may grow again (a plugin reads it) or is drained (upstream on)."""
         self._resume(PAUSE_BUFFER)
 
     def pause_for_upstream(self) -> None:
@@ -563,8 +561,8 @@ class ServerConnection(asyncio.Protocol):
             self.valid_host = host
         headers = self.headers
         if self.connection_value is not None:
-            listed = {t.strip().lower() for t in self.connection_value.split(b",")}
-            if len(listed - {b"close", b"keep-alive", b"upgrade", b""}):
+            listed = connection_tokens(self.connection_value)
+            if listed:
                 headers = [h for h in headers if h[0] not in listed]
         if self.chunked:
             self._check_transfer_encoding(http_10)

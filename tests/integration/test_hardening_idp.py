@@ -48,18 +48,18 @@ from tests.integration.misbehaving_idp import (
     json_reply,
     token_reply,
 )
-from tests.integration.oidc_support import (
+from tests.integration.oidc_support import (  # noqa: F401  echo_port is a fixture
     GATEWAY_HOST,
     Echo,
     LogCollector,
     Response,
     Secrets,
     basic,
+    echo_port,
     gateway_config,
     request,
     wait_until,
 )
-from tests.support.echo import EchoHandler, make_server
 
 pytestmark = pytest.mark.integration
 
@@ -180,35 +180,6 @@ def logs() -> Iterator[Collector]:
     finally:
         root.removeHandler(collector)
         root.setLevel(previous)
-
-
-class _NoDelayEchoHandler(EchoHandler):
-    # http.server writes the head and the body apart; with Nagle on, the body waits for the
-    # ACK of the head, which the gateway's kernel delays by up to 40 ms on a reused connection:
-    # the cached client's latency would measure that, not the gateway
-    disable_nagle_algorithm = True
-
-
-@contextlib.contextmanager
-def echo_upstream() -> Iterator[int]:
-    """tests/support/echo.py's upstream with TCP_NODELAY, served from a daemon thread."""
-    server = make_server(0)
-    server.RequestHandlerClass = _NoDelayEchoHandler
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-@pytest.fixture(scope="module")
-def echo_port() -> Iterator[int]:
-    with echo_upstream() as port:
-        yield port
 
 
 @pytest.fixture(scope="module")

@@ -201,18 +201,8 @@ class Discovery:
     async def _fetch(self) -> None:
         self._last_attempt = self._clock()
         try:
-            response = await call_idp(
-                self._http,
-                "GET",
-                self._discovery_url,
-                what="discovery",
-                timeout=self._timeout,
-                max_body=MAX_DOCUMENT_BYTES,
-                headers={"Accept": "application/json"},
-            )
-            if response.status != 200:
-                raise IdpUnavailable(f"discovery answered HTTP {response.status}")
-            metadata = parse_metadata(response.body, self._issuer)
+            body = await self._get_document(self._discovery_url, "discovery")
+            metadata = parse_metadata(body, self._issuer)
             keys = self.keys
             if self._need_keys:
                 keys = await self._fetch_keys(metadata)
@@ -225,22 +215,26 @@ class Discovery:
     async def _fetch_keys(self, metadata: Metadata) -> KeySet:
         if metadata.jwks_uri is None:
             raise IdpUnavailable("discovery document has no jwks_uri")
+        keys = parse_jwks(await self._get_document(metadata.jwks_uri, "JWKS"))
+        if not keys.keys and self.keys.keys:
+            # an empty set mid-rotation would fail every token; keep the last good keys
+            raise IdpUnavailable("JWKS has no usable signing keys")
+        return keys
+
+    async def _get_document(self, url: str, what: str) -> bytes:
+        """The body of a JSON document the IdP publishes (bounded); IdpUnavailable otherwise."""
         response = await call_idp(
             self._http,
             "GET",
-            metadata.jwks_uri,
-            what="JWKS",
+            url,
+            what=what,
             timeout=self._timeout,
             max_body=MAX_DOCUMENT_BYTES,
             headers={"Accept": "application/json"},
         )
         if response.status != 200:
-            raise IdpUnavailable(f"JWKS answered HTTP {response.status}")
-        keys = parse_jwks(response.body)
-        if not keys.keys and self.keys.keys:
-            # an empty set mid-rotation would fail every token; keep the last good keys
-            raise IdpUnavailable("JWKS has no usable signing keys")
-        return keys
+            raise IdpUnavailable(f"{what} answered HTTP {response.status}")
+        return response.body
 
     async def run(self) -> None:
         """Discover in the background until it first succeeds, backing off between attempts."""
