@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
             )
         workers = config.settings.workers
         if args.workers:
-            workers = os.cpu_count() or 1 if args.workers == "auto" else int(args.workers)
+            workers = (os.cpu_count() or 1) if args.workers == "auto" else int(args.workers)
             if workers < 1:
                 raise ValueError
     except ConfigError as error:
