@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import threading
 
 import uvloop
@@ -89,8 +90,12 @@ fastgw demo is up.  IdP: {idp.issuer}   upstream: echo on port {echo.server_addr
 Ctrl-C stops it.""",
             flush=True,
         )
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # both stop the IdP and upstream too
+            loop.add_signal_handler(signum, stopped.set)
         try:
-            await asyncio.Event().wait()
+            await stopped.wait()
         finally:
             await gateway.stop(drain_timeout=1)
 
