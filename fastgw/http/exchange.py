@@ -10,7 +10,7 @@ import asyncio
 import errno
 import inspect
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from fastgw.http import responses
@@ -35,34 +35,15 @@ DISCARD_LIMIT = 1024 * 1024
 
 IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
-# Response headers the gateway re-creates or that only concern the upstream hop (RFC 9110 §7.6.1).
-RESPONSE_HOP_HEADERS = frozenset(
-    (
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-    )
-)
 NO_BODY_STATUSES = frozenset((204, 304))
-# Connection header values that list no other header: the common case, checked without parsing.
-PLAIN_CONNECTION_VALUES = frozenset(
-    (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")
-)
 
 
-def connection_tokens(value: bytes) -> set[bytes]:
-    """Header names listed in a Connection header (besides close/keep-alive)."""
-    tokens = {token.strip().lower() for token in value.split(b",")}
-    tokens.discard(b"close")
-    tokens.discard(b"keep-alive")
-    tokens.discard(b"")
-    return tokens
+def host_without_port(host: bytes) -> bytes:
+    """`example.com:8000` -> `example.com`; an IP literal (`[::1]:80`) keeps its colons."""
+    colon = host.rfind(b":")
+    if colon < 0 or host.find(b"]", colon) >= 0:
+        return host
+    return host[:colon]
 
 
 class Exchange:
@@ -73,6 +54,7 @@ class Exchange:
     responded = False
     local_status = 0
     local_body = b""
+    local_headers: Sequence[tuple[bytes, bytes]] = ()
     target: UpstreamTarget | None = None
     upstream_host: bytes | None = None  # set by routing when the route preserves Host
     upstream: UpstreamConnection | None = None
@@ -128,7 +110,6 @@ class Exchange:
         else:
             self.expect_continue = False
         self.x_forwarded_for = x_forwarded_for
-        self.response_headers: list[tuple[bytes, bytes]] = []
 
     # -- the plugin context (fastgw.pipeline.RequestContext) -------------------------------------
 
@@ -191,7 +172,7 @@ class Exchange:
         self.target = None
         self.local_status = status
         self.local_body = body
-        self.response_headers = list(headers)
+        self.local_headers = list(headers)
 
     # -- running the handler ---------------------------------------------------------------------
 
@@ -271,58 +252,49 @@ class Exchange:
 
     # -- the request, towards the upstream -------------------------------------------------------
 
-    def _upstream_head(self) -> list[bytes]:
+    def _send_to(self, upstream: UpstreamConnection) -> None:
+        self.upstream = upstream
         target = self.target
         assert target is not None
         conn = self.conn
-        host = self.upstream_host or target.host_header
         parts = [self.method, b" ", self.upstream_path]
         if self.query:
             parts += (b"?", self.query)
-        parts += (b" HTTP/1.1\r\nhost: ", host, b"\r\n")
+        parts += (b" HTTP/1.1\r\nhost: ", self.upstream_host or target.host_header, b"\r\n")
         for name, value in self.headers:
             parts += (name, b": ", value, b"\r\n")
-        if self.x_forwarded_for is None:
-            parts += (b"x-forwarded-for: ", conn.client_ip_bytes, b"\r\n")
+        if self.x_forwarded_for is not None:
+            parts += (b"x-forwarded-for: ", self.x_forwarded_for, b", ")
         else:
-            parts += (
-                b"x-forwarded-for: ",
-                self.x_forwarded_for,
-                b", ",
-                conn.client_ip_bytes,
-                b"\r\n",
-            )
-        if self.host:
-            parts += (
-                b"x-forwarded-host: ",
-                self.host.rsplit(b":", 1)[0] if self.host.find(b"]") < 0 else self.host,
-                b"\r\n",
-            )
+            parts.append(b"x-forwarded-for: ")
+        # the client's address, then X-Forwarded-Proto/-Port/X-Real-IP, prebuilt per connection
         parts.append(conn.forwarded_lines)
-        if self.body_mode == BODY_LENGTH:
+        host = self.host
+        if host:
+            # the Host without its port, kept per connection: keep-alive clients repeat it
+            if host != conn.valid_host:
+                forwarded_host = host_without_port(host)
+            else:
+                forwarded_host = conn.forwarded_host
+            parts += (b"x-forwarded-host: ", forwarded_host, b"\r\n")
+        body_mode = self.body_mode
+        if body_mode == BODY_NONE:
+            # an explicit "content-length: 0" (e.g. an empty POST) is kept: some need it
+            parts.append(b"\r\n" if self.content_length != 0 else b"content-length: 0\r\n\r\n")
+        elif body_mode == BODY_LENGTH:
             parts.append(b"content-length: %d\r\n\r\n" % self.content_length)
-        elif self.body_mode == BODY_CHUNKED:
-            parts.append(b"transfer-encoding: chunked\r\n\r\n")
-        elif self.content_length == 0:
-            parts.append(b"content-length: 0\r\n\r\n")  # e.g. an empty POST: some need it
         else:
-            parts.append(b"\r\n")
-        return parts
-
-    def _send_to(self, upstream: UpstreamConnection) -> None:
-        self.upstream = upstream
-        parts = self._upstream_head()
+            parts.append(b"transfer-encoding: chunked\r\n\r\n")
         if self.body_chunks:
-            if self.body_mode == BODY_CHUNKED:
+            if body_mode == BODY_CHUNKED:
                 for chunk in self.body_chunks:
                     parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
             else:
                 parts += self.body_chunks
             self.body_chunks = []
-        if self.request_complete and self.body_mode == BODY_CHUNKED:
+        if self.request_complete and body_mode == BODY_CHUNKED:
             parts.append(b"0\r\n\r\n")
-        upstream.send(self, b"".join(parts))
-        conn = self.conn
+        upstream.send(self, b"".join(parts), target.read_timeout)
         if conn.read_paused:
             conn.resume_for_buffer()
         if conn.write_paused:
@@ -389,35 +361,26 @@ class Exchange:
 
     # -- the response, towards the client --------------------------------------------------------
 
-    def upstream_head(self, status: int) -> None:
+    def upstream_head(
+        self,
+        status: int,
+        head: list[bytes],
+        content_length: bytes | None,
+        upstream_chunked: bool,
+    ) -> Callable[[bytes], object]:
+        """Write the client's response head; returns where the body's bytes go.
+
+        `head` holds the upstream's end-to-end header lines as pieces, ready to write.
+        """
         out = self.conn.out
-        start = len(out)
         out.append(responses.STATUS_LINES.get(status) or responses.status_line(status))
-        content_length: bytes | None = None
-        upstream_chunked = False
-        listed: set[bytes] | None = None
-        for name, value in self.response_headers:
-            if name in RESPONSE_HOP_HEADERS:
-                if name == b"content-length":
-                    content_length = value
-                elif name == b"transfer-encoding":
-                    upstream_chunked = value.lower().find(b"chunked") >= 0
-                elif name == b"connection" and value not in PLAIN_CONNECTION_VALUES:
-                    listed = connection_tokens(value) or None
-                continue
-            out += (name, b": ", value, b"\r\n")
-        if listed is not None:
-            # Connection named more hop-by-hop headers (rare): rebuild the head without them.
-            del out[start + 1 :]
-            for name, value in self.response_headers:
-                if name not in RESPONSE_HOP_HEADERS and name not in listed:
-                    out += (name, b": ", value, b"\r\n")
+        out += head
         if not self.request_complete:
             # Answered before the whole body arrived: the rest of the body will most likely
             # be cut off (see upstream_complete), so say now that the connection ends.
             self.keep_alive = False
-        no_body = self.head_request or status in NO_BODY_STATUSES
-        if no_body:
+        sink = out.append
+        if self.head_request or status in NO_BODY_STATUSES:
             if content_length is not None and status != 204:
                 out += (b"content-length: ", content_length, b"\r\n")
         elif content_length is not None:
@@ -429,6 +392,7 @@ class Exchange:
             else:
                 self.response_chunked = True
                 out.append(b"transfer-encoding: chunked\r\n")
+                sink = self._write_chunk
         if not self.keep_alive:
             out.append(b"connection: close\r\n\r\n")
         elif self.http_10:
@@ -436,16 +400,13 @@ class Exchange:
         else:
             out.append(b"\r\n")
         self.response_started = True
+        return sink
 
-    def upstream_body(self, body: bytes) -> None:
-        if not body:
-            return
-        if self.response_chunked:
+    def _write_chunk(self, body: bytes) -> None:
+        if body:  # an empty chunk would end the body
             self.conn.out += (b"%x\r\n" % len(body), body, b"\r\n")
-        else:
-            self.conn.out.append(body)
 
-    def upstream_complete(self, upstream: UpstreamConnection, *, reusable: bool) -> None:
+    def upstream_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
         if self.response_chunked:
             self.conn.out.append(b"0\r\n\r\n")
         self.response_complete = True
@@ -481,7 +442,7 @@ class Exchange:
             return
         if self.response_started:
             if self.response_close_delimited:
-                self.upstream_complete(upstream, reusable=False)
+                self.upstream_complete(upstream, False)
             else:
                 self.conn.abort()  # a truncated response must not look complete
             return
@@ -521,14 +482,13 @@ class Exchange:
         self._write_local_response()
 
     def _write_local_response(self) -> None:
-        headers = self.response_headers
+        headers = self.local_headers
         if not self.request_complete:
             if self.expect_continue and not self.continue_sent:
                 # The client has not sent its body and may never: do not wait for it.
                 self.keep_alive = False
             else:
                 self.discarding = True
-        self.response_headers = []
         self.conn.write(
             responses.build_response(
                 self.local_status,

@@ -14,7 +14,8 @@ from typing import Protocol
 import httptools
 
 from fastgw.http import responses
-from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Exchange, connection_tokens
+from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Exchange, host_without_port
+from fastgw.http.headers import connection_tokens
 from fastgw.http.timers import TICK_SECONDS, Ticker
 from fastgw.ratelog import RateLimitedLog
 
@@ -176,6 +177,7 @@ class ServerConnection(asyncio.Protocol):
         "error_after",
         "expect_continue",
         "feeding",
+        "forwarded_host",
         "forwarded_lines",
         "framing_seen",
         "fresh",
@@ -213,6 +215,7 @@ class ServerConnection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.valid_host = b""  # the last Host that passed the character check
+        self.forwarded_host = b""  # valid_host without its port, for X-Forwarded-Host
         self.limits = limits = server.limits
         # read per request: copied here to save the attribute hops
         self.max_headers = limits.max_headers
@@ -281,12 +284,10 @@ class ServerConnection(asyncio.Protocol):
         self.client_ip_bytes = self.client_ip.encode()
         sock = transport.get_extra_info("sockname")
         port = sock[1] if isinstance(sock, tuple) else self.server.port
+        # the end of X-Forwarded-For and the other X-Forwarded-* lines, the same per request
         self.forwarded_lines = (
-            b"x-forwarded-proto: http\r\nx-forwarded-port: %d\r\nx-real-ip: %b\r\n"
-            % (
-                port,
-                self.client_ip_bytes,
-            )
+            b"%b\r\nx-forwarded-proto: http\r\nx-forwarded-port: %d\r\nx-real-ip: %b\r\n"
+            % (self.client_ip_bytes, port, self.client_ip_bytes)
         )
         self.idle_since = self.last_read = self.ticker.now
         self.server.connections.add(self)
@@ -559,6 +560,7 @@ class ServerConnection(asyncio.Protocol):
             if host.translate(None, HOST_BYTES):
                 raise _LimitExceeded(400)  # an invalid Host (RFC 9112 §3.2)
             self.valid_host = host
+            self.forwarded_host = host_without_port(host)
         headers = self.headers
         if self.connection_value is not None:
             listed = connection_tokens(self.connection_value)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
 
+from fastgw.http.headers import PLAIN_CONNECTION_VALUES, RESPONSE_HOP_HEADERS, connection_tokens
 from fastgw.http.timers import TICK_SECONDS, Ticker
 
 if TYPE_CHECKING:
@@ -52,7 +54,34 @@ class UpstreamTarget:
 
 
 class UpstreamConnection(asyncio.Protocol):
-    """One TCP (or TLS) connection to an upstream; parses responses for the attached exchange."""
+    """One TCP (or TLS) connection to an upstream; parses responses for the attached exchange.
+
+    The upstream's hop-by-hop headers are dropped here, while parsing: the exchange gets the
+    forwarded header lines ready to write plus the framing the upstream announced.
+    """
+
+    __slots__ = (
+        "_body_sink",
+        "_completed",
+        "_head_bytes",
+        "_informational",
+        "_read_timeout",
+        "_reset_parser",
+        "_reusable",
+        "_ticker",
+        "closed",
+        "connection_listed",
+        "content_length",
+        "deadline",
+        "exchange",
+        "head",
+        "idle_since",
+        "parser",
+        "pool",
+        "requests",
+        "transfer_chunked",
+        "transport",
+    )
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
@@ -63,18 +92,29 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests = 0  # served on this connection, for max_requests
         self.idle_since = 0.0
         self.deadline = 0.0  # read/write deadline while attached; 0 = none
-        self.got_response_bytes = False
-        self._head_bytes = 0
+        self._head_bytes = 0  # response bytes read before the head completed (0: none yet)
         self._informational = False
         self._ticker = pool.ticker
         self._read_timeout = 0.0
-        self._headers: list[tuple[bytes, bytes]] = []
         self._reset_parser = False
+        # the response head being parsed: forwarded header lines as pieces (name, ": ", value,
+        # CRLF), and the hop-by-hop headers that say how the upstream frames the body
+        self.head: list[bytes] = []
+        self.content_length: bytes | None = None
+        self.transfer_chunked = False
+        self.connection_listed: bytes | None = None  # a Connection value naming other headers
+        # where body bytes go: the exchange's writer, set with the head
+        self._body_sink: Callable[[bytes], object] = self._unexpected_body
         # A response completes inside feed_data but is handed on only after it returns: bytes
         # after it in the same read (a response bigger than announced, a second response nobody
         # asked for) must be seen before the connection may go back to the pool.
         self._completed: Exchange | None = None
         self._reusable = False
+
+    @property
+    def got_response_bytes(self) -> bool:
+        """Whether the attached exchange's response has begun to arrive."""
+        return self._head_bytes > 0
 
     # -- connection lifecycle --------------------------------------------------------------------
 
@@ -99,6 +139,7 @@ class UpstreamConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Close without flushing and never reuse (after a fault or a cancelled exchange)."""
         self.exchange = None
+        self._body_sink = self._unexpected_body
         if not self.closed:
             self.closed = True
             self.pool.forget(self)
@@ -121,14 +162,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def send(self, exchange: Exchange, data: bytes) -> None:
+    def send(self, exchange: Exchange, data: bytes, read_timeout: float) -> None:
         """Attach `exchange` and write its request head (and whatever body is ready)."""
         self.exchange = exchange
-        self._headers = exchange.response_headers
         self.requests += 1
-        self.got_response_bytes = False
         self._head_bytes = 0
-        self._read_timeout = read_timeout = exchange.target.read_timeout
+        self._read_timeout = read_timeout
         self.deadline = self._ticker.now + read_timeout
         self.transport.write(data)  # type: ignore[union-attr]
 
@@ -142,7 +181,6 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if not exchange.response_started:
             self._head_bytes += len(data)  # bounds the head's size until it is complete
-        self.got_response_bytes = True
         self.deadline = self._ticker.now + self._read_timeout
         try:
             self.parser.feed_data(data)
@@ -155,7 +193,7 @@ class UpstreamConnection(asyncio.Protocol):
                 # The response completed; what followed it was not ours to read. Never reuse.
                 self._completed = None
                 self.abort()
-                completed.upstream_complete(self, reusable=False)
+                completed.upstream_complete(self, False)
             return
         completed = self._completed
         if completed is not None:
@@ -163,7 +201,7 @@ class UpstreamConnection(asyncio.Protocol):
             if self._reset_parser:
                 self._reset_parser = False
                 self.parser = httptools.HttpResponseParser(self)
-            completed.upstream_complete(self, reusable=self._reusable)
+            completed.upstream_complete(self, self._reusable)
             return
         if (
             self._head_bytes > MAX_RESPONSE_HEAD
@@ -182,7 +220,7 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None and exchange.response_close_delimited:
             self.exchange = None
-            exchange.upstream_complete(self, reusable=False)
+            exchange.upstream_complete(self, False)
         return None
 
     # httptools callbacks, in the order they fire
@@ -192,40 +230,56 @@ class UpstreamConnection(asyncio.Protocol):
             # A response after the one we asked for completed, in the same read: the upstream's
             # framing disagrees with ours. Stop here; the connection is not reused.
             raise ValueError("upstream sent more than one response")
+        self.head = []
+        self.content_length = None
+        self.transfer_chunked = False
+        self.connection_listed = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Counted at on_headers_complete: the head-size bound already caps the list's length.
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        if name not in RESPONSE_HOP_HEADERS:
+            self.head += (name, b": ", value, b"\r\n")
+        elif name == b"content-length":
+            self.content_length = value
+        elif name == b"transfer-encoding":
+            self.transfer_chunked = value.lower().find(b"chunked") >= 0
+        elif name == b"connection" and value not in PLAIN_CONNECTION_VALUES:
+            listed = self.connection_listed
+            self.connection_listed = value if listed is None else listed + b"," + value
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         exchange = self.exchange
-        if len(self._headers) > MAX_RESPONSE_HEADERS:
+        assert exchange is not None
+        head = self.head
+        if len(head) > MAX_RESPONSE_HEADERS * 4:
             raise ValueError("upstream response has too many headers")
         if status < 200:
             # 1xx (e.g. 103 Early Hints): not forwarded; the final response follows.
             self._informational = True
-            exchange.response_headers.clear()  # type: ignore[union-attr]
+            self.head = []
+            self.content_length = None
+            self.transfer_chunked = False
+            self.connection_listed = None
             return
-        if self._head_bytes > MAX_RESPONSE_HEAD and (
-            _head_size(exchange.response_headers) > MAX_RESPONSE_HEAD  # type: ignore[union-attr]
-        ):
+        if self._head_bytes > MAX_RESPONSE_HEAD and sum(map(len, head)) > MAX_RESPONSE_HEAD:
             # The reads that brought the head also brought body; only now is its size exact.
             raise ValueError("upstream response head too large")
-        if exchange.head_request:  # type: ignore[union-attr]
+        if self.connection_listed is not None:
+            head = without_listed_headers(head, connection_tokens(self.connection_listed))
+        self._body_sink = exchange.upstream_head(
+            status, head, self.content_length, self.transfer_chunked
+        )
+        if exchange.head_request:
             # httptools cannot be told a HEAD response has no body; finish it here and
             # give the next response a fresh parser.
             self._reset_parser = True
-        exchange.upstream_head(status)  # type: ignore[union-attr]
-        if exchange.head_request:  # type: ignore[union-attr]
+            self._body_sink = self._unexpected_body
             self._finish(self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
-        exchange = self.exchange
-        if exchange is not None:
-            exchange.upstream_body(body)
-        else:
-            self._reusable = False  # bytes after a HEAD response's head: not ours to read
+        self._body_sink(body)
 
     def on_message_complete(self) -> None:
         if self._informational:
@@ -241,9 +295,17 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         self._reusable = keep_alive
 
+    def _unexpected_body(self, body: bytes) -> None:
+        self._reusable = False  # bytes after a HEAD response's head: not ours to read
 
-def _head_size(headers: list[tuple[bytes, bytes]]) -> int:
-    return sum(len(name) + len(value) + 4 for name, value in headers)
+
+def without_listed_headers(head: list[bytes], listed: set[bytes]) -> list[bytes]:
+    """The header pieces of `head` (name, ": ", value, CRLF) minus those named in `listed`."""
+    kept: list[bytes] = []
+    for index in range(0, len(head), 4):
+        if head[index] not in listed:
+            kept += head[index : index + 4]
+    return kept
 
 
 class UpstreamPool:

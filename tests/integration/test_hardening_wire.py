@@ -62,8 +62,8 @@ def forwarded(gateway, upstream, head: bytes, framing: bytes = b"", body: bytes 
     request_line, _, headers = head.partition(b"\r\n")
     return (
         b"%b HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n%bx-forwarded-for: 127.0.0.1\r\n"
-        b"x-forwarded-host: gw.test\r\nx-forwarded-proto: http\r\nx-forwarded-port: %d\r\n"
-        b"x-real-ip: 127.0.0.1\r\n%b\r\n%b"
+        b"x-forwarded-proto: http\r\nx-forwarded-port: %d\r\nx-real-ip: 127.0.0.1\r\n"
+        b"x-forwarded-host: gw.test\r\n%b\r\n%b"
         % (request_line, upstream.port, headers, gateway.port, framing, body)
     )
 

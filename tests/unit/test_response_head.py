@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fastgw.http.exchange import BODY_NONE, Exchange
+from fastgw.http.timers import Ticker
+from fastgw.http.upstream import UpstreamConnection
 
 
 class Conn:
@@ -13,15 +15,41 @@ class Conn:
     def __init__(self) -> None:
         self.out: list[bytes] = []
 
+    def flush(self) -> None: ...
+
+    def exchange_done(self, exchange: Exchange) -> None: ...
+
+    read_paused = 0
+
+
+class Pool:
+    ticker = Ticker()
+
+    def release(self, upstream: UpstreamConnection) -> None: ...
+
+    def forget(self, upstream: UpstreamConnection) -> None: ...
+
+
+class Transport:
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    abort = close
+
 
 def head(headers: list[tuple[bytes, bytes]], status: int = 200, *, method: bytes = b"GET") -> bytes:
+    """What the client gets for an upstream response with `headers`, parsed by the real parser."""
     conn = Conn()
     exchange = Exchange(
         conn,  # type: ignore[arg-type]
         method, b"/", b"", b"gw", [], True, False, BODY_NONE, -1, False, None,
     )  # fmt: skip
-    exchange.response_headers = [(name.lower(), value) for name, value in headers]
-    exchange.upstream_head(status)
+    upstream = UpstreamConnection(Pool())  # type: ignore[arg-type]
+    upstream.connection_made(Transport())  # type: ignore[arg-type]
+    upstream.send(exchange, b"", 60.0)
+    raw = b"HTTP/1.1 %d X\r\n%b\r\n" % (status, b"".join(b"%b: %b\r\n" % h for h in headers))
+    upstream.data_received(raw)
     return b"".join(conn.out)
 
 

@@ -134,7 +134,7 @@ class FakeUpstream:
         self.closed = False
         self.exchange: Exchange | None = None
 
-    def send(self, exchange: Exchange, data: bytes) -> None:
+    def send(self, exchange: Exchange, data: bytes, read_timeout: float) -> None:
         self.exchange = exchange
         self.transport.write(data)
 
@@ -142,10 +142,9 @@ class FakeUpstream:
         exchange = self.exchange
         assert exchange is not None
         self.exchange = None
-        exchange.response_headers = [(b"content-length", b"%d" % len(body))]
-        exchange.upstream_head(200)
-        exchange.upstream_body(body)
-        exchange.upstream_complete(self, reusable=True)  # type: ignore[arg-type]
+        write_body = exchange.upstream_head(200, [], b"%d" % len(body), False)
+        write_body(body)
+        exchange.upstream_complete(self, True)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.closed = True
@@ -172,6 +171,7 @@ class FakeTarget:
         self.pool = FakePool()
         self.host_header = b"upstream.test"
         self.retries = 0
+        self.read_timeout = 60.0
 
 
 def describe(exchange: Exchange) -> bytes:
