@@ -51,6 +51,14 @@ class Exchange:
 
     # Per-request defaults live on the class: an exchange stores only what differs, which makes
     # creating one (once per request) about twice as cheap as setting every field in __init__.
+    # the request's framing (the server sets what differs from a bodiless HTTP/1.1 request)
+    http_10 = False
+    head_request = False
+    body_mode = BODY_NONE
+    request_complete = True
+    content_length = -1  # -1 when absent; an explicit 0 is forwarded
+    expect_continue = False
+    x_forwarded_for: bytes | None = None
     responded = False
     local_status = 0
     local_body = b""
@@ -84,12 +92,8 @@ class Exchange:
         host: bytes,
         headers: list[tuple[bytes, bytes]],
         keep_alive: bool,
-        http_10: bool,
-        body_mode: int,
-        content_length: int,
-        expect_continue: bool,
-        x_forwarded_for: bytes | None,
     ) -> None:
+        """A bodiless HTTP/1.1 request; `expect_body` and the framing fields say otherwise."""
         self.conn = conn
         self.method = method
         self.path = path
@@ -97,19 +101,20 @@ class Exchange:
         self.query = query
         self.host = host
         self.headers = headers
-        self.client_ip = conn.client_ip
         self.keep_alive = keep_alive
-        self.http_10 = http_10
-        self.head_request = method == b"HEAD"
+        if method == b"HEAD":
+            self.head_request = True
+
+    def expect_body(self, body_mode: int, expect_continue: bool) -> None:
+        """A body follows the head (Content-Length or chunked); it streams in later."""
         self.body_mode = body_mode
-        self.request_complete = body_mode == BODY_NONE
-        self.content_length = content_length  # -1 when absent; an explicit 0 is forwarded
-        if body_mode != BODY_NONE:
-            self.body_chunks = []
-            self.expect_continue = expect_continue
-        else:
-            self.expect_continue = False
-        self.x_forwarded_for = x_forwarded_for
+        self.request_complete = False
+        self.body_chunks = []
+        self.expect_continue = expect_continue
+
+    @property
+    def client_ip(self) -> str:
+        return self.conn.client_ip
 
     # -- the plugin context (fastgw.pipeline.RequestContext) -------------------------------------
 

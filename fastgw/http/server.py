@@ -14,7 +14,7 @@ from typing import Protocol
 import httptools
 
 from fastgw.http import responses
-from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Exchange, host_without_port
+from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, Exchange, host_without_port
 from fastgw.http.headers import connection_tokens
 from fastgw.http.timers import TICK_SECONDS, Ticker
 from fastgw.ratelog import RateLimitedLog
@@ -39,6 +39,8 @@ CHUNK_EXCESS_LIMIT = 16 * 1024
 # wants 400 for an invalid Host; nginx checks it too. Anything else ("/", "@", spaces, obs-text)
 # would reach routing, x-forwarded-host and, with preserve_host, the upstream's Host.
 HOST_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:[]"
+
+_SLASH = 0x2F  # b"/"[0]
 
 # Read-pause reasons: reading resumes only when none is left.
 PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
@@ -495,19 +497,24 @@ class ServerConnection(asyncio.Protocol):
             # §6.5.2): plugins have already seen them, and the upstream never gets trailers.
             # Their size is bounded with the body's other non-data bytes (_check_chunks).
             return
-        headers = self.headers
-        if len(headers) >= self.max_headers:
-            raise _LimitExceeded(431)
-        lname = name.lower()
-        kind = REQUEST_SPECIAL_HEADERS.get(lname)
+        name = name.lower()
+        kind = REQUEST_SPECIAL_HEADERS.get(name)
         if kind is None:
-            headers.append((lname, value))
-            return
-        if kind == _HOST:
+            headers = self.headers
+            if len(headers) >= self.max_headers:
+                raise _LimitExceeded(431)
+            headers.append((name, value))
+        elif kind == _HOST:
             if self.host:
                 raise _LimitExceeded(400)  # two Host headers (RFC 9112 §3.2)
             self.host = value  # reset for every request: not a reason to set framing_seen
-            return
+        else:
+            self._special_header(kind, name, value)
+
+    def _special_header(self, kind: int, name: bytes, value: bytes) -> None:
+        """A header the gateway consumes or re-creates: kept aside, never in `headers`."""
+        if len(self.headers) >= self.max_headers:
+            raise _LimitExceeded(431)
         self.framing_seen = True
         self.special_size += len(name) + len(value) + 4
         if kind == _CONTENT_LENGTH:
@@ -542,16 +549,25 @@ class ServerConnection(asyncio.Protocol):
             raise _LimitExceeded(405)
         url = self.url
         host = self.host
-        if url[:1] == b"/":
-            path, _, query = url.partition(b"?")
+        if url[0] == _SLASH:
+            mark = url.find(b"?")
+            if mark < 0:
+                path, query = url, b""
+            else:
+                path, query = url[:mark], url[mark + 1 :]
         else:
             path, query, host = self._absolute_target(url, host)
-        version = parser.get_http_version()
-        http_10 = version == "1.0"
-        if not http_10 and version != "1.1":
-            # llhttp also takes 0.9 and 2.0 in a request line; both would need other framing.
-            # 505 as nginx answers a major version above 1 (RFC 9110 §15.6.6).
-            raise _LimitExceeded(505)
+        # Without a Connection header, llhttp keeps an HTTP/1.1 request alive and no other
+        # (it takes 1.0, 1.1, 0.9 and 2.0): the version string is built only when in doubt.
+        keep_alive = parser.should_keep_alive()
+        http_10 = False
+        if not keep_alive or self.connection_value is not None:
+            version = parser.get_http_version()
+            http_10 = version == "1.0"
+            if not http_10 and version != "1.1":
+                # llhttp also takes 0.9 and 2.0 in a request line; both would need other
+                # framing. 505 as nginx answers a major version above 1 (RFC 9110 §15.6.6).
+                raise _LimitExceeded(505)
         if not host:
             if not http_10:
                 raise _LimitExceeded(400)  # HTTP/1.1 requires Host (RFC 9112 §3.2)
@@ -561,40 +577,13 @@ class ServerConnection(asyncio.Protocol):
                 raise _LimitExceeded(400)  # an invalid Host (RFC 9112 §3.2)
             self.valid_host = host
             self.forwarded_host = host_without_port(host)
-        headers = self.headers
-        if self.connection_value is not None:
-            listed = connection_tokens(self.connection_value)
-            if listed:
-                headers = [h for h in headers if h[0] not in listed]
-        if self.chunked:
-            self._check_transfer_encoding(http_10)
-            body_mode = BODY_CHUNKED
-        elif self.content_length > 0:
-            body_mode = BODY_LENGTH
-        else:
-            body_mode = BODY_NONE
-        if self.max_body_size and self.content_length > self.max_body_size:
-            raise _LimitExceeded(413)
         exchange = Exchange(
-            self,
-            method,
-            path,
-            query,
-            host,
-            headers,
-            parser.should_keep_alive() and not self.server.draining,
-            http_10,
-            body_mode,
-            self.content_length,
-            self.expect_continue,
-            self.x_forwarded_for,
+            self, method, path, query, host, self.headers, keep_alive and not self.server.draining
         )
+        if self.framing_seen or http_10:
+            self._request_framing(exchange, http_10)
         self.server.requests_total += 1
         self.parsing = exchange
-        if body_mode == BODY_CHUNKED:
-            self.chunked_body = exchange
-            self.chunk_mark = -1
-            self.chunk_excess = 0
         queue = self.queue
         queue.append(exchange)
         if len(queue) == 1:
@@ -602,6 +591,30 @@ class ServerConnection(asyncio.Protocol):
             exchange.begin()
         else:
             self._pause(PAUSE_PIPELINE)
+
+    def _request_framing(self, exchange: Exchange, http_10: bool) -> None:
+        """What the headers kept aside say about the request: body, version, hop-by-hop."""
+        exchange.http_10 = http_10
+        exchange.x_forwarded_for = self.x_forwarded_for
+        if self.connection_value is not None:
+            listed = connection_tokens(self.connection_value)
+            if listed:
+                exchange.headers = [h for h in exchange.headers if h[0] not in listed]
+        content_length = self.content_length
+        exchange.content_length = content_length  # -1 when absent; an explicit 0 is forwarded
+        if self.chunked:
+            self._check_transfer_encoding(http_10)
+            body_mode = BODY_CHUNKED
+            self.chunked_body = exchange
+            self.chunk_mark = -1
+            self.chunk_excess = 0
+        elif content_length > 0:
+            body_mode = BODY_LENGTH
+        else:
+            return
+        if self.max_body_size and content_length > self.max_body_size:
+            raise _LimitExceeded(413)
+        exchange.expect_body(body_mode, self.expect_continue)
 
     def _check_transfer_encoding(self, http_10: bool) -> None:
         """Only a lone `chunked` is a body framing the gateway forwards (as nginx and h11 do).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastgw.http.exchange import BODY_NONE, Exchange
+from fastgw.http.exchange import Exchange
 from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamConnection
 
@@ -43,7 +43,7 @@ def head(headers: list[tuple[bytes, bytes]], status: int = 200, *, method: bytes
     conn = Conn()
     exchange = Exchange(
         conn,  # type: ignore[arg-type]
-        method, b"/", b"", b"gw", [], True, False, BODY_NONE, -1, False, None,
+        method, b"/", b"", b"gw", [], True
     )  # fmt: skip
     upstream = UpstreamConnection(Pool())  # type: ignore[arg-type]
     upstream.connection_made(Transport())  # type: ignore[arg-type]
