@@ -184,7 +184,7 @@ class Exchange:
     def begin(self) -> None:
         """Called when this exchange becomes the connection's active one."""
         try:
-            pending = self.conn.server.handler(self)
+            pending = self.conn.handler(self)
         except Exception:
             log.exception("request handler failed")
             self.respond_error(500)
@@ -212,14 +212,15 @@ class Exchange:
         if self.responded:
             self._write_local_response()
             return
-        if self.target is None:
+        target = self.target
+        if target is None:
             self.respond_error(500)
             return
         if self.expect_continue:
             self._send_continue()
-        conn = self.target.pool.acquire()
-        if conn is not None:
-            self._send_to(conn)
+        idle = target.pool.idle
+        if idle:
+            self._send_to(target.pool.acquire_idle())
         else:
             self.task = asyncio.ensure_future(self._connect())
 
@@ -265,40 +266,28 @@ class Exchange:
         parts = [self.method, b" ", self.upstream_path]
         if self.query:
             parts += (b"?", self.query)
-        parts += (b" HTTP/1.1\r\nhost: ", self.upstream_host or target.host_header, b"\r\n")
+        if self.upstream_host is None:
+            parts.append(target.version_and_host)
+        else:
+            parts += (b" HTTP/1.1\r\nhost: ", self.upstream_host, b"\r\n")
         for name, value in self.headers:
             parts += (name, b": ", value, b"\r\n")
-        if self.x_forwarded_for is not None:
-            parts += (b"x-forwarded-for: ", self.x_forwarded_for, b", ")
-        else:
+        if self.x_forwarded_for is None:
             parts.append(b"x-forwarded-for: ")
-        # the client's address, then X-Forwarded-Proto/-Port/X-Real-IP, prebuilt per connection
-        parts.append(conn.forwarded_lines)
-        host = self.host
-        if host:
-            # the Host without its port, kept per connection: keep-alive clients repeat it
-            if host != conn.valid_host:
-                forwarded_host = host_without_port(host)
-            else:
-                forwarded_host = conn.forwarded_host
-            parts += (b"x-forwarded-host: ", forwarded_host, b"\r\n")
-        body_mode = self.body_mode
-        if body_mode == BODY_NONE:
-            # an explicit "content-length: 0" (e.g. an empty POST) is kept: some need it
-            parts.append(b"\r\n" if self.content_length != 0 else b"content-length: 0\r\n\r\n")
-        elif body_mode == BODY_LENGTH:
-            parts.append(b"content-length: %d\r\n\r\n" % self.content_length)
         else:
-            parts.append(b"transfer-encoding: chunked\r\n\r\n")
-        if self.body_chunks:
-            if body_mode == BODY_CHUNKED:
-                for chunk in self.body_chunks:
-                    parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
-            else:
-                parts += self.body_chunks
-            self.body_chunks = []
-        if self.request_complete and body_mode == BODY_CHUNKED:
-            parts.append(b"0\r\n\r\n")
+            parts += (b"x-forwarded-for: ", self.x_forwarded_for, b", ")
+        # the client's address and the other X-Forwarded-* lines, prebuilt per connection
+        host = self.host
+        if host == conn.valid_host:
+            parts.append(conn.forwarded_tail)
+        elif host:
+            parts += (conn.forwarded_lines, b"x-forwarded-host: ", host_without_port(host), b"\r\n")
+        else:
+            parts.append(conn.forwarded_lines)
+        if self.body_mode == BODY_NONE and self.content_length != 0:
+            parts.append(b"\r\n")
+        else:
+            self._body_framing(parts)
         upstream.send(self, b"".join(parts), target.read_timeout)
         if conn.read_paused:
             conn.resume_for_buffer()
@@ -306,6 +295,24 @@ class Exchange:
             # The client stopped reading during an earlier (pipelined) answer and has not
             # caught up: no pause_writing will come, so hold this upstream back from the start.
             self.client_write_paused()
+
+    def _body_framing(self, parts: list[bytes]) -> None:
+        """The end of the request head for a body, and the body received so far."""
+        body_mode = self.body_mode
+        if body_mode == BODY_NONE:
+            # an explicit "content-length: 0" (e.g. an empty POST) is kept: some need it
+            parts.append(b"content-length: 0\r\n\r\n")
+            return
+        if body_mode == BODY_LENGTH:
+            parts.append(b"content-length: %d\r\n\r\n" % self.content_length)
+            parts += self.body_chunks
+        else:
+            parts.append(b"transfer-encoding: chunked\r\n\r\n")
+            for chunk in self.body_chunks:
+                parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+            if self.request_complete:
+                parts.append(b"0\r\n\r\n")
+        self.body_chunks = []
 
     def on_request_body(self, chunk: bytes) -> None:
         self.body_received += len(chunk)
@@ -412,33 +419,33 @@ class Exchange:
             self.conn.out += (b"%x\r\n" % len(body), body, b"\r\n")
 
     def upstream_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
+        conn = self.conn
         if self.response_chunked:
-            self.conn.out.append(b"0\r\n\r\n")
+            conn.out.append(b"0\r\n\r\n")
         self.response_complete = True
         self.upstream = None
         if self.upstream_read_paused:
             self.upstream_read_paused = False
             if upstream.transport is not None and not upstream.closed:
                 upstream.transport.resume_reading()
-        if reusable and self.request_complete:
-            upstream.pool.release(upstream)
+        if self.request_complete:
+            if reusable:
+                upstream.pool.release(upstream)
+            else:
+                upstream.close()
         else:
+            # The upstream answered before the whole body arrived; the rest cannot be framed
+            # for another request: it is read and dropped, then the connection closes.
             upstream.close()
-            if not self.request_complete:
-                # The upstream answered before the whole body arrived; the rest cannot be
-                # framed for another request.
-                self.keep_alive = False
-        if self.conn.read_paused:
+            self.keep_alive = False
+            self.discarding = True
+            conn.close_after_response()
+        if conn.read_paused:
             # A write-buffer pause of this upstream must not outlive the exchange (it may never
             # be lifted once the connection is pooled or closed).
-            self.conn.resume_for_upstream()
-        self.conn.flush()
-        if self.request_complete:
-            self._done()
-        else:
-            self.discarding = True
-            self.conn.close_after_response()
-            self._done()
+            conn.resume_for_upstream()
+        self.finished = True
+        conn.exchange_done(self)  # flushes the response
 
     def upstream_lost(self, upstream: UpstreamConnection) -> None:
         """The upstream closed or reset the connection while this exchange used it."""

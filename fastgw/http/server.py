@@ -97,6 +97,7 @@ def _feed(parser: httptools.HttpRequestParser, data: bytes) -> Exception | None:
     """Feed `data`; the parser's exception is returned, not raised, so that the caller handles
     it outside an `except` block: a parser fed again there would see its callback's exception
     chained to the one being handled instead of to its own cause (__context__ is overwritten).
+    data_received does the same inline.
     """
     try:
         parser.feed_data(data)
@@ -179,10 +180,11 @@ class ServerConnection(asyncio.Protocol):
         "error_after",
         "expect_continue",
         "feeding",
-        "forwarded_host",
         "forwarded_lines",
+        "forwarded_tail",
         "framing_seen",
         "fresh",
+        "handler",
         "head_after",
         "head_from",
         "head_started",
@@ -216,8 +218,8 @@ class ServerConnection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.handler = server.handler
         self.valid_host = b""  # the last Host that passed the character check
-        self.forwarded_host = b""  # valid_host without its port, for X-Forwarded-Host
         self.limits = limits = server.limits
         # read per request: copied here to save the attribute hops
         self.max_headers = limits.max_headers
@@ -230,6 +232,7 @@ class ServerConnection(asyncio.Protocol):
         self.client_ip = ""
         self.client_ip_bytes = b""
         self.forwarded_lines = b""
+        self.forwarded_tail = b""
         self.closed = False
         self.out: list[bytes] = []  # response bytes gathered during one read, written once
         self.feeding = False
@@ -291,6 +294,7 @@ class ServerConnection(asyncio.Protocol):
             b"%b\r\nx-forwarded-proto: http\r\nx-forwarded-port: %d\r\nx-real-ip: %b\r\n"
             % (self.client_ip_bytes, port, self.client_ip_bytes)
         )
+        self.forwarded_tail = self.forwarded_lines  # and X-Forwarded-Host for valid_host
         self.idle_since = self.last_read = self.ticker.now
         self.server.connections.add(self)
 
@@ -378,9 +382,15 @@ class ServerConnection(asyncio.Protocol):
         self.received = start + len(data)
         self.feeding = True
         try:
-            failure = _feed(self.parser, data)
+            try:
+                self.parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+                failure: Exception | None = error
+            else:
+                failure = None
             if failure is not None:
-                self._parse_failed(failure, data)
+                self._parse_failed(failure, data)  # outside the `except` block: see _feed
+                del failure
         finally:
             self.feeding = False
         if self.out:
@@ -576,7 +586,10 @@ class ServerConnection(asyncio.Protocol):
             if host.translate(None, HOST_BYTES):
                 raise _LimitExceeded(400)  # an invalid Host (RFC 9112 §3.2)
             self.valid_host = host
-            self.forwarded_host = host_without_port(host)
+            self.forwarded_tail = b"%bx-forwarded-host: %b\r\n" % (
+                self.forwarded_lines,
+                host_without_port(host),
+            )
         exchange = Exchange(
             self, method, path, query, host, self.headers, keep_alive and not self.server.draining
         )
@@ -674,25 +687,25 @@ class ServerConnection(asyncio.Protocol):
     # -- exchange bookkeeping --------------------------------------------------------------------
 
     def exchange_done(self, exchange: Exchange) -> None:
+        """The active exchange answered in full: flush it, then on to the next request."""
         queue = self.queue
         if queue and queue[0] is exchange:
             del queue[0]
+        if self.out:
+            self.flush()
         if self.closed:
             return
         if not exchange.keep_alive or self.close_after:
-            self.flush()
             self.close()
             return
         if queue:
             queue[0].begin()
         elif self.error_after:
-            self.flush()
             self._write_error_and_close(self.error_after)
             return
         else:
             self.idle_since = self.ticker.now
             if self.server.draining:
-                self.flush()
                 self.close()
                 return
         if self.read_paused & PAUSE_PIPELINE and len(queue) <= 1:

@@ -33,6 +33,7 @@ class UpstreamTarget:
         "pool",
         "read_timeout",
         "retries",
+        "version_and_host",
         "write_timeout",
     )
 
@@ -47,6 +48,8 @@ class UpstreamTarget:
     ) -> None:
         self.pool = pool
         self.host_header = host_header
+        # the end of the request line and the Host line, for requests that do not keep theirs
+        self.version_and_host = b" HTTP/1.1\r\nhost: %b\r\n" % host_header
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
@@ -230,10 +233,6 @@ class UpstreamConnection(asyncio.Protocol):
             # A response after the one we asked for completed, in the same read: the upstream's
             # framing disagrees with ours. Stop here; the connection is not reused.
             raise ValueError("upstream sent more than one response")
-        self.head = []
-        self.content_length = None
-        self.transfer_chunked = False
-        self.connection_listed = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Counted at on_headers_complete: the head-size bound already caps the list's length.
@@ -251,26 +250,28 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         exchange = self.exchange
-        assert exchange is not None
+        assert exchange is not None  # see on_message_begin
         head = self.head
+        content_length = self.content_length
+        chunked = self.transfer_chunked
+        listed = self.connection_listed
+        # ready for the next head (a final response after a 1xx, or the next request's)
+        self.head = []
+        self.content_length = None
+        self.transfer_chunked = False
+        self.connection_listed = None
         if len(head) > MAX_RESPONSE_HEADERS * 4:
             raise ValueError("upstream response has too many headers")
         if status < 200:
             # 1xx (e.g. 103 Early Hints): not forwarded; the final response follows.
             self._informational = True
-            self.head = []
-            self.content_length = None
-            self.transfer_chunked = False
-            self.connection_listed = None
             return
         if self._head_bytes > MAX_RESPONSE_HEAD and sum(map(len, head)) > MAX_RESPONSE_HEAD:
             # The reads that brought the head also brought body; only now is its size exact.
             raise ValueError("upstream response head too large")
-        if self.connection_listed is not None:
-            head = without_listed_headers(head, connection_tokens(self.connection_listed))
-        self._body_sink = exchange.upstream_head(
-            status, head, self.content_length, self.transfer_chunked
-        )
+        if listed is not None:
+            head = without_listed_headers(head, connection_tokens(listed))
+        self._body_sink = exchange.upstream_head(status, head, content_length, chunked)
         if exchange.head_request:
             # httptools cannot be told a HEAD response has no body; finish it here and
             # give the next response a fresh parser.
@@ -285,8 +286,13 @@ class UpstreamConnection(asyncio.Protocol):
         if self._informational:
             self._informational = False
             return
-        if self.exchange is not None:
-            self._finish(self.parser.should_keep_alive())
+        exchange = self.exchange
+        if exchange is not None:  # None after a HEAD response, finished with its head
+            # as _finish(), inlined: once per response
+            self._completed = exchange
+            self.exchange = None
+            self.deadline = 0.0
+            self._reusable = self.parser.should_keep_alive()
 
     def _finish(self, keep_alive: bool) -> None:
         # handed to the exchange when feed_data returns (see data_received)
@@ -336,13 +342,13 @@ class UpstreamPool:
 
     def acquire(self) -> UpstreamConnection | None:
         """The most recently used idle connection, or None (the caller then connects)."""
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                self.busy.add(conn)
-                return conn
-        return None
+        return self.acquire_idle() if self.idle else None
+
+    def acquire_idle(self) -> UpstreamConnection:
+        """The most recently used idle connection; there is one (`idle` is not empty)."""
+        conn = self.idle.pop()  # never a closed one: forget() takes those out
+        self.busy.add(conn)
+        return conn
 
     async def connect(self, timeout: float) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
@@ -369,19 +375,20 @@ class UpstreamPool:
         self.idle.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
+        """`conn` closed: it is neither busy nor idle any more."""
         self.busy.discard(conn)
-        # Closed idle connections are skipped lazily by acquire() and sweep().
+        if conn.idle_since and conn in self.idle:
+            self.idle.remove(conn)  # an idle connection the upstream closed: rare
 
     def sweep(self, now: float) -> None:
         idle = self.idle
-        if idle:
+        if idle and idle[0].idle_since <= now - self.idle_timeout:
+            # the list is in release order: the expired ones are at its start
             expired = now - self.idle_timeout
-            keep = [c for c in idle if not c.closed and c.idle_since > expired]
-            if len(keep) != len(idle):
-                for conn in idle:
-                    if not conn.closed and conn.idle_since <= expired:
-                        conn.close()
-                self.idle = keep
+            self.idle = [conn for conn in idle if conn.idle_since > expired]
+            for conn in idle:
+                if conn.idle_since <= expired:
+                    conn.close()
         # Deadlines were set from a clock up to one tick stale, so they may be a tick early:
         # let one more tick pass, so a timeout fires late (by up to two ticks) but never early.
         late = now - TICK_SECONDS
@@ -392,8 +399,8 @@ class UpstreamPool:
                 exchange.upstream_failed(504)
 
     def close(self) -> None:
-        for conn in self.idle:
+        idle, self.idle = self.idle, []
+        for conn in idle:
             conn.close()
-        self.idle.clear()
         for conn in tuple(self.busy):
             conn.abort()

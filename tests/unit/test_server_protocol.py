@@ -153,23 +153,27 @@ class FakeUpstream:
 
 
 class FakePool:
+    """Always has an idle connection: a new FakeUpstream each time."""
+
     def __init__(self) -> None:
         self.made: list[FakeUpstream] = []
-        self.idle: list[FakeUpstream] = []
+        self.released: list[FakeUpstream] = []
+        self.idle = (True,)  # never empty
 
-    def acquire(self) -> FakeUpstream:
+    def acquire_idle(self) -> FakeUpstream:
         upstream = FakeUpstream(self)
         self.made.append(upstream)
         return upstream
 
     def release(self, upstream: FakeUpstream) -> None:
-        self.idle.append(upstream)
+        self.released.append(upstream)
 
 
 class FakeTarget:
     def __init__(self) -> None:
         self.pool = FakePool()
         self.host_header = b"upstream.test"
+        self.version_and_host = b" HTTP/1.1\r\nhost: upstream.test\r\n"
         self.retries = 0
         self.read_timeout = 60.0
 
