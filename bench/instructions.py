@@ -7,6 +7,7 @@ only fastgw's own per-request work plus httptools), runs it for two request coun
 the difference per request, so start-up cancels out.
 
     python bench/instructions.py            # plain path
+    python bench/instructions.py --oidc     # openid-connect, token-cached path (L1 hit)
     python bench/instructions.py --run N    # (internal) the measured loop itself
 Needs valgrind (apt-get install valgrind).
 """
@@ -31,7 +32,15 @@ services:
   - url: http://127.0.0.1:9
     routes: [{paths: ["/"]}]
 """
+OIDC_PLUGIN = """
+plugins:
+  - name: openid-connect
+    config: {issuer: "http://127.0.0.1:9/", auth_methods: [client_credentials]}
+"""
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+BASIC = b"Basic YmVuY2gtY2xpZW50OmJlbmNoLXNlY3JldA=="  # bench-client:bench-secret
+OIDC_REQUEST = REQUEST.replace(b"Accept:", b"Authorization: " + BASIC + b"\r\nAccept:")
+TOKEN = "eyJhbGciOiJSUzI1NiJ9." + "x" * 600  # the length of a typical signed JWT
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 16:02:04 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
@@ -39,13 +48,13 @@ RESPONSE = (
 
 
 class MemoryTransport:
-    """Just enough of an asyncio transport: writes are kept, flow control is a no-op."""
+    """Just enough of an asyncio transport: the last write is kept, flow control is a no-op."""
 
     def __init__(self) -> None:
-        self.written: list[bytes] = []
+        self.last_written = b""
 
     def write(self, data: bytes) -> None:
-        self.written.append(data)
+        self.last_written = data
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return ("127.0.0.1", 50000) if name in ("peername", "sockname") else default
@@ -58,12 +67,30 @@ class MemoryTransport:
         return False
 
 
-async def proxy_requests(count: int) -> None:
+def cache_token(gateway: object) -> None:
+    """Put a token for BASIC in the openid-connect plugin's L1, as a first request would."""
+    from fastgw.plugins.openid_connect.cache import Entry, Lifetime, Token
+
+    (plugin,) = gateway.plugins  # type: ignore[attr-defined]
+    far = 4e9  # 2096: never refreshed while measuring
+    entry = Entry(
+        Token(TOKEN, far, {}), b"Bearer " + TOKEN.encode(), (), Lifetime(far, far, far, far)
+    )
+    hasher = plugin._hasher.copy()
+    hasher.update(BASIC)
+    plugin._entries[hasher.digest()] = entry
+
+
+async def proxy_requests(count: int, oidc: bool = False) -> None:
     from fastgw.config import parse_config
     from fastgw.gateway import Gateway
     from fastgw.http.upstream import UpstreamConnection
 
-    gateway = Gateway(parse_config(CONFIG), admin_listen=False)
+    gateway = Gateway(parse_config(CONFIG + (OIDC_PLUGIN if oidc else "")), admin_listen=False)
+    request = REQUEST
+    if oidc:
+        cache_token(gateway)
+        request = OIDC_REQUEST
     pool = gateway.pools[0]
     upstream = UpstreamConnection(pool)
     upstream.connection_made(MemoryTransport())  # type: ignore[arg-type]
@@ -72,18 +99,21 @@ async def proxy_requests(count: int) -> None:
     client_transport = MemoryTransport()
     client.connection_made(client_transport)  # type: ignore[arg-type]
     for _ in range(count):
-        client.data_received(REQUEST)
+        client.data_received(request)
         upstream.data_received(RESPONSE)
-    if not client_transport.written[-1].endswith(b"ok"):
+    if not client_transport.last_written.endswith(b"ok"):
         raise SystemExit("the proxied response is wrong: the harness no longer matches the code")
+    sent = upstream.transport.last_written  # type: ignore[union-attr]
+    if oidc and (sent.find(b"authorization: Bearer ") < 0 or sent.find(BASIC) >= 0):
+        raise SystemExit("the token was not swapped in: the harness no longer matches the code")
 
 
-def instructions(count: int) -> int:
+def instructions(count: int, oidc: bool) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-             __file__, "--run", str(count)],
+             __file__, "--run", str(count), *(["--oidc"] if oidc else [])],
             cwd=REPO_ROOT, capture_output=True, text=True, check=True,
         )  # fmt: skip
     match = re.search(r"Collected : (\d+)", result.stderr)
@@ -95,19 +125,23 @@ def instructions(count: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--oidc", action="store_true", help="the token-cached openid-connect path")
     args = parser.parse_args()
     if args.run is not None:
         sys.path.insert(0, str(REPO_ROOT))
         import uvloop
 
-        uvloop.run(proxy_requests(args.run))
+        uvloop.run(proxy_requests(args.run, args.oidc))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is missing: apt-get install valgrind", file=sys.stderr)
         return 2
-    instructions(SMALL)  # warm the bytecode caches on disk so both runs start alike
-    per_request = (instructions(LARGE) - instructions(SMALL)) / (LARGE - SMALL)
-    print(f"{per_request:,.0f} instructions per proxied request (plain path, in-memory transports)")
+    instructions(SMALL, args.oidc)  # warm the bytecode caches on disk: both runs start alike
+    per_request = (instructions(LARGE, args.oidc) - instructions(SMALL, args.oidc)) / (
+        LARGE - SMALL
+    )
+    path = "openid-connect token-cached path" if args.oidc else "plain path"
+    print(f"{per_request:,.0f} instructions per proxied request ({path}, in-memory transports)")
     return 0
 
 

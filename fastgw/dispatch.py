@@ -49,7 +49,7 @@ class Dispatcher:
     def __init__(self, router: Router[RouteTarget]) -> None:
         self.router = router
 
-    def __call__(self, exchange: Exchange) -> Awaitable[None] | None:
+    def handle(self, exchange: Exchange) -> Awaitable[None] | None:
         path = exchange.path
         # needs_normalizing(path), inlined: once per request
         if path.find(b"/.") >= 0 or path.find(b"%") >= 0 or path.find(b"//") >= 0:

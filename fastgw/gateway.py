@@ -65,7 +65,8 @@ class Gateway:
         self._servers: list[asyncio.base_events.Server] = []
         self._stopped = asyncio.Event()
         self._started = False
-        self.proxy = Server(self._build_dispatcher(), settings.limits, self.ticker)
+        # the bound method, not the instance: calling an instance's __call__ costs more
+        self.proxy = Server(self._build_dispatcher().handle, settings.limits, self.ticker)
         self.admin = Server(AdminHandler(self), settings.limits, self.ticker)
 
     # -- building --------------------------------------------------------------------------------

@@ -49,19 +49,15 @@ def host_without_port(host: bytes) -> bytes:
 class Exchange:
     """A request from the client, the plugin context for it, and the response going back."""
 
-    # Slots: reading a slot is the cheapest attribute access, and an exchange is read from
-    # dozens of times per request; every field is set once in __init__.
+    # What every request reads lives in slots, the cheapest attribute access, set once in
+    # __init__. What only bodies, local answers, async plugins and failures need is a class
+    # default instead, written to the instance's __dict__ (made on first write) when it
+    # changes: a plain request never pays for setting it.
     __slots__ = (
-        "body_buffered",
-        "body_chunks",
-        "body_limit",
+        "__dict__",
         "body_mode",
-        "body_received",
-        "body_waiter",
         "conn",
         "content_length",
-        "continue_sent",
-        "discarding",
         "expect_continue",
         "finished",
         "head_request",
@@ -69,28 +65,36 @@ class Exchange:
         "host",
         "http_10",
         "keep_alive",
-        "local_body",
-        "local_headers",
-        "local_status",
         "method",
         "path",
-        "pending",
         "query",
         "request_complete",
         "responded",
         "response_chunked",
-        "response_close_delimited",
         "response_complete",
         "response_started",
-        "retried",
         "target",
-        "task",
         "upstream",
         "upstream_host",
         "upstream_path",
         "upstream_read_paused",
         "x_forwarded_for",
     )
+
+    body_buffered = 0
+    body_chunks: list[bytes] | tuple[()] = ()
+    body_limit = BODY_BUFFER_LIMIT
+    body_received = 0
+    body_waiter: asyncio.Future[None] | None = None
+    continue_sent = False
+    discarding = False
+    local_body = b""
+    local_headers: Sequence[tuple[bytes, bytes]] = ()
+    local_status = 0
+    pending: Awaitable[None] | None = None  # what an async handler returned
+    response_close_delimited = False
+    retried = False
+    task: asyncio.Task[None] | None = None
 
     def __init__(
         self,
@@ -119,27 +123,13 @@ class Exchange:
         self.expect_continue = False
         self.x_forwarded_for: bytes | None = None
         self.responded = False
-        self.local_status = 0
-        self.local_body = b""
-        self.local_headers: Sequence[tuple[bytes, bytes]] = ()
         self.target: UpstreamTarget | None = None
         self.upstream_host: bytes | None = None  # set by routing when the route preserves Host
         self.upstream: UpstreamConnection | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.pending: Awaitable[None] | None = None  # what an async handler returned
-        self.body_chunks: list[bytes] | tuple[()] = ()
-        self.body_buffered = 0
-        self.body_received = 0
-        self.body_limit = BODY_BUFFER_LIMIT
-        self.body_waiter: asyncio.Future[None] | None = None
-        self.discarding = False
-        self.continue_sent = False
         self.response_started = False
         self.response_complete = False
         self.response_chunked = False
-        self.response_close_delimited = False
         self.upstream_read_paused = False
-        self.retried = False
         self.finished = False
 
     def expect_body(self, body_mode: int, expect_continue: bool) -> None:
@@ -163,14 +153,22 @@ class Exchange:
 
     def set_header(self, name: bytes, value: bytes) -> None:
         headers = self.headers
-        for index in range(len(headers)):
-            if headers[index][0] == name:
-                headers[index] = (name, value)
-                for later in range(len(headers) - 1, index, -1):
-                    if headers[later][0] == name:
-                        del headers[later]  # a repeated header: one value replaces them all
+        index = 0
+        for header in headers:
+            if header[0] == name:
+                break
+            index += 1
+        else:
+            headers.append((name, value))
+            return
+        headers[index] = (name, value)
+        for later in range(index + 1, len(headers)):
+            if headers[later][0] == name:
+                # a repeated header: one value replaces them all (rare, so rebuilt)
+                self.headers = headers[: index + 1] + [
+                    header for header in headers[index + 1 :] if header[0] != name
+                ]
                 return
-        headers.append((name, value))
 
     def remove_header(self, name: bytes) -> None:
         self.headers = [header for header in self.headers if header[0] != name]
