@@ -94,3 +94,22 @@ def test_204_loses_a_content_length_and_head_keeps_it() -> None:
 def test_a_header_named_like_a_hop_header_prefix_is_kept() -> None:
     sent = head([(b"Connection-Id", b"7"), (b"TE-Info", b"x"), (b"Content-Length", b"0")])
     assert sent == b"HTTP/1.1 200 OK\r\nconnection-id: 7\r\nte-info: x\r\ncontent-length: 0\r\n\r\n"
+
+
+def test_headers_named_by_two_connection_headers_all_go() -> None:
+    sent = head(
+        [
+            (b"Connection", b"X-One"),
+            (b"X-One", b"1"),
+            (b"X-Keep", b"k"),
+            (b"Connection", b"keep-alive, X-Two"),
+            (b"X-Two", b"2"),
+            (b"Content-Length", b"0"),
+        ]
+    )
+    assert sent == b"HTTP/1.1 200 OK\r\nx-keep: k\r\ncontent-length: 0\r\n\r\n"
+
+
+def test_an_interim_response_head_is_dropped_with_its_headers() -> None:
+    sent = head([(b"X-Early", b"1")], 103)
+    assert sent == b""  # nothing for the client yet: the final response follows

@@ -770,3 +770,59 @@ def test_upstream_write_pause_holds_the_client_and_ends_with_the_exchange() -> N
     assert h.transport.events == ["pause", "resume", "pause", "resume"]
     assert h.transport.take() == b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone"
     assert h.feed(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n") == ok(b"GET /next @h")
+
+
+# -- the request head sent upstream ---------------------------------------------------------------
+
+
+def sent_upstream(h: Harness, index: int = -1) -> bytes:
+    return bytes(h.handler.target.pool.made[index].transport.written)
+
+
+def test_forwarded_headers_follow_the_host_of_each_request_on_one_connection() -> None:
+    """X-Forwarded-Host is prebuilt per connection: a pipelined request with another Host (or
+    none, in HTTP/1.0) must still get its own."""
+    h = Harness()
+    h.feed(
+        b"GET /proxy/1 HTTP/1.1\r\nHost: a.test:8000\r\n\r\n"
+        b"GET /proxy/2 HTTP/1.1\r\nHost: [::1]:8000\r\n\r\n"
+        b"GET /proxy/3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        b"GET /proxy/4 HTTP/1.1\r\nHost: a.test:8000\r\nX-Forwarded-For: 192.0.2.1\r\n\r\n"
+    )
+    tail = b"x-forwarded-proto: http\r\nx-forwarded-port: 8000\r\nx-real-ip: 203.0.113.7\r\n"
+    expected = [
+        b"x-forwarded-for: 203.0.113.7\r\n%bx-forwarded-host: a.test\r\n\r\n" % tail,
+        b"x-forwarded-for: 203.0.113.7\r\n%bx-forwarded-host: [::1]\r\n\r\n" % tail,
+        b"x-forwarded-for: 203.0.113.7\r\n%b\r\n" % tail,
+        b"x-forwarded-for: 192.0.2.1, 203.0.113.7\r\n%bx-forwarded-host: a.test\r\n\r\n" % tail,
+    ]
+    for index, lines in enumerate(expected):
+        if index:
+            h.handler.target.pool.made[index - 1].answer(b"ok")
+        head = sent_upstream(h, index)
+        assert head.startswith(b"GET /proxy/%d HTTP/1.1\r\nhost: upstream.test\r\n" % (index + 1))
+        assert head.endswith(lines), head
+
+
+def test_http_version_is_read_from_the_request_line() -> None:
+    """llhttp's keep-alive flag stands in for the version only where it cannot be wrong."""
+    h = Harness()
+    out = h.feed(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert out == ok(b"GET /a @", keep_alive_10=True)
+    out = h.feed(b"GET /b HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n")
+    assert out == ok(b"GET /b @h")
+    out = h.feed(b"GET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert out == ok(b"GET /c @h", close=True)
+    assert h.closed
+
+
+def test_set_header_replaces_every_repeat_in_place() -> None:
+    h = Harness()
+    h.feed(b"GET /x HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-B: 2\r\nX-A: 3\r\nX-C: 4\r\nX-A: 5\r\n\r\n")
+    exchange = h.handler.seen[0]
+    exchange.headers = [(b"x-a", b"1"), (b"x-b", b"2"), (b"x-a", b"3"), (b"x-c", b"4")]
+    exchange.set_header(b"x-a", b"new")
+    assert exchange.headers == [(b"x-a", b"new"), (b"x-b", b"2"), (b"x-c", b"4")]
+    exchange.set_header(b"x-c", b"C")
+    exchange.set_header(b"x-d", b"D")
+    assert exchange.headers == [(b"x-a", b"new"), (b"x-b", b"2"), (b"x-c", b"C"), (b"x-d", b"D")]
