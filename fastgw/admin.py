@@ -43,6 +43,7 @@ class AdminHandler:
             "version": __version__,
             "server": {
                 "connections_active": len(proxy.connections),
+                "connections_refused": proxy.refused_total,
                 "total_requests": proxy.requests_total,
             },
             "upstreams": [
@@ -66,6 +67,10 @@ class AdminHandler:
             "# HELP fastgw_connections_active Open client connections.",
             "# TYPE fastgw_connections_active gauge",
             f"fastgw_connections_active {len(proxy.connections)}",
+            "# HELP fastgw_connections_refused_total Client connections refused at the limit that"
+            " the open-file limit sets.",
+            "# TYPE fastgw_connections_refused_total counter",
+            f"fastgw_connections_refused_total {proxy.refused_total}",
             "# HELP fastgw_upstream_connections Upstream connections by state.",
             "# TYPE fastgw_upstream_connections gauge",
         ]
