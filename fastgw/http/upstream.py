@@ -68,6 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_completed",
         "_head_bytes",
         "_informational",
+        "_no_body",
         "_read_timeout",
         "_reset_parser",
         "_reusable",
@@ -106,8 +107,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.content_length: bytes | None = None
         self.transfer_chunked = False
         self.connection_listed: bytes | None = None  # a Connection value naming other headers
-        # where body bytes go: the exchange's writer, set with the head
-        self._body_sink: Callable[[bytes], object] = self._unexpected_body
+        # where body bytes go: the exchange's writer, set with the head and dropped with the
+        # response (a pooled connection must not keep a finished exchange alive)
+        self._no_body: Callable[[bytes], object] = self._unexpected_body
+        self._body_sink = self._no_body
         # A response completes inside feed_data but is handed on only after it returns: bytes
         # after it in the same read (a response bigger than announced, a second response nobody
         # asked for) must be seen before the connection may go back to the pool.
@@ -142,7 +145,7 @@ class UpstreamConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Close without flushing and never reuse (after a fault or a cancelled exchange)."""
         self.exchange = None
-        self._body_sink = self._unexpected_body
+        self._body_sink = self._no_body
         if not self.closed:
             self.closed = True
             self.pool.forget(self)
@@ -276,7 +279,7 @@ class UpstreamConnection(asyncio.Protocol):
             # httptools cannot be told a HEAD response has no body; finish it here and
             # give the next response a fresh parser.
             self._reset_parser = True
-            self._body_sink = self._unexpected_body
+            self._body_sink = self._no_body
             self._finish(self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
@@ -291,6 +294,7 @@ class UpstreamConnection(asyncio.Protocol):
             # as _finish(), inlined: once per response
             self._completed = exchange
             self.exchange = None
+            self._body_sink = self._no_body
             self.deadline = 0.0
             self._reusable = self.parser.should_keep_alive()
 
