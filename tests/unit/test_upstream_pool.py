@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastgw.http.timers import Ticker
-from fastgw.http.upstream import UpstreamConnection, UpstreamPool
+from fastgw.http.upstream import EXCESS_IDLE_GRACE, UpstreamConnection, UpstreamPool
 
 
 class Transport:
@@ -55,18 +55,35 @@ def test_an_idle_connection_the_upstream_closes_leaves_the_pool_at_once() -> Non
     assert pool.acquire() is None
 
 
-def test_releases_beyond_the_pool_size_or_max_requests_close() -> None:
-    pool = make_pool(size=1, max_requests=2)
-    first, second, third = connection(pool), connection(pool), connection(pool)
-    pool.release(first)
-    pool.release(second)  # the pool is full
-    assert pool.idle == [first]
-    assert second.closed and second.transport.closed  # type: ignore[union-attr]
-    assert pool.acquire() is first
-    third.requests = 2  # served its max_requests
-    pool.release(third)
-    assert third.closed
-    assert pool.idle == [] and pool.busy == {first}
+def test_connections_beyond_the_size_stay_through_a_burst_then_go() -> None:
+    """Released beyond `size`, connections wait in the pool for the next burst; the sweep closes
+    the oldest of them once they have been idle EXCESS_IDLE_GRACE (nginx would close them at once
+    and open new ones a moment later)."""
+    pool = make_pool(size=2)
+    conns = [connection(pool) for _ in range(4)]
+    for conn in conns:
+        pool.release(conn)
+    assert pool.idle == conns and not any(conn.closed for conn in conns)
+    pool.sweep(pool.ticker.now + EXCESS_IDLE_GRACE / 2)  # a burst's gap: nothing closes
+    assert pool.idle == conns
+    assert pool.acquire() is conns[3]  # and the next burst reuses them
+    pool.release(conns[3])
+    pool.sweep(pool.ticker.now + EXCESS_IDLE_GRACE + 0.1)  # idle past the grace: back to size
+    assert conns[0].closed and conns[1].closed
+    assert pool.idle == [conns[2], conns[3]]
+    assert not conns[2].closed and not conns[3].closed
+
+
+def test_max_requests_and_a_zero_size_close_at_release() -> None:
+    pool = make_pool(max_requests=2)
+    worn = connection(pool)
+    worn.requests = 2  # served its max_requests
+    pool.release(worn)
+    assert worn.closed and worn.transport.closed  # type: ignore[union-attr]
+    no_keepalive = make_pool(size=0)
+    conn = connection(no_keepalive)
+    no_keepalive.release(conn)
+    assert conn.closed and no_keepalive.idle == [] and no_keepalive.busy == set()
 
 
 def test_sweep_closes_the_connections_idle_too_long_and_keeps_the_rest() -> None:
