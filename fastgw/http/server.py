@@ -567,11 +567,12 @@ class ServerConnection(asyncio.Protocol):
                 path, query = url[:mark], url[mark + 1 :]
         else:
             path, query, host = self._absolute_target(url, host)
-        # Without a Connection header, llhttp keeps an HTTP/1.1 request alive and no other
-        # (it takes 1.0, 1.1, 0.9 and 2.0): the version string is built only when in doubt.
+        # Without a Connection or Proxy-Connection header (both set framing_seen), llhttp keeps
+        # an HTTP/1.1 request alive and no other (it takes 1.0, 1.1, 0.9 and 2.0): the version
+        # string is built only when in doubt.
         keep_alive = parser.should_keep_alive()
         http_10 = False
-        if not keep_alive or self.connection_value is not None:
+        if not keep_alive or self.framing_seen:
             version = parser.get_http_version()
             http_10 = version == "1.0"
             if not http_10 and version != "1.1":
@@ -687,15 +688,14 @@ class ServerConnection(asyncio.Protocol):
     # -- exchange bookkeeping --------------------------------------------------------------------
 
     def exchange_done(self, exchange: Exchange) -> None:
-        """The active exchange answered in full: flush it, then on to the next request."""
+        """The active exchange answered in full (its bytes are in `out`): on to the next one."""
         queue = self.queue
         if queue and queue[0] is exchange:
             del queue[0]
-        if self.out:
-            self.flush()
         if self.closed:
             return
         if not exchange.keep_alive or self.close_after:
+            self.flush()
             self.close()
             return
         if queue:
@@ -706,8 +706,12 @@ class ServerConnection(asyncio.Protocol):
         else:
             self.idle_since = self.ticker.now
             if self.server.draining:
+                self.flush()
                 self.close()
                 return
+        if self.out and not self.feeding:
+            # Inside data_received the read's answers go out together when it returns.
+            self.flush()
         if self.read_paused & PAUSE_PIPELINE and len(queue) <= 1:
             self._resume(PAUSE_PIPELINE)
 

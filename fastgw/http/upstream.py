@@ -87,6 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
         "exchange",
         "head",
         "idle_since",
+        "in_head",
         "parser",
         "pool",
         "requests",
@@ -114,6 +115,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.content_length: bytes | None = None
         self.transfer_chunked = False
         self.connection_listed: bytes | None = None  # a Connection value naming other headers
+        self.in_head = False  # header callbacks after the head are a chunked body's trailers
         # where body bytes go: the exchange's writer, set with the head and dropped with the
         # response (a pooled connection must not keep a finished exchange alive)
         self._no_body: Callable[[bytes], object] = self._unexpected_body
@@ -243,9 +245,13 @@ class UpstreamConnection(asyncio.Protocol):
             # A response after the one we asked for completed, in the same read: the upstream's
             # framing disagrees with ours. Stop here; the connection is not reused.
             raise ValueError("upstream sent more than one response")
+        self.in_head = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            return  # a trailer of a chunked body: never forwarded, never kept (RFC 9110 §6.5.2)
         # Counted at on_headers_complete: the head-size bound already caps the list's length.
+        # Hop-by-hop headers are not counted there: they are neither kept nor forwarded.
         name = name.lower()
         if name not in RESPONSE_HOP_HEADERS:
             self.head += (name, b": ", value, b"\r\n")
@@ -261,6 +267,7 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         exchange = self.exchange
         assert exchange is not None  # see on_message_begin
+        self.in_head = False
         head = self.head
         content_length = self.content_length
         chunked = self.transfer_chunked
@@ -359,6 +366,7 @@ class UpstreamPool:
     def acquire_idle(self) -> UpstreamConnection:
         """The most recently used idle connection; there is one (`idle` is not empty)."""
         conn = self.idle.pop()  # never a closed one: forget() takes those out
+        conn.idle_since = 0.0  # not idle
         self.busy.add(conn)
         return conn
 
@@ -383,14 +391,16 @@ class UpstreamPool:
         if conn.requests >= self.max_requests or not self.size:
             conn.close()
             return
-        conn.idle_since = self.ticker.now
+        conn.idle_since = self.ticker.now or 1e-9  # non-zero: idle
         self.idle.append(conn)  # beyond `size` too: the sweep trims (EXCESS_IDLE_GRACE)
 
     def forget(self, conn: UpstreamConnection) -> None:
         """`conn` closed: it is neither busy nor idle any more."""
         self.busy.discard(conn)
-        if conn.idle_since and conn in self.idle:
-            self.idle.remove(conn)  # an idle connection the upstream closed: rare
+        if conn.idle_since:  # idle: the upstream closed it (rare), or sweep() trims it
+            conn.idle_since = 0.0
+            if conn in self.idle:
+                self.idle.remove(conn)
 
     def sweep(self, now: float) -> None:
         idle = self.idle
@@ -408,6 +418,7 @@ class UpstreamPool:
             if stale:
                 self.idle = idle[stale:]
                 for conn in idle[:stale]:
+                    conn.idle_since = 0.0  # out of the list already: forget() need not look
                     conn.close()
         # Deadlines were set from a clock up to one tick stale, so they may be a tick early:
         # let one more tick pass, so a timeout fires late (by up to two ticks) but never early.

@@ -113,3 +113,24 @@ def test_headers_named_by_two_connection_headers_all_go() -> None:
 def test_an_interim_response_head_is_dropped_with_its_headers() -> None:
     sent = head([(b"X-Early", b"1")], 103)
     assert sent == b""  # nothing for the client yet: the final response follows
+
+
+def test_a_chunked_response_trailers_never_reach_the_next_response() -> None:
+    """Trailers come through the same header callback after the body: they are not forwarded,
+    and nothing of them is left for the next response on the pooled connection."""
+    upstream = UpstreamConnection(Pool())  # type: ignore[arg-type]
+    upstream.connection_made(Transport())  # type: ignore[arg-type]
+    first, second = Conn(), Conn()
+    exchange = Exchange(first, b"GET", b"/", b"", b"gw", [], True)  # type: ignore[arg-type]
+    upstream.send(exchange, b"", 60.0)
+    upstream.data_received(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+        b"2\r\nhi\r\n0\r\nX-Sum: secret\r\nConnection: x-other\r\n\r\n"
+    )
+    assert b"".join(first.out) == (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+    )
+    exchange = Exchange(second, b"GET", b"/", b"", b"gw", [], True)  # type: ignore[arg-type]
+    upstream.send(exchange, b"", 60.0)
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nX-Other: 1\r\nContent-Length: 2\r\n\r\nok")
+    assert b"".join(second.out) == (b"HTTP/1.1 200 OK\r\nx-other: 1\r\ncontent-length: 2\r\n\r\nok")

@@ -826,3 +826,20 @@ def test_set_header_replaces_every_repeat_in_place() -> None:
     exchange.set_header(b"x-c", b"C")
     exchange.set_header(b"x-d", b"D")
     assert exchange.headers == [(b"x-a", b"new"), (b"x-b", b"2"), (b"x-c", b"C"), (b"x-d", b"D")]
+
+
+def test_proxy_connection_does_not_pass_an_old_version_for_http_11() -> None:
+    """llhttp honours Proxy-Connection like Connection: the version must still be read."""
+    h = Harness()
+    out = h.feed(b"GET /a HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n")
+    assert out == ok(b"GET /a @", keep_alive_10=True)  # an HTTP/1.0 answer: no Host needed
+    h = Harness()
+    out = h.feed(b"GET /a HTTP/2.0\r\nHost: h\r\nProxy-Connection: keep-alive\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 505 ")
+
+
+def test_answers_to_one_read_of_pipelined_requests_go_out_in_one_write() -> None:
+    h = Harness()
+    out = h.feed(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n" * 3)
+    assert out == ok(b"GET /a @h") * 3
+    assert h.transport.writes == 1
