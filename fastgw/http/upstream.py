@@ -86,6 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         "deadline",
         "exchange",
         "head",
+        "hop_size",
         "idle_since",
         "in_head",
         "parser",
@@ -116,6 +117,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transfer_chunked = False
         self.connection_listed: bytes | None = None  # a Connection value naming other headers
         self.in_head = False  # header callbacks after the head are a chunked body's trailers
+        self.hop_size = 0  # bytes of the hop-by-hop header lines dropped from this head
         # where body bytes go: the exchange's writer, set with the head and dropped with the
         # response (a pooled connection must not keep a finished exchange alive)
         self._no_body: Callable[[bytes], object] = self._unexpected_body
@@ -251,11 +253,12 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.in_head:
             return  # a trailer of a chunked body: never forwarded, never kept (RFC 9110 §6.5.2)
         # Counted at on_headers_complete: the head-size bound already caps the list's length.
-        # Hop-by-hop headers are not counted there: they are neither kept nor forwarded.
         name = name.lower()
         if name not in RESPONSE_HOP_HEADERS:
             self.head += (name, b": ", value, b"\r\n")
-        elif name == b"content-length":
+            return
+        self.hop_size += len(name) + len(value) + 4  # not kept, but part of the head's size
+        if name == b"content-length":
             self.content_length = value
         elif name == b"transfer-encoding":
             self.transfer_chunked = value.lower().find(b"chunked") >= 0
@@ -272,18 +275,23 @@ class UpstreamConnection(asyncio.Protocol):
         content_length = self.content_length
         chunked = self.transfer_chunked
         listed = self.connection_listed
+        hop_size = self.hop_size
         # ready for the next head (a final response after a 1xx, or the next request's)
         self.head = []
         self.content_length = None
         self.transfer_chunked = False
         self.connection_listed = None
+        self.hop_size = 0
         if len(head) > MAX_RESPONSE_HEADERS * 4:
             raise ValueError("upstream response has too many headers")
         if status < 200:
             # 1xx (e.g. 103 Early Hints): not forwarded; the final response follows.
             self._informational = True
             return
-        if self._head_bytes > MAX_RESPONSE_HEAD and sum(map(len, head)) > MAX_RESPONSE_HEAD:
+        if (
+            self._head_bytes > MAX_RESPONSE_HEAD
+            and sum(map(len, head)) + hop_size > MAX_RESPONSE_HEAD
+        ):
             # The reads that brought the head also brought body; only now is its size exact.
             raise ValueError("upstream response head too large")
         if listed is not None:

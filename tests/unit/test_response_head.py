@@ -6,7 +6,7 @@ import pytest
 
 from fastgw.http.exchange import Exchange
 from fastgw.http.timers import Ticker
-from fastgw.http.upstream import UpstreamConnection
+from fastgw.http.upstream import MAX_RESPONSE_HEAD, UpstreamConnection
 
 
 class Conn:
@@ -134,3 +134,23 @@ def test_a_chunked_response_trailers_never_reach_the_next_response() -> None:
     upstream.send(exchange, b"", 60.0)
     upstream.data_received(b"HTTP/1.1 200 OK\r\nX-Other: 1\r\nContent-Length: 2\r\n\r\nok")
     assert b"".join(second.out) == (b"HTTP/1.1 200 OK\r\nx-other: 1\r\ncontent-length: 2\r\n\r\nok")
+
+
+class FailingExchange(Exchange):
+    __slots__ = ("failed",)
+
+    def upstream_failed(self, status: int) -> None:
+        self.failed = status
+
+
+def test_a_response_head_over_the_bound_is_refused_hop_by_hop_lines_included() -> None:
+    """64 KiB of Keep-Alive lines in one read: not forwarded, but still the head's size."""
+    upstream = UpstreamConnection(Pool())  # type: ignore[arg-type]
+    upstream.connection_made(Transport())  # type: ignore[arg-type]
+    exchange = FailingExchange(Conn(), b"GET", b"/", b"", b"gw", [], True)  # type: ignore[arg-type]
+    exchange.failed = 0
+    upstream.send(exchange, b"", 60.0)
+    lines = b"Keep-Alive: timeout=5\r\n" * (MAX_RESPONSE_HEAD // 23 + 1)
+    upstream.data_received(b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 2\r\n\r\nok")
+    assert exchange.failed == 502
+    assert upstream.closed
