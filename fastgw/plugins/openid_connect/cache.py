@@ -37,8 +37,12 @@ EVICT_FRACTION = 0.1
 
 # Refresh ahead of expiry by min(60 s, 10% of the lifetime): a minute is ample for an IdP round
 # trip even under load, and 10% keeps short-lived tokens (say 30 s) from refreshing constantly.
+# But never by less than 1 s (or half the lifetime, for tokens under 2 s): 10% of a 4 s token is
+# 0.4 s, which a slow IdP round trip plus verification on a busy host can overrun, making a
+# request wait for the refresh after all (seen in the refresh-ahead integration test).
 REFRESH_AHEAD_MAX_SECONDS = 60.0
 REFRESH_AHEAD_FRACTION = 0.1
+REFRESH_AHEAD_MIN_SECONDS = 1.0
 # After a failed background refresh, hits keep serving the token this long before the next try,
 # so an IdP outage costs it one call per interval per client rather than one per request.
 REFRESH_RETRY_SECONDS = 5.0
@@ -127,7 +131,11 @@ def plan_lifetime(
 
 
 def lifetime_until(now: float, expires_at: float, valid_until: float, resurrect: float) -> Lifetime:
-    margin = min(REFRESH_AHEAD_MAX_SECONDS, REFRESH_AHEAD_FRACTION * (expires_at - now))
+    lifetime = expires_at - now
+    margin = min(
+        REFRESH_AHEAD_MAX_SECONDS,
+        max(REFRESH_AHEAD_FRACTION * lifetime, min(REFRESH_AHEAD_MIN_SECONDS, lifetime / 2)),
+    )
     stale_until = min(expires_at + resurrect, valid_until)
     return Lifetime(expires_at - max(margin, 0.0), expires_at, stale_until, valid_until)
 

@@ -11,6 +11,7 @@ from oidc_fakes import NOW
 
 from fastgw.plugins.openid_connect.cache import (
     REFRESH_AHEAD_MAX_SECONDS,
+    REFRESH_AHEAD_MIN_SECONDS,
     REFRESH_RETRY_SECONDS,
     Entry,
     L2Store,
@@ -60,6 +61,15 @@ def test_cache_ttl_when_no_expiry_at_all() -> None:
 def test_refresh_margin_is_capped_at_a_minute() -> None:
     times = plan_lifetime(POLICY, NOW, 86_400, None)
     assert times.expires_at - times.refresh_at == REFRESH_AHEAD_MAX_SECONDS
+
+
+def test_short_lived_tokens_refresh_at_least_a_second_ahead() -> None:
+    four = plan_lifetime(POLICY, NOW, 4, None)
+    assert four.expires_at - four.refresh_at == REFRESH_AHEAD_MIN_SECONDS  # not 10%: 0.4 s
+    one = plan_lifetime(POLICY, NOW, 1, None)
+    assert one.expires_at - one.refresh_at == 0.5  # half a lifetime under 2 s
+    thirty = plan_lifetime(POLICY, NOW, 30, None)
+    assert thirty.expires_at - thirty.refresh_at == pytest.approx(3.0)  # 10% from 10 s up
 
 
 def test_max_clamp() -> None:
