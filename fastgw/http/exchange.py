@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from fastgw.http import responses
+from fastgw.http.headers import host_without_port
 from fastgw.http.upstream import UpstreamConnection, UpstreamTarget
 from fastgw.ratelog import RateLimitedLog
 
@@ -36,14 +37,6 @@ DISCARD_LIMIT = 1024 * 1024
 IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 NO_BODY_STATUSES = frozenset((204, 304))
-
-
-def host_without_port(host: bytes) -> bytes:
-    """`example.com:8000` -> `example.com`; an IP literal (`[::1]:80`) keeps its colons."""
-    colon = host.rfind(b":")
-    if colon < 0 or host.find(b"]", colon) >= 0:
-        return host
-    return host[:colon]
 
 
 class Exchange:

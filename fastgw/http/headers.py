@@ -1,4 +1,4 @@
-"""Hop-by-hop header rules shared by both sides of the proxy (RFC 9110 §7.6.1).
+"""Header rules shared by both sides of the proxy: hop-by-hop names (RFC 9110 §7.6.1), Host.
 
 Names are lower-case bytes, as the parsers' callbacks hand them on after lower-casing.
 """
@@ -33,3 +33,11 @@ def connection_tokens(value: bytes) -> set[bytes]:
     tokens.discard(b"keep-alive")
     tokens.discard(b"")
     return tokens
+
+
+def host_without_port(host: bytes) -> bytes:
+    """`example.com:8000` -> `example.com`; an IP literal (`[::1]:80`) keeps its colons."""
+    colon = host.rfind(b":")
+    if colon < 0 or host.find(b"]", colon) >= 0:
+        return host
+    return host[:colon]

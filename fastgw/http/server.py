@@ -14,8 +14,8 @@ from typing import Protocol
 import httptools
 
 from fastgw.http import responses
-from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, Exchange, host_without_port
-from fastgw.http.headers import connection_tokens
+from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, Exchange
+from fastgw.http.headers import connection_tokens, host_without_port
 from fastgw.http.timers import TICK_SECONDS, Ticker
 from fastgw.ratelog import RateLimitedLog
 
