@@ -737,9 +737,12 @@ async def test_flood_of_random_credentials(
     # bounded concurrency towards the IdP: the plugin's named bound, and the client's pool
     assert 1 < idp.max_token_in_flight <= IDP_MAX_CONCURRENCY, idp.max_token_in_flight
     assert idp.connections_accepted <= IDP_MAX_CONCURRENCY, idp.connections_accepted
-    # the cached client was served throughout, from the cache
+    # the cached client was served throughout, from the cache, and never stalled: the flood
+    # saturates the one event loop (p50 5-14 ms, p99 65-160 ms, 100-240 requests measured on a
+    # 2-core box), so the bounds leave an order of magnitude for slower machines
     assert not steady_failures, steady_failures[:3]
-    assert len(latencies) > 50
+    assert len(latencies) >= 10, figures
+    assert latencies[-1] < 2.0, figures
     # The whole process (gateway, IdP, 200 client connections): ~25 MiB measured, of which the
     # 10,000 negative entries (two keys each, ~0.4 KB) are ~4 MiB. Before remembered rejections
     # dropped their tracebacks it was ~70 MiB (each one kept its fetch's frames alive).
