@@ -281,9 +281,14 @@ class MisbehavingIdP:
     def __exit__(self, *exc: object) -> None:
         server = self._server
         if server is not None:
-            server.close()
+            # closed in its own loop's thread: asyncio's Server is not thread-safe, and closing
+            # it from here raced with the loop (a TypeError in Server._wakeup, seen once)
+            async def close() -> None:
+                server.close()
+                await asyncio.wait_for(server.wait_closed(), 2)
+
             with contextlib.suppress(Exception):
-                self._call(asyncio.wait_for(server.wait_closed(), 2))
+                self._call(close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 

@@ -39,7 +39,6 @@ for _id, _secret in (BASIC_CLIENT, POST_CLIENT, JWT_CLIENT):
 # injected IdP delay, short enough that the test sees more than one lifetime in a few seconds.
 SHORT_TTL = 4  # seconds, as issued by the IdP
 IDP_DELAY_MS = 120  # during the steady phase: any request that waited for the IdP would show it
-FAST = 0.1  # seconds: no request may take longer than this while tokens roll over
 
 
 def one_route(idp: TestIdP, echo_port: int, **config: object) -> str:
@@ -120,21 +119,24 @@ async def test_short_lived_tokens_are_refreshed_ahead_without_a_request_waiting(
             first = await bearer_for(gateway, BASIC_CLIENT)  # the only request allowed to wait
             assert verify_token(idp, first)["exp"] - time.time() <= SHORT_TTL
             token_calls = idp.stats()["token_requests"]
+            (plugin,) = gateway.gateway.plugins
+            waited = plugin.authenticator.waited_for_token
+            assert waited == 1
             idp.set_delay(IDP_DELAY_MS)
 
             header = [("Authorization", basic(*BASIC_CLIENT))]
             served: list[tuple[float, str]] = []
-            slow: list[float] = []
             deadline = time.monotonic() + SHORT_TTL * 1.4
             while time.monotonic() < deadline:
                 sent_at = time.time()
                 response = await request(gateway.port, "GET", "/api/steady", headers=header)
                 served.append((sent_at, Echoed.of(response).bearer))
-                if response.elapsed >= FAST:
-                    slow.append(round(response.elapsed, 3))
                 await asyncio.sleep(0.02)
 
-            assert not slow, f"{len(slow)} of {len(served)} requests waited: {slow}"
+            # Counted, not timed (the gateway shares this process: a GC pause here could make
+            # any request slow): every request was served from the cache, none waited for the
+            # IdP, although the token rolled over and the IdP answered 120 ms late.
+            assert plugin.authenticator.waited_for_token == waited, "a request waited for a token"
             tokens = {token for _, token in served}
             assert len(tokens) >= 2, "the token served upstream never changed"
             assert idp.stats()["token_requests"] > token_calls

@@ -133,6 +133,9 @@ class ClientCredentialsAuthenticator:
         self._spawn = spawn if spawn is not None else self._spawn_task
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flights: SingleFlight[str, Entry] = SingleFlight()
+        # calls of obtain() that had to wait for a token (IdP or L2); background refreshes and
+        # cache hits do not count: with refresh-ahead working, it grows only with new clients
+        self.waited_for_token = 0
         self._idp_slots = asyncio.Semaphore(IDP_MAX_CONCURRENCY)
         self._idp_warnings = KeyedRateLimitedLog(
             logger, logging.WARNING, IDP_WARNING_INTERVAL_SECONDS, monotonic
@@ -340,6 +343,7 @@ class ClientCredentialsAuthenticator:
         keys = (key,) if alias is None else (key, alias)
         if stale is None:
             stale = self.cache.entries.get(key)
+        self.waited_for_token += 1
         try:
             entry = await self._flights.run(key, lambda: self._fetch(key, credentials))
         except IdpUnavailable:
