@@ -12,7 +12,7 @@ from fastgw.http import responses
 from fastgw.http.exchange import Exchange
 from fastgw.http.upstream import UpstreamTarget
 from fastgw.pipeline import Chain
-from fastgw.routing import Router, normalize_path, upstream_path
+from fastgw.routing import Router, needs_normalizing, normalize_path, upstream_path
 
 _NO_ROUTE_BODY, _NO_ROUTE_HEADERS = responses.error_parts(404, responses.NO_ROUTE_MESSAGE)
 _BAD_PATH_BODY, _BAD_PATH_HEADERS = responses.error_parts(400, "Bad request: invalid path")
@@ -51,8 +51,7 @@ class Dispatcher:
 
     def handle(self, exchange: Exchange) -> Awaitable[None] | None:
         path = exchange.path
-        # needs_normalizing(path), inlined: once per request
-        if path.find(b"/.") >= 0 or path.find(b"%") >= 0 or path.find(b"//") >= 0:
+        if needs_normalizing(path):
             normalized = normalize_path(path)
             if normalized is None:
                 exchange.respond(400, _BAD_PATH_BODY, _BAD_PATH_HEADERS)

@@ -246,9 +246,9 @@ class Exchange:
             return
         if self.expect_continue:
             self._send_continue()
-        idle = target.pool.idle
-        if idle:
-            self._send_to(target.pool.acquire_idle())
+        upstream = target.pool.acquire()
+        if upstream is not None:
+            self._send_to(upstream)
         else:
             self.task = asyncio.ensure_future(self._connect())
 

@@ -93,19 +93,6 @@ _refused_log = RateLimitedLog(log, logging.WARNING)
 _parse_bug_log = RateLimitedLog(log, logging.ERROR)
 
 
-def _feed(parser: httptools.HttpRequestParser, data: bytes) -> Exception | None:
-    """Feed `data`; the parser's exception is returned, not raised, so that the caller handles
-    it outside an `except` block: a parser fed again there would see its callback's exception
-    chained to the one being handled instead of to its own cause (__context__ is overwritten).
-    data_received does the same inline.
-    """
-    try:
-        parser.feed_data(data)
-    except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
-        return error
-    return None
-
-
 class Server:
     """Shared state of one listener: the handler, limits, the clock and live connections."""
 
@@ -382,14 +369,15 @@ class ServerConnection(asyncio.Protocol):
         self.received = start + len(data)
         self.feeding = True
         try:
-            try:
-                self.parser.feed_data(data)
-            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
-                failure: Exception | None = error
-            else:
-                failure = None
-            if failure is not None:
-                self._parse_failed(failure, data)  # outside the `except` block: see _feed
+            while data:
+                try:
+                    self.parser.feed_data(data)
+                    break
+                except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+                    failure: Exception = error
+                # Handled outside the `except` block: a parser fed again there would see its
+                # callback's exception chained to the one being handled, not to its own cause.
+                data = self._parse_failed(failure, data)
                 del failure
         finally:
             self.feeding = False
@@ -425,25 +413,22 @@ class ServerConnection(asyncio.Protocol):
         self.chunk_data_mark = data
         self.chunks = 0
 
-    def _parse_failed(self, error: Exception, data: bytes) -> None:
+    def _parse_failed(self, error: Exception, data: bytes) -> bytes:
+        """Answer a parse failure of `data`; returns what is left to feed (after an Upgrade)."""
         if isinstance(error, httptools.HttpParserUpgrade):
             # Upgrade is hop-by-hop and not offered upstream: the request went on as plain
             # HTTP/1.1. llhttp stops after such a request, so continue with a fresh parser.
             self.parser = httptools.HttpRequestParser(self)
-            rest = data[error.args[0] :] if error.args else b""
-            if rest:
-                again = _feed(self.parser, rest)
-                if again is not None:
-                    self._parse_failed(again, rest)
-            return
+            return data[error.args[0] :] if error.args else b""
         if isinstance(error, httptools.HttpParserCallbackError):
             cause = error.__context__ or error.__cause__
             if isinstance(cause, _LimitExceeded):
                 self._fail(cause.status)
-                return
+                return b""
             # a bug, but one a client can trigger at will: rate-limited
             _parse_bug_log.emit("request parsing failed: %r", cause, exc_info=cause)
         self._fail(400)
+        return b""
 
     def _fail(self, status: int) -> None:
         """The client sent something unusable: answer `status` (in order) and close."""

@@ -301,8 +301,7 @@ class UpstreamConnection(asyncio.Protocol):
             # httptools cannot be told a HEAD response has no body; finish it here and
             # give the next response a fresh parser.
             self._reset_parser = True
-            self._body_sink = self._no_body
-            self._finish(self.parser.should_keep_alive())
+            self._finish()
 
     def on_body(self, body: bytes) -> None:
         self._body_sink(body)
@@ -311,21 +310,16 @@ class UpstreamConnection(asyncio.Protocol):
         if self._informational:
             self._informational = False
             return
-        exchange = self.exchange
-        if exchange is not None:  # None after a HEAD response, finished with its head
-            # as _finish(), inlined: once per response
-            self._completed = exchange
-            self.exchange = None
-            self._body_sink = self._no_body
-            self.deadline = 0.0
-            self._reusable = self.parser.should_keep_alive()
+        if self.exchange is not None:  # None after a HEAD response, finished with its head
+            self._finish()
 
-    def _finish(self, keep_alive: bool) -> None:
+    def _finish(self) -> None:
         # handed to the exchange when feed_data returns (see data_received)
         self._completed = self.exchange
         self.exchange = None
+        self._body_sink = self._no_body
         self.deadline = 0.0
-        self._reusable = keep_alive
+        self._reusable = self.parser.should_keep_alive()
 
     def _unexpected_body(self, body: bytes) -> None:
         self._reusable = False  # bytes after a HEAD response's head: not ours to read
@@ -369,11 +363,10 @@ class UpstreamPool:
 
     def acquire(self) -> UpstreamConnection | None:
         """The most recently used idle connection, or None (the caller then connects)."""
-        return self.acquire_idle() if self.idle else None
-
-    def acquire_idle(self) -> UpstreamConnection:
-        """The most recently used idle connection; there is one (`idle` is not empty)."""
-        conn = self.idle.pop()  # never a closed one: forget() takes those out
+        idle = self.idle
+        if not idle:
+            return None
+        conn = idle.pop()  # never a closed one: forget() takes those out
         conn.idle_since = 0.0  # not idle
         self.busy.add(conn)
         return conn

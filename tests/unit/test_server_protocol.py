@@ -158,9 +158,8 @@ class FakePool:
     def __init__(self) -> None:
         self.made: list[FakeUpstream] = []
         self.released: list[FakeUpstream] = []
-        self.idle = (True,)  # never empty
 
-    def acquire_idle(self) -> FakeUpstream:
+    def acquire(self) -> FakeUpstream:
         upstream = FakeUpstream(self)
         self.made.append(upstream)
         return upstream

@@ -51,7 +51,7 @@ def test_an_idle_connection_the_upstream_closes_leaves_the_pool_at_once() -> Non
     pool.release(second)
     second.connection_lost(None)  # the upstream closed it while it sat idle
     assert pool.idle == [first]
-    assert pool.acquire_idle() is first
+    assert pool.acquire() is first
     assert pool.acquire() is None
 
 
