@@ -45,6 +45,9 @@ DEFAULT_MAX_URI_SIZE = 8 * 1024  # one nginx 8k header buffer must hold the requ
 DEFAULT_HEAD_TIMEOUT = 60.0  # nginx client_header_timeout 60s
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0  # nginx keepalive_timeout default 75s
 DEFAULT_MAX_BODY_SIZE = 0  # unlimited: Kong sets nginx client_max_body_size 0
+# nginx (and so Kong) drops request fields whose name has "_": backends that fold "_" into "-"
+# (CGI, WSGI: HTTP_TRANSFER_ENCODING) would read Transfer_Encoding as Transfer-Encoding.
+DEFAULT_UNDERSCORES_IN_HEADERS = False  # nginx underscores_in_headers off
 DEFAULT_UPSTREAM_POOL_SIZE = 512  # Kong upstream_keepalive_pool_size
 DEFAULT_UPSTREAM_IDLE_TIMEOUT = 60.0  # Kong upstream_keepalive_idle_timeout 60s
 DEFAULT_UPSTREAM_MAX_REQUESTS = 10_000  # Kong upstream_keepalive_max_requests
@@ -117,6 +120,7 @@ class Limits:
     head_timeout: float = DEFAULT_HEAD_TIMEOUT
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    underscores_in_headers: bool = DEFAULT_UNDERSCORES_IN_HEADERS
     upstream_pool_size: int = DEFAULT_UPSTREAM_POOL_SIZE
     upstream_idle_timeout: float = DEFAULT_UPSTREAM_IDLE_TIMEOUT
     upstream_max_requests: int = DEFAULT_UPSTREAM_MAX_REQUESTS
@@ -435,6 +439,9 @@ def _read_settings(reader: Reader) -> Settings:
         head_timeout=_read_seconds(reader, "head_timeout", DEFAULT_HEAD_TIMEOUT),
         keepalive_timeout=_read_seconds(reader, "keepalive_timeout", DEFAULT_KEEPALIVE_TIMEOUT),
         max_body_size=reader.integer("max_body_size", DEFAULT_MAX_BODY_SIZE, minimum=0),
+        underscores_in_headers=reader.boolean(
+            "underscores_in_headers", DEFAULT_UNDERSCORES_IN_HEADERS
+        ),
         upstream_pool_size=reader.integer(
             "upstream_pool_size", DEFAULT_UPSTREAM_POOL_SIZE, minimum=0
         ),

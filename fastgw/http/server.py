@@ -41,6 +41,17 @@ CHUNK_EXCESS_LIMIT = 16 * 1024
 HOST_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:[]"
 
 _SLASH = 0x2F  # b"/"[0]
+# b"_"[0]: `_UNDERSCORE in name` is a memchr, while `b"_" in name` first tries the needle as an
+# integer and builds (then clears) a TypeError: about 2,000 instructions per header
+_UNDERSCORE = 0x5F
+
+# httptools cannot read an Upgrade request's body: its on_headers_complete tells llhttp to skip
+# the body of every request llhttp flags as an upgrade. Until the upstream agrees to switch (it
+# never does while Upgrade is dropped as hop-by-hop), such a request is an ordinary one (RFC 9110
+# §7.8), so its body is read by a fresh parser primed with a head that frames the body the same
+# way; llhttp then reads it with its usual strictness and goes on to the next request.
+_PRIMING_HEAD_CHUNKED = b"PUT / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+_PRIMING_HEAD_LENGTH = b"PUT / HTTP/1.1\r\ncontent-length: %d\r\n\r\n"
 
 # Read-pause reasons: reading resumes only when none is left.
 PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
@@ -82,6 +93,13 @@ class Limits(Protocol):
     head_timeout: float
     keepalive_timeout: float
     max_body_size: int
+    underscores_in_headers: bool
+
+
+def aliases_special_header(name: bytes) -> bool:
+    """Whether `name` (lower case, with "_") reads as a header the gateway consumes or re-creates
+    once "_" is taken for "-", as CGI, WSGI and many frameworks do (HTTP_TRANSFER_ENCODING)."""
+    return name.replace(b"_", b"-") in REQUEST_SPECIAL_HEADERS
 
 
 class _LimitExceeded(Exception):
@@ -187,6 +205,7 @@ class ServerConnection(asyncio.Protocol):
         "out",
         "parser",
         "parsing",
+        "priming",
         "queue",
         "read_paused",
         "read_start",
@@ -196,6 +215,8 @@ class ServerConnection(asyncio.Protocol):
         "ticker",
         "transfer_encoding",
         "transport",
+        "underscores_in_headers",
+        "upgrade_body",
         "url",
         "valid_host",
         "write_paused",
@@ -213,6 +234,7 @@ class ServerConnection(asyncio.Protocol):
         self.max_uri_size = limits.max_uri_size
         self.max_head_size = limits.max_head_size
         self.max_body_size = limits.max_body_size
+        self.underscores_in_headers = limits.underscores_in_headers
         self.ticker = server.ticker
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -261,6 +283,10 @@ class ServerConnection(asyncio.Protocol):
         self.chunk_mark = -1
         self.chunk_data_mark = 0
         self.chunk_excess = 0
+        # an Upgrade request whose body the parser skipped, and the primed parser's own head
+        # being fed (its callbacks are not a request): see _PRIMING_HEAD_CHUNKED
+        self.upgrade_body: Exchange | None = None
+        self.priming = False
 
     # -- connection lifecycle --------------------------------------------------------------------
 
@@ -417,8 +443,13 @@ class ServerConnection(asyncio.Protocol):
         """Answer a parse failure of `data`; returns what is left to feed (after an Upgrade)."""
         if isinstance(error, httptools.HttpParserUpgrade):
             # Upgrade is hop-by-hop and not offered upstream: the request went on as plain
-            # HTTP/1.1. llhttp stops after such a request, so continue with a fresh parser.
+            # HTTP/1.1. llhttp stops after such a request, so continue with a fresh parser,
+            # which first reads the request's body if it has one.
             self.parser = httptools.HttpRequestParser(self)
+            exchange = self.upgrade_body
+            if exchange is not None:
+                self.upgrade_body = None
+                self._prime_for_body(exchange)
             return data[error.args[0] :] if error.args else b""
         if isinstance(error, httptools.HttpParserCallbackError):
             cause = error.__context__ or error.__cause__
@@ -429,6 +460,18 @@ class ServerConnection(asyncio.Protocol):
             _parse_bug_log.emit("request parsing failed: %r", cause, exc_info=cause)
         self._fail(400)
         return b""
+
+    def _prime_for_body(self, exchange: Exchange) -> None:
+        """Make the fresh parser read `exchange`'s body next, framed as its head announced."""
+        if exchange.body_mode == BODY_CHUNKED:
+            head = _PRIMING_HEAD_CHUNKED
+        else:
+            head = _PRIMING_HEAD_LENGTH % exchange.content_length
+        self.priming = True
+        try:
+            self.parser.feed_data(head)
+        finally:
+            self.priming = False
 
     def _fail(self, status: int) -> None:
         """The client sent something unusable: answer `status` (in order) and close."""
@@ -462,6 +505,8 @@ class ServerConnection(asyncio.Protocol):
         if self.closed:
             # Pipelined after a request that closed the connection: never run it.
             raise _LimitExceeded(400)
+        if self.priming:
+            return  # the primed parser's own head: no request (head_started stays 0)
         self.head_started = self.ticker.now or 1e-9
         self.head_from = self.read_start
         self.head_after = self.received
@@ -498,6 +543,11 @@ class ServerConnection(asyncio.Protocol):
             headers = self.headers
             if len(headers) >= self.max_headers:
                 raise _LimitExceeded(431)
+            if _UNDERSCORE in name and (
+                not self.underscores_in_headers or aliases_special_header(name)
+            ):
+                self._dropped_header(name, value)
+                return
             headers.append((name, value))
         elif kind == _HOST:
             if self.host:
@@ -505,6 +555,12 @@ class ServerConnection(asyncio.Protocol):
             self.host = value  # reset for every request: not a reason to set framing_seen
         else:
             self._special_header(kind, name, value)
+
+    def _dropped_header(self, name: bytes, value: bytes) -> None:
+        """A name with "_": dropped as nginx does by default (underscores_in_headers off), and
+        always when it aliases a header the gateway consumes, such as transfer_encoding."""
+        self.framing_seen = True  # so that special_size is reset for the next request
+        self.special_size += len(name) + len(value) + 4  # still part of the head's size
 
     def _special_header(self, kind: int, name: bytes, value: bytes) -> None:
         """A header the gateway consumes or re-creates: kept aside, never in `headers`."""
@@ -533,6 +589,8 @@ class ServerConnection(asyncio.Protocol):
             )
 
     def on_headers_complete(self) -> None:
+        if self.priming:
+            return
         parser = self.parser
         self.head_started = 0.0
         if self.received - self.head_from > self.max_head_size:
@@ -614,6 +672,8 @@ class ServerConnection(asyncio.Protocol):
         if self.max_body_size and content_length > self.max_body_size:
             raise _LimitExceeded(413)
         exchange.expect_body(body_mode, self.expect_continue)
+        if self.parser.should_upgrade():
+            self.upgrade_body = exchange  # the parser will skip this body: see _prime_for_body
 
     def _check_transfer_encoding(self, http_10: bool) -> None:
         """Only a lone `chunked` is a body framing the gateway forwards (as nginx and h11 do).
@@ -668,6 +728,8 @@ class ServerConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         exchange = self.parsing
         if exchange is not None and not exchange.request_complete:
+            if exchange is self.upgrade_body:
+                return  # only its head was read; the primed parser reads the body
             exchange.on_request_complete()
 
     # -- exchange bookkeeping --------------------------------------------------------------------

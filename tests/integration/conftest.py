@@ -407,14 +407,26 @@ class RecordingUpstream(RawUpstream):
 
     SLOW_ANSWER = 0.3
 
-    def __init__(self) -> None:
+    def __init__(self, *, answer_first: bool = False) -> None:
+        """`answer_first`: answer as soon as a request's head is in, then read its body (an
+        upstream that ignores bodies: where a body the gateway did not frame would be read as
+        the next request)."""
         self.received: list[bytes] = []
         self.unfinished: list[bytes] = []
         self.errors: list[str] = []
+        self.answer_first = answer_first
         super().__init__(self._record)
 
+    @staticmethod
+    def _answer(conn: RawConnection, line: bytes) -> None:
+        conn.send(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(line), line))
+
     def _record(self, conn: RawConnection) -> None:
+        answered = False
         while True:
+            if self.answer_first and not answered and conn.buffer.find(b"\r\n\r\n") >= 0:
+                answered = True
+                self._answer(conn, bytes(conn.buffer[: conn.buffer.find(b"\r\n")]))
             try:
                 size = request_length(conn.buffer)
             except ValueError as error:
@@ -432,7 +444,10 @@ class RecordingUpstream(RawUpstream):
             line = raw.split(b"\r\n", 1)[0]
             if b"/slow" in line:
                 time.sleep(self.SLOW_ANSWER)
-            conn.send(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(line), line))
+            if answered:
+                answered = False
+            else:
+                self._answer(conn, line)
 
     def pending(self) -> bytes:
         """What the live connections hold of requests not complete yet."""
@@ -476,11 +491,14 @@ services:
 def recording_gateway(
     make_gateway: Callable[..., EmbeddedGateway],
 ) -> Iterator[Callable[..., tuple[EmbeddedGateway, RecordingUpstream]]]:
-    """`recording_gateway(**settings)`: an embedded gateway in front of a RecordingUpstream."""
+    """`recording_gateway(answer_first=False, **settings)`: an embedded gateway in front of a
+    RecordingUpstream; `settings` go into `_fastgw`."""
     upstreams: list[RecordingUpstream] = []
 
-    def make(**settings: object) -> tuple[EmbeddedGateway, RecordingUpstream]:
-        upstream = RecordingUpstream()
+    def make(
+        *, answer_first: bool = False, **settings: object
+    ) -> tuple[EmbeddedGateway, RecordingUpstream]:
+        upstream = RecordingUpstream(answer_first=answer_first)
         upstreams.append(upstream)
         return make_gateway(recording_config(upstream.port, **settings)), upstream
 

@@ -80,6 +80,7 @@ def test_minimal_config_gets_kong_and_gateway_defaults() -> None:
         head_timeout=60.0,
         keepalive_timeout=75.0,
         max_body_size=0,
+        underscores_in_headers=False,
         upstream_pool_size=512,
         upstream_idle_timeout=60.0,
         upstream_max_requests=10000,

@@ -842,3 +842,98 @@ def test_answers_to_one_read_of_pipelined_requests_go_out_in_one_write() -> None
     out = h.feed(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n" * 3)
     assert out == ok(b"GET /a @h") * 3
     assert h.transport.writes == 1
+
+
+# -- Upgrade requests and underscore names (request smuggling) -----------------------------------
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+def chunked(data: bytes, size: int = 7) -> bytes:
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    return b"".join(b"%x\r\n%b\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("connection", [b"Upgrade", b"keep-alive, upgrade"])
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("split", [False, True])
+async def test_upgrade_request_body_is_its_body_not_a_request(
+    connection: bytes, framing: str, split: bool
+) -> None:
+    """llhttp skips an Upgrade request's body; the gateway reads it as the body all the same."""
+    h = Harness()
+    if framing == "length":
+        framed = b"Content-Length: %d\r\n\r\n%b" % (len(SMUGGLED), SMUGGLED)
+    else:
+        framed = b"Transfer-Encoding: chunked\r\n\r\n" + chunked(SMUGGLED)
+    head, _, body = framed.partition(b"\r\n\r\n")
+    request = (
+        b"POST /body HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: %b\r\n%b\r\n\r\n"
+        % (connection, head)
+    )
+    after = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+    if split:  # the head alone, then the body byte by byte, then the next request
+        out = h.feed(request)
+        out += h.feed(*(body[i : i + 1] for i in range(len(body))))
+        out += h.feed(after)
+    else:
+        out = h.feed(request + body + after)
+    await settle()
+    assert out + h.transport.take() == ok(SMUGGLED) + ok(b"GET /next @h")
+    assert [e.path for e in h.handler.seen] == [b"/body", b"/next"]
+    assert not h.closed
+
+
+async def test_upgrade_request_with_a_malformed_chunked_body_is_400() -> None:
+    h = Harness()
+    out = h.feed(
+        b"POST /body HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\nConnection: upgrade\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n" + SMUGGLED
+    )
+    await settle()
+    assert (out + h.transport.take()).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert h.closed
+    assert [e.path for e in h.handler.seen] == [b"/body"]
+
+
+def test_upgrade_request_without_body_is_followed_by_the_next_request() -> None:
+    h = Harness()
+    out = h.feed(
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+    assert out == ok(b"GET /ws @h") + ok(b"GET /next @h")
+    assert h.handler.seen[0].headers == []  # Upgrade and Connection are hop-by-hop
+
+
+UNDERSCORED = (
+    b"GET / HTTP/1.1\r\nHost: h\r\nX_Custom: 1\r\nX-Plain: 2\r\nTransfer_Encoding: chunked\r\n"
+    b"content_length: 5\r\nX_Forwarded_For: 10.0.0.1\r\nhost_: evil\r\n\r\n"
+)
+
+
+def test_underscore_names_are_dropped_by_default() -> None:
+    h = Harness()
+    assert h.feed(UNDERSCORED) == ok(b"GET / @h")
+    assert h.handler.seen[0].headers == [(b"x-plain", b"2")]
+    # and the next request starts clean
+    h.feed(b"GET /b HTTP/1.1\r\nHost: h\r\nX-Other: 3\r\n\r\n")
+    assert h.handler.seen[1].headers == [(b"x-other", b"3")]
+
+
+def test_underscores_in_headers_keeps_names_that_alias_nothing_the_gateway_owns() -> None:
+    h = Harness(underscores_in_headers=True)
+    assert h.feed(UNDERSCORED) == ok(b"GET / @h")
+    # host_ reads as HTTP_HOST_ in CGI terms: no alias of Host
+    assert h.handler.seen[0].headers == [
+        (b"x_custom", b"1"),
+        (b"x-plain", b"2"),
+        (b"host_", b"evil"),
+    ]
+
+
+def test_dropped_underscore_names_still_count_toward_the_head_size() -> None:
+    h = Harness(max_head_size=512)
+    out = h.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX_Pad: " + b"a" * 600 + b"\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 431 ")
+    assert h.closed
