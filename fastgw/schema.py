@@ -6,6 +6,7 @@ Used by the gateway config and by each plugin's own config schema, so errors rea
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -197,3 +198,105 @@ class Reader:
 def raise_if(problems: list[tuple[str, str]]) -> None:
     if problems:
         raise ConfigError(problems)
+
+
+# -- declarations ---------------------------------------------------------------------------------
+# A config dataclass declares each plain field's type, default and bounds beside it, under the
+# config's own key name (Kong's, where Kong has the key); `read_declared` reads them all, and the
+# schema's parse function is left with the fields derived from several keys and the checks across
+# keys. The way Kong's schema.lua files are declarations, not code.
+
+_DECLARATION = "fastgw.schema"
+
+
+class Declared:
+    """How one config key is read: a subclass per kind of value."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> Any:
+        raise NotImplementedError
+
+
+class Boolean(Declared):
+    __slots__ = ("default",)
+
+    def __init__(self, default: bool) -> None:
+        self.default = default
+
+    def read(self, reader: Reader, key: str) -> bool:
+        return reader.boolean(key, self.default)
+
+
+class Number(Declared):
+    """A number (an integer when `integer`); None when absent and without a default."""
+
+    __slots__ = ("default", "integer", "maximum", "minimum")
+
+    def __init__(
+        self,
+        default: float | None = None,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        integer: bool = False,
+    ) -> None:
+        self.default = default
+        self.minimum = minimum
+        self.maximum = maximum
+        self.integer = integer
+
+    def read(self, reader: Reader, key: str) -> Any:
+        if self.integer:
+            return reader.integer(key, self.default, minimum=self.minimum, maximum=self.maximum)
+        return reader.number(key, self.default, minimum=self.minimum, maximum=self.maximum)
+
+
+class Text(Declared):
+    """A non-empty string, optionally one of `one_of`; None when absent and without a default."""
+
+    __slots__ = ("default", "one_of", "required")
+
+    def __init__(
+        self,
+        default: str | None = None,
+        *,
+        one_of: tuple[str, ...] | None = None,
+        required: bool = False,
+    ) -> None:
+        self.default = default
+        self.one_of = one_of
+        self.required = required
+
+    def read(self, reader: Reader, key: str) -> Any:
+        return reader.string(key, self.default, required=self.required, one_of=self.one_of)
+
+
+class Strings(Declared):
+    """An array of non-empty strings (a lone string is taken as one, as Kong does)."""
+
+    __slots__ = ("default", "one_of")
+
+    def __init__(
+        self, default: tuple[str, ...] = (), *, one_of: tuple[str, ...] | None = None
+    ) -> None:
+        self.default = default
+        self.one_of = one_of
+
+    def read(self, reader: Reader, key: str) -> tuple[str, ...]:
+        return reader.strings(key, self.default, one_of=self.one_of, scalar_ok=True)
+
+
+def declared(how: Declared, *, repr: bool = True) -> Any:
+    """A dataclass field read from the config key of the same name (`repr=False` for secrets)."""
+    return dataclasses.field(repr=repr, metadata={_DECLARATION: how})
+
+
+def read_declared(reader: Reader, cls: type) -> dict[str, Any]:
+    """Every declared field of dataclass `cls`, read from `reader` by field name."""
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        how = item.metadata.get(_DECLARATION)
+        if how is not None:
+            values[item.name] = how.read(reader, item.name)
+    return values
