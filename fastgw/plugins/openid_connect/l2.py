@@ -344,7 +344,12 @@ class SharedTokenCache:
         if ttl <= 0:
             return
         sealed = self._sealer.seal(slot, orjson.dumps(document))
-        if await self._call(lambda: self._store.put(_entry_key(slot), sealed, ttl)) is not None:
+
+        async def put() -> bool:
+            await self._store.put(_entry_key(slot), sealed, ttl)
+            return True
+
+        if await self._call(put):
             self.stats.writes += 1
 
     def count_rejected(self) -> None:
