@@ -35,9 +35,7 @@ def idp() -> Iterator[TestIdP]:
         yield server
 
 
-async def test_concurrent_first_requests_make_one_token_call(
-    idp: TestIdP, echo_port: int
-) -> None:
+async def test_concurrent_first_requests_make_one_token_call(idp: TestIdP, echo_port: int) -> None:
     config = gateway_config(echo_port, {"/api": oidc(idp, client_auth=["client_secret_basic"])})
     authorization = basic(*BASIC_CLIENT)
     calls = []

@@ -14,6 +14,7 @@ import logging
 import math
 import secrets
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -93,7 +94,10 @@ class AiocacheStore:
         await self._cache._redlock_release(key, value)
 
     async def close(self) -> None:
-        await self._cache.close()
+        with warnings.catch_warnings():
+            # aiocache 0.12 closes redis-py's client with its deprecated close(), not aclose()
+            warnings.simplefilter("ignore", DeprecationWarning)
+            await self._cache.close()
 
 
 _RELEASE_SCRIPT = (
@@ -371,7 +375,14 @@ class SharedTokenCache:
             if taken is None:
                 return _NO_CLAIM  # Redis unavailable: fetch without the lock
             if taken:
-                return Claim(lease=lease)
+                # the entry may have been written (and the lock released) between the
+                # caller's miss and this lock: look once more before asking the IdP
+                found = await self._recheck(slot)
+                if found is None:
+                    return Claim(lease=lease)
+                await self.release(slot, lease)
+                self.stats.hits += 1
+                return Claim(found=found)
             if not waited:
                 self.stats.lock_waits += 1
                 waited = True
@@ -381,6 +392,11 @@ class SharedTokenCache:
                 return Claim(found=found)
             if not holder_gone or self._monotonic() >= deadline:
                 return _NO_CLAIM
+
+    async def _recheck(self, slot: str) -> Shared | None:
+        values = await self._call(lambda: self._store.get_many((_entry_key(slot),)))
+        # a bad value here was counted by the load just before
+        return None if values is None else self._decode(slot, values[0], count=False)
 
     async def _wait(self, slot: str, deadline: float) -> tuple[Shared | None, bool]:
         """Poll the entry and the lock: (the entry, _) once written, (None, True) when the lock
@@ -429,11 +445,13 @@ class SharedTokenCache:
             logger.info("token cache redis reachable again")
         return result
 
-    def _decode(self, slot: str, raw: bytes | None) -> Shared | None:
+    def _decode(self, slot: str, raw: bytes | None, *, count: bool = True) -> Shared | None:
         if raw is None:
             return None
         plaintext = self._sealer.open(slot, raw)
         if plaintext is None:
+            if not count:
+                return None
             self.stats.rejected += 1
             self._tamper_warnings.emit(
                 "ignored a token cache value that failed authentication (written without "
