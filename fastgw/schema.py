@@ -7,6 +7,7 @@ Used by the gateway config and by each plugin's own config schema, so errors rea
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -201,12 +202,11 @@ def raise_if(problems: list[tuple[str, str]]) -> None:
 
 
 # -- declarations ---------------------------------------------------------------------------------
-# A config dataclass declares each plain field's type, default and bounds beside it, under the
-# config's own key name (Kong's, where Kong has the key); `read_declared` reads them all, and the
-# schema's parse function is left with the fields derived from several keys and the checks across
-# keys. The way Kong's schema.lua files are declarations, not code.
-
-_DECLARATION = "fastgw.schema"
+# A config dataclass declares each plain field's type, default and bounds in its annotation,
+# `leeway: Annotated[float, Number(0, minimum=0)]`, under the config's own key name (Kong's,
+# where Kong has the key); `read_declared` reads them all, and the schema's parse function is
+# left with the fields derived from several keys and the checks across keys. The way Kong's
+# schema.lua files are declarations, not code.
 
 
 class Declared:
@@ -229,9 +229,9 @@ class Boolean(Declared):
 
 
 class Number(Declared):
-    """A number (an integer when `integer`); None when absent and without a default."""
+    """A number; None when absent and without a default."""
 
-    __slots__ = ("default", "integer", "maximum", "minimum")
+    __slots__ = ("default", "maximum", "minimum")
 
     def __init__(
         self,
@@ -239,17 +239,33 @@ class Number(Declared):
         *,
         minimum: float | None = None,
         maximum: float | None = None,
-        integer: bool = False,
     ) -> None:
         self.default = default
         self.minimum = minimum
         self.maximum = maximum
-        self.integer = integer
 
     def read(self, reader: Reader, key: str) -> Any:
-        if self.integer:
-            return reader.integer(key, self.default, minimum=self.minimum, maximum=self.maximum)
         return reader.number(key, self.default, minimum=self.minimum, maximum=self.maximum)
+
+
+class Integer(Declared):
+    """An integer; None when absent and without a default."""
+
+    __slots__ = ("default", "maximum", "minimum")
+
+    def __init__(
+        self,
+        default: int | None = None,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> None:
+        self.default = default
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def read(self, reader: Reader, key: str) -> Any:
+        return reader.integer(key, self.default, minimum=self.minimum, maximum=self.maximum)
 
 
 class Text(Declared):
@@ -287,16 +303,13 @@ class Strings(Declared):
         return reader.strings(key, self.default, one_of=self.one_of, scalar_ok=True)
 
 
-def declared(how: Declared, *, repr: bool = True) -> Any:
-    """A dataclass field read from the config key of the same name (`repr=False` for secrets)."""
-    return dataclasses.field(repr=repr, metadata={_DECLARATION: how})
-
-
 def read_declared(reader: Reader, cls: type) -> dict[str, Any]:
-    """Every declared field of dataclass `cls`, read from `reader` by field name."""
+    """Every declared field of dataclass `cls` (`name: Annotated[type, Declared(...)]`), read
+    from `reader` under the field's name."""
+    hints = typing.get_type_hints(cls, include_extras=True)
     values: dict[str, Any] = {}
     for item in dataclasses.fields(cls):
-        how = item.metadata.get(_DECLARATION)
-        if how is not None:
-            values[item.name] = how.read(reader, item.name)
+        for how in getattr(hints[item.name], "__metadata__", ()):
+            if isinstance(how, Declared):
+                values[item.name] = how.read(reader, item.name)
     return values

@@ -184,14 +184,14 @@ class ClientCredentialsAuthenticator:
         Redis), `spawn`, `clock`, `monotonic`.
         """
         parsed = config if isinstance(config, OidcConfig) else from_mapping(config)
-        owns = http_client is None
-        if http_client is None:
-            from fastgw.http.client import HttpClient as GatewayHttpClient
+        if http_client is not None:
+            return cls(parsed, http_client, **options)
+        from fastgw.http.client import HttpClient as GatewayHttpClient
 
-            http_client = GatewayHttpClient(
-                verify_tls=parsed.ssl_verify, keepalive=parsed.keepalive
-            )
-        return cls(parsed, http_client, owns_http_client=owns, **options)
+        own: HttpClient = GatewayHttpClient(
+            verify_tls=parsed.ssl_verify, keepalive=parsed.keepalive
+        )
+        return cls(parsed, own, owns_http_client=True, **options)
 
     @staticmethod
     def _shared_cache(config: OidcConfig, store: SharedStore | None) -> SharedTokenCache | None:
@@ -438,10 +438,11 @@ class ClientCredentialsAuthenticator:
         if shared is None:
             return await self._fetch_from_idp(credentials, auth, None)
         slot = shared.slot(f"{key}#{self._request_shape}")
-        entry = await self._from_shared(await shared.load(slot), credentials)
+        found = await shared.load(slot)
+        entry = await self._from_shared(found, credentials)
         if entry is not None:
             return entry
-        claim = await shared.claim(slot)
+        claim = await shared.claim(slot, unusable=found)
         if claim.found is not None:
             entry = await self._from_shared(claim.found, credentials)
             if entry is not None:

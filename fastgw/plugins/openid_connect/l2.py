@@ -27,7 +27,7 @@ from .schema import RedisConfig
 from .sealing import Sealer
 
 if TYPE_CHECKING:
-    from aiocache.base import BaseCache
+    from aiocache.base import BaseCache  # type: ignore[import-untyped]
 
 logger = logging.getLogger("fastgw.oidc")
 
@@ -160,8 +160,8 @@ def connect(config: RedisConfig) -> SharedStore:
         )
         return ClusterStore(client)
 
-    from aiocache import RedisCache
-    from aiocache.serializers import NullSerializer
+    from aiocache import RedisCache  # type: ignore[import-untyped]
+    from aiocache.serializers import NullSerializer  # type: ignore[import-untyped]
 
     pool_kwargs: dict[str, Any] = {"username": config.username, "socket_timeout": io_timeout}
     pool_kwargs.update(tls)
@@ -362,10 +362,11 @@ class SharedTokenCache:
 
     # -- the fleet lock ---------------------------------------------------------------------------
 
-    async def claim(self, slot: str) -> Claim:
+    async def claim(self, slot: str, unusable: Shared | None = None) -> Claim:
         """Take the fleet lock for `slot`, or wait (bounded by the lease) for its holder's
         outcome. A holder that dies leaves a lock that expires with its lease; a holder that
-        fails releases it, and one waiter takes over."""
+        fails releases it, and one waiter takes over. `unusable` is an entry the caller found
+        and could not use (its token failed verification): it does not count as an outcome."""
         deadline = self._monotonic() + self._lock_lease
         lock_key = _lock_key(slot)
         lease = secrets.token_bytes(16)  # only its holder can release the lock
@@ -378,7 +379,7 @@ class SharedTokenCache:
                 # the entry may have been written (and the lock released) between the
                 # caller's miss and this lock: look once more before asking the IdP
                 found = await self._recheck(slot)
-                if found is None:
+                if found is None or found == unusable:
                     return Claim(lease=lease)
                 await self.release(slot, lease)
                 self.stats.hits += 1
@@ -386,7 +387,7 @@ class SharedTokenCache:
             if not waited:
                 self.stats.lock_waits += 1
                 waited = True
-            found, holder_gone = await self._wait(slot, deadline)
+            found, holder_gone = await self._wait(slot, deadline, unusable)
             if found is not None:
                 self.stats.hits += 1
                 return Claim(found=found)
@@ -398,7 +399,9 @@ class SharedTokenCache:
         # a bad value here was counted by the load just before
         return None if values is None else self._decode(slot, values[0], count=False)
 
-    async def _wait(self, slot: str, deadline: float) -> tuple[Shared | None, bool]:
+    async def _wait(
+        self, slot: str, deadline: float, unusable: Shared | None
+    ) -> tuple[Shared | None, bool]:
         """Poll the entry and the lock: (the entry, _) once written, (None, True) when the lock
         went away without one, (None, False) at the deadline or when Redis fails."""
         keys = (_entry_key(slot), _lock_key(slot))
@@ -410,8 +413,8 @@ class SharedTokenCache:
             if values is None:
                 return None, False
             raw, lock = values
-            found = self._decode(slot, raw)
-            if found is not None:
+            found = self._decode(slot, raw, count=False)
+            if found is not None and found != unusable:
                 return found, False
             if lock is None:
                 return None, True

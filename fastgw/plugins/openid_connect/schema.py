@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
-from fastgw.schema import Boolean, Number, Reader, Strings, Text, declared, raise_if, read_declared
+from fastgw.schema import Boolean, Integer, Number, Reader, Strings, Text, raise_if, read_declared
 
 from .jws import ASYMMETRIC_ALGS, HMAC_ALGS, RSA_ALGS
 
@@ -107,24 +107,24 @@ class ConfiguredClient:
 class RedisConfig:
     """Kong's `cluster_cache_redis` record (its names; defaults differ where a comment says)."""
 
-    host: str = declared(Text("127.0.0.1"))
-    port: int = declared(Number(6379, minimum=1, maximum=65535, integer=True))
-    username: str | None = declared(Text())
-    password: str | None = declared(Text(), repr=False)
-    database: int = declared(Number(0, minimum=0, integer=True))
-    ssl: bool = declared(Boolean(False))
+    host: Annotated[str, Text("127.0.0.1")]
+    port: Annotated[int, Integer(6379, minimum=1, maximum=65535)]
+    username: Annotated[str | None, Text()]
+    password: Annotated[str | None, Text()] = field(repr=False)
+    database: Annotated[int, Integer(0, minimum=0)]
+    ssl: Annotated[bool, Boolean(False)]
     # Kong defaults to false; a token cache is worth verifying, as ssl_verify towards the IdP
-    ssl_verify: bool = declared(Boolean(True))
-    server_name: str | None = declared(Text())
-    connect_timeout: int = declared(Number(DEFAULT_REDIS_TIMEOUT_MS, minimum=1, integer=True))
-    send_timeout: int = declared(Number(DEFAULT_REDIS_TIMEOUT_MS, minimum=1, integer=True))
-    read_timeout: int = declared(Number(DEFAULT_REDIS_TIMEOUT_MS, minimum=1, integer=True))
-    keepalive_pool_size: int = declared(Number(256, minimum=1, integer=True))
-    sentinel_master: str | None = declared(Text())
-    sentinel_role: str = declared(Text("master", one_of=SENTINEL_ROLES))
-    sentinel_username: str | None = declared(Text())
-    sentinel_password: str | None = declared(Text(), repr=False)
-    cluster_max_redirections: int = declared(Number(5, minimum=0, integer=True))
+    ssl_verify: Annotated[bool, Boolean(True)]
+    server_name: Annotated[str | None, Text()]
+    connect_timeout: Annotated[int, Integer(DEFAULT_REDIS_TIMEOUT_MS, minimum=1)]
+    send_timeout: Annotated[int, Integer(DEFAULT_REDIS_TIMEOUT_MS, minimum=1)]
+    read_timeout: Annotated[int, Integer(DEFAULT_REDIS_TIMEOUT_MS, minimum=1)]
+    keepalive_pool_size: Annotated[int, Integer(256, minimum=1)]
+    sentinel_master: Annotated[str | None, Text()]
+    sentinel_role: Annotated[str, Text("master", one_of=SENTINEL_ROLES)]
+    sentinel_username: Annotated[str | None, Text()]
+    sentinel_password: Annotated[str | None, Text()] = field(repr=False)
+    cluster_max_redirections: Annotated[int, Integer(5, minimum=0)]
     sentinel_nodes: tuple[tuple[str, int], ...] = ()  # (host, port)
     cluster_nodes: tuple[tuple[str, int], ...] = ()  # (ip, port)
 
@@ -142,44 +142,44 @@ class OidcConfig:
 
     issuer: str
     discovery_url: str
-    rediscovery_lifetime: float = declared(Number(DEFAULT_REDISCOVERY_LIFETIME, minimum=0))
+    rediscovery_lifetime: Annotated[float, Number(DEFAULT_REDISCOVERY_LIFETIME, minimum=0)]
     token_endpoint: str | None
     clients: tuple[ConfiguredClient, ...]
     # for callers that are not one of `clients`: client_auth[0] / client_alg[0]
     default_client_auth: str
     default_client_alg: str | None
     client_credentials_param_type: frozenset[str]
-    scopes: tuple[str, ...] = declared(Strings(DEFAULT_SCOPES))
+    scopes: Annotated[tuple[str, ...], Strings(DEFAULT_SCOPES)]
     token_post_args: tuple[tuple[str, str], ...]
     token_headers: tuple[tuple[str, str], ...]
-    token_cache_key_include_scope: bool = declared(Boolean(False))
-    verify_signature: bool = declared(Boolean(True))
-    verify_claims: bool = declared(Boolean(True))
-    enable_hs_signatures: bool = declared(Boolean(False))
-    leeway: float = declared(Number(0, minimum=0))
-    issuers_allowed: tuple[str, ...] = declared(Strings())
-    audience_required: tuple[str, ...] = declared(Strings())
-    audience_claim: tuple[str, ...] = declared(Strings(("aud",)))
-    scopes_required: tuple[str, ...] = declared(Strings())
-    scopes_claim: tuple[str, ...] = declared(Strings(("scope",)))
-    cache_tokens: bool = declared(Boolean(True))
-    cache_ttl: float = declared(Number(DEFAULT_CACHE_TTL, minimum=0))
-    cache_ttl_min: float | None = declared(Number(minimum=0))
-    cache_ttl_max: float | None = declared(Number(minimum=0))
-    cache_ttl_neg: float = declared(Number(DEFAULT_CACHE_TTL_NEG, minimum=0))
-    cache_ttl_resurrect: float = declared(Number(DEFAULT_CACHE_TTL_RESURRECT, minimum=0))
-    cluster_cache_strategy: str = declared(Text("off", one_of=CLUSTER_CACHE_STRATEGIES))
+    token_cache_key_include_scope: Annotated[bool, Boolean(False)]
+    verify_signature: Annotated[bool, Boolean(True)]
+    verify_claims: Annotated[bool, Boolean(True)]
+    enable_hs_signatures: Annotated[bool, Boolean(False)]
+    leeway: Annotated[float, Number(0, minimum=0)]
+    issuers_allowed: Annotated[tuple[str, ...], Strings()]
+    audience_required: Annotated[tuple[str, ...], Strings()]
+    audience_claim: Annotated[tuple[str, ...], Strings(("aud",))]
+    scopes_required: Annotated[tuple[str, ...], Strings()]
+    scopes_claim: Annotated[tuple[str, ...], Strings(("scope",))]
+    cache_tokens: Annotated[bool, Boolean(True)]
+    cache_ttl: Annotated[float, Number(DEFAULT_CACHE_TTL, minimum=0)]
+    cache_ttl_min: Annotated[float | None, Number(minimum=0)]
+    cache_ttl_max: Annotated[float | None, Number(minimum=0)]
+    cache_ttl_neg: Annotated[float, Number(DEFAULT_CACHE_TTL_NEG, minimum=0)]
+    cache_ttl_resurrect: Annotated[float, Number(DEFAULT_CACHE_TTL_RESURRECT, minimum=0)]
+    cluster_cache_strategy: Annotated[str, Text("off", one_of=CLUSTER_CACHE_STRATEGIES)]
     cluster_cache_redis: RedisConfig | None  # None unless the strategy is redis
     upstream_access_token_header: str
     upstream_headers: tuple[tuple[str, str], ...]  # (claim, header name)
-    hide_credentials: bool = declared(Boolean(DEFAULT_HIDE_CREDENTIALS))
-    unauthorized_error_message: str = declared(Text("Unauthorized"))
-    forbidden_error_message: str = declared(Text("Forbidden"))
-    display_errors: bool = declared(Boolean(False))
-    expose_error_code: bool = declared(Boolean(True))
-    timeout: float = declared(Number(DEFAULT_TIMEOUT_MS, minimum=1))  # milliseconds, as Kong
-    ssl_verify: bool = declared(Boolean(True))
-    keepalive: bool = declared(Boolean(True))
+    hide_credentials: Annotated[bool, Boolean(DEFAULT_HIDE_CREDENTIALS)]
+    unauthorized_error_message: Annotated[str, Text("Unauthorized")]
+    forbidden_error_message: Annotated[str, Text("Forbidden")]
+    display_errors: Annotated[bool, Boolean(False)]
+    expose_error_code: Annotated[bool, Boolean(True)]
+    timeout: Annotated[float, Number(DEFAULT_TIMEOUT_MS, minimum=1)]  # milliseconds, as Kong
+    ssl_verify: Annotated[bool, Boolean(True)]
+    keepalive: Annotated[bool, Boolean(True)]
     cache_tokens_salt: str = field(repr=False)
     # fastgw's own key (Kong has none): encrypts and authenticates what goes to Redis
     cluster_cache_secret: str | None = field(repr=False)

@@ -381,7 +381,19 @@ async def test_start_returns_even_when_the_idp_is_down(idp: FakeIdp) -> None:
     idp.http.route(DISCOVERY_URL, ConnectError("refused"))
     auth, _ = await make_authenticator(idp)
     await asyncio.wait_for(auth.start(), 1)
+    discovery = auth._discovery_task
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # it tried, failed, and keeps trying in the background
+    assert idp.http.count(DISCOVERY_URL) == 1
+    assert discovery is not None and not discovery.done()
+    # meanwhile a request is answered at once, blaming the IdP, without a token request
+    with pytest.raises(IdpUnavailable):
+        await asyncio.wait_for(auth.authenticate(GOOD), 1)
+    assert idp.token_calls == 0
     await auth.close()
+    await asyncio.sleep(0)
+    assert discovery.cancelled()
 
 
 async def test_from_config_validates_and_owns_its_client() -> None:
