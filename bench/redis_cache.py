@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         credentials = extra_credentials(idp)
         try:
             if not args.skip_capacity:
-                authorization = basic_authorization(*credentials[-1])
+                authorization = basic_authorization(*credentials[0])  # warmed later anyway
                 print("capacity (wrk) ...", flush=True)
                 sections["capacity"] = capacity(setup, idp, redis.port, authorization, args)
             else:

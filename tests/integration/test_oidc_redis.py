@@ -6,6 +6,7 @@ of three masters. IdP token calls are counted on the IdP's side; Redis is read w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -29,6 +30,7 @@ from tests.integration.oidc_support import (  # noqa: F401  fixtures, used by na
     oidc,
     request,
     running_gateway,
+    wait_until,
 )
 from tests.support.idp import TestIdP
 from tests.support.redis import RedisCluster, RedisServer
@@ -352,3 +354,45 @@ async def test_redis_down_at_start_slow_or_refusing_never_fails_a_request(
         logged = fastgw_logs.text()
         assert "AuthenticationError" in logged and "OutOfMemoryError" in logged
     assert_no_secrets_in(fastgw_logs.text(), "the fastgw log")
+
+
+async def test_sentinel_shares_tokens_and_rides_out_a_failover(
+    idp: TestIdP, echo_port: int
+) -> None:
+    with contextlib.ExitStack() as stack:
+        master = stack.enter_context(RedisServer())
+        replica = stack.enter_context(RedisServer(replica_of=master.port))
+        sentinel = stack.enter_context(RedisServer(sentinel_of=("fastgw", master.port)))
+        assert wait_until(lambda: "master_link_status:up" in replica.cli("INFO", "replication"))
+        assert wait_until(lambda: "slaves=1" in sentinel.cli("INFO", "sentinel"))
+        record = {
+            "sentinel_master": "fastgw",
+            "sentinel_nodes": [{"host": "127.0.0.1", "port": sentinel.port}],
+        }
+        config = shared_config(idp, echo_port, record)
+        first = stack.enter_context(running_gateway(config))
+        second = stack.enter_context(running_gateway(config))
+        before = token_calls(idp)
+        assert await _serve_clients(first.port, range(110, 115)) == [200] * 5
+        assert await _serve_clients(second.port, range(110, 115)) == [200] * 5
+        assert token_calls(idp) - before == 5  # the second gateway's tokens came from Redis
+        master.kill()
+        # while Sentinel promotes the replica: new clients straight from the IdP, no failure
+        assert await _serve_clients(first.port, range(115, 120)) == [200] * 5
+
+        def promoted() -> bool:
+            address = sentinel.cli("SENTINEL", "get-master-addr-by-name", "fastgw")
+            return str(replica.port) in address
+
+        assert wait_until(promoted, timeout=20)
+        deadline = time.monotonic() + 20
+        index = 120
+        while True:  # the gateways find the new master through Sentinel, not restarted
+            before = token_calls(idp)
+            assert await get(first.port, index) == 200
+            assert await get(second.port, index) == 200
+            if token_calls(idp) - before == 1:
+                break
+            assert time.monotonic() < deadline, "the shared cache was not used after failover"
+            index += 1
+            await asyncio.sleep(0.5)

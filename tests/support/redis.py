@@ -60,9 +60,20 @@ def free_port(*, cluster: bool = False) -> int:
 class RedisServer:
     """One redis-server process on 127.0.0.1:`port`; `start`/`kill`/`stop`, or a context."""
 
-    def __init__(self, port: int | None = None, *, cluster_node: bool = False) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        cluster_node: bool = False,
+        replica_of: int | None = None,
+        sentinel_of: tuple[str, int] | None = None,
+    ) -> None:
+        """`replica_of`: a master's port; `sentinel_of`: (master name, port) to monitor, which
+        makes this process a Sentinel."""
         self.server, self.cli_path = binaries()
         self.cluster_node = cluster_node
+        self.replica_of = replica_of
+        self.sentinel_of = sentinel_of
         self.port = port if port is not None else free_port(cluster=cluster_node)
         self._dir = tempfile.TemporaryDirectory(prefix="fastgw-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -72,21 +83,30 @@ class RedisServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        command = [
-            self.server,
+        command = [self.server]
+        if self.sentinel_of is not None:
+            # a Sentinel rewrites its config file, so it gets one of its own
+            name, master_port = self.sentinel_of
+            config = Path(self._dir.name) / "sentinel.conf"
+            config.write_text(
+                f"sentinel monitor {name} 127.0.0.1 {master_port} 1\n"
+                f"sentinel down-after-milliseconds {name} 1000\n"
+                f"sentinel failover-timeout {name} 3000\n"
+            )
+            command += [str(config), "--sentinel"]
+        command += [
             "--port",
             str(self.port),
             "--bind",
             "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
+            *(() if self.sentinel_of else ("--save", "", "--appendonly", "no")),
             "--dir",
             self._dir.name,
             "--logfile",
             str(Path(self._dir.name) / "redis.log"),
         ]
+        if self.replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         if self.cluster_node:
             command += [
                 "--cluster-enabled",

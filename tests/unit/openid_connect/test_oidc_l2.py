@@ -239,3 +239,24 @@ async def test_without_a_secret_nothing_is_shared(idp: FakeIdp) -> None:
     parsed = from_mapping(config())
     auth = ClientCredentialsAuthenticator(parsed, idp.http, shared_store=memory())
     assert auth.shared is None and auth.metrics() == []
+
+
+async def test_refresh_ahead_takes_the_lock_so_one_process_refreshes_for_the_fleet(
+    idp: FakeIdp,
+) -> None:
+    members = fleet(idp, memory(), 3)
+    first = await members[0].authenticate(GOOD)
+    for member in members[1:]:
+        assert (await member.authenticate(GOOD)) == first  # from the shared cache
+    assert idp.counter == 1
+    idp.clock.advance(3600 - 30)  # inside the refresh margin everywhere at once
+    idp.gate = asyncio.Event()
+    for member in members:
+        assert member.authenticate_cached(GOOD) == first  # serving while refreshing
+    await asyncio.sleep(0.05)
+    idp.gate.set()
+    await asyncio.sleep(0.2)
+    refreshed = {member.authenticate_cached(GOOD).access_token for member in members}
+    assert len(refreshed) == 1 and first.access_token not in refreshed
+    assert idp.counter == 2
+    assert sum(member.shared.stats.lock_waits for member in members if member.shared) == 2
