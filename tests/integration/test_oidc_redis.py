@@ -396,3 +396,18 @@ async def test_sentinel_shares_tokens_and_rides_out_a_failover(
             assert time.monotonic() < deadline, "the shared cache was not used after failover"
             index += 1
             await asyncio.sleep(0.5)
+
+
+async def test_a_burst_of_misses_beyond_the_redis_pool_queues_for_it(
+    idp: TestIdP, echo_port: int, redis_single: RedisServer
+) -> None:
+    flush(redis_single)
+    record = {**redis_record(redis_single), "keepalive_pool_size": 4}
+    config = shared_config(idp, echo_port, record)
+    with running_gateway(config) as first, running_gateway(config) as second:
+        before = token_calls(idp)
+        statuses = await asyncio.gather(
+            *(get(gw.port, index) for index in range(CLIENTS) for gw in (first, second))
+        )
+        assert statuses == [200] * (2 * CLIENTS)
+        assert token_calls(idp) - before == CLIENTS

@@ -45,6 +45,7 @@ from .errors import (
 )
 from .jws import HMAC_ALGS
 from .l2 import (
+    DEFAULT_MAX_CONNECTIONS,
     LOCK_MARGIN_SECONDS,
     SharedRejection,
     SharedStore,
@@ -209,6 +210,7 @@ class ClientCredentialsAuthenticator:
             timeout=timeout,
             # a holder's fetch is bounded by the IdP timeout (token request and JWKS)
             lock_lease=config.timeout_seconds + LOCK_MARGIN_SECONDS,
+            max_connections=DEFAULT_MAX_CONNECTIONS if redis is None else redis.keepalive_pool_size,
         )
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ REDIS_WARNING_INTERVAL_SECONDS = 10.0
 # second interval, doubling: a local IdP answers in ~5 ms, a remote one in tens of ms.
 LOCK_POLL_MIN_SECONDS = 0.005
 LOCK_POLL_MAX_SECONDS = 0.05
+# Calls in flight at once when the store's pool size is not known (an injected store).
+DEFAULT_MAX_CONNECTIONS = 64
 # The lock outlives the holder's fetch by this much (verification, the write back to Redis).
 LOCK_MARGIN_SECONDS = 1.0
 
@@ -296,9 +298,13 @@ class SharedTokenCache:
         *,
         timeout: float,
         lock_lease: float,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        # redis-py's pools refuse a call past their size (MaxConnectionsError) rather than
+        # queue it: a burst of misses waits here for a connection instead, within the timeout
+        self._connections = asyncio.Semaphore(max_connections)
         self._sealer = sealer
         self._timeout = timeout
         self._lock_lease = lock_lease
@@ -432,7 +438,7 @@ class SharedTokenCache:
             self.stats.skipped += 1
             return None
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout), self._connections:
                 result = await operation()
         except Exception as error:  # any Redis fault degrades to "no shared cache"
             self.stats.errors += 1

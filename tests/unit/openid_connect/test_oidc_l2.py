@@ -260,3 +260,24 @@ async def test_refresh_ahead_takes_the_lock_so_one_process_refreshes_for_the_fle
     assert len(refreshed) == 1 and first.access_token not in refreshed
     assert idp.counter == 2
     assert sum(member.shared.stats.lock_waits for member in members if member.shared) == 2
+
+
+async def test_a_burst_of_calls_waits_for_a_connection_instead_of_failing() -> None:
+    class SlowStore(FailingStore):
+        """Answers every read after a moment, counting how many are in flight at once."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.in_flight = self.most = 0
+
+        async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | None]:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            await asyncio.sleep(0.01)
+            self.in_flight -= 1
+            return [None] * len(keys)
+
+    store = SlowStore()
+    shared = SharedTokenCache(store, Sealer(SECRET), timeout=1.0, lock_lease=2.0, max_connections=4)
+    await asyncio.gather(*(shared.load(shared.slot(str(i))) for i in range(40)))
+    assert store.most == 4 and shared.stats.misses == 40 and shared.stats.errors == 0
