@@ -1,5 +1,6 @@
 # fastgw developer commands. `make run` and `make test` install what is missing first, so a
-# fresh clone needs nothing else (Python 3.11+, Node 20 and npm on the PATH).
+# fresh clone needs nothing else (Python 3.11+, Node 20 and npm on the PATH; redis-server for
+# the tests is installed with apt-get when missing and the user may).
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ PY := $(BIN)/python
 IDP_DEPS := tests/idp/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit test-integration bench bench-locust bench-curves lint format clean
+.PHONY: install redis-server run test test-unit test-integration bench bench-locust bench-curves lint format clean
 
 install: $(VENV)/.installed $(IDP_DEPS)
 
@@ -21,16 +22,28 @@ $(VENV)/.installed: pyproject.toml
 $(IDP_DEPS): tests/idp/package.json tests/idp/package-lock.json
 	npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
 
+# The Redis tests start their own redis-server processes (and a Redis Cluster) on free ports;
+# nothing here starts or configures a system service.
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+		else \
+			echo "the tests need redis-server and redis-cli: sudo apt-get install -y redis-server" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
 run: install
 	$(PY) -m tests.support.demo
 
-test: install
+test: install redis-server
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-test-integration: install
+test-integration: install redis-server
 	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 bench: install

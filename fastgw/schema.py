@@ -6,6 +6,8 @@ Used by the gateway config and by each plugin's own config schema, so errors rea
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -197,3 +199,117 @@ class Reader:
 def raise_if(problems: list[tuple[str, str]]) -> None:
     if problems:
         raise ConfigError(problems)
+
+
+# -- declarations ---------------------------------------------------------------------------------
+# A config dataclass declares each plain field's type, default and bounds in its annotation,
+# `leeway: Annotated[float, Number(0, minimum=0)]`, under the config's own key name (Kong's,
+# where Kong has the key); `read_declared` reads them all, and the schema's parse function is
+# left with the fields derived from several keys and the checks across keys. The way Kong's
+# schema.lua files are declarations, not code.
+
+
+class Declared:
+    """How one config key is read: a subclass per kind of value."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> Any:
+        raise NotImplementedError
+
+
+class Boolean(Declared):
+    __slots__ = ("default",)
+
+    def __init__(self, default: bool) -> None:
+        self.default = default
+
+    def read(self, reader: Reader, key: str) -> bool:
+        return reader.boolean(key, self.default)
+
+
+class Number(Declared):
+    """A number; None when absent and without a default."""
+
+    __slots__ = ("default", "maximum", "minimum")
+
+    def __init__(
+        self,
+        default: float | None = None,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> None:
+        self.default = default
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def read(self, reader: Reader, key: str) -> Any:
+        return reader.number(key, self.default, minimum=self.minimum, maximum=self.maximum)
+
+
+class Integer(Declared):
+    """An integer; None when absent and without a default."""
+
+    __slots__ = ("default", "maximum", "minimum")
+
+    def __init__(
+        self,
+        default: int | None = None,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> None:
+        self.default = default
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def read(self, reader: Reader, key: str) -> Any:
+        return reader.integer(key, self.default, minimum=self.minimum, maximum=self.maximum)
+
+
+class Text(Declared):
+    """A non-empty string, optionally one of `one_of`; None when absent and without a default."""
+
+    __slots__ = ("default", "one_of", "required")
+
+    def __init__(
+        self,
+        default: str | None = None,
+        *,
+        one_of: tuple[str, ...] | None = None,
+        required: bool = False,
+    ) -> None:
+        self.default = default
+        self.one_of = one_of
+        self.required = required
+
+    def read(self, reader: Reader, key: str) -> Any:
+        return reader.string(key, self.default, required=self.required, one_of=self.one_of)
+
+
+class Strings(Declared):
+    """An array of non-empty strings (a lone string is taken as one, as Kong does)."""
+
+    __slots__ = ("default", "one_of")
+
+    def __init__(
+        self, default: tuple[str, ...] = (), *, one_of: tuple[str, ...] | None = None
+    ) -> None:
+        self.default = default
+        self.one_of = one_of
+
+    def read(self, reader: Reader, key: str) -> tuple[str, ...]:
+        return reader.strings(key, self.default, one_of=self.one_of, scalar_ok=True)
+
+
+def read_declared(reader: Reader, cls: type) -> dict[str, Any]:
+    """Every declared field of dataclass `cls` (`name: Annotated[type, Declared(...)]`), read
+    from `reader` under the field's name."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        for how in getattr(hints[item.name], "__metadata__", ()):
+            if isinstance(how, Declared):
+                values[item.name] = how.read(reader, item.name)
+    return values

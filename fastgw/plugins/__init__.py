@@ -22,13 +22,24 @@ _MODULES: dict[str, str] = {
 
 
 class HttpResponse(Protocol):
-    status: int
-    headers: Mapping[str, str]  # lower-case names
-    body: bytes
+    """A response as plugins read it (fastgw.http.client.Response is one: frozen, so the
+    members are read-only here)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # lower-case names
+
+    @property
+    def body(self) -> bytes: ...
 
 
 class HttpClient(Protocol):
-    """The small async HTTP client a plugin uses to talk to other services (e.g. an IdP)."""
+    """The small async HTTP client a plugin uses to talk to other services (e.g. an IdP): the
+    one declaration of its interface. fastgw.http.client.HttpClient implements it (mypy checks
+    that where the gateway hands one out); test doubles subclass this protocol, so mypy checks
+    them against it too."""
 
     async def request(
         self,

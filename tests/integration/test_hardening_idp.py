@@ -60,6 +60,7 @@ from tests.integration.oidc_support import (  # noqa: F401  echo_port is a fixtu
     request,
     wait_until,
 )
+from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -216,12 +217,23 @@ ROUTES = (
     "/x-token",  # the token goes upstream in X-Access-Token
     "/jwt",  # client_secret_jwt
     "/pkjwt",  # private_key_jwt
-    "/l2",  # an L2 cache (memory)
+    "/l2",  # the shared token cache (a real redis-server)
 )
+
+L2_SECRET = "hardening-cluster-cache-secret"
+SECRETS.add(L2_SECRET)
 
 
 @pytest.fixture(scope="module")
-def gw(idp: MisbehavingIdP, echo_port: int, logs: Collector) -> Iterator[Gateway]:
+def redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gw(
+    idp: MisbehavingIdP, echo_port: int, logs: Collector, redis: RedisServer
+) -> Iterator[Gateway]:
     pk_jwk_key = RsaKey("pk-client-key")
     pk_jwk = {**orjson.loads(RSAAlgorithm.to_jwk(pk_jwk_key.private)), "kid": "pk-client-key"}
     SECRETS.add(pk_jwk["d"], pk_jwk["p"], pk_jwk["q"])
@@ -260,7 +272,13 @@ def gw(idp: MisbehavingIdP, echo_port: int, logs: Collector) -> Iterator[Gateway
             "client_jwk": [pk_jwk],
             "display_errors": True,
         },
-        "/l2": {**base, "cache_l2": {"type": "memory"}, "display_errors": True},
+        "/l2": {
+            **base,
+            "cluster_cache_strategy": "redis",
+            "cluster_cache_secret": L2_SECRET,
+            "cluster_cache_redis": {"port": redis.port},
+            "display_errors": True,
+        },
     }
     assert tuple(configs) == ROUTES
     with running(gateway_config(echo_port, configs)) as gateway:
@@ -812,14 +830,14 @@ async def test_client_assertions_are_made_and_never_shown(gw: Gateway, idp: Misb
 
 
 def test_nothing_secret_in_logs_metrics_answers_or_cache_keys(
-    gw: Gateway, idp: MisbehavingIdP, logs: Collector
+    gw: Gateway, idp: MisbehavingIdP, logs: Collector, redis: RedisServer
 ) -> None:
     assert idp.assertions_seen and idp.tokens_issued and ANSWERS
-    assert_nothing_leaked(gw, idp, logs, l2_used=True)
+    assert_nothing_leaked(gw, idp, logs, redis=redis)
 
 
 def assert_nothing_leaked(
-    gw: Gateway, idp: MisbehavingIdP, logs: Collector, *, l2_used: bool = False
+    gw: Gateway, idp: MisbehavingIdP, logs: Collector, *, redis: RedisServer | None = None
 ) -> None:
     SECRETS.add(*idp.tokens_issued)
     for assertion in idp.assertions_seen:
@@ -844,11 +862,11 @@ def assert_nothing_leaked(
             for key in (*cache.entries, *cache.rejections):
                 found.append(key.hex() if isinstance(key, bytes) else str(key))
                 found.append(repr(key))
-            l2 = plugin.authenticator._l2
-            if l2 is not None:
-                found.extend(l2._backend._cache)  # aiocache SimpleMemoryCache's dict
         return found
 
-    all_keys = gw.run(keys())
-    assert not l2_used or any(key.startswith("fastgw:oidc:") for key in all_keys)
-    no_secret("\n".join(all_keys), "the cache keys (L1 and L2)")
+    no_secret("\n".join(gw.run(keys())), "the L1 cache keys")
+    if redis is not None:
+        shared = [key for key in redis.cli("--scan").splitlines() if key]
+        assert any(key.startswith("fastgw:oidc:") for key in shared)
+        values = b"".join(redis.cli_bytes("GET", key) for key in shared)
+        no_secret("\n".join(shared) + values.decode("latin-1"), "Redis (keys and values)")

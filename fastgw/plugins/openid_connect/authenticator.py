@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import math
 import secrets
@@ -23,18 +24,15 @@ from fastgw.ratelog import KeyedRateLimitedLog
 from .cache import (
     REFRESH_RETRY_SECONDS,
     Entry,
-    L2Backend,
-    L2Store,
+    Lifetime,
     SingleFlight,
-    StoredToken,
     Token,
     TokenCache,
     TtlPolicy,
     credentials_cache_key,
-    lifetime_until,
     plan_lifetime,
 )
-from .client_auth import build_token_request, check_gateway_secret, client_auth_for
+from .client_auth import ClientAuth, build_token_request, check_gateway_secret, client_auth_for
 from .credentials import ClientCredentials, CredentialError, parse_basic
 from .discovery import Discovery, KeySet
 from .errors import (
@@ -46,8 +44,19 @@ from .errors import (
     InvalidCredentials,
 )
 from .jws import HMAC_ALGS
+from .l2 import (
+    DEFAULT_MAX_CONNECTIONS,
+    LOCK_MARGIN_SECONDS,
+    SharedRejection,
+    SharedStore,
+    SharedToken,
+    SharedTokenCache,
+    connect,
+    metric_lines,
+)
 from .schema import OidcConfig, from_mapping
-from .token_endpoint import request_token
+from .sealing import Sealer
+from .token_endpoint import TokenResponse, request_token
 from .verify import VerifyPolicy, parse, verify_token
 
 logger = logging.getLogger("fastgw.oidc")
@@ -61,6 +70,8 @@ IDP_MAX_CONCURRENCY = 16
 IDP_WARNING_INTERVAL_SECONDS = 1.0
 
 _CONTROL_CHARS = frozenset(range(0x20)) | {0x7F}
+# plugin instances in this process, for the `instance` label of their metrics
+_instances = itertools.count()
 
 
 def _claim_header_value(value: Any) -> bytes | None:
@@ -107,7 +118,7 @@ class ClientCredentialsAuthenticator:
         http_client: HttpClient,
         *,
         spawn: Callable[[Awaitable[Any]], Any] | None = None,
-        l2: L2Backend | None = None,
+        shared_store: SharedStore | None = None,
         owns_http_client: bool = False,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -140,11 +151,13 @@ class ClientCredentialsAuthenticator:
         self._idp_warnings = KeyedRateLimitedLog(
             logger, logging.WARNING, IDP_WARNING_INTERVAL_SECONDS, monotonic
         )
-        if l2 is None and config.cache_l2 == "memory":
-            from aiocache import SimpleMemoryCache
-
-            l2 = SimpleMemoryCache()
-        self._l2 = L2Store(l2) if l2 is not None and config.cache_tokens else None
+        self.instance = next(_instances)
+        self.shared = self._shared_cache(config, shared_store)
+        # what shapes the token request besides the credentials: two plugin instances share
+        # an entry only when they would have asked the IdP for the same token
+        self._request_shape = orjson.dumps(
+            [config.token_endpoint, config.scope, config.token_post_args, config.token_headers]
+        ).decode()
         need_keys = config.verify_signature
         self.discovery = Discovery(
             issuer=config.issuer,
@@ -168,17 +181,37 @@ class ClientCredentialsAuthenticator:
         """From a config mapping in Kong's shape (or a parsed `OidcConfig`); raises ConfigError.
 
         Without `http_client`, one is made (TLS verification per `ssl_verify`) and closed by
-        `close()`. `options`: `l2` (an aiocache-compatible cache), `spawn`, `clock`.
+        `close()`. `options`: `shared_store` (a `SharedStore` in place of the configured
+        Redis), `spawn`, `clock`, `monotonic`.
         """
         parsed = config if isinstance(config, OidcConfig) else from_mapping(config)
-        owns = http_client is None
-        if http_client is None:
-            from fastgw.http.client import HttpClient as GatewayHttpClient
+        if http_client is not None:
+            return cls(parsed, http_client, **options)
+        from fastgw.http.client import HttpClient as GatewayHttpClient
 
-            http_client = GatewayHttpClient(
-                verify_tls=parsed.ssl_verify, keepalive=parsed.keepalive
-            )
-        return cls(parsed, http_client, owns_http_client=owns, **options)
+        own: HttpClient = GatewayHttpClient(
+            verify_tls=parsed.ssl_verify, keepalive=parsed.keepalive
+        )
+        return cls(parsed, own, owns_http_client=True, **options)
+
+    @staticmethod
+    def _shared_cache(config: OidcConfig, store: SharedStore | None) -> SharedTokenCache | None:
+        redis = config.cluster_cache_redis
+        if not config.cache_tokens or config.cluster_cache_secret is None:
+            return None
+        if store is None:
+            if redis is None:
+                return None
+            store = connect(redis)
+        timeout = 1.0 if redis is None else (redis.connect_timeout + redis.read_timeout) / 1000
+        return SharedTokenCache(
+            store,
+            Sealer(config.cluster_cache_secret),
+            timeout=timeout,
+            # a holder's fetch is bounded by the IdP timeout (token request and JWKS)
+            lock_lease=config.timeout_seconds + LOCK_MARGIN_SECONDS,
+            max_connections=DEFAULT_MAX_CONNECTIONS if redis is None else redis.keepalive_pool_size,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -196,8 +229,16 @@ class ClientCredentialsAuthenticator:
         self._flights.cancel_all()
         for task in tuple(self._tasks):
             task.cancel()
+        if self.shared is not None:
+            await self.shared.close()
         if self._owns_http:
             await self._http.close()
+
+    def metrics(self) -> list[str]:
+        """Prometheus lines: the shared cache's counters (nothing without one)."""
+        if self.shared is None:
+            return []
+        return metric_lines(self.shared.stats, self.instance)
 
     def _spawn_task(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -303,19 +344,14 @@ class ClientCredentialsAuthenticator:
         self, entry: Entry, aliases: tuple[Hashable, ...], credentials: ClientCredentials
     ) -> None:
         key = self.credentials_key(credentials)
+        keys = (key, *aliases)
         try:
-            fresh = await self._flights.run(key, lambda: self._fetch(key, credentials))
-        except IdpUnavailable:
-            entry.refresh_failed(self.clock())
-        except (InvalidCredentials, InsufficientScope) as error:
-            entry.kill()
-            self._remember_rejection((key, *aliases), error)
+            await self._flights.run(key, lambda: self._fill(key, credentials, keys, entry))
+        except AuthError:
+            pass  # the flight kept the entry serving (stale-if-error) or remembered a rejection
         except Exception:
             logger.exception("background token refresh failed unexpectedly")
             entry.refresh_failed(self.clock())
-        else:
-            entry.adopt(fresh)
-            self.cache.store((key, *aliases), entry, self.clock())
         finally:
             entry.refreshing = False
 
@@ -345,18 +381,13 @@ class ClientCredentialsAuthenticator:
             stale = self.cache.entries.get(key)
         self.waited_for_token += 1
         try:
-            entry = await self._flights.run(key, lambda: self._fetch(key, credentials))
-        except IdpUnavailable:
-            now = self.clock()
-            if stale is not None and now < stale.stale_until:
-                stale.refresh_failed(now)
-                self.cache.store(keys, stale, now)
-                return stale
-            raise
+            entry = await self._flights.run(key, lambda: self._fill(key, credentials, keys, stale))
         except (InvalidCredentials, InsufficientScope) as rejected:
-            self._remember_rejection(keys, rejected)
+            if alias is not None:  # this caller's own alias (the flight's may be another's)
+                self._remember_rejection((alias,), rejected)
             raise
-        self.cache.store(keys, entry, self.clock())
+        if alias is not None:
+            self.cache.store((alias,), entry, self.clock())
         return entry
 
     def _remember_rejection(self, keys: tuple[Hashable, ...], error: AuthError) -> None:
@@ -368,20 +399,122 @@ class ClientCredentialsAuthenticator:
             # rejection, and would keep the secret in memory for cache_ttl_neg
             self.cache.reject(keys, _fresh(error), now + ttl, now)
 
-    # -- the fetch (one per cache key at a time) --------------------------------------------------
+    # -- the flight: one per cache key at a time ------------------------------------------------
+    #
+    # L1 miss -> _fill -> _find_or_fetch: L2 -> fleet lock -> IdP -> verify -> L2 write -> publish.
 
-    async def _fetch(self, key: str, credentials: ClientCredentials) -> Entry:
+    async def _fill(
+        self,
+        key: str,
+        credentials: ClientCredentials,
+        keys: tuple[Hashable, ...],
+        stale: Entry | None,
+    ) -> Entry:
+        """The flight's body. It publishes its outcome to the L1 (the entry, the rejection, or
+        the stale entry kept serving) before it returns: a request that arrives after the
+        flight has ended, before its waiters have resumed, finds the outcome, not a gap."""
+        try:
+            fresh = await self._find_or_fetch(key, credentials)
+        except IdpUnavailable:
+            now = self.clock()
+            if stale is not None and now < stale.stale_until:
+                stale.refresh_failed(now)
+                self.cache.store(keys, stale, now)
+                return stale
+            raise
+        except (InvalidCredentials, InsufficientScope) as rejected:
+            if stale is not None:
+                stale.kill()  # the IdP rejects these credentials now: stop serving at once
+            self._remember_rejection(keys, rejected)
+            raise
+        if stale is not None:
+            stale.adopt(fresh)  # every L1 key pointing at the old entry sees the new token
+            fresh = stale
+        self.cache.store(keys, fresh, self.clock())
+        return fresh
+
+    async def _find_or_fetch(self, key: str, credentials: ClientCredentials) -> Entry:
         auth = client_auth_for(self.config, credentials.client_id)
-        check_gateway_secret(credentials, auth)  # before any IdP call
-        if self._l2 is not None:
-            entry = await self._from_l2(key, credentials)
+        check_gateway_secret(credentials, auth)  # before any shared entry or IdP call
+        shared = self.shared
+        if shared is None:
+            return await self._fetch_from_idp(credentials, auth, None)
+        slot = shared.slot(f"{key}#{self._request_shape}")
+        found = await shared.load(slot)
+        entry = await self._from_shared(found, credentials)
+        if entry is not None:
+            return entry
+        claim = await shared.claim(slot, unusable=found)
+        if claim.found is not None:
+            entry = await self._from_shared(claim.found, credentials)
             if entry is not None:
                 return entry
+        try:
+            return await self._fetch_from_idp(credentials, auth, slot)
+        finally:
+            if claim.lease is not None:
+                await shared.release(slot, claim.lease)
+
+    async def _from_shared(
+        self, found: SharedToken | SharedRejection | None, credentials: ClientCredentials
+    ) -> Entry | None:
+        """An entry from what the shared cache held: a rejection is raised as the IdP's, a
+        token verified as if fresh from the IdP (the cache is not trusted blindly)."""
+        if found is None:
+            return None
+        if isinstance(found, SharedRejection):
+            raise InvalidCredentials(found.reason)
+        now = self.clock()
+        try:
+            claims = await self._verify(found.access_token, credentials)
+        except InsufficientScope:
+            raise  # a genuine token without this instance's audience or scopes
+        except AuthError:
+            assert self.shared is not None
+            self.shared.count_rejected()
+            return None
+        exp = claims.get("exp")
+        lifetime = plan_lifetime(
+            self.ttl, found.fetched_at, found.expires_in, exp if _is_number(exp) else None
+        )
+        # a token due for refresh is not worth taking: it would only be refreshed again
+        if now >= lifetime.refresh_at:
+            return None
+        return self._entry(found.access_token, claims, lifetime)
+
+    async def _fetch_from_idp(
+        self, credentials: ClientCredentials, auth: ClientAuth, slot: str | None
+    ) -> Entry:
+        """Token endpoint -> token request -> verification -> lifetime -> the shared cache."""
+        endpoint = await self._token_endpoint()
+        try:
+            response = await self._request_token(credentials, auth, endpoint)
+        except InvalidCredentials as rejected:
+            if slot is not None:
+                await self._share_rejection(slot, rejected)
+            raise
+        fetched_at = self.clock()
+        claims = await self._verify_issued(response.access_token, credentials)
+        exp = claims.get("exp")
+        lifetime = plan_lifetime(
+            self.ttl, fetched_at, response.expires_in, exp if _is_number(exp) else None
+        )
+        if slot is not None:
+            await self._share_token(slot, response, fetched_at, lifetime)
+        return self._entry(response.access_token, claims, lifetime)
+
+    async def _token_endpoint(self) -> str:
         endpoint = self.config.token_endpoint
         if endpoint is None:
             endpoint = (await self.discovery.ready()).token_endpoint
             if endpoint is None:
                 raise IdpUnavailable("discovery document has no token_endpoint")
+        return endpoint
+
+    async def _request_token(
+        self, credentials: ClientCredentials, auth: ClientAuth, endpoint: str
+    ) -> TokenResponse:
+        """One token request, within the IdP concurrency bound and the timeout."""
         request = build_token_request(
             credentials,
             auth,
@@ -398,7 +531,7 @@ class ClientCredentialsAuthenticator:
         except TimeoutError:
             raise IdpTimeout("too many token requests waiting for the identity provider") from None
         try:
-            response = await request_token(self._http, endpoint, request, timeout=timeout)
+            return await request_token(self._http, endpoint, request, timeout=timeout)
         except IdpUnavailable as error:
             # the client is not to blame, so the answer says little: the operator needs the why
             message = f"token request failed: {error.reason}"
@@ -406,9 +539,14 @@ class ClientCredentialsAuthenticator:
             raise
         finally:
             self._idp_slots.release()
-        fetched_at = self.clock()
+
+    async def _verify_issued(
+        self, access_token: str, credentials: ClientCredentials
+    ) -> dict[str, Any]:
+        """The claims of a token the IdP just issued; a token failing verification is the
+        IdP's fault (IdpTokenRejected, 502), not the caller's."""
         try:
-            claims = await self._verify(response.access_token, credentials)
+            return await self._verify(access_token, credentials)
         except InsufficientScope:
             raise  # a genuine token without this route's audience or scopes: 403, the caller's
         except InvalidCredentials as error:
@@ -430,30 +568,21 @@ class ClientCredentialsAuthenticator:
             )
             self._idp_warnings.emit(rejected.reason, "%s", rejected.reason)
             raise rejected from None
-        exp = claims.get("exp")
-        lifetime = plan_lifetime(
-            self.ttl, fetched_at, response.expires_in, exp if _is_number(exp) else None
-        )
-        entry = self._entry(response.access_token, claims, lifetime)
-        if self._l2 is not None and lifetime.expires_at > fetched_at:
-            await self._l2.save(key, StoredToken(response.access_token, lifetime), fetched_at)
-        return entry
 
-    async def _from_l2(self, key: str, credentials: ClientCredentials) -> Entry | None:
-        assert self._l2 is not None
-        stored = await self._l2.load(key)
-        now = self.clock()
-        # a token due for refresh is not worth taking: it would only be refreshed again
-        if stored is None or now >= stored.lifetime.refresh_at:
-            return None
-        try:
-            # a shared cache is not trusted blindly: the token is verified like a fresh one
-            claims = await self._verify(stored.access_token, credentials)
-        except AuthError:
-            return None
-        times = stored.lifetime
-        lifetime = lifetime_until(now, times.expires_at, times.valid_until, self.ttl.resurrect)
-        return self._entry(stored.access_token, claims, lifetime)
+    async def _share_token(
+        self, slot: str, response: TokenResponse, fetched_at: float, lifetime: Lifetime
+    ) -> None:
+        # gone from Redis when it is due for refresh, so the fleet refreshes it once, under
+        # the lock, instead of every process taking a token about to be replaced
+        ttl = lifetime.refresh_at - self.clock()
+        assert self.shared is not None
+        shared = SharedToken(response.access_token, fetched_at, response.expires_in)
+        await self.shared.save_token(slot, shared, ttl)
+
+    async def _share_rejection(self, slot: str, rejected: InvalidCredentials) -> None:
+        assert self.shared is not None
+        ttl = self.config.cache_ttl_neg
+        await self.shared.save_rejection(slot, SharedRejection(rejected.reason), ttl)
 
     async def _verify(self, access_token: str, credentials: ClientCredentials) -> dict[str, Any]:
         jws = parse(access_token)
@@ -467,7 +596,7 @@ class ClientCredentialsAuthenticator:
             keys = await self.discovery.keys_for(kid if isinstance(kid, str) else None)
         return verify_token(jws, keys, self.policy, self.clock(), credentials.client_secret)
 
-    def _entry(self, access_token: str, claims: dict[str, Any], lifetime: Any) -> Entry:
+    def _entry(self, access_token: str, claims: dict[str, Any], lifetime: Lifetime) -> Entry:
         valid_until = lifetime.valid_until
         token = Token(access_token, None if math.isinf(valid_until) else valid_until, claims)
         upstream_headers = tuple(

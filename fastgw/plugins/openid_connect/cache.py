@@ -1,7 +1,6 @@
-"""Token caching: the L1 dict read by the hot path, negative entries, TTL math, single-flight, L2.
-
-Policy is sans-IO (every decision takes `now`); the only awaits are the L2's and the fetch handed
-to `SingleFlight`.
+"""Token caching in the process: the L1 dict the hot path reads, negative entries, TTL math, and
+the single-flight of fetches. Policy is sans-IO (every decision takes `now`); the shared cache
+across processes is l2.py's.
 """
 
 from __future__ import annotations
@@ -10,19 +9,14 @@ import asyncio
 import base64
 import hashlib
 import itertools
-import logging
 import math
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
-
-import orjson
+from typing import Any, Generic, TypeVar
 
 from .credentials import ClientCredentials
 from .errors import AuthError
 from .schema import OidcConfig
-
-logger = logging.getLogger("fastgw.oidc")
 
 # Clients in the L1 (and, separately, in the negative cache). A cached token costs ~2-3 KiB (the
 # JWT in its header bytes, its claims), so the bound keeps the cache under ~300 MiB even when
@@ -46,11 +40,6 @@ REFRESH_AHEAD_MIN_SECONDS = 1.0
 # After a failed background refresh, hits keep serving the token this long before the next try,
 # so an IdP outage costs it one call per interval per client rather than one per request.
 REFRESH_RETRY_SECONDS = 5.0
-
-# An L2 slower than this is skipped (the IdP is the source of truth; a slow Redis must not make
-# every miss slow too).
-L2_TIMEOUT_SECONDS = 0.5
-L2_NAMESPACE = "fastgw:oidc:"
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -300,73 +289,3 @@ class SingleFlight(Generic[K, T]):
     def cancel_all(self) -> None:
         for task in self._tasks.values():
             task.cancel()
-
-
-class L2Backend(Protocol):
-    """The part of aiocache's interface we use (SimpleMemoryCache, RedisCache, ...)."""
-
-    async def get(self, key: str) -> Any: ...
-
-    async def set(self, key: str, value: Any, ttl: Any = ...) -> Any: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StoredToken:
-    """What goes to the L2: the token and its times; claims are re-verified on the way back."""
-
-    access_token: str = field(repr=False)
-    lifetime: Lifetime
-
-
-class L2Store:
-    """The seam to a shared cache: values are JSON strings (any aiocache serializer keeps them),
-    keys are Kong-shaped hashes; failures are logged and skipped, never fatal."""
-
-    def __init__(self, backend: L2Backend, *, namespace: str = L2_NAMESPACE) -> None:
-        self._backend = backend
-        self._namespace = namespace
-
-    async def load(self, key: str) -> StoredToken | None:
-        try:
-            async with asyncio.timeout(L2_TIMEOUT_SECONDS):
-                raw = await self._backend.get(self._namespace + key)
-        except Exception as error:  # a broken L2 degrades to no L2
-            logger.warning("token L2 read failed: %s", type(error).__name__)
-            return None
-        if raw is None:
-            return None
-        try:
-            document = orjson.loads(raw)
-            times = Lifetime(*(_from_json_time(document[name]) for name in _LIFETIME_FIELDS))
-            return StoredToken(str(document["access_token"]), times)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return None
-
-    async def save(self, key: str, stored: StoredToken, now: float) -> None:
-        times = stored.lifetime
-        ttl = math.ceil(times.stale_until - now)
-        if ttl <= 0:
-            return
-        document: dict[str, Any] = {"access_token": stored.access_token}
-        document.update({name: _to_json_time(getattr(times, name)) for name in _LIFETIME_FIELDS})
-        value = orjson.dumps(document).decode()
-        try:
-            async with asyncio.timeout(L2_TIMEOUT_SECONDS):
-                await self._backend.set(self._namespace + key, value, ttl=ttl)
-        except Exception as error:
-            logger.warning("token L2 write failed: %s", type(error).__name__)
-
-
-_LIFETIME_FIELDS = ("refresh_at", "expires_at", "stale_until", "valid_until")
-
-
-def _to_json_time(value: float) -> float | None:
-    return None if math.isinf(value) else value  # JSON has no infinity ("no expiry")
-
-
-def _from_json_time(value: object) -> float:
-    if value is None:
-        return math.inf
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("not a time")
-    return float(value)

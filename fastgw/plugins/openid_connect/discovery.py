@@ -112,6 +112,7 @@ def parse_jwk(jwk: Mapping[str, Any]) -> VerificationKey | None:
     kid = kid if isinstance(kid, str) else None
     declared = jwk.get("alg")
     kty = jwk.get("kty")
+    key: Any  # a cryptography public key of the JWK's type (as VerificationKey.key)
     try:
         if kty == "RSA":
             algs = RSA_ALGS if declared is None else RSA_ALGS & {declared}

@@ -134,6 +134,10 @@ class OpenIdConnect(Plugin):
     async def stop(self) -> None:
         await self.authenticator.close()
 
+    def metrics(self) -> list[str]:
+        """Prometheus lines for the admin listener's /metrics (the shared cache's counters)."""
+        return self.authenticator.metrics()
+
     # -- the hot path ---------------------------------------------------------------------------
 
     def access(self, ctx: RequestContext) -> Awaitable[None] | None:

@@ -5,11 +5,14 @@ Every problem is reported with its key path; arrays that Kong aligns by position
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
@@ -19,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
-from fastgw.schema import Reader, raise_if
+from fastgw.schema import Boolean, Integer, Number, Reader, Strings, Text, raise_if, read_declared
 
 from .jws import ASYMMETRIC_ALGS, HMAC_ALGS, RSA_ALGS
 
@@ -40,6 +43,13 @@ DEFAULT_TIMEOUT_MS = 10_000
 # caller's secret for a token has no reason to pass the secret on: forwarding must be asked for.
 DEFAULT_HIDE_CREDENTIALS = True
 DEFAULT_UPSTREAM_TOKEN_HEADER = "authorization:bearer"
+CLUSTER_CACHE_STRATEGIES = ("off", "redis")
+# Kong waits 2 s for Redis; here Redis sits on the miss path in front of an IdP call that can
+# answer instead, so a Redis slower than half a second is treated as down.
+DEFAULT_REDIS_TIMEOUT_MS = 500
+SENTINEL_ROLES = ("master", "slave", "any")
+# 128 bits of key material at the least, as typed characters
+MIN_CLUSTER_CACHE_SECRET_LENGTH = 16
 
 SUPPORTED_AUTH_METHODS = ("client_credentials",)
 KONG_AUTH_METHODS = (
@@ -94,47 +104,85 @@ class ConfiguredClient:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """Kong's `cluster_cache_redis` record (its names; defaults differ where a comment says)."""
+
+    host: Annotated[str, Text("127.0.0.1")]
+    port: Annotated[int, Integer(6379, minimum=1, maximum=65535)]
+    username: Annotated[str | None, Text()]
+    password: Annotated[str | None, Text()] = field(repr=False)
+    database: Annotated[int, Integer(0, minimum=0)]
+    ssl: Annotated[bool, Boolean(False)]
+    # Kong defaults to false; a token cache is worth verifying, as ssl_verify towards the IdP
+    ssl_verify: Annotated[bool, Boolean(True)]
+    server_name: Annotated[str | None, Text()]
+    connect_timeout: Annotated[int, Integer(DEFAULT_REDIS_TIMEOUT_MS, minimum=1)]
+    send_timeout: Annotated[int, Integer(DEFAULT_REDIS_TIMEOUT_MS, minimum=1)]
+    read_timeout: Annotated[int, Integer(DEFAULT_REDIS_TIMEOUT_MS, minimum=1)]
+    keepalive_pool_size: Annotated[int, Integer(256, minimum=1)]
+    sentinel_master: Annotated[str | None, Text()]
+    sentinel_role: Annotated[str, Text("master", one_of=SENTINEL_ROLES)]
+    sentinel_username: Annotated[str | None, Text()]
+    sentinel_password: Annotated[str | None, Text()] = field(repr=False)
+    cluster_max_redirections: Annotated[int, Integer(5, minimum=0)]
+    sentinel_nodes: tuple[tuple[str, int], ...] = ()  # (host, port)
+    cluster_nodes: tuple[tuple[str, int], ...] = ()  # (ip, port)
+
+    @property
+    def topology(self) -> str:
+        if self.cluster_nodes:
+            return "cluster"
+        return "sentinel" if self.sentinel_nodes else "single"
+
+
+@dataclass(frozen=True, slots=True)
 class OidcConfig:
+    """The parsed plugin config. Declared fields are read from the key of the same name; the
+    others are derived in `parse` from several keys."""
+
     issuer: str
     discovery_url: str
-    rediscovery_lifetime: float
+    rediscovery_lifetime: Annotated[float, Number(DEFAULT_REDISCOVERY_LIFETIME, minimum=0)]
     token_endpoint: str | None
     clients: tuple[ConfiguredClient, ...]
     # for callers that are not one of `clients`: client_auth[0] / client_alg[0]
     default_client_auth: str
     default_client_alg: str | None
     client_credentials_param_type: frozenset[str]
-    scopes: tuple[str, ...]
+    scopes: Annotated[tuple[str, ...], Strings(DEFAULT_SCOPES)]
     token_post_args: tuple[tuple[str, str], ...]
     token_headers: tuple[tuple[str, str], ...]
-    token_cache_key_include_scope: bool
-    verify_signature: bool
-    verify_claims: bool
-    enable_hs_signatures: bool
-    leeway: float
-    issuers_allowed: tuple[str, ...]
-    audience_required: tuple[str, ...]
-    audience_claim: tuple[str, ...]
-    scopes_required: tuple[str, ...]
-    scopes_claim: tuple[str, ...]
-    cache_tokens: bool
-    cache_ttl: float
-    cache_ttl_min: float | None
-    cache_ttl_max: float | None
-    cache_ttl_neg: float
-    cache_ttl_resurrect: float
-    cache_l2: str | None  # our own key: None, or the L2 backend type ("memory")
+    token_cache_key_include_scope: Annotated[bool, Boolean(False)]
+    verify_signature: Annotated[bool, Boolean(True)]
+    verify_claims: Annotated[bool, Boolean(True)]
+    enable_hs_signatures: Annotated[bool, Boolean(False)]
+    leeway: Annotated[float, Number(0, minimum=0)]
+    issuers_allowed: Annotated[tuple[str, ...], Strings()]
+    audience_required: Annotated[tuple[str, ...], Strings()]
+    audience_claim: Annotated[tuple[str, ...], Strings(("aud",))]
+    scopes_required: Annotated[tuple[str, ...], Strings()]
+    scopes_claim: Annotated[tuple[str, ...], Strings(("scope",))]
+    cache_tokens: Annotated[bool, Boolean(True)]
+    cache_ttl: Annotated[float, Number(DEFAULT_CACHE_TTL, minimum=0)]
+    cache_ttl_min: Annotated[float | None, Number(minimum=0)]
+    cache_ttl_max: Annotated[float | None, Number(minimum=0)]
+    cache_ttl_neg: Annotated[float, Number(DEFAULT_CACHE_TTL_NEG, minimum=0)]
+    cache_ttl_resurrect: Annotated[float, Number(DEFAULT_CACHE_TTL_RESURRECT, minimum=0)]
+    cluster_cache_strategy: Annotated[str, Text("off", one_of=CLUSTER_CACHE_STRATEGIES)]
+    cluster_cache_redis: RedisConfig | None  # None unless the strategy is redis
     upstream_access_token_header: str
     upstream_headers: tuple[tuple[str, str], ...]  # (claim, header name)
-    hide_credentials: bool
-    unauthorized_error_message: str
-    forbidden_error_message: str
-    display_errors: bool
-    expose_error_code: bool
-    timeout: float  # milliseconds, as Kong
-    ssl_verify: bool
-    keepalive: bool
+    hide_credentials: Annotated[bool, Boolean(DEFAULT_HIDE_CREDENTIALS)]
+    unauthorized_error_message: Annotated[str, Text("Unauthorized")]
+    forbidden_error_message: Annotated[str, Text("Forbidden")]
+    display_errors: Annotated[bool, Boolean(False)]
+    expose_error_code: Annotated[bool, Boolean(True)]
+    timeout: Annotated[float, Number(DEFAULT_TIMEOUT_MS, minimum=1)]  # milliseconds, as Kong
+    ssl_verify: Annotated[bool, Boolean(True)]
+    keepalive: Annotated[bool, Boolean(True)]
     cache_tokens_salt: str = field(repr=False)
+    # fastgw's own key (Kong has none): encrypts and authenticates what goes to Redis
+    cluster_cache_secret: str | None = field(repr=False)
 
     @property
     def timeout_seconds(self) -> float:
@@ -153,10 +201,8 @@ class OidcConfig:
 
 def parse(reader: Reader) -> OidcConfig:
     """Read the plugin's `config` mapping; problems are recorded on `reader` (then `finish`)."""
+    values = read_declared(reader, OidcConfig)
     issuer, discovery_url = _issuer(reader)
-    rediscovery_lifetime = reader.number(
-        "rediscovery_lifetime", DEFAULT_REDISCOVERY_LIFETIME, minimum=0
-    )
     token_endpoint = _url(reader, "token_endpoint")
     clients, default_auth, default_alg = _clients(reader)
     _auth_methods(reader)
@@ -165,7 +211,6 @@ def parse(reader: Reader) -> OidcConfig:
     )
     if reader.has("client_credentials_param_type") and not param_types:
         reader.error("client_credentials_param_type", "must not be empty")
-    scopes = reader.strings("scopes", DEFAULT_SCOPES, scalar_ok=True)
     post_args = _pairs(reader, "token_post_args_names", "token_post_args_values")
     for index, (name, _) in enumerate(post_args):
         if name in RESERVED_POST_ARGS:
@@ -175,36 +220,7 @@ def parse(reader: Reader) -> OidcConfig:
     for index, (name, _) in enumerate(token_headers):
         if name.lower() in RESERVED_TOKEN_HEADERS:
             _item_error(reader, "token_headers_names", index, "is set by the gateway")
-    config_values: dict[str, Any] = {
-        "token_cache_key_include_scope": reader.boolean("token_cache_key_include_scope", False),
-        "verify_signature": reader.boolean("verify_signature", True),
-        "verify_claims": reader.boolean("verify_claims", True),
-        "enable_hs_signatures": reader.boolean("enable_hs_signatures", False),
-        "leeway": reader.number("leeway", 0, minimum=0),
-        "issuers_allowed": reader.strings("issuers_allowed", scalar_ok=True),
-        "audience_required": reader.strings("audience_required", scalar_ok=True),
-        "audience_claim": reader.strings("audience_claim", ("aud",), scalar_ok=True),
-        "scopes_required": reader.strings("scopes_required", scalar_ok=True),
-        "scopes_claim": reader.strings("scopes_claim", ("scope",), scalar_ok=True),
-        "cache_tokens": reader.boolean("cache_tokens", True),
-        "cache_ttl": reader.number("cache_ttl", DEFAULT_CACHE_TTL, minimum=0),
-        "cache_ttl_min": reader.number("cache_ttl_min", minimum=0),
-        "cache_ttl_max": reader.number("cache_ttl_max", minimum=0),
-        "cache_ttl_neg": reader.number("cache_ttl_neg", DEFAULT_CACHE_TTL_NEG, minimum=0),
-        "cache_ttl_resurrect": reader.number(
-            "cache_ttl_resurrect", DEFAULT_CACHE_TTL_RESURRECT, minimum=0
-        ),
-        "cache_l2": _cache_l2(reader),
-        "hide_credentials": reader.boolean("hide_credentials", DEFAULT_HIDE_CREDENTIALS),
-        "unauthorized_error_message": reader.string("unauthorized_error_message", "Unauthorized"),
-        "forbidden_error_message": reader.string("forbidden_error_message", "Forbidden"),
-        "display_errors": reader.boolean("display_errors", False),
-        "expose_error_code": reader.boolean("expose_error_code", True),
-        "timeout": reader.number("timeout", DEFAULT_TIMEOUT_MS, minimum=1),
-        "ssl_verify": reader.boolean("ssl_verify", True),
-        "keepalive": reader.boolean("keepalive", True),
-    }
-    ttl_min, ttl_max = config_values["cache_ttl_min"], config_values["cache_ttl_max"]
+    ttl_min, ttl_max = values["cache_ttl_min"], values["cache_ttl_max"]
     if ttl_min is not None and ttl_max is not None and ttl_min > ttl_max:
         reader.error("cache_ttl_min", "must be <= cache_ttl_max")
     upstream_header = _upstream_token_header(reader)
@@ -212,24 +228,30 @@ def parse(reader: Reader) -> OidcConfig:
     for index, (_, name) in enumerate(upstream_headers):
         if not _HEADER_NAME.match(name):
             _item_error(reader, "upstream_headers_names", index, "is not a header name")
-    salt = reader.string("cache_tokens_salt") or secrets.token_urlsafe(16)
+    redis, secret = _cluster_cache(reader, values["cluster_cache_strategy"])
+    salt = reader.string("cache_tokens_salt")
+    if salt is None:
+        # a random salt per process would give every process its own keys in the shared cache
+        salt = fleet_salt(secret) if secret is not None else secrets.token_urlsafe(16)
+    if reader.has("cache_l2"):
+        reader.error("cache_l2", "was replaced by cluster_cache_strategy: redis")
     reader.finish()
     return OidcConfig(
         issuer=issuer,
         discovery_url=discovery_url,
-        rediscovery_lifetime=rediscovery_lifetime,
         token_endpoint=token_endpoint,
         clients=clients,
         default_client_auth=default_auth,
         default_client_alg=default_alg,
         client_credentials_param_type=frozenset(param_types),
-        scopes=scopes,
         token_post_args=post_args,
         token_headers=token_headers,
+        cluster_cache_redis=redis,
         upstream_access_token_header=upstream_header,
         upstream_headers=upstream_headers,
         cache_tokens_salt=salt,
-        **config_values,
+        cluster_cache_secret=secret,
+        **values,
     )
 
 
@@ -422,19 +444,70 @@ def _upstream_token_header(reader: Reader) -> str:
     return value
 
 
-def _cache_l2(reader: Reader) -> str | None:
-    if not reader.has("cache_l2"):
-        reader.ignore("cache_l2")
-        return None
-    nested = reader.mapping("cache_l2")
-    kind = nested.string("type", required=True)
-    nested.finish()
-    if kind is None:
-        return None
-    if kind == "redis":
-        nested.error("type", '"redis" is not supported yet (supported: memory)')
-        return None
-    if kind != "memory":
-        nested.error("type", f"must be one of memory; got {kind!r}")
-        return None
-    return kind
+def fleet_salt(secret: str) -> str:
+    """`cache_tokens_salt` when not configured but a cluster cache is: the same in every process
+    sharing the secret (so they share keys), unguessable without it."""
+    digest = hmac.new(secret.encode(), b"fastgw cache_tokens_salt", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
+
+
+def _cluster_cache(reader: Reader, strategy: str) -> tuple[RedisConfig | None, str | None]:
+    """`cluster_cache_redis` (validated whenever given) and `cluster_cache_secret`."""
+    redis = _redis(reader.mapping("cluster_cache_redis"))  # the defaults when absent
+    secret = reader.string("cluster_cache_secret")
+    if strategy != "redis":
+        return None, None
+    if secret is None:
+        reader.error(
+            "cluster_cache_secret",
+            "is required when cluster_cache_strategy is redis (it encrypts the shared cache)",
+        )
+    elif len(secret) < MIN_CLUSTER_CACHE_SECRET_LENGTH:
+        reader.error(
+            "cluster_cache_secret", f"must be at least {MIN_CLUSTER_CACHE_SECRET_LENGTH} characters"
+        )
+    return redis, secret
+
+
+_DEPRECATED_REDIS_KEYS = (
+    ("sentinel_addresses", "sentinel_nodes"),
+    ("cluster_addresses", "cluster_nodes"),
+)
+
+
+def _redis(reader: Reader) -> RedisConfig:
+    values = read_declared(reader, RedisConfig)
+    sentinel_nodes = _nodes(reader, "sentinel_nodes", "host")
+    cluster_nodes = _nodes(reader, "cluster_nodes", "ip")
+    if values["sentinel_role"] != "master":
+        # locks and writes need the master; a replica answers them with READONLY
+        reader.error("sentinel_role", "only master is supported (the token cache writes)")
+    if bool(values["sentinel_master"]) != bool(sentinel_nodes):
+        reader.error("sentinel_master", "and sentinel_nodes must be given together")
+    if cluster_nodes and sentinel_nodes:
+        reader.error("cluster_nodes", "cannot be combined with sentinel_nodes")
+    if values["server_name"] is not None:
+        reader.error("server_name", "is not supported yet (the TLS name is the host's)")
+    for key, replacement in _DEPRECATED_REDIS_KEYS:
+        if reader.has(key):
+            reader.error(key, f"is deprecated in Kong; use {replacement}")
+    if reader.has("cloud_authentication"):
+        reader.error("cloud_authentication", "is not supported")
+    if reader.raw.get("connection_is_proxied") is True:
+        reader.error("connection_is_proxied", "is not supported")
+    # Kong fields with no meaning here: nginx's connection backlog, Kong's deprecated `timeout`
+    reader.ignore("keepalive_backlog", "connection_is_proxied", "timeout")
+    reader.finish()
+    return RedisConfig(**values, sentinel_nodes=sentinel_nodes, cluster_nodes=cluster_nodes)
+
+
+def _nodes(reader: Reader, key: str, host_key: str) -> tuple[tuple[str, int], ...]:
+    """Kong's node arrays: [{host|ip, port}], each defaulting like the record's host and port."""
+    nodes = []
+    for index, item in enumerate(reader.sequence(key)):
+        node = Reader(item, f"{reader.key_path(key)}[{index}]", reader.problems)
+        host = node.string(host_key, "127.0.0.1")
+        port = node.integer("port", 6379, minimum=1, maximum=65535)
+        node.finish()
+        nodes.append((host, port))
+    return tuple(nodes)

@@ -16,6 +16,7 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from fastgw.plugins import HttpClient
 from fastgw.plugins.openid_connect import ClientCredentialsAuthenticator, OpenIdConnect
 from fastgw.plugins.openid_connect.plugin import Answers
 from fastgw.plugins.openid_connect.schema import from_mapping
@@ -64,8 +65,9 @@ class Call:
 Handler = Callable[[Call], Awaitable[FakeResponse] | FakeResponse]
 
 
-class FakeHttp:
-    """Routes by URL to a handler (a FakeResponse, an exception to raise, or a callable)."""
+class FakeHttp(HttpClient):
+    """Routes by URL to a handler (a FakeResponse, an exception to raise, or a callable); an
+    implementation of the plugins' HttpClient protocol, checked against it by mypy."""
 
     def __init__(self) -> None:
         self.routes: dict[str, Any] = {}

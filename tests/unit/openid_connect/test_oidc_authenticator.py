@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiocache import SimpleMemoryCache
@@ -29,6 +30,8 @@ from fastgw.plugins.openid_connect import (
     InvalidCredentials,
     Token,
 )
+from fastgw.plugins.openid_connect.credentials import ClientCredentials
+from fastgw.plugins.openid_connect.l2 import AiocacheStore
 from fastgw.plugins.openid_connect.schema import from_mapping
 
 GOOD = basic("client-1", "secret-1")
@@ -302,22 +305,33 @@ async def test_idp_concurrency_is_bounded(idp: FakeIdp, monkeypatch) -> None:
     assert idp.token_calls == 6
 
 
+SHARED = {"cluster_cache_strategy": "redis", "cluster_cache_secret": "a-secret-of-the-fleet"}
+
+
+def shared_store() -> AiocacheStore:
+    return AiocacheStore(SimpleMemoryCache())
+
+
 async def test_l2_shares_tokens_between_processes(idp: FakeIdp) -> None:
-    shared = SimpleMemoryCache()
-    first, _ = await make_authenticator(idp)
-    first = ClientCredentialsAuthenticator(
-        first.config, idp.http, l2=shared, clock=idp.clock, monotonic=idp.clock
-    )
-    second = ClientCredentialsAuthenticator(
-        first.config, idp.http, l2=shared, clock=idp.clock, monotonic=idp.clock
+    store = shared_store()
+    parsed = from_mapping(config(**SHARED))
+    first, second = (
+        ClientCredentialsAuthenticator(
+            parsed, idp.http, shared_store=store, clock=idp.clock, monotonic=idp.clock
+        )
+        for _ in range(2)
     )
     token = await first.authenticate(GOOD)
     assert (await second.authenticate(GOOD)).access_token == token.access_token
     assert idp.token_calls == 1
+    assert second.shared is not None and second.shared.stats.hits == 1
 
 
 async def test_l2_token_due_for_refresh_is_not_taken(idp: FakeIdp) -> None:
-    auth, spawner = await make_authenticator(idp, cache_l2={"type": "memory"})
+    auth, spawner = await make_authenticator(idp, **SHARED)
+    auth = ClientCredentialsAuthenticator(
+        auth.config, idp.http, shared_store=shared_store(), spawn=spawner, clock=idp.clock
+    )
     first = await auth.authenticate(GOOD)
     idp.clock.advance(3590)
     auth.authenticate_cached(GOOD)
@@ -367,7 +381,19 @@ async def test_start_returns_even_when_the_idp_is_down(idp: FakeIdp) -> None:
     idp.http.route(DISCOVERY_URL, ConnectError("refused"))
     auth, _ = await make_authenticator(idp)
     await asyncio.wait_for(auth.start(), 1)
+    discovery = auth._discovery_task
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # it tried, failed, and keeps trying in the background
+    assert idp.http.count(DISCOVERY_URL) == 1
+    assert discovery is not None and not discovery.done()
+    # meanwhile a request is answered at once, blaming the IdP, without a token request
+    with pytest.raises(IdpUnavailable):
+        await asyncio.wait_for(auth.authenticate(GOOD), 1)
+    assert idp.token_calls == 0
     await auth.close()
+    await asyncio.sleep(0)
+    assert discovery.cancelled()
 
 
 async def test_from_config_validates_and_owns_its_client() -> None:
@@ -388,3 +414,69 @@ async def test_from_config_accepts_parsed_config(idp: FakeIdp) -> None:
     assert auth.config is parsed
     await auth.close()
     assert idp.http.closed is False  # a client it was given is not its to close
+
+
+async def test_request_between_flight_end_and_waiter_resumption_fetches_nothing(
+    idp: FakeIdp,
+) -> None:
+    """The flight's task completes in one loop pass; its waiters resume two passes later (the
+    done callbacks run first, then the woken waiters). A request whose task first runs in
+    between must find the flight's outcome in the L1, not start a second token request."""
+    auth, _ = await make_authenticator(idp)
+    await auth.authenticate(basic("client-2", "secret-2"))  # discovery and keys are ready
+    loop = asyncio.get_running_loop()
+    idp.gate = asyncio.Event()
+    first = asyncio.ensure_future(auth.authenticate(GOOD))
+    while auth.credentials_key(ClientCredentials("client-1", "secret-1")) not in auth._flights:
+        await asyncio.sleep(0)
+    (flight,) = auth._flights._tasks.values()
+    late: list[asyncio.Task[Token]] = []
+
+    def arrive() -> None:
+        # runs in the pass where the flight completed, right after its last step: the task
+        # created here takes its first step together with the flight's done callbacks,
+        # before the first caller has resumed
+        assert flight.done()
+        late.append(loop.create_task(auth.authenticate(GOOD)))
+
+    idp.gate.set()  # wakes the flight: its last step is queued before `arrive`
+    loop.call_soon(arrive)
+    token = await first
+    assert late and (await late[0]) == token
+    assert idp.counter == 2  # client-2 once, client-1 once
+
+
+async def test_the_flight_publishes_rejections_and_stale_entries_before_it_ends(
+    idp: FakeIdp,
+) -> None:
+    """What a waiter would have stored after resuming is in the L1 when the flight's task is
+    done: the negative entry for a rejection, the stale entry when the IdP fails."""
+    auth, _ = await make_authenticator(idp, cache_ttl_max=600, cache_ttl_resurrect=60)
+    seen: list[tuple[bool, bool]] = []
+
+    def watch(key: str) -> None:
+        def on_done(_task: asyncio.Task[Any]) -> None:
+            now = idp.clock()
+            entry = auth.cache.entries.get(key)
+            servable = entry is not None and now < entry.expires_at
+            seen.append((auth.cache.rejection(key, now) is not None, servable))
+
+        auth._flights._tasks[key].add_done_callback(on_done)
+
+    wrong_key = auth.credentials_key(ClientCredentials("client-1", "wrong"))
+    waiter = asyncio.ensure_future(auth.authenticate(WRONG))
+    while wrong_key not in auth._flights:
+        await asyncio.sleep(0)
+    watch(wrong_key)
+    with pytest.raises(InvalidCredentials):
+        await waiter
+    good_key = auth.credentials_key(ClientCredentials("client-1", "secret-1"))
+    await auth.authenticate(GOOD)
+    idp.clock.advance(610)  # past the cache TTL, inside cache_ttl_resurrect
+    idp.token_status = 503
+    waiter = asyncio.ensure_future(auth.authenticate(GOOD))
+    while good_key not in auth._flights:
+        await asyncio.sleep(0)
+    watch(good_key)
+    assert (await waiter).claims["sub"] == "client-1"
+    assert seen == [(True, False), (False, True)]

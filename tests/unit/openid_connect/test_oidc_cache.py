@@ -1,4 +1,4 @@
-"""Cache policy, sans-IO: TTL math, L1 bound, negative entries, single-flight, the L2 seam."""
+"""Cache policy, sans-IO: TTL math, L1 bound, negative entries, single-flight."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import math
 
 import pytest
-from aiocache import SimpleMemoryCache
 from oidc_fakes import NOW
 
 from fastgw.plugins.openid_connect.cache import (
@@ -14,10 +13,7 @@ from fastgw.plugins.openid_connect.cache import (
     REFRESH_AHEAD_MIN_SECONDS,
     REFRESH_RETRY_SECONDS,
     Entry,
-    L2Store,
-    Lifetime,
     SingleFlight,
-    StoredToken,
     Token,
     TokenCache,
     TtlPolicy,
@@ -249,37 +245,3 @@ async def test_fetch_whose_waiters_all_left_is_not_reported_lost(caplog) -> None
     for _ in range(5):
         await asyncio.sleep(0)
     assert "never retrieved" not in caplog.text
-
-
-# -- L2 -------------------------------------------------------------------------------------------
-
-
-async def test_l2_round_trip_with_infinite_validity() -> None:
-    store = L2Store(SimpleMemoryCache())
-    times = Lifetime(NOW + 50, NOW + 60, NOW + 60, math.inf)
-    await store.save("k", StoredToken("tok", times), NOW)
-    loaded = await store.load("k")
-    assert loaded is not None and loaded.access_token == "tok" and loaded.lifetime == times
-    assert await store.load("other") is None
-
-
-class BrokenBackend:
-    async def get(self, key: str) -> None:
-        raise ConnectionError("redis down")
-
-    async def set(self, key: str, value: object, ttl: object = None) -> None:
-        raise ConnectionError("redis down")
-
-
-async def test_broken_l2_degrades_to_no_l2() -> None:
-    store = L2Store(BrokenBackend())
-    times = Lifetime(NOW + 50, NOW + 60, NOW + 60, NOW + 60)
-    await store.save("k", StoredToken("tok", times), NOW)
-    assert await store.load("k") is None
-
-
-@pytest.mark.parametrize("raw", ["not json", '{"access_token": "t"}', '{"refresh_at": "x"}'])
-async def test_garbage_in_l2_is_ignored(raw: str) -> None:
-    backend = SimpleMemoryCache()
-    await backend.set("fastgw:oidc:k", raw)
-    assert await L2Store(backend).load("k") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import jwt
 import orjson
 import pytest
 from oidc_fakes import (
@@ -248,19 +249,29 @@ async def test_body_too_large_for_credentials(idp: FakeIdp) -> None:
 
 async def test_param_type_header_only_ignores_query(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp, client_credentials_param_type=["header"])
-    ctx = request(None, query=b"client_id=client-1&client_secret=secret-1")
-    plugin.access(ctx)
+    query = b"client_id=client-1&client_secret=secret-1"
+    ctx = request(None, query=query)
+    assert plugin.access(ctx) is None  # answered at once: nothing to fetch
     assert ctx.status == 401
+    assert idp.token_calls == 0 and idp.http.calls == []  # the query was never a credential
+    assert ctx.query == query  # nor read to be hidden
 
 
 async def test_param_type_query_only_ignores_basic(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp, client_credentials_param_type=["query"])
     ctx = request(GOOD)
-    plugin.access(ctx)
+    assert plugin.access(ctx) is None
     assert ctx.status == 401
+    assert idp.token_calls == 0 and idp.http.calls == []
+    # Basic for client-1 beside query credentials for client-2: the token is client-2's
     ctx = request(GOOD, query=b"client_id=client-2&client_secret=secret-2")
     await run_access(plugin, ctx)
     assert not ctx.responded
+    token = ctx.get_header(b"authorization").removeprefix(b"Bearer ").decode()
+    assert jwt.decode(token, options={"verify_signature": False})["sub"] == "client-2"
+    assert idp.token_calls == 1
+    (call,) = [call for call in idp.http.calls if call.url == TOKEN_ENDPOINT]
+    assert idp.credentials_of(call) == ("client-2", "secret-2")
 
 
 async def test_bearer_header_falls_through_to_other_sources(idp: FakeIdp) -> None:

@@ -35,7 +35,7 @@ def test_defaults() -> None:
     assert (config.cache_tokens, config.cache_ttl) == (True, 3600)
     assert (config.cache_ttl_min, config.cache_ttl_max) == (None, None)
     assert (config.cache_ttl_neg, config.cache_ttl_resurrect) == (5, 0)
-    assert config.cache_l2 is None
+    assert config.cluster_cache_strategy == "off" and config.cluster_cache_redis is None
     assert config.upstream_access_token_header == "authorization:bearer"
     assert config.hide_credentials is True  # ours: secrets are not forwarded unless asked
     assert config.unauthorized_error_message == "Unauthorized"
@@ -144,8 +144,8 @@ def test_quick_start_config() -> None:
             ("plugins[0].config.cache_ttl_min", "must be <= cache_ttl_max"),
         ),
         (
-            {"issuer": ISSUER, "cache_l2": {"type": "redis"}},
-            ("plugins[0].config.cache_l2.type", '"redis" is not supported yet'),
+            {"issuer": ISSUER, "cache_l2": {"type": "memory"}},
+            ("plugins[0].config.cache_l2", "was replaced by cluster_cache_strategy"),
         ),
         (
             {"issuer": ISSUER, "upstream_access_token_header": "bad header"},
