@@ -208,9 +208,9 @@ def _supervise(
             break
         except InterruptedError:
             continue
-        slot = children.pop(pid, None)
-        if slot is None:
+        if pid not in children:
             continue
+        slot = children.pop(pid)
         if stopping:
             continue
         log.error("worker %d exited (%s); restarting", pid, code)

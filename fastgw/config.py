@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from fastgw.errors import ConfigError
+from fastgw.http.vocabulary import DEFAULT_PORTS
 from fastgw.plugins import names as plugin_names
 from fastgw.plugins import spec as plugin_spec
 from fastgw.schema import Reader, join, raise_if
@@ -58,7 +59,7 @@ MAX_SERVICE_TIMEOUT_MS = 2**31 - 2  # Kong's upper bound for service timeouts
 DEFAULT_RETRIES = 5  # Kong's service retries default
 MAX_RETRIES = 32_767  # Kong's upper bound for retries
 
-PROTOCOL_PORTS = {"http": 80, "https": 443}
+PROTOCOL_PORTS = DEFAULT_PORTS
 ROUTE_PROTOCOLS = ("http", "https")
 
 # characters of a DNS name (underscore too: seen in the wild, e.g. docker-compose service names)

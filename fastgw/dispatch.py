@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
+from fastgw.balancer.target import UpstreamTarget
 from fastgw.http import responses
 from fastgw.http.exchange import Exchange
-from fastgw.http.upstream import UpstreamTarget
 from fastgw.pipeline import Chain
 from fastgw.routing import Router, needs_normalizing, normalize_path, upstream_path
 

@@ -16,11 +16,13 @@ from typing import Any
 
 from fastgw import plugins
 from fastgw.admin import AdminHandler
+from fastgw.balancer.target import UpstreamTarget
 from fastgw.config import GatewayConfig, PluginEntry, Route, Service
 from fastgw.dispatch import Dispatcher, RouteTarget
 from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
-from fastgw.http.upstream import UpstreamPool, UpstreamTarget
+from fastgw.http.upstream import UpstreamPool
+from fastgw.http.vocabulary import DEFAULT_PORTS
 from fastgw.pipeline import Chain, Plugin
 from fastgw.routing import Router
 
@@ -33,7 +35,6 @@ LISTEN_BACKLOG = 1024
 # against worker_connections). An eighth of the open-file limit, and at least 64.
 FD_RESERVE_MIN = 64
 FD_RESERVE_DIVISOR = 8
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Gateway:

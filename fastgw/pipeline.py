@@ -21,8 +21,15 @@ class RequestContext(Protocol):
     path: bytes  # request path as received, without the query
     query: bytes  # raw query string without "?", b"" when absent
     host: bytes  # Host header value, b"" when absent
-    client_ip: str
     responded: bool  # a plugin answered the client; the chain stops
+
+    @property
+    def client_ip(self) -> str: ...
+
+    @property
+    def connection_memo(self) -> dict[object, object]:
+        """Values a plugin keeps between the requests of one client connection, under a key of
+        its own (e.g. the plugin instance): gone with the connection."""
 
     def get_header(self, name: bytes) -> bytes | None:
         """First value of header `name` (lower-case), or None."""

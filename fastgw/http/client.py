@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from fastgw import __version__
+from fastgw.http.vocabulary import DEFAULT_PORTS, IDEMPOTENT_METHODS, MAX_RESPONSE_HEAD
 
 __all__ = [
     "ConnectError",
@@ -33,16 +34,8 @@ __all__ = [
 # for non-idempotent methods such as the token POST.
 POOL_IDLE_SECONDS = 4.0
 
-# Response head (status line + headers) bigger than this is malformed for our purposes: IdP
-# answers are small, and the bound keeps a hostile server from growing our memory.
-MAX_RESPONSE_HEAD_BYTES = 64 * 1024
-
-# Methods that may be replayed on a fresh connection when a pooled one turns out to be stale
-# (RFC 9110 §9.2.2).
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 _USER_AGENT = f"fastgw/{__version__}"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _FORBIDDEN_IN_HEADERS = ("\r", "\n", "\0")
 
 
@@ -98,17 +91,17 @@ class _Target:
 def _parse_url(url: str) -> _Target:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
+    if scheme not in DEFAULT_PORTS:
         raise ValueError(f"unsupported URL scheme {parts.scheme!r} (use http or https)")
     host = parts.hostname
     if not host:
         raise ValueError("URL has no host")
     try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
+        port = parts.port or DEFAULT_PORTS[scheme]
     except ValueError:
         raise ValueError("URL has an invalid port") from None
     name = f"[{host}]" if ":" in host else host
-    host_header = name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}"
+    host_header = name if port == DEFAULT_PORTS[scheme] else f"{name}:{port}"
     target = parts.path or "/"
     if parts.query:
         target = f"{target}?{parts.query}"
@@ -200,7 +193,7 @@ class _Connection(asyncio.Protocol):
             # still no final head: bound what the parser may be holding (a header line that
             # never ends, endless 1xx answers), whatever the individual headers look like
             self._raw_head_bytes += len(data)
-            if self._raw_head_bytes > MAX_RESPONSE_HEAD_BYTES:
+            if self._raw_head_bytes > MAX_RESPONSE_HEAD:
                 self._fail(ProtocolError("response head too large"))
 
     def eof_received(self) -> bool | None:
@@ -223,7 +216,7 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > MAX_RESPONSE_HEAD_BYTES:
+        if self._head_bytes > MAX_RESPONSE_HEAD:
             self._fail(ProtocolError("response head too large"))
             raise _Abort
         key = name.decode("latin-1").lower()

@@ -1,28 +1,29 @@
 """One request/response exchange: the plugin-facing context, request streaming and response framing.
 
 The exchange streams the client's body to the upstream as it arrives and the upstream's response
-back to the client, re-framing both; it buffers only while no upstream is attached yet.
+back to the client, re-framing both; it buffers only while no upstream is attached yet. It knows
+its client only as a `ClientSide` (the connection one layer up implements it) and is itself the
+`ResponseSink` its upstream connection feeds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
 
+from mypy_extensions import trait
+
+from fastgw.balancer.retry import may_resend
+from fastgw.balancer.target import ConnectFailed, UpstreamTarget
 from fastgw.http import responses
-from fastgw.http.headers import host_without_port
-from fastgw.http.upstream import UpstreamConnection, UpstreamTarget
-from fastgw.ratelog import RateLimitedLog
-
-if TYPE_CHECKING:
-    from fastgw.http.server import ServerConnection
+from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
+from fastgw.http.response_head import ForwardedHead
+from fastgw.http.upstream import ResponseSink, UpstreamConnection
+from fastgw.http.vocabulary import NO_BODY_STATUSES
 
 log = logging.getLogger("fastgw.http")
-_out_of_fds_log = RateLimitedLog(log, logging.ERROR)
 
 BODY_NONE = 0
 BODY_LENGTH = 1
@@ -34,25 +35,68 @@ BODY_BUFFER_LIMIT = 64 * 1024
 # size so the connection stays usable; past it the connection is closed.
 DISCARD_LIMIT = 1024 * 1024
 
-IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+# The exchange's phase: where its response is. The request body streams on independently of it
+# (`request_complete`); the exchange is finished once both are done, or once it gave up on the
+# rest of the request.
+HANDLING = 0  # the handler (routing, plugins) runs
+CONNECTING = 1  # waiting for an upstream connection
+WAITING = 2  # the request went upstream; no response head yet
+STREAMING = 3  # the response head went to the client; its body follows
+COMPLETE = 4  # the whole response is out; the rest of the request body is read and dropped
+FINISHED = 5  # handed back to the connection (or aborted): nothing more happens
 
-NO_BODY_STATUSES = frozenset((204, 304))
+_CHUNK_END = b"\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+Handler = Callable[["Exchange"], Awaitable[None] | None]
 
 
-class Exchange:
+@trait
+class ClientSide:
+    """What an exchange needs of its client connection."""
+
+    __slots__ = ()
+
+    flow: FlowControl
+    client_ip: str
+
+    def write(self, data: bytes) -> None:
+        """Queue response bytes; they go out with the next flush, in one write."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def forwarded_fields(self, host: bytes) -> bytes:
+        """The client's address ending X-Forwarded-For, then the other X-Forwarded-* lines."""
+        raise NotImplementedError
+
+    def connection_memo(self) -> dict[object, object]:
+        """Per-connection values plugins keep between a connection's requests."""
+        raise NotImplementedError
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """The exchange answered in full (its bytes are queued): on to the next one."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the connection at once (a response that cannot be completed)."""
+        raise NotImplementedError
+
+
+class Exchange(ResponseSink):
     """A request from the client, the plugin context for it, and the response going back."""
 
-    # What every request reads lives in slots, the cheapest attribute access, set once in
-    # __init__. What only bodies, local answers, async plugins and failures need is a class
-    # default instead, written to the instance's __dict__ (made on first write) when it
+    # What every request reads lives in slots, the cheapest attribute access in pure Python, set
+    # once in __init__. What only bodies, local answers, async plugins and failures need is a
+    # class default instead, written to the instance's __dict__ (made on first write) when it
     # changes: a plain request never pays for setting it.
     __slots__ = (
         "__dict__",
         "body_mode",
-        "conn",
+        "client",
         "content_length",
         "expect_continue",
-        "finished",
         "head_request",
         "headers",
         "host",
@@ -60,38 +104,36 @@ class Exchange:
         "keep_alive",
         "method",
         "path",
+        "phase",
         "query",
         "request_complete",
         "responded",
         "response_chunked",
-        "response_complete",
-        "response_started",
         "target",
         "upstream",
         "upstream_host",
         "upstream_path",
-        "upstream_read_paused",
         "x_forwarded_for",
     )
 
     body_buffered = 0
-    body_chunks: list[bytes] | tuple[()] = ()
+    body_chunks: list[bytes] = []  # never appended to: expect_body gives a body its own list
     body_limit = BODY_BUFFER_LIMIT
     body_received = 0
     body_waiter: asyncio.Future[None] | None = None
     continue_sent = False
-    discarding = False
     local_body = b""
     local_headers: Sequence[tuple[bytes, bytes]] = ()
     local_status = 0
     pending: Awaitable[None] | None = None  # what an async handler returned
+    resent = False
     response_close_delimited = False
-    retried = False
-    task: asyncio.Task[None] | None = None
+    upstream_held = False  # the upstream's reading is paused for a slow client
+    task: asyncio.Future[None] | None = None
 
     def __init__(
         self,
-        conn: ServerConnection,
+        client: ClientSide,
         method: bytes,
         path: bytes,
         query: bytes,
@@ -100,7 +142,7 @@ class Exchange:
         keep_alive: bool,
     ) -> None:
         """A bodiless HTTP/1.1 request; `expect_body` and the framing fields say otherwise."""
-        self.conn = conn
+        self.client = client
         self.method = method
         self.path = path
         self.upstream_path = path
@@ -115,15 +157,12 @@ class Exchange:
         self.content_length = -1  # -1 when absent; an explicit 0 is forwarded
         self.expect_continue = False
         self.x_forwarded_for: bytes | None = None
+        self.phase = HANDLING
         self.responded = False
         self.target: UpstreamTarget | None = None
         self.upstream_host: bytes | None = None  # set by routing when the route preserves Host
         self.upstream: UpstreamConnection | None = None
-        self.response_started = False
-        self.response_complete = False
         self.response_chunked = False
-        self.upstream_read_paused = False
-        self.finished = False
 
     def expect_body(self, body_mode: int, expect_continue: bool) -> None:
         """A body follows the head (Content-Length or chunked); it streams in later."""
@@ -133,10 +172,27 @@ class Exchange:
         self.expect_continue = expect_continue
 
     @property
-    def client_ip(self) -> str:
-        return self.conn.client_ip
+    def response_started(self) -> bool:
+        return self.phase >= STREAMING
+
+    @property
+    def finished(self) -> bool:
+        return self.phase == FINISHED
+
+    @property
+    def answered(self) -> bool:
+        """The whole response is out (what still arrives of the request body is dropped)."""
+        return self.phase >= COMPLETE
 
     # -- the plugin context (fastgw.pipeline.RequestContext) -------------------------------------
+
+    @property
+    def client_ip(self) -> str:
+        return self.client.client_ip
+
+    @property
+    def connection_memo(self) -> dict[object, object]:
+        return self.client.connection_memo()
 
     def get_header(self, name: bytes) -> bytes | None:
         for header_name, value in self.headers:
@@ -180,10 +236,11 @@ class Exchange:
         self.body_limit = max(limit, BODY_BUFFER_LIMIT)
         if not self.request_complete and self.body_buffered <= limit:
             self._send_continue()
-            self.body_waiter = asyncio.get_running_loop().create_future()
-            self.conn.resume_for_buffer()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.body_waiter = waiter
+            self.client.flow.resume_reading(PAUSE_BUFFER)
             try:
-                await self.body_waiter
+                await waiter
             finally:
                 self.body_waiter = None
         if self.body_buffered > limit:
@@ -209,10 +266,10 @@ class Exchange:
 
     # -- running the handler ---------------------------------------------------------------------
 
-    def begin(self) -> None:
+    def begin(self, handler: Handler) -> None:
         """Called when this exchange becomes the connection's active one."""
         try:
-            pending = self.conn.handler(self)
+            pending = handler(self)
         except Exception:
             log.exception("request handler failed")
             self.respond_error(500)
@@ -230,10 +287,10 @@ class Exchange:
             raise
         except Exception:
             log.exception("request handler failed")
-            if not self.finished:
+            if self.phase != FINISHED:
                 self.respond_error(500)
             return
-        if not self.finished:
+        if self.phase != FINISHED:
             self._after_handler()
 
     def _after_handler(self) -> None:
@@ -248,49 +305,35 @@ class Exchange:
             self._send_continue()
         upstream = target.pool.acquire()
         if upstream is not None:
-            self._send_to(upstream)
+            self._send_to(upstream, target)
         else:
-            self.task = asyncio.ensure_future(self._connect())
+            self.phase = CONNECTING
+            self.task = asyncio.ensure_future(self._connect(target))
 
     def _send_continue(self) -> None:
         if self.expect_continue and not self.continue_sent and not self.request_complete:
             self.continue_sent = True
-            self.conn.write(responses.CONTINUE_100)
+            self.client.write(responses.CONTINUE_100)
+            self.client.flush()
 
-    async def _connect(self) -> None:
-        target = self.target
-        assert target is not None
-        status = 502
-        for _ in range(target.retries + 1):
-            try:
-                conn = await target.pool.connect(target.connect_timeout)
-            except TimeoutError:
-                status = 504
-                continue
-            except OSError as error:
-                status = 502
-                if error.errno in (errno.EMFILE, errno.ENFILE):
-                    _out_of_fds_log.emit(
-                        "cannot connect to an upstream: out of file descriptors (%s); "
-                        "answering 502",
-                        error.strerror,
-                    )
-                continue
-            if self.finished:
-                target.pool.release(conn)
-                return
-            self._send_to(conn)
+    async def _connect(self, target: UpstreamTarget) -> None:
+        try:
+            upstream = await target.connect()
+        except ConnectFailed as failure:
+            if self.phase != FINISHED:
+                self.upstream_failed(failure.status)
             return
-        if not self.finished:
-            self.upstream_failed(status)
+        if self.phase == FINISHED:
+            target.pool.release(upstream)
+            return
+        self._send_to(upstream, target)
 
     # -- the request, towards the upstream -------------------------------------------------------
 
-    def _send_to(self, upstream: UpstreamConnection) -> None:
+    def _send_to(self, upstream: UpstreamConnection, target: UpstreamTarget) -> None:
         self.upstream = upstream
-        target = self.target
-        assert target is not None
-        conn = self.conn
+        self.phase = WAITING
+        client = self.client
         parts = [self.method, b" ", self.upstream_path]
         if self.query:
             parts += (b"?", self.query)
@@ -304,22 +347,18 @@ class Exchange:
             parts.append(b"x-forwarded-for: ")
         else:
             parts += (b"x-forwarded-for: ", self.x_forwarded_for, b", ")
-        # the client's address and the other X-Forwarded-* lines, prebuilt per connection
-        host = self.host
-        if host == conn.valid_host:
-            parts.append(conn.forwarded_tail)
-        elif host:
-            parts += (conn.forwarded_lines, b"x-forwarded-host: ", host_without_port(host), b"\r\n")
-        else:
-            parts.append(conn.forwarded_lines)
+        parts.append(client.forwarded_fields(self.host))
         if self.body_mode == BODY_NONE and self.content_length != 0:
             parts.append(b"\r\n")
         else:
             self._body_framing(parts)
-        upstream.send(self, b"".join(parts), target.read_timeout)
-        if conn.read_paused:
-            conn.resume_for_buffer()
-        if conn.write_paused:
+        upstream.send(
+            self, b"".join(parts), target.read_timeout, target.write_timeout, self.head_request
+        )
+        flow = client.flow
+        if flow.read_paused:
+            flow.resume_reading(PAUSE_BUFFER)
+        if flow.write_paused:
             # The client stopped reading during an earlier (pipelined) answer and has not
             # caught up: no pause_writing will come, so hold this upstream back from the start.
             self.client_write_paused()
@@ -337,27 +376,26 @@ class Exchange:
         else:
             parts.append(b"transfer-encoding: chunked\r\n\r\n")
             for chunk in self.body_chunks:
-                parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+                parts += (b"%x\r\n" % len(chunk), chunk, _CHUNK_END)
             if self.request_complete:
-                parts.append(b"0\r\n\r\n")
+                parts.append(_LAST_CHUNK)
         self.body_chunks = []
 
     def on_request_body(self, chunk: bytes) -> None:
         self.body_received += len(chunk)
-        if self.discarding:
-            if self.body_received > DISCARD_LIMIT:
+        phase = self.phase
+        if phase >= COMPLETE:
+            if phase == COMPLETE and self.body_received > DISCARD_LIMIT:
                 # The answer is out; reading the rest of a large body is not worth it.
                 self.keep_alive = False
-                self.conn.close_after_response()
-                if self.response_complete:
-                    self._done()
+                self._finish()
             return
         upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
+        if upstream is not None:
             if self.body_mode == BODY_CHUNKED:
-                upstream.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                upstream.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             else:
-                upstream.transport.write(chunk)
+                upstream.write(chunk)
             return
         self.body_chunks.append(chunk)
         self.body_buffered += len(chunk)
@@ -365,7 +403,7 @@ class Exchange:
             waiter = self.body_waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-            self.conn.pause_for_buffer()
+            self.client.flow.pause_reading(PAUSE_BUFFER)
 
     def on_request_complete(self) -> None:
         self.request_complete = True
@@ -373,89 +411,80 @@ class Exchange:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         upstream = self.upstream
-        if upstream is not None and self.body_mode == BODY_CHUNKED and upstream.transport:
-            upstream.transport.write(b"0\r\n\r\n")
-        if self.response_complete:
-            self._done()
+        if upstream is not None and self.body_mode == BODY_CHUNKED:
+            upstream.write(_LAST_CHUNK)
+        if self.phase == COMPLETE:
+            self._finish()
 
     # -- flow control ----------------------------------------------------------------------------
 
     def upstream_write_paused(self) -> None:
-        self.conn.pause_for_upstream()
+        self.client.flow.pause_reading(PAUSE_UPSTREAM)
 
     def upstream_write_resumed(self) -> None:
-        self.conn.resume_for_upstream()
+        self.client.flow.resume_reading(PAUSE_UPSTREAM)
 
     def client_write_paused(self) -> None:
         upstream = self.upstream
-        if upstream is not None and not self.upstream_read_paused and upstream.transport:
-            self.upstream_read_paused = True
-            upstream.transport.pause_reading()
+        if upstream is not None and not self.upstream_held:
+            self.upstream_held = True
+            upstream.hold()
 
     def client_write_resumed(self) -> None:
-        upstream = self.upstream
-        if self.upstream_read_paused:
-            self.upstream_read_paused = False
-            if upstream is not None and upstream.transport and not upstream.closed:
-                upstream.transport.resume_reading()
+        if self.upstream_held:
+            self.upstream_held = False
+            upstream = self.upstream
+            if upstream is not None:
+                upstream.release_hold()
 
-    # -- the response, towards the client --------------------------------------------------------
+    # -- the response, towards the client (ResponseSink) -----------------------------------------
 
-    def upstream_head(
-        self,
-        status: int,
-        head: list[bytes],
-        content_length: bytes | None,
-        upstream_chunked: bool,
-    ) -> Callable[[bytes], object]:
-        """Write the client's response head; returns where the body's bytes go.
-
-        `head` holds the upstream's end-to-end header lines as pieces, ready to write.
-        """
-        out = self.conn.out
-        out.append(responses.STATUS_LINES.get(status) or responses.status_line(status))
-        out += head
+    def response_head(self, status: int, head: ForwardedHead) -> None:
+        """Write the client's response head from the upstream's."""
+        parts = [responses.STATUS_LINES.get(status) or responses.status_line(status), head.fields]
         if not self.request_complete:
             # Answered before the whole body arrived: the rest of the body will most likely
-            # be cut off (see upstream_complete), so say now that the connection ends.
+            # be cut off (see response_complete), so say now that the connection ends.
             self.keep_alive = False
-        sink = out.append
+        content_length = head.content_length
         if self.head_request or status in NO_BODY_STATUSES:
             if content_length is not None and status != 204:
-                out += (b"content-length: ", content_length, b"\r\n")
+                parts += (b"content-length: ", content_length, b"\r\n")
         elif content_length is not None:
-            out += (b"content-length: ", content_length, b"\r\n")
+            parts += (b"content-length: ", content_length, b"\r\n")
         else:
-            self.response_close_delimited = not upstream_chunked
+            self.response_close_delimited = not head.chunked
             if self.http_10:
                 self.keep_alive = False
             else:
                 self.response_chunked = True
-                out.append(b"transfer-encoding: chunked\r\n")
-                sink = self._write_chunk
+                parts.append(b"transfer-encoding: chunked\r\n")
         if not self.keep_alive:
-            out.append(b"connection: close\r\n\r\n")
+            parts.append(b"connection: close\r\n\r\n")
         elif self.http_10:
-            out.append(b"connection: keep-alive\r\n\r\n")
+            parts.append(b"connection: keep-alive\r\n\r\n")
         else:
-            out.append(b"\r\n")
-        self.response_started = True
-        return sink
+            parts.append(b"\r\n")
+        self.phase = STREAMING
+        self.client.write(b"".join(parts))
 
-    def _write_chunk(self, body: bytes) -> None:
-        if body:  # an empty chunk would end the body
-            self.conn.out += (b"%x\r\n" % len(body), body, b"\r\n")
+    def response_body(self, data: bytes) -> None:
+        client = self.client
+        if not self.response_chunked:
+            client.write(data)
+        elif data:  # an empty chunk would end the body
+            client.write(b"%x\r\n" % len(data))
+            client.write(data)
+            client.write(_CHUNK_END)
 
-    def upstream_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
-        conn = self.conn
+    def response_read(self) -> None:
+        self.client.flush()
+
+    def response_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
         if self.response_chunked:
-            conn.out.append(b"0\r\n\r\n")
-        self.response_complete = True
+            self.client.write(_LAST_CHUNK)
         self.upstream = None
-        if self.upstream_read_paused:
-            self.upstream_read_paused = False
-            if upstream.transport is not None and not upstream.closed:
-                upstream.transport.resume_reading()
+        self.upstream_held = False
         if self.request_complete:
             if reusable:
                 upstream.pool.release(upstream)
@@ -463,55 +492,49 @@ class Exchange:
                 upstream.close()
         else:
             # The upstream answered before the whole body arrived; the rest cannot be framed
-            # for another request: it is read and dropped, then the connection closes.
+            # for another request: the connection ends (its head said so).
             upstream.close()
             self.keep_alive = False
-            self.discarding = True
-            conn.close_after_response()
-        if conn.read_paused:
-            # A write-buffer pause of this upstream must not outlive the exchange (it may never
-            # be lifted once the connection is pooled or closed).
-            conn.resume_for_upstream()
-        self.finished = True
-        conn.exchange_done(self)  # flushes the response
+        self._finish()
 
     def upstream_lost(self, upstream: UpstreamConnection) -> None:
-        """The upstream closed or reset the connection while this exchange used it."""
         self.upstream = None
-        if self.finished:
+        phase = self.phase
+        if phase == FINISHED:
             return
-        if self.response_started:
+        if phase == STREAMING:
             if self.response_close_delimited:
-                self.upstream_complete(upstream, False)
+                self.response_complete(upstream, False)
             else:
-                self.conn.abort()  # a truncated response must not look complete
+                self.client.abort()  # a truncated response must not look complete
             return
-        if (
-            not self.retried
-            and upstream.requests > 1
-            and not upstream.got_response_bytes
-            and self.body_mode == BODY_NONE
-            and self.method in IDEMPOTENT_METHODS
+        if may_resend(
+            self.method,
+            self.body_mode != BODY_NONE,
+            upstream.requests > 1,
+            upstream.got_response_bytes,
+            self.resent,
         ):
-            # A pooled connection the upstream had already closed: retry once on a fresh one.
-            self.retried = True
-            self.task = asyncio.ensure_future(self._connect())
+            self.resent = True
+            target = self.target
+            assert target is not None  # phase WAITING: sent to it
+            self.phase = CONNECTING
+            self.task = asyncio.ensure_future(self._connect(target))
             return
         self.upstream_failed(502)
 
     def upstream_failed(self, status: int) -> None:
-        """The upstream timed out (504) or misbehaved (502)."""
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
             upstream.abort()
-        if self.finished:
+        phase = self.phase
+        if phase >= COMPLETE:
             return
-        if self.response_started:
-            self.conn.flush()
-            self.conn.abort()
+        if phase == STREAMING:
+            self.client.flush()
+            self.client.abort()
             return
-        self.conn.out.clear()
         self.respond_error(status)
 
     # -- local answers ---------------------------------------------------------------------------
@@ -522,41 +545,48 @@ class Exchange:
         self._write_local_response()
 
     def _write_local_response(self) -> None:
-        headers = self.local_headers
-        if not self.request_complete:
-            if self.expect_continue and not self.continue_sent:
-                # The client has not sent its body and may never: do not wait for it.
-                self.keep_alive = False
-            else:
-                self.discarding = True
-        self.conn.write(
+        if not self.request_complete and not self._may_discard():
+            self.keep_alive = False
+        self.client.write(
             responses.build_response(
                 self.local_status,
                 self.local_body,
-                headers,
+                self.local_headers,
                 keep_alive=self.keep_alive,
                 head_only=self.head_request,
                 http_10=self.http_10,
             )
         )
-        self.response_started = True
-        self.response_complete = True
-        if self.request_complete or not self.keep_alive:
-            self._done()
+        self._finish()
 
-    def _done(self) -> None:
-        if not self.finished:
-            self.finished = True
-            self.conn.exchange_done(self)
+    def _may_discard(self) -> bool:
+        """Whether the rest of an unread request body is worth reading to keep the connection."""
+        if self.expect_continue and not self.continue_sent:
+            return False  # the client has not sent its body and may never: do not wait for it
+        if self.body_mode == BODY_LENGTH:
+            return self.content_length - self.body_received <= DISCARD_LIMIT
+        return self.body_received <= DISCARD_LIMIT  # chunked: bounded as it arrives
+
+    def _finish(self) -> None:
+        """The response is out: done now, or once the rest of the request body is dropped."""
+        self.phase = COMPLETE
+        client = self.client
+        # An exchange's pauses must not outlive its response (nobody would lift them later);
+        # what is left of the body is read and dropped.
+        client.flow.resume_reading(EXCHANGE_PAUSES)
+        if self.request_complete or not self.keep_alive:
+            self.phase = FINISHED
+            client.exchange_done(self)
 
     def abort(self) -> None:
         """The client went away: release everything without reusing the upstream connection."""
-        self.finished = True
+        self.phase = FINISHED
         waiter = self.body_waiter
         if waiter is not None and not waiter.done():
             waiter.cancel()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
             pending = self.pending
             if inspect.iscoroutine(pending) and (
                 inspect.getcoroutinestate(pending) == inspect.CORO_CREATED

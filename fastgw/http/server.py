@@ -8,23 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
 from fastgw.http import responses
-from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, Exchange
-from fastgw.http.headers import connection_tokens, host_without_port
+from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, ClientSide, Exchange, Handler
+from fastgw.http.flow import PAUSE_PIPELINE, FlowControl
 from fastgw.http.timers import TICK_SECONDS, Ticker
+from fastgw.http.vocabulary import connection_tokens, host_without_port
 from fastgw.ratelog import RateLimitedLog
 
 log = logging.getLogger("fastgw.http")
 
-Handler = Callable[[Exchange], Awaitable[None] | None]
-
 # A client that stops reading its response is dropped after this long (nginx send_timeout).
 SEND_TIMEOUT = 60.0
+
+# Closing while the client may still be sending makes the kernel answer its next bytes with a
+# reset, which can destroy the response before the client reads it (RFC 9112 §9.6). So the
+# gateway shuts down its sending side and reads and drops what comes for a while before it
+# closes: nginx's lingering_close, with nginx's lingering_timeout (no byte for this long) and
+# lingering_time (at most this long in all).
+LINGERING_TIMEOUT = 5.0
+LINGERING_TIME = 30.0
 
 # A chunked body may carry non-data bytes (size lines, extensions, CRLFs, trailers) of 16 per
 # chunk plus twice its data, and at most this much beyond: Go net/http's rule (CVE-2023-39326).
@@ -52,11 +58,6 @@ _UNDERSCORE = 0x5F
 # way; llhttp then reads it with its usual strictness and goes on to the next request.
 _PRIMING_HEAD_CHUNKED = b"PUT / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
 _PRIMING_HEAD_LENGTH = b"PUT / HTTP/1.1\r\ncontent-length: %d\r\n\r\n"
-
-# Read-pause reasons: reading resumes only when none is left.
-PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
-PAUSE_BUFFER = 2  # a request body waits for its upstream connection
-PAUSE_UPSTREAM = 4  # the upstream's write buffer is full
 
 # Request headers the gateway consumes or re-creates instead of forwarding as received.
 _HOP = 1
@@ -87,13 +88,22 @@ REQUEST_SPECIAL_HEADERS: dict[bytes, int] = {
 
 
 class Limits(Protocol):
-    max_head_size: int
-    max_headers: int
-    max_uri_size: int
-    head_timeout: float
-    keepalive_timeout: float
-    max_body_size: int
-    underscores_in_headers: bool
+    """The wire limits a listener enforces (fastgw.config.Limits is one)."""
+
+    @property
+    def max_head_size(self) -> int: ...
+    @property
+    def max_headers(self) -> int: ...
+    @property
+    def max_uri_size(self) -> int: ...
+    @property
+    def head_timeout(self) -> float: ...
+    @property
+    def keepalive_timeout(self) -> float: ...
+    @property
+    def max_body_size(self) -> int: ...
+    @property
+    def underscores_in_headers(self) -> bool: ...
 
 
 def aliases_special_header(name: bytes) -> bool:
@@ -139,7 +149,7 @@ class Server:
             len(self.connections),
             self.max_connections,
         )
-        transport.abort()
+        cast(asyncio.Transport, transport).abort()
 
     def sweep(self, now: float) -> None:
         # Connections stamp times from a clock up to one tick stale, so measured against `now`
@@ -164,7 +174,7 @@ class Server:
             conn.abort()
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(asyncio.Protocol, ClientSide):
     """One client connection. Parser callbacks build exchanges; the first queued one is active."""
 
     # Slots: an idle connection is mostly this object (about 1.5 KiB less than with a __dict__,
@@ -178,13 +188,13 @@ class ServerConnection(asyncio.Protocol):
         "chunks",
         "client_ip",
         "client_ip_bytes",
-        "close_after",
         "closed",
         "connection_value",
         "content_length",
         "error_after",
         "expect_continue",
         "feeding",
+        "flow",
         "forwarded_lines",
         "forwarded_tail",
         "framing_seen",
@@ -198,16 +208,17 @@ class ServerConnection(asyncio.Protocol):
         "idle_since",
         "last_read",
         "limits",
+        "lingering_since",
         "max_body_size",
         "max_head_size",
         "max_headers",
         "max_uri_size",
+        "memo",
         "out",
         "parser",
         "parsing",
         "priming",
         "queue",
-        "read_paused",
         "read_start",
         "received",
         "server",
@@ -219,8 +230,6 @@ class ServerConnection(asyncio.Protocol):
         "upgrade_body",
         "url",
         "valid_host",
-        "write_paused",
-        "write_paused_since",
         "x_forwarded_for",
     )
 
@@ -249,11 +258,10 @@ class ServerConnection(asyncio.Protocol):
         # one exchange, and an empty deque costs 700 bytes per idle connection.
         self.queue: list[Exchange] = []
         self.parsing: Exchange | None = None
-        self.close_after = False
         self.error_after = 0  # a later pipelined request was malformed: answer it, then close
-        self.read_paused = 0
-        self.write_paused = False
-        self.write_paused_since = 0.0
+        self.flow = FlowControl()
+        self.memo: dict[object, object] | None = None  # plugins' per-connection values
+        self.lingering_since = 0.0  # closing gracefully since then (see LINGERING_TIMEOUT)
         self.idle_since = 0.0
         self.fresh = True
         self.last_read = 0.0
@@ -297,6 +305,7 @@ class ServerConnection(asyncio.Protocol):
             server.refuse(transport)
             return
         self.transport = transport  # type: ignore[assignment]
+        self.flow.transport = self.transport
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
         self.client_ip_bytes = self.client_ip.encode()
@@ -313,6 +322,7 @@ class ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.flow.transport = None
         self.server.connections.discard(self)
         for exchange in self.queue:
             exchange.abort()
@@ -325,71 +335,76 @@ class ServerConnection(asyncio.Protocol):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.flow.transport = None
             if self.transport is not None:
                 self.transport.close()
 
     def abort(self) -> None:
+        self.closed = True
+        self.flow.transport = None
         if self.transport is not None:
             self.transport.abort()
-        self.closed = True
 
-    def close_after_response(self) -> None:
-        self.close_after = True
+    def close_gracefully(self) -> None:
+        """Send what is queued, then stop sending; read and drop until the client closes too."""
+        self.flush()
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        if self.lingering_since or not transport.can_write_eof():
+            self.close()
+            return
+        transport.write_eof()
+        self.lingering_since = self.ticker.now or 1e-9
+        # whatever paused reading, the rest is only read to be dropped now
+        self.flow.resume_reading(self.flow.read_paused)
 
-    # -- writing ---------------------------------------------------------------------------------
+    def eof_received(self) -> bool | None:
+        self.close()  # the client is done sending: nothing more to read, nothing more to answer
+        return None
+
+    # -- writing (ClientSide) ----------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        """Queued: inside a read the answers go out together when it is handled; else at flush."""
         self.out.append(data)
-        if not self.feeding:
-            self.flush()
 
     def flush(self) -> None:
         out = self.out
-        if out and not self.closed:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
-        out.clear()
+        if out:
+            if not self.closed:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
+            out.clear()
+
+    def forwarded_fields(self, host: bytes) -> bytes:
+        if host == self.valid_host:
+            return self.forwarded_tail
+        if host:
+            return b"%bx-forwarded-host: %b\r\n" % (self.forwarded_lines, host_without_port(host))
+        return self.forwarded_lines
+
+    def connection_memo(self) -> dict[object, object]:
+        memo = self.memo
+        if memo is None:
+            memo = self.memo = {}
+        return memo
 
     def pause_writing(self) -> None:
-        self.write_paused = True
-        self.write_paused_since = self.ticker.now
+        self.flow.writing_paused(self.ticker.now)
         if self.queue:
             self.queue[0].client_write_paused()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self.flow.writing_resumed()
         if self.queue:
             self.queue[0].client_write_resumed()
-
-    # -- read-side flow control --------------------------------------------------------------------
-
-    def _pause(self, reason: int) -> None:
-        if not self.read_paused and self.transport is not None:
-            self.transport.pause_reading()
-        self.read_paused |= reason
-
-    def _resume(self, reason: int) -> None:
-        if self.read_paused & reason:
-            self.read_paused &= ~reason
-            if not self.read_paused and self.transport is not None and not self.closed:
-                self.transport.resume_reading()
-
-    def pause_for_buffer(self) -> None:
-        self._pause(PAUSE_BUFFER)
-
-    def resume_for_buffer(self) -> None:
-        """The buffered body may grow again (a plugin reads it) or is drained (upstream on)."""
-        self._resume(PAUSE_BUFFER)
-
-    def pause_for_upstream(self) -> None:
-        self._pause(PAUSE_UPSTREAM)
-
-    def resume_for_upstream(self) -> None:
-        self._resume(PAUSE_UPSTREAM)
 
     # -- reading ---------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.ticker.now
+        if self.lingering_since:
+            return  # closing: read only to be dropped
         start = self.received
         self.read_start = start
         self.received = start + len(data)
@@ -475,19 +490,24 @@ class ServerConnection(asyncio.Protocol):
 
     def _fail(self, status: int) -> None:
         """The client sent something unusable: answer `status` (in order) and close."""
-        if self.closed:
+        if self.closed or self.lingering_since:
             return  # the rest of a read that arrived after we decided to close
-        self._pause(PAUSE_PIPELINE)
+        self.flow.pause_reading(PAUSE_PIPELINE)
         parsing = self.parsing
         if parsing is not None and not parsing.request_complete and not parsing.finished:
             # Failed inside a request body: that exchange cannot be completed.
-            if parsing.response_started:
+            answered = parsing.answered
+            if parsing.response_started and not answered:
                 self.flush()
-                self.abort()
+                self.abort()  # a response cut short must not look complete
                 return
             parsing.abort()
             if self.queue and self.queue[0] is parsing:
                 del self.queue[0]
+            if answered:
+                # The client has its answer; the rest of what it sent cannot be read.
+                self.close_gracefully()
+                return
         if self.queue:
             self.error_after = status
             return
@@ -496,13 +516,12 @@ class ServerConnection(asyncio.Protocol):
     def _write_error_and_close(self, status: int) -> None:
         body, headers = responses.error_parts(status)
         self.out.append(responses.build_response(status, body, headers, keep_alive=False))
-        self.flush()
-        self.close()
+        self.close_gracefully()
 
     # httptools callbacks, in the order they fire
 
     def on_message_begin(self) -> None:
-        if self.closed:
+        if self.closed or self.lingering_since:
             # Pipelined after a request that closed the connection: never run it.
             raise _LimitExceeded(400)
         if self.priming:
@@ -645,9 +664,9 @@ class ServerConnection(asyncio.Protocol):
         queue.append(exchange)
         if len(queue) == 1:
             self.fresh = False
-            exchange.begin()
+            exchange.begin(self.handler)
         else:
-            self._pause(PAUSE_PIPELINE)
+            self.flow.pause_reading(PAUSE_PIPELINE)
 
     def _request_framing(self, exchange: Exchange, http_10: bool) -> None:
         """What the headers kept aside say about the request: body, version, hop-by-hop."""
@@ -718,7 +737,7 @@ class ServerConnection(asyncio.Protocol):
         exchange = self.parsing
         if exchange is not None:
             max_body = self.max_body_size
-            if max_body and exchange.body_received + len(body) > max_body:
+            if max_body and exchange.body_received + len(body) > max_body and not exchange.answered:
                 raise _LimitExceeded(413)
             exchange.on_request_body(body)
 
@@ -739,44 +758,52 @@ class ServerConnection(asyncio.Protocol):
         queue = self.queue
         if queue and queue[0] is exchange:
             del queue[0]
-        if self.closed:
+        if self.closed or self.lingering_since:
             return
-        if not exchange.keep_alive or self.close_after:
-            self.flush()
-            self.close()
+        if not exchange.keep_alive:
+            self.close_gracefully()
             return
         if queue:
-            queue[0].begin()
+            queue[0].begin(self.handler)
         elif self.error_after:
             self._write_error_and_close(self.error_after)
             return
         else:
             self.idle_since = self.ticker.now
             if self.server.draining:
-                self.flush()
-                self.close()
+                self.close_gracefully()
                 return
         if self.out and not self.feeding:
             # Inside data_received the read's answers go out together when it returns.
             self.flush()
-        if self.read_paused & PAUSE_PIPELINE and len(queue) <= 1:
-            self._resume(PAUSE_PIPELINE)
+        if self.flow.read_paused & PAUSE_PIPELINE and len(queue) <= 1:
+            self.flow.resume_reading(PAUSE_PIPELINE)
 
     # -- timeouts (called by the ticker's sweep) -------------------------------------------------
 
     def check_timeouts(self, now: float) -> None:
         if self.closed:
             return
+        if self.lingering_since:
+            if (
+                now - self.last_read > LINGERING_TIMEOUT
+                or now - self.lingering_since > LINGERING_TIME
+            ):
+                self.close()
+            return
         limits = self.limits
-        if self.write_paused and now - self.write_paused_since > SEND_TIMEOUT:
+        flow = self.flow
+        if flow.write_paused and now - flow.write_paused_since > SEND_TIMEOUT:
             self.abort()
             return
         if self.queue:
             exchange = self.queue[0]
             # A body that stops arriving (nginx client_body_timeout, same value as the head's).
+            # A paused read is bounded elsewhere: by the exchange ahead (pipelining), the
+            # upstream's connect or write timeout, a plugin's own timeout.
             if (
                 not exchange.request_complete
-                and not self.read_paused
+                and not flow.read_paused
                 and now - self.last_read > limits.head_timeout
             ):
                 self._timeout_active(exchange)

@@ -1,27 +1,22 @@
 """Connections to upstream servers: the response-side protocol and a keep-alive pool per upstream.
 
-A connection serves one exchange at a time; it parses the response with httptools and hands the
-pieces to the exchange, which owns framing towards the client.
+A connection serves one request at a time. It reads the response with httptools and hands its
+parts to a `ResponseSink` (the exchange, one layer up), which owns the framing towards the client;
+this module knows nothing of clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import httptools
+from mypy_extensions import trait
 
-from fastgw.http.headers import PLAIN_CONNECTION_VALUES, RESPONSE_HOP_HEADERS, connection_tokens
+from fastgw.http.flow import PAUSE_CLIENT, FlowControl
+from fastgw.http.response_head import ForwardedHead, HeadError, forward_head
 from fastgw.http.timers import TICK_SECONDS, Ticker
-
-if TYPE_CHECKING:
-    from fastgw.http.exchange import Exchange
-
-# Response-head bounds: an upstream is trusted more than a client, but not infinitely.
-MAX_RESPONSE_HEAD = 64 * 1024  # bytes; twice nginx's proxy_buffer_size default of 4k pages x 8
-MAX_RESPONSE_HEADERS = 200
+from fastgw.http.vocabulary import MAX_RESPONSE_HEAD
 
 # Idle connections beyond the pool's size are closed by the sweep once idle this long, not when
 # released (HAProxy purges its idle pools over time too): under bursts of more concurrent requests
@@ -30,308 +25,279 @@ MAX_RESPONSE_HEADERS = 200
 # connects a second and a p99 of 200-260 ms with the bound at release.
 EXCESS_IDLE_GRACE = 1.0
 
+_HEAD_END = b"\r\n\r\n"
+_CRLF = b"\r\n"
 
-class UpstreamTarget:
-    """Where a route's requests go: the pool plus per-service timeouts (seconds)."""
+# What the connection is doing for its current request (one at a time).
+IDLE = 0  # no request: any byte from the upstream is a protocol error
+HEAD = 1  # request sent, the response head is being read
+BODY = 2  # head handed on, the body is being read
+DONE = 3  # the response is complete; handed on when the read that completed it is parsed
 
-    __slots__ = (
-        "connect_timeout",
-        "host_header",
-        "pool",
-        "read_timeout",
-        "retries",
-        "version_and_host",
-        "write_timeout",
-    )
 
-    def __init__(
-        self,
-        pool: UpstreamPool,
-        host_header: bytes,
-        connect_timeout: float,
-        read_timeout: float,
-        write_timeout: float,
-        retries: int,
-    ) -> None:
-        self.pool = pool
-        self.host_header = host_header
-        # the end of the request line and the Host line, for requests that do not keep theirs
-        self.version_and_host = b" HTTP/1.1\r\nhost: %b\r\n" % host_header
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.write_timeout = write_timeout
-        self.retries = retries
+@trait
+class ResponseSink:
+    """What a connection hands a response to (the exchange that sent the request)."""
+
+    __slots__ = ()
+
+    def response_head(self, status: int, head: ForwardedHead) -> None:
+        """The final response head (1xx heads are not handed on)."""
+        raise NotImplementedError
+
+    def response_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def response_read(self) -> None:
+        """One read of the upstream is handled: what it produced may go out now."""
+        raise NotImplementedError
+
+    def response_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
+        """The response ended; the connection is the sink's to release (or close)."""
+        raise NotImplementedError
+
+    def upstream_lost(self, upstream: UpstreamConnection) -> None:
+        """The upstream closed or reset the connection before the response completed."""
+        raise NotImplementedError
+
+    def upstream_failed(self, status: int) -> None:
+        """The upstream timed out (504) or sent what cannot be forwarded (502); already aborted."""
+        raise NotImplementedError
+
+    def upstream_write_paused(self) -> None:
+        """The upstream's write buffer is full: stop feeding it the request body."""
+        raise NotImplementedError
+
+    def upstream_write_resumed(self) -> None:
+        raise NotImplementedError
 
 
 class UpstreamConnection(asyncio.Protocol):
-    """One TCP (or TLS) connection to an upstream; parses responses for the attached exchange.
-
-    The upstream's hop-by-hop headers are dropped here, while parsing: the exchange gets the
-    forwarded header lines ready to write plus the framing the upstream announced.
-    """
+    """One TCP (or TLS) connection to an upstream; reads responses for the attached sink."""
 
     __slots__ = (
-        "_body_sink",
-        "_completed",
-        "_head_bytes",
-        "_informational",
-        "_no_body",
-        "_read_timeout",
-        "_reset_parser",
-        "_reusable",
-        "_ticker",
         "closed",
-        "connection_listed",
-        "content_length",
         "deadline",
-        "exchange",
-        "head",
-        "hop_size",
+        "flow",
+        "head_data",
+        "head_request",
+        "head_start",
         "idle_since",
-        "in_head",
         "parser",
+        "phase",
         "pool",
+        "read_timeout",
         "requests",
-        "transfer_chunked",
+        "reusable",
+        "sink",
+        "ticker",
         "transport",
+        "write_timeout",
     )
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
+        self.ticker = pool.ticker
         self.transport: asyncio.Transport | None = None
+        self.flow = FlowControl()
         self.parser = httptools.HttpResponseParser(self)
-        self.exchange: Exchange | None = None
+        self.sink: ResponseSink | None = None
+        self.phase = IDLE
         self.closed = False
         self.requests = 0  # served on this connection, for max_requests
         self.idle_since = 0.0
-        self.deadline = 0.0  # read/write deadline while attached; 0 = none
-        self._head_bytes = 0  # response bytes read before the head completed (0: none yet)
-        self._informational = False
-        self._ticker = pool.ticker
-        self._read_timeout = 0.0
-        self._reset_parser = False
-        # the response head being parsed: forwarded header lines as pieces (name, ": ", value,
-        # CRLF), and the hop-by-hop headers that say how the upstream frames the body
-        self.head: list[bytes] = []
-        self.content_length: bytes | None = None
-        self.transfer_chunked = False
-        self.connection_listed: bytes | None = None  # a Connection value naming other headers
-        self.in_head = False  # header callbacks after the head are a chunked body's trailers
-        self.hop_size = 0  # bytes of the hop-by-hop header lines dropped from this head
-        # where body bytes go: the exchange's writer, set with the head and dropped with the
-        # response (a pooled connection must not keep a finished exchange alive)
-        self._no_body: Callable[[bytes], object] = self._unexpected_body
-        self._body_sink = self._no_body
-        # A response completes inside feed_data but is handed on only after it returns: bytes
-        # after it in the same read (a response bigger than announced, a second response nobody
-        # asked for) must be seen before the connection may go back to the pool.
-        self._completed: Exchange | None = None
-        self._reusable = False
+        self.deadline = 0.0  # read/write deadline while a request is out; 0 = none
+        self.read_timeout = 0.0
+        self.write_timeout = 0.0
+        self.head_request = False
+        # The response head is taken from the bytes themselves (response_head.py): the reads of
+        # the current response until its head is complete, and where that head begins in them
+        # (after any 1xx heads).
+        self.head_data = b""
+        self.head_start = 0
+        self.reusable = False
 
     @property
     def got_response_bytes(self) -> bool:
-        """Whether the attached exchange's response has begun to arrive."""
-        return self._head_bytes > 0
+        """Whether the current request's response has begun to arrive."""
+        return self.phase > BODY or self.phase == BODY or len(self.head_data) > 0
 
     # -- connection lifecycle --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.flow.transport = self.transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.flow.transport = None
         self.pool.forget(self)
-        exchange = self.exchange
-        if exchange is not None:
-            self.exchange = None
-            exchange.upstream_lost(self)
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            sink.upstream_lost(self)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.pool.forget(self)
-            if self.transport is not None:
-                self.transport.close()
+            transport = self.transport
+            self.flow.transport = None
+            if transport is not None:
+                transport.close()
 
     def abort(self) -> None:
-        """Close without flushing and never reuse (after a fault or a cancelled exchange)."""
-        self.exchange = None
-        self._body_sink = self._no_body
+        """Close without flushing and never reuse (after a fault or a cancelled request)."""
+        self.sink = None
         if not self.closed:
             self.closed = True
             self.pool.forget(self)
-            if self.transport is not None:
-                self.transport.abort()
+            transport = self.transport
+            self.flow.transport = None
+            if transport is not None:
+                transport.abort()
 
     # -- flow control: the upstream's write buffer holds back the client's body -------------------
 
     def pause_writing(self) -> None:
-        exchange = self.exchange
-        if exchange is not None:
-            self.deadline = self.pool.ticker.now + exchange.target.write_timeout
-            exchange.upstream_write_paused()
+        sink = self.sink
+        if sink is not None:
+            self.deadline = self.ticker.now + self.write_timeout
+            sink.upstream_write_paused()
 
     def resume_writing(self) -> None:
-        exchange = self.exchange
-        if exchange is not None:
-            self.deadline = self.pool.ticker.now + exchange.target.read_timeout
-            exchange.upstream_write_resumed()
+        sink = self.sink
+        if sink is not None:
+            self.deadline = self.ticker.now + self.read_timeout
+            sink.upstream_write_resumed()
+
+    def hold(self) -> None:
+        """Stop reading: the client is not taking the response as fast as it arrives."""
+        self.flow.pause_reading(PAUSE_CLIENT)
+
+    def release_hold(self) -> None:
+        self.flow.resume_reading(PAUSE_CLIENT)
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def send(self, exchange: Exchange, data: bytes, read_timeout: float) -> None:
-        """Attach `exchange` and write its request head (and whatever body is ready)."""
-        self.exchange = exchange
+    def send(
+        self,
+        sink: ResponseSink,
+        data: bytes,
+        read_timeout: float,
+        write_timeout: float,
+        head_request: bool,
+    ) -> None:
+        """Attach `sink` and write its request head (and whatever body is ready)."""
+        self.sink = sink
+        self.phase = HEAD
         self.requests += 1
-        self._head_bytes = 0
-        self._read_timeout = read_timeout
-        self.deadline = self._ticker.now + read_timeout
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.head_request = head_request
+        self.deadline = self.ticker.now + read_timeout
         self.transport.write(data)  # type: ignore[union-attr]
+
+    def write(self, data: bytes) -> None:
+        """More of the request body."""
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     # -- receiving --------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        exchange = self.exchange
-        if exchange is None:
+        sink = self.sink
+        if sink is None:
             # Bytes nobody asked for: the connection's framing is unknown now.
             self.abort()
             return
-        if not exchange.response_started:
-            self._head_bytes += len(data)  # bounds the head's size until it is complete
-        self.deadline = self._ticker.now + self._read_timeout
+        self.deadline = self.ticker.now + self.read_timeout
+        if self.phase == HEAD:
+            if self.head_data:
+                self.head_data += data  # a head spread over reads (rare)
+            else:
+                self.head_data = data
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            completed = self._completed
-            if completed is None:
-                self.abort()
-                exchange.upstream_failed(502)
-            else:
+        except (httptools.HttpParserError, HeadError):
+            if self.phase == DONE:
                 # The response completed; what followed it was not ours to read. Never reuse.
-                self._completed = None
+                self.reusable = False
+            else:
                 self.abort()
-                completed.upstream_complete(self, False)
+                sink.upstream_failed(502)
+                return
+        if self.phase == DONE:
+            self.phase = IDLE
+            if self.sink is sink:
+                self.sink = None
+                sink.response_complete(self, self.reusable)
             return
-        completed = self._completed
-        if completed is not None:
-            self._completed = None
-            if self._reset_parser:
-                self._reset_parser = False
-                self.parser = httptools.HttpResponseParser(self)
-            completed.upstream_complete(self, self._reusable)
+        if self.phase == HEAD and len(self.head_data) > MAX_RESPONSE_HEAD and self.sink is sink:
+            self.abort()  # still no complete head, and already too large
+            sink.upstream_failed(502)
             return
-        if (
-            self._head_bytes > MAX_RESPONSE_HEAD
-            and not exchange.response_started
-            and self.exchange is exchange
-        ):
-            # Still no complete head, so all of it was head (httptools buffers it).
-            self.abort()
-            exchange.upstream_failed(502)
-            return
-        conn = exchange.conn
-        if conn.out:
-            conn.flush()
+        sink.response_read()
 
     def eof_received(self) -> bool | None:
-        exchange = self.exchange
-        if exchange is not None and exchange.response_close_delimited:
-            self.exchange = None
-            exchange.upstream_complete(self, False)
+        sink = self.sink
+        if sink is not None and self.phase == BODY and not self.parser.should_keep_alive():
+            # A body delimited by the close (no length, not chunked) ends here.
+            self.sink = None
+            self.phase = IDLE
+            sink.response_complete(self, False)
         return None
 
-    # httptools callbacks, in the order they fire
+    # httptools callbacks, in the order they fire (no on_header: response_head.py reads them)
 
     def on_message_begin(self) -> None:
-        if self.exchange is None:
+        if self.phase != HEAD:
             # A response after the one we asked for completed, in the same read: the upstream's
             # framing disagrees with ours. Stop here; the connection is not reused.
-            raise ValueError("upstream sent more than one response")
-        self.in_head = True
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.in_head:
-            return  # a trailer of a chunked body: never forwarded, never kept (RFC 9110 §6.5.2)
-        # Counted at on_headers_complete: the head-size bound already caps the list's length.
-        name = name.lower()
-        if name not in RESPONSE_HOP_HEADERS:
-            self.head += (name, b": ", value, b"\r\n")
-            return
-        self.hop_size += len(name) + len(value) + 4  # not kept, but part of the head's size
-        if name == b"content-length":
-            self.content_length = value
-        elif name == b"transfer-encoding":
-            self.transfer_chunked = value.lower().find(b"chunked") >= 0
-        elif name == b"connection" and value not in PLAIN_CONNECTION_VALUES:
-            listed = self.connection_listed
-            self.connection_listed = value if listed is None else listed + b"," + value
+            raise HeadError("upstream sent more than one response")
 
     def on_headers_complete(self) -> None:
+        data = self.head_data
+        start = self.head_start
+        end = data.find(_HEAD_END, start)
+        if end - start > MAX_RESPONSE_HEAD:
+            raise HeadError("upstream response head too large")
         status = self.parser.get_status_code()
-        exchange = self.exchange
-        assert exchange is not None  # see on_message_begin
-        self.in_head = False
-        head = self.head
-        content_length = self.content_length
-        chunked = self.transfer_chunked
-        listed = self.connection_listed
-        hop_size = self.hop_size
-        # ready for the next head (a final response after a 1xx, or the next request's)
-        self.head = []
-        self.content_length = None
-        self.transfer_chunked = False
-        self.connection_listed = None
-        self.hop_size = 0
-        if len(head) > MAX_RESPONSE_HEADERS * 4:
-            raise ValueError("upstream response has too many headers")
         if status < 200:
-            # 1xx (e.g. 103 Early Hints): not forwarded; the final response follows.
-            self._informational = True
+            # 1xx (e.g. 103 Early Hints): not forwarded; the final head starts after this one.
+            self.head_start = end + 4
             return
-        if (
-            self._head_bytes > MAX_RESPONSE_HEAD
-            and sum(map(len, head)) + hop_size > MAX_RESPONSE_HEAD
-        ):
-            # The reads that brought the head also brought body; only now is its size exact.
-            raise ValueError("upstream response head too large")
-        if listed is not None:
-            head = without_listed_headers(head, connection_tokens(listed))
-        self._body_sink = exchange.upstream_head(status, head, content_length, chunked)
-        if exchange.head_request:
-            # httptools cannot be told a HEAD response has no body; finish it here and
-            # give the next response a fresh parser.
-            self._reset_parser = True
-            self._finish()
+        lines = data[start:end].split(_CRLF)
+        self.head_data = b""
+        self.head_start = 0
+        self.phase = BODY
+        sink = self.sink
+        assert sink is not None  # phase HEAD: attached
+        sink.response_head(status, forward_head(lines))
+        if self.head_request:
+            # httptools cannot be told a HEAD response has no body; finish it here and give
+            # the next response a fresh parser.
+            self.parser = httptools.HttpResponseParser(self)
+            self._finish(True)
 
     def on_body(self, body: bytes) -> None:
-        self._body_sink(body)
+        if self.phase == BODY:
+            sink = self.sink
+            if sink is not None:
+                sink.response_body(body)
+        else:
+            self.reusable = False  # bytes after a HEAD response's head: not ours to read
 
     def on_message_complete(self) -> None:
-        if self._informational:
-            self._informational = False
-            return
-        if self.exchange is not None:  # None after a HEAD response, finished with its head
-            self._finish()
+        if self.phase == BODY:
+            self._finish(self.parser.should_keep_alive())
 
-    def _finish(self) -> None:
-        # handed to the exchange when feed_data returns (see data_received)
-        self._completed = self.exchange
-        self.exchange = None
-        self._body_sink = self._no_body
+    def _finish(self, reusable: bool) -> None:
+        # handed to the sink when feed_data returns (see data_received): bytes after the
+        # response in the same read must be seen before the connection may go back to the pool
+        self.phase = DONE
         self.deadline = 0.0
-        self._reusable = self.parser.should_keep_alive()
-
-    def _unexpected_body(self, body: bytes) -> None:
-        self._reusable = False  # bytes after a HEAD response's head: not ours to read
-
-
-def without_listed_headers(head: list[bytes], listed: set[bytes]) -> list[bytes]:
-    """The header pieces of `head` (name, ": ", value, CRLF) minus those named in `listed`."""
-    kept: list[bytes] = []
-    for index in range(0, len(head), 4):
-        if head[index] not in listed:
-            kept += head[index : index + 4]
-    return kept
+        self.reusable = reusable
 
 
 class UpstreamPool:
@@ -385,13 +351,14 @@ class UpstreamPool:
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
-        """Return a connection whose exchange finished cleanly."""
+        """Return a connection whose request finished cleanly."""
         self.busy.discard(conn)
         if conn.closed:
             return
         if conn.requests >= self.max_requests or not self.size:
             conn.close()
             return
+        conn.release_hold()
         conn.idle_since = self.ticker.now or 1e-9  # non-zero: idle
         self.idle.append(conn)  # beyond `size` too: the sweep trims (EXCESS_IDLE_GRACE)
 
@@ -425,10 +392,10 @@ class UpstreamPool:
         # let one more tick pass, so a timeout fires late (by up to two ticks) but never early.
         late = now - TICK_SECONDS
         for conn in tuple(self.busy):
-            if conn.deadline and late > conn.deadline and conn.exchange is not None:
-                exchange = conn.exchange
+            sink = conn.sink
+            if conn.deadline and late > conn.deadline and sink is not None:
                 conn.abort()
-                exchange.upstream_failed(504)
+                sink.upstream_failed(504)
 
     def close(self) -> None:
         idle, self.idle = self.idle, []

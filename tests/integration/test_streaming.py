@@ -242,7 +242,7 @@ def test_slow_upstream_holds_back_the_client(raw_gateway, connect) -> None:
     try:
         time.sleep(0.5)
         (conn,) = proxy_connections(gateway)
-        assert gateway.call(lambda: conn.read_paused) != 0
+        assert gateway.call(lambda: conn.flow.read_paused) != 0
         upstream = gateway.call(lambda: next(iter(gateway.pool().busy)))
         assert gateway.call(lambda: upstream.transport.get_write_buffer_size()) < 2 * MB
     finally:

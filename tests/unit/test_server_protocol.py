@@ -10,10 +10,12 @@ import asyncio
 
 import pytest
 
+from fastgw.balancer.target import UpstreamTarget
 from fastgw.config import Limits
 from fastgw.http.exchange import DISCARD_LIMIT, Exchange
-from fastgw.http.server import Server, ServerConnection
+from fastgw.http.server import LINGERING_TIMEOUT, Server, ServerConnection
 from fastgw.http.timers import Ticker
+from fastgw.http.upstream import UpstreamConnection, UpstreamPool
 
 JSON = b"content-type: application/json; charset=utf-8\r\n"
 
@@ -26,6 +28,7 @@ class FakeTransport:
         self.writes = 0
         self.events: list[str] = []  # "pause" / "resume" / "close" / "abort", in order
         self.closed = False
+        self.half_close = False  # whether write_eof is offered (a graceful close)
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return {"peername": ("203.0.113.7", 40000), "sockname": ("127.0.0.1", 8000)}.get(
@@ -54,6 +57,12 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    def can_write_eof(self) -> bool:
+        return self.half_close
+
+    def write_eof(self) -> None:
+        self.events.append("write_eof")
+
     def take(self) -> bytes:
         data = bytes(self.written)
         self.written.clear()
@@ -67,7 +76,7 @@ class FakeHandler:
     def __init__(self) -> None:
         self.seen: list[Exchange] = []
         self.gates: list[asyncio.Future[None]] = []
-        self.target = FakeTarget()
+        self.upstream: Upstream | None = None  # where /proxy... goes (the harness sets it)
 
     def __call__(self, exchange: Exchange) -> object:
         self.seen.append(exchange)
@@ -82,7 +91,8 @@ class FakeHandler:
         if path == b"/boom":
             raise RuntimeError("handler bug")
         if path.startswith(b"/proxy"):
-            exchange.target = self.target  # type: ignore[assignment]
+            assert self.upstream is not None
+            exchange.target = self.upstream.target
             return None
         exchange.respond(200, describe(exchange), [(b"content-type", b"text/plain")])
         return None
@@ -107,10 +117,13 @@ class FakeHandler:
         await settle()
 
 
-class FakeUpstreamTransport:
+class MemoryUpstreamTransport:
+    """The upstream side's transport: what the gateway wrote, and whether it is reading."""
+
     def __init__(self) -> None:
         self.written = bytearray()
         self.reading = True
+        self.closed = False
 
     def write(self, data: bytes) -> None:
         self.written += data
@@ -123,58 +136,42 @@ class FakeUpstreamTransport:
         assert not self.reading, "resumed twice"
         self.reading = True
 
-
-class FakeUpstream:
-    """Stands in for an UpstreamConnection; the test plays the upstream's part by calling the
-    exchange's upstream_head / upstream_body / upstream_complete like the real one does."""
-
-    def __init__(self, pool: FakePool) -> None:
-        self.pool = pool
-        self.transport = FakeUpstreamTransport()
-        self.closed = False
-        self.exchange: Exchange | None = None
-
-    def send(self, exchange: Exchange, data: bytes, read_timeout: float) -> None:
-        self.exchange = exchange
-        self.transport.write(data)
-
-    def answer(self, body: bytes) -> None:
-        exchange = self.exchange
-        assert exchange is not None
-        self.exchange = None
-        write_body = exchange.upstream_head(200, [], b"%d" % len(body), False)
-        write_body(body)
-        exchange.upstream_complete(self, True)  # type: ignore[arg-type]
-
     def close(self) -> None:
         self.closed = True
 
     abort = close
 
 
-class FakePool:
-    """Always has an idle connection: a new FakeUpstream each time."""
+class Upstream:
+    """A real upstream target whose pool holds `connections` connected UpstreamConnections over
+    memory transports; the test plays the upstream by handing them response bytes."""
 
-    def __init__(self) -> None:
-        self.made: list[FakeUpstream] = []
-        self.released: list[FakeUpstream] = []
+    def __init__(self, ticker: Ticker, connections: int = 1) -> None:
+        self.pool = UpstreamPool(
+            "upstream.test", 80, ticker, size=8, idle_timeout=60.0, max_requests=1000
+        )
+        self.target = UpstreamTarget(self.pool, b"upstream.test", 5.0, 60.0, 60.0, 0)
+        self.connections: list[UpstreamConnection] = []
+        for _ in range(connections):
+            conn = UpstreamConnection(self.pool)
+            conn.connection_made(MemoryUpstreamTransport())  # type: ignore[arg-type]
+            self.connections.append(conn)
+            self.pool.release(conn)
 
-    def acquire(self) -> FakeUpstream:
-        upstream = FakeUpstream(self)
-        self.made.append(upstream)
-        return upstream
+    @staticmethod
+    def transport(conn: UpstreamConnection) -> MemoryUpstreamTransport:
+        transport = conn.transport
+        assert isinstance(transport, MemoryUpstreamTransport)
+        return transport
 
-    def release(self, upstream: FakeUpstream) -> None:
-        self.released.append(upstream)
+    def sent(self, index: int = 0) -> bytes:
+        """Everything the gateway wrote to connection `index`."""
+        return bytes(self.transport(self.connections[index]).written)
 
-
-class FakeTarget:
-    def __init__(self) -> None:
-        self.pool = FakePool()
-        self.host_header = b"upstream.test"
-        self.version_and_host = b" HTTP/1.1\r\nhost: upstream.test\r\n"
-        self.retries = 0
-        self.read_timeout = 60.0
+    def answer(self, body: bytes, index: int = 0) -> None:
+        self.connections[index].data_received(
+            b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+        )
 
 
 def describe(exchange: Exchange) -> bytes:
@@ -205,6 +202,10 @@ def error(status_line: bytes, message: bytes) -> bytes:
     )
 
 
+DENY_CLOSE = (
+    b"HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic\r\ncontent-length: 26\r\n"
+    b'connection: close\r\n\r\n{"message":"Unauthorized"}'
+)
 DENY = (
     b"HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic\r\ncontent-length: 26\r\n\r\n"
     b'{"message":"Unauthorized"}'
@@ -212,11 +213,12 @@ DENY = (
 
 
 class Harness:
-    def __init__(self, **limits: object) -> None:
+    def __init__(self, upstream_connections: int = 1, **limits: object) -> None:
         self.handler = FakeHandler()
         self.ticker = Ticker()
         self.ticker.now = 1000.0
         self.server = Server(self.handler, Limits(**limits), self.ticker)  # type: ignore[arg-type]
+        self.upstream = self.handler.upstream = Upstream(self.ticker, upstream_connections)
         self.transport = FakeTransport()
         self.conn: ServerConnection = self.server.protocol_factory()
         self.conn.connection_made(self.transport)  # type: ignore[arg-type]
@@ -382,15 +384,38 @@ def test_401_before_body_arrives_discards_the_body_then_serves_next() -> None:
     assert [e.path for e in h.handler.seen] == [b"/deny", b"/next"]
 
 
-def test_discarding_a_huge_unwanted_body_stops_at_the_discard_limit() -> None:
+def test_a_known_body_too_big_to_discard_is_answered_with_close() -> None:
     h = Harness()
     size = DISCARD_LIMIT * 10
     out = h.feed(b"POST /deny HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size)
-    assert out == DENY
-    block = b"x" * 65536
-    for _ in range(DISCARD_LIMIT // len(block) + 1):
+    assert out == DENY_CLOSE  # not worth reading to the end: said at once
+    assert h.closed
+
+
+def test_discarding_a_chunked_body_stops_at_the_discard_limit() -> None:
+    h = Harness()
+    out = h.feed(b"POST /deny HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert out == DENY  # the body's size is unknown: read and dropped, up to the limit
+    block = b"10000\r\n" + b"x" * 65536 + b"\r\n"
+    for _ in range(DISCARD_LIMIT // 65536):
         h.feed(block)
+        assert not h.closed
+    h.feed(block)
     assert h.closed  # not read to the end: the answer went out long ago
+
+
+def test_discarding_ends_with_a_graceful_close_where_the_transport_offers_it() -> None:
+    h = Harness()
+    h.transport.half_close = True
+    out = h.feed(
+        b"POST /deny HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % (DISCARD_LIMIT * 2)
+    )
+    assert out == DENY_CLOSE
+    assert h.transport.events == ["write_eof"]  # the client still reads the answer
+    h.feed(b"x" * 65536)  # what it still sends is read and dropped
+    assert h.transport.take() == b""
+    h.advance(LINGERING_TIMEOUT + 1)
+    assert h.transport.events == ["write_eof", "close"]
 
 
 def test_requests_pipelined_behind_a_closing_answer_are_never_run() -> None:
@@ -721,30 +746,28 @@ async def test_draining_closes_idle_connections_and_busy_ones_after_their_answer
 def test_client_write_pause_pauses_the_upstream_and_resume_resumes_it() -> None:
     h = Harness()
     h.feed(b"GET /proxy/1 HTTP/1.1\r\nHost: h\r\n\r\n")
-    (upstream,) = h.handler.target.pool.made
-    assert bytes(upstream.transport.written).startswith(
-        b"GET /proxy/1 HTTP/1.1\r\nhost: upstream.test\r\n"
-    )
+    assert h.upstream.sent().startswith(b"GET /proxy/1 HTTP/1.1\r\nhost: upstream.test\r\n")
+    transport = h.upstream.transport(h.upstream.connections[0])
     h.conn.pause_writing()
-    assert not upstream.transport.reading
+    assert not transport.reading
     h.conn.resume_writing()
-    assert upstream.transport.reading
+    assert transport.reading
 
 
 def test_next_pipelined_exchange_starts_paused_when_the_client_still_is() -> None:
     h = Harness()
     h.feed(b"GET /proxy/1 HTTP/1.1\r\nHost: h\r\n\r\nGET /proxy/2 HTTP/1.1\r\nHost: h\r\n\r\n")
-    (first,) = h.handler.target.pool.made
+    (upstream,) = h.upstream.connections
+    transport = h.upstream.transport(upstream)
     h.conn.pause_writing()  # the client stopped reading
-    first.answer(b"one")  # ...and the first answer completed anyway (it was already read)
-    assert first.transport.reading  # back in the pool, reading again
-    second = h.handler.target.pool.made[1]
-    assert second.exchange is not None
-    # the client is still not reading: the second upstream must not be read either
-    assert not second.transport.reading
+    h.upstream.answer(b"one")  # ...and the first answer completed anyway (it was already read)
+    # the pooled connection went straight to the second request, which the client is still
+    # not reading: the upstream must not be read either
+    assert upstream.sink is h.handler.seen[1]
+    assert not transport.reading
     h.conn.resume_writing()
-    assert second.transport.reading
-    second.answer(b"two")
+    assert transport.reading
+    h.upstream.answer(b"two")
     out = h.transport.take()
     assert out == (
         b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\none"
@@ -755,27 +778,21 @@ def test_next_pipelined_exchange_starts_paused_when_the_client_still_is() -> Non
 def test_upstream_write_pause_holds_the_client_and_ends_with_the_exchange() -> None:
     h = Harness()
     h.feed(b"POST /proxy HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabc")
-    (upstream,) = h.handler.target.pool.made
-    exchange = upstream.exchange
-    assert exchange is not None
-    exchange.upstream_write_paused()  # the upstream's write buffer is full
+    (upstream,) = h.upstream.connections
+    upstream.pause_writing()  # the upstream's write buffer is full
     assert h.transport.events == ["pause"]
-    exchange.upstream_write_resumed()
+    upstream.resume_writing()
     assert h.transport.events == ["pause", "resume"]
-    exchange.upstream_write_paused()
+    upstream.pause_writing()
     h.feed(b"def")  # (already read before the pause took effect)
-    assert bytes(upstream.transport.written).endswith(b"\r\n\r\nabcdef")
-    upstream.answer(b"done")  # and the upstream never lifts its pause: it is pooled now
+    assert h.upstream.sent().endswith(b"\r\n\r\nabcdef")
+    h.upstream.answer(b"done")  # and the upstream never lifts its pause: it is pooled now
     assert h.transport.events == ["pause", "resume", "pause", "resume"]
     assert h.transport.take() == b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone"
     assert h.feed(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n") == ok(b"GET /next @h")
 
 
 # -- the request head sent upstream ---------------------------------------------------------------
-
-
-def sent_upstream(h: Harness, index: int = -1) -> bytes:
-    return bytes(h.handler.target.pool.made[index].transport.written)
 
 
 def test_forwarded_headers_follow_the_host_of_each_request_on_one_connection() -> None:
@@ -795,10 +812,12 @@ def test_forwarded_headers_follow_the_host_of_each_request_on_one_connection() -
         b"x-forwarded-for: 203.0.113.7\r\n%b\r\n" % tail,
         b"x-forwarded-for: 192.0.2.1, 203.0.113.7\r\n%bx-forwarded-host: a.test\r\n\r\n" % tail,
     ]
+    transport = h.upstream.transport(h.upstream.connections[0])
     for index, lines in enumerate(expected):
         if index:
-            h.handler.target.pool.made[index - 1].answer(b"ok")
-        head = sent_upstream(h, index)
+            transport.written.clear()
+            h.upstream.answer(b"ok")  # the next request then goes out on the same connection
+        head = h.upstream.sent()
         assert head.startswith(b"GET /proxy/%d HTTP/1.1\r\nhost: upstream.test\r\n" % (index + 1))
         assert head.endswith(lines), head
 
