@@ -11,12 +11,23 @@ PYTEST_ARGS ?=
 
 .PHONY: install redis-server run test test-unit test-integration bench bench-locust bench-curves lint format clean
 
-install: $(VENV)/.installed $(IDP_DEPS)
+# The hot modules (fastgw/build_info.py) are compiled with mypyc where a C compiler exists; an
+# editable install compiles them in place once, so they are rebuilt here whenever a source
+# changed. FASTGW_PURE=1 make install leaves them pure Python.
+FASTGW_SOURCES := $(shell find fastgw -name '*.py')
+COMPILED := $(VENV)/.compiled
 
-$(VENV)/.installed: pyproject.toml
+install: $(VENV)/.installed $(COMPILED) $(IDP_DEPS)
+
+$(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+	touch $(COMPILED)
+
+$(COMPILED): $(VENV)/.installed $(FASTGW_SOURCES)
+	$(PY) setup.py --quiet build_ext --inplace
 	touch $@
 
 $(IDP_DEPS): tests/idp/package.json tests/idp/package-lock.json
@@ -37,8 +48,13 @@ redis-server:
 run: install
 	$(PY) -m tests.support.demo
 
+# The whole suite runs against both builds: compiled (where a compiler exists) and pure Python.
 test: install redis-server
+	$(BIN)/mypy fastgw
+	$(BIN)/fastgw --version
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	FASTGW_PURE=1 $(BIN)/fastgw --version
+	FASTGW_PURE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
@@ -65,4 +81,5 @@ format: install
 	$(BIN)/ruff check --fix fastgw tests bench
 
 clean:
-	rm -rf $(VENV) tests/idp/node_modules .pytest_cache bench/results
+	rm -rf $(VENV) tests/idp/node_modules .pytest_cache bench/results build
+	find . -name '*.so' -not -path './.venv/*' -not -path './tests/idp/*' -delete

@@ -1,9 +1,19 @@
 """Which build is running: the hot modules compiled with mypyc, or all pure Python.
 
-Stdlib only: setup.py reads COMPILED_MODULES from here before anything is installed.
+Stdlib only: setup.py reads COMPILED_MODULES from here before anything is installed. With
+FASTGW_PURE=1 in the environment, a compiled install runs the Python sources of those modules
+instead (they ship beside the compiled ones), which is how the test suite runs both builds.
 """
 
 from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from types import ModuleType
 
 # The modules on every request's path (DESIGN.md "Compiled hot path"); the rest stays Python.
 COMPILED_MODULES = (
@@ -22,3 +32,40 @@ COMPILED_MODULES = (
     "fastgw.balancer.target",
     "fastgw.plugins.openid_connect.plugin",
 )
+
+PURE_ENV = "FASTGW_PURE"
+
+
+class _SourceFirst(importlib.abc.MetaPathFinder):
+    """Finds the `.py` file of a compiled module, so that the Python source is what runs."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in COMPILED_MODULES or path is None:
+            return None
+        name = fullname.rpartition(".")[2]
+        for entry in path:
+            source = os.path.join(entry, name + ".py")
+            if os.path.isfile(source):
+                return importlib.util.spec_from_file_location(fullname, source)
+        return None
+
+
+def prefer_sources() -> None:
+    """Make the hot modules import from their Python sources (before any of them is imported)."""
+    if not any(isinstance(finder, _SourceFirst) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _SourceFirst())
+
+
+def build() -> str:
+    """`compiled with mypyc` when the hot modules run compiled, else "pure Python"."""
+    import fastgw.http.server as probe
+
+    origin = probe.__file__ or ""
+    compiled = origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return "compiled with mypyc" if compiled else "pure Python"
+
+
+if os.environ.get(PURE_ENV) == "1":
+    prefer_sources()

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from fastgw import __version__
+from fastgw import __version__, build_info
 from fastgw.config import GatewayConfig, load_config, parse_listen
 from fastgw.errors import ConfigError
 from fastgw.ratelog import KeyedRateLimitedLog
@@ -28,7 +28,9 @@ RESTART_BACKOFF_SECONDS = 1.0
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastgw", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"fastgw {__version__} ({build_info.build()})"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the gateway")
     run.add_argument("-c", "--config", required=True, help="declarative config (YAML or JSON)")
@@ -159,7 +161,13 @@ def _worker(
             loop.add_signal_handler(signum, stop)
         addresses = ", ".join(f"{host}:{port}" for host, port in gateway.addresses)
         admin_addresses = ", ".join(f"{h}:{p}" for h, p in gateway.admin_addresses) or "off"
-        log.info("fastgw %s listening on %s (admin %s)", __version__, addresses, admin_addresses)
+        log.info(
+            "fastgw %s (%s) listening on %s (admin %s)",
+            __version__,
+            build_info.build(),
+            addresses,
+            admin_addresses,
+        )
         await gateway.serve_forever()
         log.info("stopped")
         return 0

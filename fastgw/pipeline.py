@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 
 class RequestContext(Protocol):
     """What a plugin may read and change about one request.
@@ -61,6 +63,8 @@ class RequestContext(Protocol):
         """Answer the client directly; the upstream is not contacted."""
 
 
+# Plugins outside the compiled build (request-termination, a user's own) subclass Plugin.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Plugin:
     """One configured plugin instance. Subclasses set `name` and `priority`.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from typing import Final
 
 from fastgw.balancer.retry import connect_attempts
 from fastgw.http.upstream import UpstreamConnection, UpstreamPool
@@ -16,7 +17,7 @@ from fastgw.ratelog import RateLimitedLog
 log = logging.getLogger("fastgw.http")
 _out_of_fds_log = RateLimitedLog(log, logging.ERROR)
 
-_FD_ERRORS = (errno.EMFILE, errno.ENFILE)
+_FD_ERRORS: Final = (errno.EMFILE, errno.ENFILE)
 
 
 class ConnectFailed(Exception):

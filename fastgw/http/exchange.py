@@ -12,41 +12,48 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
 
 from mypy_extensions import trait
 
 from fastgw.balancer.retry import may_resend
 from fastgw.balancer.target import ConnectFailed, UpstreamTarget
-from fastgw.http import responses
 from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
 from fastgw.http.response_head import ForwardedHead
+from fastgw.http.responses import (
+    CONTINUE_100,
+    STATUS_LINES,
+    build_response,
+    error_parts,
+    status_line,
+)
 from fastgw.http.upstream import ResponseSink, UpstreamConnection
 from fastgw.http.vocabulary import NO_BODY_STATUSES
 
 log = logging.getLogger("fastgw.http")
 
-BODY_NONE = 0
-BODY_LENGTH = 1
-BODY_CHUNKED = 2
+BODY_NONE: Final = 0
+BODY_LENGTH: Final = 1
+BODY_CHUNKED: Final = 2
 
 # A request body waiting for its upstream is buffered up to this size, then the client is paused.
-BODY_BUFFER_LIMIT = 64 * 1024
+BODY_BUFFER_LIMIT: Final = 64 * 1024
 # A body the client keeps sending after the gateway answered it is read and dropped up to this
 # size so the connection stays usable; past it the connection is closed.
-DISCARD_LIMIT = 1024 * 1024
+DISCARD_LIMIT: Final = 1024 * 1024
 
 # The exchange's phase: where its response is. The request body streams on independently of it
 # (`request_complete`); the exchange is finished once both are done, or once it gave up on the
 # rest of the request.
-HANDLING = 0  # the handler (routing, plugins) runs
-CONNECTING = 1  # waiting for an upstream connection
-WAITING = 2  # the request went upstream; no response head yet
-STREAMING = 3  # the response head went to the client; its body follows
-COMPLETE = 4  # the whole response is out; the rest of the request body is read and dropped
-FINISHED = 5  # handed back to the connection (or aborted): nothing more happens
+HANDLING: Final = 0  # the handler (routing, plugins) runs
+CONNECTING: Final = 1  # waiting for an upstream connection
+WAITING: Final = 2  # the request went upstream; no response head yet
+STREAMING: Final = 3  # the response head went to the client; its body follows
+COMPLETE: Final = 4  # the whole response is out; the rest of the request body is read and dropped
+FINISHED: Final = 5  # handed back to the connection (or aborted): nothing more happens
 
-_CHUNK_END = b"\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
+_CHUNK_END: Final = b"\r\n"
+_LAST_CHUNK: Final = b"0\r\n\r\n"
 
 Handler = Callable[["Exchange"], Awaitable[None] | None]
 
@@ -313,7 +320,7 @@ class Exchange(ResponseSink):
     def _send_continue(self) -> None:
         if self.expect_continue and not self.continue_sent and not self.request_complete:
             self.continue_sent = True
-            self.client.write(responses.CONTINUE_100)
+            self.client.write(CONTINUE_100)
             self.client.flush()
 
     async def _connect(self, target: UpstreamTarget) -> None:
@@ -336,17 +343,25 @@ class Exchange(ResponseSink):
         client = self.client
         parts = [self.method, b" ", self.upstream_path]
         if self.query:
-            parts += (b"?", self.query)
+            parts.append(b"?")
+            parts.append(self.query)
         if self.upstream_host is None:
             parts.append(target.version_and_host)
         else:
-            parts += (b" HTTP/1.1\r\nhost: ", self.upstream_host, b"\r\n")
+            parts.append(b" HTTP/1.1\r\nhost: ")
+            parts.append(self.upstream_host)
+            parts.append(b"\r\n")
         for name, value in self.headers:
-            parts += (name, b": ", value, b"\r\n")
+            parts.append(name)
+            parts.append(b": ")
+            parts.append(value)
+            parts.append(b"\r\n")
         if self.x_forwarded_for is None:
             parts.append(b"x-forwarded-for: ")
         else:
-            parts += (b"x-forwarded-for: ", self.x_forwarded_for, b", ")
+            parts.append(b"x-forwarded-for: ")
+            parts.append(self.x_forwarded_for)
+            parts.append(b", ")
         parts.append(client.forwarded_fields(self.host))
         if self.body_mode == BODY_NONE and self.content_length != 0:
             parts.append(b"\r\n")
@@ -441,7 +456,7 @@ class Exchange(ResponseSink):
 
     def response_head(self, status: int, head: ForwardedHead) -> None:
         """Write the client's response head from the upstream's."""
-        parts = [responses.STATUS_LINES.get(status) or responses.status_line(status), head.fields]
+        parts = [STATUS_LINES.get(status) or status_line(status), head.fields]
         if not self.request_complete:
             # Answered before the whole body arrived: the rest of the body will most likely
             # be cut off (see response_complete), so say now that the connection ends.
@@ -540,7 +555,7 @@ class Exchange(ResponseSink):
     # -- local answers ---------------------------------------------------------------------------
 
     def respond_error(self, status: int, message: str | None = None) -> None:
-        body, headers = responses.error_parts(status, message)
+        body, headers = error_parts(status, message)
         self.respond(status, body, headers)
         self._write_local_response()
 
@@ -548,7 +563,7 @@ class Exchange(ResponseSink):
         if not self.request_complete and not self._may_discard():
             self.keep_alive = False
         self.client.write(
-            responses.build_response(
+            build_response(
                 self.local_status,
                 self.local_body,
                 self.local_headers,

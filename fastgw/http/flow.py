@@ -8,14 +8,15 @@ same way); pausing or resuming twice for one reason is a no-op.
 from __future__ import annotations
 
 import asyncio
+from typing import Final
 
 # Why a connection's reading is paused (bits; reading resumes when none is left).
-PAUSE_PIPELINE = 1  # client: a pipelined request waits for the one before it
-PAUSE_BUFFER = 2  # client: a request body waits for its upstream, or for a plugin's read
-PAUSE_UPSTREAM = 4  # client: the upstream's write buffer is full
-PAUSE_CLIENT = 8  # upstream: the client's write buffer is full
+PAUSE_PIPELINE: Final = 1  # client: a pipelined request waits for the one before it
+PAUSE_BUFFER: Final = 2  # client: a request body waits for its upstream, or for a plugin's read
+PAUSE_UPSTREAM: Final = 4  # client: the upstream's write buffer is full
+PAUSE_CLIENT: Final = 8  # upstream: the client's write buffer is full
 # Pauses an exchange puts on its client; none may outlive the exchange.
-EXCHANGE_PAUSES = PAUSE_BUFFER | PAUSE_UPSTREAM
+EXCHANGE_PAUSES: Final = PAUSE_BUFFER | PAUSE_UPSTREAM
 
 
 class FlowControl:

@@ -7,32 +7,18 @@ response head cheap: a field the gateway keeps costs a byte test and a list appe
 
 from __future__ import annotations
 
+from typing import Final
+
 from fastgw.http.vocabulary import (
     MAX_RESPONSE_HEADERS,
     PLAIN_CONNECTION_VALUES,
     connection_tokens,
 )
 
-_COLON = 0x3A  # b":"[0]
-_LOWER = 0x20  # or-ing it lower-cases an ASCII letter
-
-# The hop-by-hop fields (vocabulary.RESPONSE_HOP_HEADERS) by the lower-case byte they start with;
-# a line starting with any other byte is forwarded without a look at its name.
-_CONNECTION = 1
-_CONTENT_LENGTH = 2
-_TRANSFER_ENCODING = 3
-_OTHER_HOP = 4
-_HOP_BY_INITIAL: dict[int, tuple[tuple[bytes, int], ...]] = {
-    ord("c"): ((b"connection", _CONNECTION), (b"content-length", _CONTENT_LENGTH)),
-    ord("k"): ((b"keep-alive", _OTHER_HOP),),
-    ord("p"): ((b"proxy-connection", _OTHER_HOP), (b"proxy-authenticate", _OTHER_HOP)),
-    ord("t"): (
-        (b"te", _OTHER_HOP),
-        (b"trailer", _OTHER_HOP),
-        (b"transfer-encoding", _TRANSFER_ENCODING),
-    ),
-    ord("u"): ((b"upgrade", _OTHER_HOP),),
-}
+_COLON: Final = 0x3A  # b":"[0]
+_LOWER: Final = 0x20  # or-ing it lower-cases an ASCII letter
+_SPACE: Final = 0x20
+_TAB: Final = 0x09
 
 
 class HeadError(Exception):
@@ -50,41 +36,66 @@ class ForwardedHead:
         self.chunked = chunked  # the upstream framed the body with chunked coding
 
 
-def _hop_kind(line: bytes) -> int:
-    """Which hop-by-hop field `line` ("Name: value") is, or 0 for an end-to-end one."""
-    candidates = _HOP_BY_INITIAL.get(line[0] | _LOWER)
-    if candidates is None:
-        return 0
+def _named(line: bytes, name: bytes, length: int) -> bool:
+    """Whether field line `line` is field `name` (lower case, `length` bytes long)."""
+    # llhttp refuses whitespace before the colon: the name ends exactly there
+    return len(line) > length and line[length] == _COLON and line[:length].lower() == name
+
+
+def _value(line: bytes, start: int) -> bytes:
+    """The value of a field line whose colon is at `start` - 1, without its whitespace."""
     size = len(line)
-    for name, kind in candidates:
-        length = len(name)
-        # llhttp refuses whitespace before the colon: the name ends exactly there
-        if size > length and line[length] == _COLON and line[:length].lower() == name:
-            return kind
-    return 0
+    while start < size and (line[start] == _SPACE or line[start] == _TAB):
+        start += 1
+    end = size
+    while end > start and (line[end - 1] == _SPACE or line[end - 1] == _TAB):
+        end -= 1
+    return line[start:end]
 
 
 def forward_head(lines: list[bytes]) -> ForwardedHead:
-    """`lines`: the head split at CRLF, status line first, without the final empty lines."""
+    """`lines`: the head split at CRLF, status line first, without the final empty lines.
+
+    The hop-by-hop fields (vocabulary.RESPONSE_HOP_HEADERS) are told apart by their first byte
+    and the position of their colon before any name is compared: a line the gateway keeps costs
+    a few byte tests.
+    """
+    count = len(lines)
+    if count > MAX_RESPONSE_HEADERS + 1:
+        raise HeadError("upstream response has too many header fields")
     kept: list[bytes] = []
     content_length: bytes | None = None
     chunked = False
     listed: bytes | None = None
-    if len(lines) > MAX_RESPONSE_HEADERS + 1:
-        raise HeadError("upstream response has too many header fields")
-    for index in range(1, len(lines)):
+    index = 1
+    while index < count:
         line = lines[index]
-        kind = _hop_kind(line)
-        if kind == 0:
-            kept.append(line)
-        elif kind == _CONTENT_LENGTH:
-            content_length = line[15:].strip()
-        elif kind == _TRANSFER_ENCODING:
-            chunked = line[18:].lower().find(b"chunked") >= 0
-        elif kind == _CONNECTION:
-            value = line[11:].strip()
-            if value not in PLAIN_CONNECTION_VALUES:
-                listed = value if listed is None else listed + b"," + value
+        index += 1
+        initial = line[0] | _LOWER
+        if initial == 0x63:  # c
+            if _named(line, b"content-length", 14):
+                content_length = _value(line, 15)
+                continue
+            if _named(line, b"connection", 10):
+                value = _value(line, 11)
+                if value not in PLAIN_CONNECTION_VALUES:
+                    listed = value if listed is None else listed + b"," + value
+                continue
+        elif initial == 0x74:  # t
+            if _named(line, b"transfer-encoding", 17):
+                chunked = line[18:].lower().find(b"chunked") >= 0
+                continue
+            if _named(line, b"te", 2) or _named(line, b"trailer", 7):
+                continue
+        elif initial == 0x6B:  # k
+            if _named(line, b"keep-alive", 10):
+                continue
+        elif initial == 0x70:  # p
+            if _named(line, b"proxy-connection", 16) or _named(line, b"proxy-authenticate", 18):
+                continue
+        elif initial == 0x75 and _named(line, b"upgrade", 7):  # u
+            continue
+        kept.append(line)
     if listed is not None:
         kept = _without_listed(kept, connection_tokens(listed))
     if not kept:

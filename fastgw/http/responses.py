@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from http import HTTPStatus
+from typing import Final
 
 import orjson
 
-STATUS_LINES: dict[int, bytes] = {
+STATUS_LINES: Final[dict[int, bytes]] = {
     status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode("latin-1"))
     for status in HTTPStatus
 }
@@ -24,7 +25,7 @@ def status_line(status: int) -> bytes:
 
 
 # Kong's own wording for the errors it generates, so clients see the same answers.
-MESSAGES: dict[int, str] = {
+MESSAGES: Final[dict[int, str]] = {
     400: "Bad request",
     404: "Not found",
     405: "Method not allowed",
@@ -41,9 +42,9 @@ MESSAGES: dict[int, str] = {
     504: "The upstream server is timing out",
     505: "HTTP version not supported",
 }
-NO_ROUTE_MESSAGE = "no Route matched with those values"
+NO_ROUTE_MESSAGE: Final = "no Route matched with those values"
 
-JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+JSON_CONTENT_TYPE: Final = b"application/json; charset=utf-8"
 
 
 def json_body(message: str) -> bytes:
@@ -85,4 +86,4 @@ def error_parts(
     return json_body(text), ((b"content-type", JSON_CONTENT_TYPE),)
 
 
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"

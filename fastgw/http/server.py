@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
-from fastgw.http import responses
 from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, ClientSide, Exchange, Handler
 from fastgw.http.flow import PAUSE_PIPELINE, FlowControl
+from fastgw.http.responses import build_response, error_parts
 from fastgw.http.timers import TICK_SECONDS, Ticker
 from fastgw.http.vocabulary import connection_tokens, host_without_port
 from fastgw.ratelog import RateLimitedLog
@@ -22,15 +22,15 @@ from fastgw.ratelog import RateLimitedLog
 log = logging.getLogger("fastgw.http")
 
 # A client that stops reading its response is dropped after this long (nginx send_timeout).
-SEND_TIMEOUT = 60.0
+SEND_TIMEOUT: Final = 60.0
 
 # Closing while the client may still be sending makes the kernel answer its next bytes with a
 # reset, which can destroy the response before the client reads it (RFC 9112 §9.6). So the
 # gateway shuts down its sending side and reads and drops what comes for a while before it
 # closes: nginx's lingering_close, with nginx's lingering_timeout (no byte for this long) and
 # lingering_time (at most this long in all).
-LINGERING_TIMEOUT = 5.0
-LINGERING_TIME = 30.0
+LINGERING_TIMEOUT: Final = 5.0
+LINGERING_TIME: Final = 30.0
 
 # A chunked body may carry non-data bytes (size lines, extensions, CRLFs, trailers) of 16 per
 # chunk plus twice its data, and at most this much beyond: Go net/http's rule (CVE-2023-39326).
@@ -38,36 +38,43 @@ LINGERING_TIME = 30.0
 # this a client could stream extension bytes forever, evading the body timeout and size limit
 # (Node's CVE-2024-22019; Node and h11 cap a chunk line at 16 KiB too). Counted per read from
 # the end of the read that completed the head, so that read (at most uvloop's 256 kB) is not.
-CHUNK_OVERHEAD_PER_CHUNK = 16
-CHUNK_EXCESS_LIMIT = 16 * 1024
+CHUNK_OVERHEAD_PER_CHUNK: Final = 16
+CHUNK_EXCESS_LIMIT: Final = 16 * 1024
 
 # Bytes a Host header may hold: RFC 3986 reg-name, IP-literal and port characters. RFC 9112 §3.2
 # wants 400 for an invalid Host; nginx checks it too. Anything else ("/", "@", spaces, obs-text)
 # would reach routing, x-forwarded-host and, with preserve_host, the upstream's Host.
-HOST_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:[]"
+HOST_BYTES: Final = (
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:[]"
+)
 
-_SLASH = 0x2F  # b"/"[0]
+_SLASH: Final = 0x2F  # b"/"[0]
 # b"_"[0]: `_UNDERSCORE in name` is a memchr, while `b"_" in name` first tries the needle as an
 # integer and builds (then clears) a TypeError: about 2,000 instructions per header
-_UNDERSCORE = 0x5F
+_UNDERSCORE: Final = 0x5F
+_QUESTION_MARK: Final = 0x3F  # b"?"[0]
 
 # httptools cannot read an Upgrade request's body: its on_headers_complete tells llhttp to skip
 # the body of every request llhttp flags as an upgrade. Until the upstream agrees to switch (it
 # never does while Upgrade is dropped as hop-by-hop), such a request is an ordinary one (RFC 9110
 # §7.8), so its body is read by a fresh parser primed with a head that frames the body the same
 # way; llhttp then reads it with its usual strictness and goes on to the next request.
-_PRIMING_HEAD_CHUNKED = b"PUT / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
-_PRIMING_HEAD_LENGTH = b"PUT / HTTP/1.1\r\ncontent-length: %d\r\n\r\n"
+_PRIMING_HEAD_CHUNKED: Final = b"PUT / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+_PRIMING_HEAD_LENGTH: Final = b"PUT / HTTP/1.1\r\ncontent-length: %d\r\n\r\n"
 
-# Request headers the gateway consumes or re-creates instead of forwarding as received.
-_HOP = 1
-_HOST = 2
-_CONTENT_LENGTH = 3
-_TRANSFER_ENCODING = 4
-_EXPECT = 5
-_CONNECTION = 6
-_XFF = 7
-REQUEST_SPECIAL_HEADERS: dict[bytes, int] = {
+# What a request field name is to the gateway: end-to-end, a name with "_" (forwarded only
+# with underscores_in_headers), or one it consumes or re-creates instead of forwarding.
+_END_TO_END: Final = 0
+_UNDERSCORED: Final = 8
+_DROPPED: Final = 9
+_HOP: Final = 1
+_HOST: Final = 2
+_CONTENT_LENGTH: Final = 3
+_TRANSFER_ENCODING: Final = 4
+_EXPECT: Final = 5
+_CONNECTION: Final = 6
+_XFF: Final = 7
+REQUEST_SPECIAL_HEADERS: Final[dict[bytes, int]] = {
     b"connection": _CONNECTION,
     b"keep-alive": _HOP,
     b"proxy-connection": _HOP,
@@ -110,6 +117,43 @@ def aliases_special_header(name: bytes) -> bool:
     """Whether `name` (lower case, with "_") reads as a header the gateway consumes or re-creates
     once "_" is taken for "-", as CGI, WSGI and many frameworks do (HTTP_TRANSFER_ENCODING)."""
     return name.replace(b"_", b"-") in REQUEST_SPECIAL_HEADERS
+
+
+class _FieldName:
+    """A request field name as clients spell it: its lower-case form and what it is to us."""
+
+    __slots__ = ("kind", "name")
+
+    def __init__(self, name: bytes, kind: int) -> None:
+        self.name = name
+        self.kind = kind
+
+
+# Field names as clients spelled them (lower-casing one costs more than a dict lookup).
+# Bounded in entries and name length, so that made-up names cannot grow it; first come.
+_FIELD_NAMES: Final[dict[bytes, _FieldName]] = {}
+FIELD_NAMES_CACHED: Final = 512
+FIELD_NAME_CACHED_LENGTH: Final = 64
+
+
+def _field_name(raw: bytes) -> _FieldName:
+    name = raw.lower()
+    kind = REQUEST_SPECIAL_HEADERS.get(name, _END_TO_END)
+    if kind == _END_TO_END and _UNDERSCORE in name:
+        # dropped whatever the setting when it aliases a field the gateway owns
+        kind = _DROPPED if aliases_special_header(name) else _UNDERSCORED
+    known = _FieldName(name, kind)
+    if len(_FIELD_NAMES) < FIELD_NAMES_CACHED and len(raw) <= FIELD_NAME_CACHED_LENGTH:
+        _FIELD_NAMES[raw] = known
+    return known
+
+
+class _ParsedUrl(Protocol):
+    schema: bytes | None
+    host: bytes | None
+    port: int | None
+    path: bytes | None
+    query: bytes | None
 
 
 class _LimitExceeded(Exception):
@@ -514,8 +558,8 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         self._write_error_and_close(status)
 
     def _write_error_and_close(self, status: int) -> None:
-        body, headers = responses.error_parts(status)
-        self.out.append(responses.build_response(status, body, headers, keep_alive=False))
+        body, headers = error_parts(status)
+        self.out.append(build_response(status, body, headers, keep_alive=False))
         self.close_gracefully()
 
     # httptools callbacks, in the order they fire
@@ -556,28 +600,35 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             # §6.5.2): plugins have already seen them, and the upstream never gets trailers.
             # Their size is bounded with the body's other non-data bytes (_check_chunks).
             return
-        name = name.lower()
-        kind = REQUEST_SPECIAL_HEADERS.get(name)
-        if kind is None:
+        known = _FIELD_NAMES.get(name)
+        if known is None:
+            known = _field_name(name)
+        kind = known.kind
+        if kind == _END_TO_END:
             headers = self.headers
             if len(headers) >= self.max_headers:
                 raise _LimitExceeded(431)
-            if _UNDERSCORE in name and (
-                not self.underscores_in_headers or aliases_special_header(name)
-            ):
-                self._dropped_header(name, value)
-                return
-            headers.append((name, value))
+            headers.append((known.name, value))
+        elif kind == _UNDERSCORED:
+            if len(self.headers) >= self.max_headers:
+                raise _LimitExceeded(431)
+            if self.underscores_in_headers:
+                self.headers.append((known.name, value))
+            else:
+                self._dropped_header(known.name, value)
+        elif kind == _DROPPED:
+            self._dropped_header(known.name, value)
         elif kind == _HOST:
             if self.host:
                 raise _LimitExceeded(400)  # two Host headers (RFC 9112 §3.2)
             self.host = value  # reset for every request: not a reason to set framing_seen
         else:
-            self._special_header(kind, name, value)
+            self._special_header(kind, known.name, value)
 
     def _dropped_header(self, name: bytes, value: bytes) -> None:
         """A name with "_": dropped as nginx does by default (underscores_in_headers off), and
-        always when it aliases a header the gateway consumes, such as transfer_encoding."""
+        always when it aliases a header the gateway consumes, such as transfer_encoding
+        (_field_name)."""
         self.framing_seen = True  # so that special_size is reset for the next request
         self.special_size += len(name) + len(value) + 4  # still part of the head's size
 
@@ -622,11 +673,11 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         url = self.url
         host = self.host
         if url[0] == _SLASH:
-            mark = url.find(b"?")
-            if mark < 0:
-                path, query = url, b""
-            else:
+            if _QUESTION_MARK in url:  # a memchr; find() would parse its arguments first
+                mark = url.find(b"?")
                 path, query = url[:mark], url[mark + 1 :]
+            else:
+                path, query = url, b""
         else:
             path, query, host = self._absolute_target(url, host)
         # Without a Connection or Proxy-Connection header (both set framing_seen), llhttp keeps
@@ -725,7 +776,8 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         if url == b"*":
             raise _LimitExceeded(400)
         try:
-            parsed = httptools.parse_url(url)
+            # what httptools really gives: any part may be missing (its stub says otherwise)
+            parsed = cast(_ParsedUrl, httptools.parse_url(url))
         except httptools.HttpParserInvalidURLError:
             raise _LimitExceeded(400) from None
         if parsed.schema not in (b"http", b"https") or not parsed.host:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Final
 
 # Timeouts fire up to one tick late; 100 ms is far below any timeout worth configuring and a
 # sweep over thousands of connections every tick costs well under 1% of a core.
-TICK_SECONDS = 0.1
+TICK_SECONDS: Final = 0.1
 
 
 class Ticker:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import Final
 
 import httptools
 from mypy_extensions import trait
@@ -23,16 +24,16 @@ from fastgw.http.vocabulary import MAX_RESPONSE_HEAD
 # than the size, a bound applied at release closes connections that the next burst, milliseconds
 # later, must open again. Measured at 1,000 client connections against a 512 pool: ~2,000 upstream
 # connects a second and a p99 of 200-260 ms with the bound at release.
-EXCESS_IDLE_GRACE = 1.0
+EXCESS_IDLE_GRACE: Final = 1.0
 
-_HEAD_END = b"\r\n\r\n"
-_CRLF = b"\r\n"
+_HEAD_END: Final = b"\r\n\r\n"
+_CRLF: Final = b"\r\n"
 
 # What the connection is doing for its current request (one at a time).
-IDLE = 0  # no request: any byte from the upstream is a protocol error
-HEAD = 1  # request sent, the response head is being read
-BODY = 2  # head handed on, the body is being read
-DONE = 3  # the response is complete; handed on when the read that completed it is parsed
+IDLE: Final = 0  # no request: any byte from the upstream is a protocol error
+HEAD: Final = 1  # request sent, the response head is being read
+BODY: Final = 2  # head handed on, the body is being read
+DONE: Final = 3  # the response is complete; handed on when the read that completed it is parsed
 
 
 @trait

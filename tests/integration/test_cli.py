@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,7 +68,13 @@ def free_port() -> int:
 
 def test_version() -> None:
     result = fastgw("--version")
-    assert (result.returncode, result.stdout) == (0, f"fastgw {__version__}\n")
+    # the build it runs: compiled with mypyc where a C compiler exists, else (or with
+    # FASTGW_PURE=1) pure Python
+    if os.environ.get("FASTGW_PURE") == "1" or shutil.which("gcc") is None:
+        build = "pure Python"
+    else:
+        build = "compiled with mypyc"
+    assert (result.returncode, result.stdout) == (0, f"fastgw {__version__} ({build})\n")
 
 
 def test_check_ok_prints_a_summary(tmp_path, gateway_config) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
+from test_server_protocol import FakeTransport
 
 from fastgw.config import parse_config
 from fastgw.gateway import Gateway
@@ -24,14 +25,24 @@ services:
 """
 
 
+class Dispatch:
+    """The gateway's request handler, fed exchanges of one real client connection."""
+
+    def __init__(self) -> None:
+        gateway = Gateway(parse_config(CONFIG), admin_listen=False)
+        self.handler: Handler = gateway.proxy.handler
+        self.client = gateway.proxy.protocol_factory()
+        self.client.connection_made(FakeTransport())  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
-def handle() -> Handler:
-    return Gateway(parse_config(CONFIG), admin_listen=False).proxy.handler
+def handle() -> Dispatch:
+    return Dispatch()
 
 
-def dispatch(handle: Handler, path: bytes) -> Exchange:
-    exchange = Exchange(None, b"GET", path, b"", b"gw.test", [], True)  # type: ignore[arg-type]
-    assert handle(exchange) is None  # no plugins: nothing to await
+def dispatch(handle: Dispatch, path: bytes) -> Exchange:
+    exchange = Exchange(handle.client, b"GET", path, b"", b"gw.test", [], True)
+    assert handle.handler(exchange) is None  # no plugins: nothing to await
     return exchange
 
 
@@ -48,7 +59,7 @@ def dispatch(handle: Handler, path: bytes) -> Exchange:
     ],
 )
 def test_the_normalised_path_is_routed_and_sent(
-    handle: Handler, path: bytes, upstream_path: bytes
+    handle: Dispatch, path: bytes, upstream_path: bytes
 ) -> None:
     exchange = dispatch(handle, path)
     assert not exchange.responded
@@ -57,12 +68,12 @@ def test_the_normalised_path_is_routed_and_sent(
 
 
 @pytest.mark.parametrize("path", [b"/../admin", b"/api/%zz", b"/api/%2"])
-def test_a_path_above_the_root_or_badly_escaped_is_400(handle: Handler, path: bytes) -> None:
+def test_a_path_above_the_root_or_badly_escaped_is_400(handle: Dispatch, path: bytes) -> None:
     exchange = dispatch(handle, path)
     assert exchange.responded and exchange.local_status == 400
     assert exchange.target is None
 
 
-def test_no_route_is_404(handle: Handler) -> None:
+def test_no_route_is_404(handle: Dispatch) -> None:
     exchange = dispatch(handle, b"/other")
     assert exchange.responded and exchange.local_status == 404

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import orjson
 
@@ -31,28 +32,28 @@ from .schema import OidcConfig
 
 logger = logging.getLogger("fastgw.oidc")
 
-PRIORITY = 1050  # Kong's priority for openid-connect: after the rate limiters of the edge
+PRIORITY: Final = 1050  # Kong's priority for openid-connect: after the rate limiters of the edge
 # Form or JSON bodies holding a client id and secret are tiny; a body bigger than this is
 # forwarded without being read for credentials, so reading stays bounded in memory.
-BODY_CREDENTIALS_LIMIT = 64 * 1024
+BODY_CREDENTIALS_LIMIT: Final = 64 * 1024
 
-IDP_UNAVAILABLE_MESSAGE = "identity provider unavailable"
-IDP_TIMEOUT_MESSAGE = "identity provider timed out"
-INTERNAL_ERROR_MESSAGE = "An unexpected error occurred"
+IDP_UNAVAILABLE_MESSAGE: Final = "identity provider unavailable"
+IDP_TIMEOUT_MESSAGE: Final = "identity provider timed out"
+INTERNAL_ERROR_MESSAGE: Final = "An unexpected error occurred"
 
-_AUTHORIZATION = b"authorization"
-_CONTENT_TYPE = b"content-type"
-_JSON_CONTENT_TYPE = (b"content-type", b"application/json; charset=utf-8")
-_DEFAULT_REALM = b"fastgw"
+_AUTHORIZATION: Final = b"authorization"
+_CONTENT_TYPE: Final = b"content-type"
+_JSON_CONTENT_TYPE: Final = (b"content-type", b"application/json; charset=utf-8")
+_DEFAULT_REALM: Final = b"fastgw"
 # bytes that may not appear in a quoted realm: anything but host-name characters
-_REALM_DELETE = bytes(
+_REALM_DELETE: Final = bytes(
     byte
     for byte in range(256)
     if not (chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in ".-_[]:"))
 )
 
-_NO_CREDENTIALS = InvalidCredentials("no client credentials in the request")
-_INTERNAL_ERROR = AuthError("internal error")
+_NO_CREDENTIALS: Final = InvalidCredentials("no client credentials in the request")
+_INTERNAL_ERROR: Final = AuthError("internal error")
 
 
 def _realm(host: bytes) -> bytes:
@@ -106,6 +107,16 @@ class Answers:
         return challenge
 
 
+class _Digest:
+    """The last Authorization header of a connection and its cache key."""
+
+    __slots__ = ("header", "key")
+
+    def __init__(self, header: bytes, key: bytes) -> None:
+        self.header = header
+        self.key = key
+
+
 class OpenIdConnect(Plugin):
     """Client credentials grant at the edge: Basic/body/query credentials → upstream Bearer."""
 
@@ -144,9 +155,17 @@ class OpenIdConnect(Plugin):
         if self._from_header:
             raw = ctx.get_header(_AUTHORIZATION)
             if raw is not None:
-                hasher = self._hasher.copy()
-                hasher.update(raw)
-                key = hasher.digest()
+                # A keep-alive client sends the same header on every request: its salted
+                # digest (the cache key, 6,000 instructions of SHA-256) is kept per connection.
+                memo = ctx.connection_memo
+                seen = memo.get(self)
+                if isinstance(seen, _Digest) and seen.header == raw:
+                    key = seen.key
+                else:
+                    hasher = self._hasher.copy()
+                    hasher.update(raw)
+                    key = hasher.digest()
+                    memo[self] = _Digest(raw, key)
                 entry = self._entries.get(key)
                 if entry is not None and self._clock() < entry.refresh_at:
                     ctx.set_header(self._token_header, entry.header_value)

@@ -296,7 +296,12 @@ class FakeContext:
         query: bytes = b"",
         body: bytes | None = None,
         host: bytes = b"api.example.test:8443",
+        connection_memo: dict[object, object] | None = None,
     ) -> None:
+        # requests on one client connection share this (pass the same dict)
+        self.connection_memo: dict[object, object] = (
+            {} if connection_memo is None else connection_memo
+        )
         self.method = b"POST" if body is not None else b"GET"
         self.path = b"/resource"
         self.query = query

@@ -335,3 +335,25 @@ async def test_spec_builds_a_plugin_over_the_runtime() -> None:
     assert not ctx.responded
     await plugin.stop()
     assert idp.http.closed is False
+
+
+async def test_one_connection_with_another_authorization_gets_its_own_token(idp: FakeIdp) -> None:
+    """The per-connection memo of the header's digest never serves one client's token for
+    another client's header on the same connection."""
+    plugin, _, _ = await make_plugin(idp)
+    connection: dict[object, object] = {}
+    first = request(connection_memo=connection)
+    await run_access(plugin, first)
+    first_token = first.get_header(b"authorization")
+    other = request(basic("client-2", "secret-2"), connection_memo=connection)
+    await run_access(plugin, other)
+    other_token = other.get_header(b"authorization")
+    assert other_token is not None and other_token != first_token
+    assert jwt.decode(other_token[7:], options={"verify_signature": False})["sub"] == "client-2"
+    wrong = request(basic("client-1", "not-the-secret"), connection_memo=connection)
+    await run_access(plugin, wrong)
+    assert wrong.status == 401
+    again = request(connection_memo=connection)
+    assert plugin.access(again) is None  # the first client's token, cached: a hit
+    assert again.get_header(b"authorization") == first_token
+    assert idp.token_calls == 3
