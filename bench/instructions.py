@@ -86,7 +86,7 @@ async def proxy_requests(count: int, oidc: bool = False) -> None:
     from fastgw.gateway import Gateway
     from fastgw.http.upstream import UpstreamConnection
 
-    gateway = Gateway(parse_config(CONFIG + (OIDC_PLUGIN if oidc else "")), admin_listen=False)
+    gateway = Gateway(parse_config(CONFIG + (OIDC_PLUGIN if oidc else "")), admin_listen="off")
     request = REQUEST
     if oidc:
         cache_token(gateway)

@@ -5,6 +5,7 @@ It reads counters the proxy keeps anyway; nothing here runs on the proxy's reque
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -14,17 +15,19 @@ from fastgw.http import responses
 from fastgw.http.exchange import Exchange
 
 if TYPE_CHECKING:
-    from fastgw.gateway import Gateway
+    from fastgw.gateway import GatewayStats
 
 _JSON = ((b"content-type", responses.JSON_CONTENT_TYPE),)
 _TEXT = ((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),)
 
 
 class AdminHandler:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    """Answers from a stats snapshot taken per request (the admin listener is not hot)."""
 
-    def __call__(self, exchange: Exchange) -> None:
+    def __init__(self, stats: Callable[[], GatewayStats]) -> None:
+        self.stats = stats
+
+    def handle(self, exchange: Exchange) -> None:
         if exchange.method not in (b"GET", b"HEAD"):
             body, headers = responses.error_parts(405)
             exchange.respond(405, body, headers)
@@ -37,53 +40,43 @@ class AdminHandler:
             exchange.respond(404, body, headers)
 
     def status(self) -> dict[str, object]:
-        gateway = self.gateway
-        proxy = gateway.proxy
+        stats = self.stats()
         return {
             "version": __version__,
             "server": {
-                "connections_active": len(proxy.connections),
-                "connections_refused": proxy.refused_total,
-                "total_requests": proxy.requests_total,
+                "connections_active": stats.connections_active,
+                "connections_refused": stats.connections_refused,
+                "total_requests": stats.requests_total,
             },
             "upstreams": [
-                {
-                    "address": f"{pool.host}:{pool.port}",
-                    "idle": len(pool.idle),
-                    "busy": len(pool.busy),
-                }
-                for pool in gateway.pools
+                {"address": pool.address, "idle": pool.idle, "busy": pool.busy}
+                for pool in stats.upstreams
             ],
-            "plugins": sorted({plugin.name for plugin in gateway.plugins}),
+            "plugins": list(stats.plugins),
         }
 
     def metrics(self) -> str:
-        gateway = self.gateway
-        proxy = gateway.proxy
+        stats = self.stats()
         lines = [
             "# HELP fastgw_http_requests_total Requests received by the proxy listener.",
             "# TYPE fastgw_http_requests_total counter",
-            f"fastgw_http_requests_total {proxy.requests_total}",
+            f"fastgw_http_requests_total {stats.requests_total}",
             "# HELP fastgw_connections_active Open client connections.",
             "# TYPE fastgw_connections_active gauge",
-            f"fastgw_connections_active {len(proxy.connections)}",
+            f"fastgw_connections_active {stats.connections_active}",
             "# HELP fastgw_connections_refused_total Client connections refused at the limit that"
             " the open-file limit sets.",
             "# TYPE fastgw_connections_refused_total counter",
-            f"fastgw_connections_refused_total {proxy.refused_total}",
+            f"fastgw_connections_refused_total {stats.connections_refused}",
             "# HELP fastgw_upstream_connections Upstream connections by state.",
             "# TYPE fastgw_upstream_connections gauge",
         ]
-        for pool in gateway.pools:
-            address = f"{pool.host}:{pool.port}"
+        for pool in stats.upstreams:
             lines.append(
-                f'fastgw_upstream_connections{{upstream="{address}",state="idle"}} {len(pool.idle)}'
+                f'fastgw_upstream_connections{{upstream="{pool.address}",state="idle"}} {pool.idle}'
             )
             lines.append(
-                f'fastgw_upstream_connections{{upstream="{address}",state="busy"}} {len(pool.busy)}'
+                f'fastgw_upstream_connections{{upstream="{pool.address}",state="busy"}} {pool.busy}'
             )
-        for plugin in gateway.plugins:
-            metrics = getattr(plugin, "metrics", None)
-            if metrics is not None:
-                lines.extend(metrics())
+        lines.extend(stats.plugin_metrics)
         return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from typing import Literal
 
 from fastgw import __version__, build_info
 from fastgw.config import GatewayConfig, load_config, parse_listen
@@ -69,10 +70,10 @@ def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
     )
     try:
         listen = parse_listen(args.listen, "--listen") if args.listen else None
-        admin: tuple[str, int] | bool | None = True
+        admin: tuple[str, int] | Literal["off"] | None = None  # None: the config's
         if args.admin_listen:
             admin = (
-                None
+                "off"
                 if args.admin_listen == "off"
                 else parse_listen(args.admin_listen, "--admin-listen")
             )
@@ -133,7 +134,7 @@ class LoopErrors:
 def _worker(
     config: GatewayConfig,
     listen: tuple[str, int] | None,
-    admin: tuple[str, int] | bool | None,
+    admin: tuple[str, int] | Literal["off"] | None,
     *,
     reuse_port: bool,
 ) -> int:
@@ -178,7 +179,7 @@ def _worker(
 def _supervise(
     config: GatewayConfig,
     listen: tuple[str, int] | None,
-    admin: tuple[str, int] | bool | None,
+    admin: tuple[str, int] | Literal["off"] | None,
     workers: int,
 ) -> int:
     children: dict[int, int] = {}  # pid -> slot

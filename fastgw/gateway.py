@@ -12,7 +12,8 @@ import resource
 import socket
 import ssl
 from collections.abc import Awaitable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from fastgw import plugins
 from fastgw.admin import AdminHandler
@@ -37,23 +38,50 @@ FD_RESERVE_MIN = 64
 FD_RESERVE_DIVISOR = 8
 
 
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    address: str  # host:port
+    idle: int
+    busy: int
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStats:
+    """What the admin listener reports: a snapshot of counters the proxy keeps anyway."""
+
+    connections_active: int
+    connections_refused: int
+    requests_total: int
+    upstreams: tuple[PoolStats, ...]
+    plugins: tuple[str, ...]  # names of the plugins configured
+    plugin_metrics: tuple[str, ...]  # Prometheus lines the plugins export (Plugin.metrics)
+
+
 class Gateway:
-    """One gateway instance: a proxy listener, an optional admin listener, and their state."""
+    """One gateway instance: a proxy listener, an optional admin listener, and their state.
+
+    `listen` and `admin_listen` override the config's addresses; `admin_listen="off"` runs
+    no admin listener (as `--admin-listen off` does).
+    """
 
     def __init__(
         self,
         config: GatewayConfig,
         *,
-        listen: tuple[str, int] | None = None,
-        admin_listen: tuple[str, int] | bool | None = True,
+        listen: Address | None = None,
+        admin_listen: Address | Literal["off"] | None = None,
         reuse_port: bool = False,
     ) -> None:
         settings = config.settings
         self.config = config
         self.listen = listen if listen is not None else settings.listen
-        if admin_listen is True:
+        self.admin_listen: Address | None
+        if admin_listen is None:
             self.admin_listen = settings.admin_listen
-        elif admin_listen is False:
+        elif admin_listen == "off":
             self.admin_listen = None
         else:
             self.admin_listen = admin_listen
@@ -68,7 +96,7 @@ class Gateway:
         self._started = False
         # the bound method, not the instance: calling an instance's __call__ costs more
         self.proxy = Server(self._build_dispatcher().handle, settings.limits, self.ticker)
-        self.admin = Server(AdminHandler(self), settings.limits, self.ticker)
+        self.admin = Server(AdminHandler(self.stats).handle, settings.limits, self.ticker)
 
     # -- building --------------------------------------------------------------------------------
 
@@ -161,6 +189,20 @@ class Gateway:
 
                 entries.append((route, payload))
         return Dispatcher(Router(entries))
+
+    def stats(self) -> GatewayStats:
+        proxy = self.proxy
+        return GatewayStats(
+            connections_active=len(proxy.connections),
+            connections_refused=proxy.refused_total,
+            requests_total=proxy.requests_total,
+            upstreams=tuple(
+                PoolStats(f"{pool.host}:{pool.port}", len(pool.idle), len(pool.busy))
+                for pool in self.pools
+            ),
+            plugins=tuple(sorted({plugin.name for plugin in self.plugins})),
+            plugin_metrics=tuple(line for plugin in self.plugins for line in plugin.metrics()),
+        )
 
     # -- running ---------------------------------------------------------------------------------
 

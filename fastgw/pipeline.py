@@ -84,6 +84,10 @@ class Plugin:
     async def stop(self) -> None:
         """Called once when the gateway stops."""
 
+    def metrics(self) -> list[str]:
+        """Prometheus text lines for the admin listener's /metrics (none by default)."""
+        return []
+
 
 class Chain:
     """An ordered, immutable list of plugins for one route."""

@@ -185,7 +185,7 @@ class EmbeddedGateway:
         config = parse_config(config_text, env={})
 
         async def start() -> Gateway:
-            gateway = Gateway(config, listen=("127.0.0.1", 0), admin_listen=False)
+            gateway = Gateway(config, listen=("127.0.0.1", 0), admin_listen="off")
             await gateway.start()
             return gateway
 

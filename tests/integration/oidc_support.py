@@ -105,7 +105,7 @@ class EmbeddedGateway:
         self.thread.start()
 
         async def start() -> Gateway:
-            gateway = Gateway(config, listen=("127.0.0.1", 0), admin_listen=False)
+            gateway = Gateway(config, listen=("127.0.0.1", 0), admin_listen="off")
             await gateway.start()
             return gateway
 

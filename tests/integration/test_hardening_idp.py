@@ -110,7 +110,7 @@ class Gateway:
         self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        admin_listen = ("127.0.0.1", 0) if admin else False
+        admin_listen = ("127.0.0.1", 0) if admin else "off"
 
         async def start() -> FastGateway:
             gateway = FastGateway(config, listen=("127.0.0.1", 0), admin_listen=admin_listen)

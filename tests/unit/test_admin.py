@@ -19,10 +19,10 @@ services:
 
 
 def test_metrics_and_status_count_requests_and_refused_connections() -> None:
-    gateway = Gateway(parse_config(CONFIG), admin_listen=False)
+    gateway = Gateway(parse_config(CONFIG), admin_listen="off")
     gateway.proxy.requests_total = 7
     gateway.proxy.refused_total = 3
-    admin = AdminHandler(gateway)
+    admin = AdminHandler(gateway.stats)
     metrics = admin.metrics()
     assert re.search(r"^fastgw_http_requests_total 7$", metrics, re.M)
     assert re.search(r"^fastgw_connections_refused_total 3$", metrics, re.M)

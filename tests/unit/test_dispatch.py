@@ -29,7 +29,7 @@ class Dispatch:
     """The gateway's request handler, fed exchanges of one real client connection."""
 
     def __init__(self) -> None:
-        gateway = Gateway(parse_config(CONFIG), admin_listen=False)
+        gateway = Gateway(parse_config(CONFIG), admin_listen="off")
         self.handler: Handler = gateway.proxy.handler
         self.client = gateway.proxy.protocol_factory()
         self.client.connection_made(FakeTransport())  # type: ignore[arg-type]

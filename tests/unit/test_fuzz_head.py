@@ -383,7 +383,7 @@ class LiveGateway:
         )
         port = self.upstream.sockets[0].getsockname()[1]
         config = parse_config(GATEWAY_CONFIG.format(port=port), env={})
-        self.gateway = Gateway(config, listen=("127.0.0.1", 0), admin_listen=False)
+        self.gateway = Gateway(config, listen=("127.0.0.1", 0), admin_listen="off")
         await self.gateway.start()
         self.port = self.gateway.addresses[0][1]
 
