@@ -318,6 +318,11 @@ def git_revision() -> str:
     return rev.stdout.strip() or "?"
 
 
+def fastgw_build() -> str:
+    """What `fastgw --version` says the benchmarked processes run (compiled or pure)."""
+    return tool_version([sys.executable, "-m", "fastgw", "--version"])
+
+
 def load_average() -> str:
     """1/5/15-minute load: other work on a shared box is the usual cause of noisy rounds."""
     return " ".join(f"{load:.2f}" for load in os.getloadavg())
@@ -365,8 +370,9 @@ def exit_on_sigterm() -> Iterator[None]:
 # -- server configs -------------------------------------------------------------------------------
 
 
-def nginx_main_conf(prefix: Path, server_block: str) -> str:
-    """A foreground one-worker nginx: pid and temp files under `prefix`, errors to stderr.
+def nginx_main_conf(prefix: Path, server_block: str, *, workers: int = 1, main: str = "") -> str:
+    """A foreground nginx (one worker unless told): pid and temp files under `prefix`, errors
+    to stderr; `main` adds main-context directives (load_module).
 
     `multi_accept on`: without it a burst of new connections (1,000 wrk clients, a proxy opening
     hundreds of upstream connections at once) is accepted one per event-loop pass, and requests
@@ -376,8 +382,8 @@ def nginx_main_conf(prefix: Path, server_block: str) -> str:
         f"    {directive} {prefix / name};"
         for directive, name in (("client_body_temp_path", "body"), ("proxy_temp_path", "proxy"))
     )
-    return f"""daemon off;
-worker_processes 1;
+    return f"""{main}daemon off;
+worker_processes {workers};
 pid {prefix / "nginx.pid"};
 error_log stderr warn;
 events {{ worker_connections {NGINX_WORKER_CONNECTIONS}; multi_accept on; }}
@@ -399,21 +405,32 @@ def nginx_upstream_conf(prefix: Path, port: int, extra: str = "") -> str:
     return nginx_main_conf(prefix, server)
 
 
-def nginx_proxy_conf(prefix: Path, port: int, upstream_port: int, extra: str = "") -> str:
-    server = f"""    upstream backend {{
+def nginx_proxy_conf(
+    prefix: Path,
+    port: int,
+    upstream_port: int,
+    extra: str = "",
+    *,
+    workers: int = 1,
+    main: str = "",
+    http: str = "",
+    location: str = "",
+) -> str:
+    """nginx proxy_pass with upstream keep-alive; `http` and `location` add directives there."""
+    server = f"""{http}    upstream backend {{
         server {LOOPBACK}:{upstream_port};
         keepalive {NGINX_UPSTREAM_KEEPALIVE};
         keepalive_requests {NGINX_KEEPALIVE_REQUESTS};
     }}
     server {{
         listen {LOOPBACK}:{port};{extra}
-        location / {{
+        location / {{{location}
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
     }}"""
-    return nginx_main_conf(prefix, server)
+    return nginx_main_conf(prefix, server, workers=workers, main=main)
 
 
 def fastgw_conf(port: int, upstream_port: int, plugins: list[dict] | None = None) -> str:
@@ -535,13 +552,72 @@ def start_upstream(setup: Setup, extra: str = "") -> Target:
     return Target("direct", f"http://{LOOPBACK}:{port}/", pgid, note=note)
 
 
-def start_nginx_proxy(setup: Setup, extra: str = "") -> Target:
+def start_nginx_proxy(setup: Setup, extra: str = "", *, workers: int = 1) -> Target:
     port = free_port()
     upstream_port = setup.upstream_port
     pgid = start_nginx(
-        setup, "nginx", lambda p: nginx_proxy_conf(p, port, upstream_port, extra), port, PROXY_CPU
+        setup,
+        "nginx",
+        lambda p: nginx_proxy_conf(p, port, upstream_port, extra, workers=workers),
+        port,
+        PROXY_CPU,
     )
-    return Target("nginx", f"http://{LOOPBACK}:{port}/", pgid, note="proxy_pass, keepalive 64")
+    note = "proxy_pass, keepalive 64" + (f", {workers} workers" if workers > 1 else "")
+    return Target("nginx", f"http://{LOOPBACK}:{port}/", pgid, note=note)
+
+
+# The cheapest Kong-like hot path: nginx + lua-nginx-module hashing the Authorization header,
+# looking the hash up in a Lua table and setting the Bearer token (what Kong's openid-connect
+# does on a cache hit, minus Kong's plugin runner). ngx.sha1_bin is the hash lua-nginx-module
+# has built in; Kong itself pays for SHA-256 from lua-resty-string.
+NGINX_LUA_MODULES = (
+    "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
+    "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n"
+)
+LUA_TOKEN = "Bearer eyJhbGciOiJSUzI1NiJ9." + "x" * 600  # the length of a typical signed JWT
+
+
+def nginx_lua_available() -> bool:
+    return Path("/usr/lib/nginx/modules/ngx_http_lua_module.so").exists()
+
+
+def start_nginx_lua(
+    setup: Setup, authorizations: Sequence[str], *, workers: int = 1
+) -> tuple[int, int]:
+    """nginx + Lua swapping each of `authorizations` for a cached Bearer token; (port, pgid)."""
+    port = free_port()
+    upstream_port = setup.upstream_port
+    entries = "".join(
+        f'        tokens[ngx.sha1_bin("{authorization}")] = "{LUA_TOKEN}"\n'
+        for authorization in authorizations
+    )
+    http = f"""    init_by_lua_block {{
+        tokens = {{}}
+{entries}    }}
+"""
+    location = """
+            access_by_lua_block {
+                local authorization = ngx.var.http_authorization
+                local token = authorization and tokens[ngx.sha1_bin(authorization)]
+                if not token then return ngx.exit(401) end
+                ngx.req.set_header("Authorization", token)
+            }"""
+    pgid = start_nginx(
+        setup,
+        "nginx-lua",
+        lambda p: nginx_proxy_conf(
+            p,
+            port,
+            upstream_port,
+            workers=workers,
+            main=NGINX_LUA_MODULES,
+            http=http,
+            location=location,
+        ),
+        port,
+        PROXY_CPU,
+    )
+    return port, pgid
 
 
 def start_fastgw(
@@ -551,14 +627,15 @@ def start_fastgw(
     *,
     admin_port: int | None = None,
     upstream_port: int | None = None,
+    workers: int = 1,
 ) -> tuple[int, int]:
-    """Start one single-worker fastgw on PROXY_CPU; return (port, pgid)."""
+    """Start fastgw (one worker unless told) on PROXY_CPU; return (port, pgid)."""
     port = free_port()
     target_port = setup.upstream_port if upstream_port is None else upstream_port
     conf_path = setup.write_config(f"{name}.kong.yml", fastgw_conf(port, target_port, plugins))
     admin = "off" if admin_port is None else f"{LOOPBACK}:{admin_port}"
     argv = [sys.executable, "-m", "fastgw", "run", "-c", str(conf_path)]
-    argv += ["--workers", "1", "--admin-listen", admin, "--log-level", "warning"]
+    argv += ["--workers", str(workers), "--admin-listen", admin, "--log-level", "warning"]
     return port, setup.start_server(name, argv, port, PROXY_CPU)
 
 

@@ -40,6 +40,7 @@ from common import (
     check_idp_installed,
     exit_on_sigterm,
     extra_credentials,
+    fastgw_build,
     find_tool,
     free_port,
     git_revision,
@@ -48,11 +49,13 @@ from common import (
     make_results_dir,
     measure_wrk,
     missing_tools,
+    nginx_lua_available,
     oidc_plugin,
     pinning_available,
     rotation_lua,
     start_fastgw,
     start_idp,
+    start_nginx_lua,
     start_nginx_proxy,
     start_upstream,
     tool_version,
@@ -128,12 +131,27 @@ def start_floor_proxy(setup: Setup) -> Target:
     return Target("python-floor", f"http://{LOOPBACK}:{port}/", pgid, note=note)
 
 
-def start_fastgw_plain(setup: Setup) -> Target:
-    port, pgid = start_fastgw(setup, "fastgw")
-    return Target("fastgw", f"http://{LOOPBACK}:{port}/", pgid, note="no plugins")
+def start_fastgw_plain(setup: Setup, workers: int) -> Target:
+    port, pgid = start_fastgw(setup, "fastgw", workers=workers)
+    note = "no plugins" + (f", {workers} workers" if workers > 1 else "")
+    return Target("fastgw", f"http://{LOOPBACK}:{port}/", pgid, note=note)
 
 
-def start_fastgw_oidc(setup: Setup, stack: contextlib.ExitStack, clients: int) -> Target:
+def start_kong_lua(setup: Setup, oidc: Target, authorizations: list[str], workers: int) -> Target:
+    """The Kong-like anchor: nginx + Lua swapping the same requests' Basic for a cached token."""
+    port, pgid = start_nginx_lua(setup, authorizations, workers=workers)
+    status, body = http_get(port, {"Authorization": authorizations[0]})
+    if status != 200:
+        raise BenchError(f"nginx-lua: readiness request returned HTTP {status}: {body[:300]!r}")
+    note = "nginx + lua: sha1 of Authorization, Lua table hit, Bearer set (Kong's cheapest hit)"
+    return dataclasses.replace(
+        oidc, name="nginx-lua", url=f"http://{LOOPBACK}:{port}/", pgid=pgid, note=note
+    )
+
+
+def start_fastgw_oidc(
+    setup: Setup, stack: contextlib.ExitStack, clients: int, workers: int
+) -> tuple[Target, list[str]]:
     """fastgw + openid-connect against the test IdP; every client's token cached before wrk."""
     check_idp_installed()
     idp = start_idp(stack, extra_clients=clients if clients > 1 else 0)
@@ -144,23 +162,24 @@ def start_fastgw_oidc(setup: Setup, stack: contextlib.ExitStack, clients: int) -
 
         credentials = [BASIC_CLIENT]
     try:
-        port, pgid = start_fastgw(setup, "fastgw-oidc", [oidc_plugin(idp.issuer)])
+        port, pgid = start_fastgw(setup, "fastgw-oidc", [oidc_plugin(idp.issuer)], workers=workers)
     except BenchError as error:
         raise BenchError(f"{error}\nIs the openid-connect plugin implemented yet?") from error
     authorizations = [basic_authorization(cid, secret) for cid, secret in credentials]
     for (client_id, _), authorization in zip(credentials, authorizations, strict=True):
-        warm_token_cache(port, client_id, authorization)
+        for _ in range(workers):  # each worker process has its own L1
+            warm_token_cache(port, client_id, authorization)
     url = f"http://{LOOPBACK}:{port}/"
     if clients == 1:
         note = "token cached, 1 client"
-        return Target(
+        target = Target(
             "fastgw-oidc", url, pgid, headers=(f"Authorization: {authorizations[0]}",), note=note
         )
+        return target, authorizations
     script = setup.results_dir / "oidc-clients.lua"
     script.write_text(rotation_lua(authorizations))
-    return Target(
-        "fastgw-oidc", url, pgid, script=script, note=f"token cached, {clients} clients rotated"
-    )
+    note = f"token cached, {clients} clients rotated"
+    return Target("fastgw-oidc", url, pgid, script=script, note=note), authorizations
 
 
 def check_target(target: Target) -> None:
@@ -239,6 +258,7 @@ def ratio_lines(summaries: Sequence[Summary]) -> list[str]:
     by_name = {s.name: s for s in summaries}
     pairs = [("fastgw", "nginx"), ("haproxy", "nginx"), ("fastgw-oidc", "fastgw")]
     pairs += [("fastgw-oidc", "fastgw+auth"), ("fastgw-oidc", "nginx"), ("fastgw", "python-floor")]
+    pairs += [("fastgw-oidc", "nginx-lua"), ("nginx-lua", "nginx")]
     lines = []
     for top, bottom in pairs:
         if top not in by_name or bottom not in by_name:
@@ -335,6 +355,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="distinct OIDC clients rotated by a wrk Lua script (implies --oidc when > 1)",
     )
     parser.add_argument("--no-haproxy", action="store_true", help="skip haproxy even if installed")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of nginx and fastgw (with more than 1, use --no-pin)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes with taskset")
     parser.add_argument(
         "--results-dir", type=Path, default=RESULTS_ROOT, help="a timestamped directory goes here"
@@ -353,7 +379,7 @@ def start_targets(
     setup: Setup, stack: contextlib.ExitStack, args: argparse.Namespace, notes: list[str]
 ) -> tuple[list[Target], dict[str, str]]:
     """Start every server; an optional target that fails is recorded, not fatal."""
-    targets = [start_upstream(setup), start_nginx_proxy(setup)]
+    targets = [start_upstream(setup), start_nginx_proxy(setup, workers=args.workers)]
     haproxy = find_tool("haproxy")
     if haproxy and not args.no_haproxy:
         targets.append(start_haproxy(setup, haproxy))
@@ -361,15 +387,21 @@ def start_targets(
         notes.append("haproxy not installed: skipped (apt-get install haproxy to include it)")
     if args.floor:
         targets.append(start_floor_proxy(setup))
-    plain = start_fastgw_plain(setup)
+    plain = start_fastgw_plain(setup, args.workers)
     targets.append(plain)
     for target in targets:
         check_target(target)
     failures: dict[str, str] = {}
     if args.oidc:
         try:
-            oidc = start_fastgw_oidc(setup, stack, args.clients)
+            oidc, authorizations = start_fastgw_oidc(setup, stack, args.clients, args.workers)
             targets.append(oidc)
+            if nginx_lua_available():
+                targets.append(start_kong_lua(setup, oidc, authorizations, args.workers))
+            else:
+                notes.append(
+                    "nginx-lua skipped: apt-get install libnginx-mod-http-lua to include it"
+                )
             # The plugin's own cost: the plain path given the very same requests (the Basic
             # header is then forwarded as is), so only the token swap differs.
             same_requests = "no plugins, fastgw-oidc's requests (Basic header forwarded)"
@@ -393,6 +425,8 @@ def describe_environment(args: argparse.Namespace, nginx: str, pin_note: str) ->
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "fastgw": git_revision(),
+        "fastgw_build": fastgw_build(),
+        "workers": args.workers,
         "nginx": tool_version([nginx, "-v"]),
         "wrk": tool_version([args.wrk, "-v"]),
         "cpus": os.cpu_count(),
