@@ -580,7 +580,9 @@ class Exchange(ResponseSink):
             return False  # the client has not sent its body and may never: do not wait for it
         if self.body_mode == BODY_LENGTH:
             return self.content_length - self.body_received <= DISCARD_LIMIT
-        return self.body_received <= DISCARD_LIMIT  # chunked: bounded as it arrives
+        # chunked: the rest has no known size; it is dropped as it arrives, and past
+        # DISCARD_LIMIT the connection ends (on_request_body), as any server may end one
+        return self.body_received <= DISCARD_LIMIT
 
     def _finish(self) -> None:
         """The response is out: done now, or once the rest of the request body is dropped."""

@@ -404,6 +404,16 @@ def test_discarding_a_chunked_body_stops_at_the_discard_limit() -> None:
     assert h.closed  # not read to the end: the answer went out long ago
 
 
+def test_a_chunked_body_already_complete_keeps_the_connection() -> None:
+    h = Harness()
+    out = h.feed(
+        b"POST /deny HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nabcd\r\n0\r\n\r\n"
+        b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+    assert out == DENY + ok(b"GET /next @h")
+
+
 def test_discarding_ends_with_a_graceful_close_where_the_transport_offers_it() -> None:
     h = Harness()
     h.transport.half_close = True
