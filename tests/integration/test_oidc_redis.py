@@ -69,10 +69,18 @@ def redis_cluster() -> Iterator[RedisCluster]:
         yield cluster
 
 
+# Counting tests need Redis to answer, not to be fast: on a loaded 2-core CI box a fleet of
+# three gateways, a 3-node cluster and the IdP share the cores, and a call past the default
+# 500 ms timeout opens the breaker and sends misses to the IdP (then the count is off).
+# The fault tests below keep the defaults, which they measure.
+PATIENT_TIMEOUTS = {"connect_timeout": 3000, "send_timeout": 3000, "read_timeout": 3000}
+
+
 def redis_record(target: RedisServer | RedisCluster) -> dict[str, Any]:
     if isinstance(target, RedisCluster):
-        return {"cluster_nodes": [{"ip": "127.0.0.1", "port": node.port} for node in target.nodes]}
-    return {"host": "127.0.0.1", "port": target.port}
+        nodes = [{"ip": "127.0.0.1", "port": node.port} for node in target.nodes]
+        return {"cluster_nodes": nodes, **PATIENT_TIMEOUTS}
+    return {"host": "127.0.0.1", "port": target.port, **PATIENT_TIMEOUTS}
 
 
 def shared_config(idp: TestIdP, echo_port: int, redis: dict[str, Any], **extra: Any) -> str:
