@@ -6,16 +6,13 @@ It reads counters the proxy keeps anyway; nothing here runs on the proxy's reque
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import orjson
 
 from fastgw import __version__
 from fastgw.http import responses
 from fastgw.http.exchange import Exchange
-
-if TYPE_CHECKING:
-    from fastgw.gateway import GatewayStats
+from fastgw.stats import GatewayStats
 
 _JSON = ((b"content-type", responses.JSON_CONTENT_TYPE),)
 _TEXT = ((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),)

@@ -12,7 +12,6 @@ import resource
 import socket
 import ssl
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastgw import plugins
@@ -26,6 +25,7 @@ from fastgw.http.upstream import UpstreamPool
 from fastgw.http.vocabulary import DEFAULT_PORTS
 from fastgw.pipeline import Chain, Plugin
 from fastgw.routing import Router
+from fastgw.stats import GatewayStats, PoolStats
 
 log = logging.getLogger("fastgw")
 
@@ -39,25 +39,6 @@ FD_RESERVE_DIVISOR = 8
 
 
 Address = tuple[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    address: str  # host:port
-    idle: int
-    busy: int
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayStats:
-    """What the admin listener reports: a snapshot of counters the proxy keeps anyway."""
-
-    connections_active: int
-    connections_refused: int
-    requests_total: int
-    upstreams: tuple[PoolStats, ...]
-    plugins: tuple[str, ...]  # names of the plugins configured
-    plugin_metrics: tuple[str, ...]  # Prometheus lines the plugins export (Plugin.metrics)
 
 
 class Gateway:

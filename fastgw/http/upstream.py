@@ -121,7 +121,7 @@ class UpstreamConnection(asyncio.Protocol):
     @property
     def got_response_bytes(self) -> bool:
         """Whether the current request's response has begun to arrive."""
-        return self.phase > BODY or self.phase == BODY or len(self.head_data) > 0
+        return self.phase >= BODY or len(self.head_data) > 0
 
     # -- connection lifecycle --------------------------------------------------------------------
 
