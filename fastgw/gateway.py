@@ -22,7 +22,7 @@ from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamPool, UpstreamTarget
 from fastgw.pipeline import Chain, Plugin
-from fastgw.routing import Router
+from fastgw.routing import Router, compile_path_regex, is_regex_path
 
 log = logging.getLogger("fastgw")
 
@@ -155,8 +155,19 @@ class Gateway:
                     target: UpstreamTarget = target,
                     service_path: bytes = service_path,
                 ) -> RouteTarget:
-                    prefix_len = len(path.encode()) if (path and route.strip_path) else 0
-                    return RouteTarget(target, chain, prefix_len, service_path, route.preserve_host)
+                    strip = path is not None and route.strip_path
+                    regex = path is not None and is_regex_path(path)
+                    prefix_len = len(path.encode()) if (path and strip and not regex) else 0
+                    strip_regex = compile_path_regex(path) if (path and strip and regex) else None
+                    return RouteTarget(
+                        target,
+                        chain,
+                        prefix_len,
+                        service_path,
+                        route.preserve_host,
+                        strip_regex=strip_regex,
+                        path_handling_v1=route.path_handling == "v1",
+                    )
 
                 entries.append((route, payload))
         return Dispatcher(Router(entries))

@@ -5,7 +5,7 @@ The gateway uses `SPEC`; other asyncio services use `ClientCredentialsAuthentica
 
 from __future__ import annotations
 
-from fastgw.plugins import PluginRuntime
+from fastgw.plugins import Entities, PluginRuntime
 from fastgw.schema import Reader
 
 from .authenticator import ClientCredentialsAuthenticator
@@ -45,6 +45,18 @@ class _Spec:
 
     def parse_config(self, reader: Reader) -> OidcConfig:
         return parse(reader)
+
+    def link(
+        self,
+        config: OidcConfig,
+        entities: Entities,
+        path: str,
+        problems: list[tuple[str, str]],
+    ) -> OidcConfig:
+        return config
+
+    async def probe(self, config: OidcConfig, runtime: PluginRuntime) -> list[str]:
+        return []
 
     def build(self, config: OidcConfig, runtime: PluginRuntime) -> OpenIdConnect:
         # the runtime owns the client it hands out (it may share it): the plugin never closes it
