@@ -10,9 +10,8 @@ import asyncio
 import logging
 import resource
 import socket
-import ssl
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastgw import plugins
 from fastgw.admin import AdminHandler
@@ -23,6 +22,10 @@ from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamPool, UpstreamTarget
 from fastgw.pipeline import Chain, Plugin
 from fastgw.routing import Router, compile_path_regex, is_regex_path
+from fastgw.trust import pem_bundle, upstream_context
+
+if TYPE_CHECKING:
+    from fastgw.http.client import HttpClient
 
 log = logging.getLogger("fastgw")
 
@@ -72,14 +75,14 @@ class Gateway:
     # -- building --------------------------------------------------------------------------------
 
     def _runtime(self) -> plugins.PluginRuntime:
-        def http_client(verify_tls: bool, keepalive: bool) -> plugins.HttpClient:
-            from fastgw.http.client import HttpClient  # only configs with such plugins need it
+        return plugins.PluginRuntime(
+            http_client=self._http_client, spawn=self.spawn, consumers=self.config.consumers
+        )
 
-            client = HttpClient(verify_tls=verify_tls, keepalive=keepalive)
-            self._http_clients.append(client)
-            return client
-
-        return plugins.PluginRuntime(http_client=http_client, spawn=self.spawn)
+    def _http_client(self, verify_tls: bool, keepalive: bool) -> plugins.HttpClient:
+        client = idp_client(self.config, verify_tls, keepalive)
+        self._http_clients.append(client)
+        return client
 
     def _build_plugins(self) -> dict[str, Plugin]:
         """One instance per configured occurrence, keyed by its config path."""
@@ -115,7 +118,9 @@ class Gateway:
 
     def _target(self, service: Service) -> UpstreamTarget:
         limits = self.config.settings.limits
-        context = ssl.create_default_context() if service.protocol == "https" else None
+        context = None
+        if service.protocol == "https":
+            context = upstream_context(service.tls_verify, service.ca_certificates)
         pool = UpstreamPool(
             service.host,
             service.port,
@@ -265,6 +270,19 @@ class Gateway:
     async def serve_forever(self) -> None:
         await self.start()
         await self._stopped.wait()
+
+
+def idp_client(config: GatewayConfig, verify_tls: bool, keepalive: bool) -> HttpClient:
+    """An HTTP client for a plugin's calls to an IdP: the system trust store plus every
+    `ca_certificates` entry of the config (fastgw/trust.py)."""
+    from fastgw.http.client import HttpClient  # only configs with such plugins need it
+
+    client = HttpClient(verify_tls=verify_tls, keepalive=keepalive)
+    if verify_tls and config.ca_certificates:
+        # The client builds its context itself and takes no CA list yet; adding the CAs to
+        # that context is the one way in without changing the wire layer.
+        client._ssl.load_verify_locations(cadata=pem_bundle(config.ca_certificates))
+    return client
 
 
 def client_connection_limit(fd_limit: int | None = None) -> int:

@@ -83,11 +83,28 @@ def test_quick_start_config() -> None:
             ("plugins[0].config.cache_ttl", "must be >= 0"),
         ),
         (
-            {"issuer": ISSUER, "auth_methods": ["client_credentials", "bearer"]},
+            {"issuer": ISSUER, "auth_methods": ["client_credentials", "password"]},
             (
                 "plugins[0].config.auth_methods[1]",
-                '"bearer" is not supported yet (supported: client_credentials)',
+                '"password" is not supported yet (supported: client_credentials, bearer, '
+                "introspection)",
             ),
+        ),
+        (
+            {"issuer": ISSUER, "auth_methods": ["introspection"]},
+            ("plugins[0].config.client_id", "is required for introspection"),
+        ),
+        (
+            {"issuer": ISSUER, "bearer_token_param_type": ["cookie"]},
+            ("plugins[0].config.bearer_token_cookie_name", "is required when"),
+        ),
+        (
+            {"issuer": ISSUER, "http_proxy": "http://proxy:3128"},
+            ("plugins[0].config.http_proxy", "not supported yet"),
+        ),
+        (
+            {"issuer": ISSUER, "consumer_claim": ["sub"], "consumer_claims": [["sub"]]},
+            ("plugins[0].config.consumer_claim", "cannot be set together with consumer_claims"),
         ),
         (
             {"issuer": ISSUER, "client_id": ["a", "b"], "client_secret": ["x"]},
