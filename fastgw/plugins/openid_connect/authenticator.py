@@ -110,7 +110,7 @@ class ClientCredentialsAuthenticator:
         self.policy = VerifyPolicy.from_config(config)
         self.ttl = TtlPolicy.from_config(config)
         self.cache = TokenCache(enabled=config.cache_tokens)
-        self.upstream_header_name, self._token_prefix = _token_prefix(
+        self.upstream_header_name, self.token_prefix = _token_prefix(
             config.upstream_access_token_header
         )
         self.identity = IdentityHeaders(config, consumers or Consumers())
@@ -576,7 +576,7 @@ class ClientCredentialsAuthenticator:
         valid_until = lifetime.valid_until
         token = Token(access_token, None if math.isinf(valid_until) else valid_until, claims)
         upstream_headers = self.identity.for_claims(claims)
-        header_value = self._token_prefix + access_token.encode("ascii")
+        header_value = self.token_prefix + access_token.encode("ascii")
         return Entry(token, header_value, upstream_headers, lifetime)
 
 

@@ -285,6 +285,18 @@ def strip_multipart(body: bytes, content_type: bytes | None, names: frozenset[st
 
 # -- bearer tokens --------------------------------------------------------------------------------
 
+# RFC 6750 §2.1's b64token, loosened to any visible ASCII as IdPs issue: it goes upstream in a
+# header, so no spaces, controls or non-ASCII
+_TOKEN_BYTES = frozenset(range(0x21, 0x7F))
+
+
+def checked_token(token: bytes | str) -> str:
+    """`token` as text when it can be a bearer token; CredentialError otherwise."""
+    raw = token.encode("utf-8") if isinstance(token, str) else token
+    if not raw or not _TOKEN_BYTES.issuperset(raw):
+        raise CredentialError("malformed bearer token")
+    return raw.decode("ascii")
+
 
 def bearer_from_authorization(value: bytes) -> bytes | None:
     """The token of an `Authorization: Bearer <token>` value (scheme case-insensitive)."""

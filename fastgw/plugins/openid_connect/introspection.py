@@ -39,9 +39,7 @@ def build_introspection_request(
     if hint:
         form.append(("token_type_hint", hint))
     form.extend(post_args)
-    return client_form_request(
-        client, auth, endpoint=endpoint, form=form, headers=headers, now=now
-    )
+    return client_form_request(client, auth, endpoint=endpoint, form=form, headers=headers, now=now)
 
 
 def parse_introspection_response(

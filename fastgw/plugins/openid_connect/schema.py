@@ -517,7 +517,7 @@ def _upstream_headers(reader: Reader) -> tuple[tuple[tuple[str, ...], str], ...]
     for index, (_, name) in enumerate(pairs):
         if not _HEADER_NAME.match(name):
             _item_error(reader, "upstream_headers_names", index, "is not a header name")
-    result = [((claim,), name) for claim, name in pairs]
+    result: list[tuple[tuple[str, ...], str]] = [((claim,), name) for claim, name in pairs]
     base = reader.key_path("upstream_headers")
     for index, item in enumerate(reader.sequence("upstream_headers")):
         record = Reader(item, f"{base}[{index}]", reader.problems)
