@@ -86,7 +86,7 @@ def test_check_errors_name_the_key_and_exit_1(tmp_path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        'services[0].routes[0].paths[0]: must start with "/"',
+        'services[0].routes[0].paths[0]: must start with "/" (or "~" for a regex)',
         "services[0].colour: unknown field",
         f"{config}: 2 error(s)",
     ]
