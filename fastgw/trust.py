@@ -15,9 +15,6 @@ import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
-
 from fastgw.schema import Reader, join
 
 PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
@@ -68,6 +65,10 @@ def read_ca_certificates(
 
 def _check_ca(reader: Reader, pem: str) -> str | None:
     """The DER digest of `pem` when it is one CA certificate; records the problem otherwise."""
+    # imported here: a config without CA certificates (most) does not pay for x509 parsing
+    from cryptography import x509
+    from cryptography.x509.oid import ExtensionOID
+
     if pem.count(PEM_BEGIN) != 1:
         reader.error("cert", "must hold exactly one PEM certificate")
         return None

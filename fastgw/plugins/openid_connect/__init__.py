@@ -24,7 +24,6 @@ from .errors import (
     InvalidCredentials,
 )
 from .plugin import OpenIdConnect, OpenIdConnectSkippingPreflight
-from .resource_server import BearerAuthenticator
 from .schema import OidcConfig, parse
 
 # `fastgw check` waits at most this long for an IdP (the plugin's own timeout may be longer)
@@ -33,7 +32,6 @@ PROBE_TIMEOUT_SECONDS = 5.0
 __all__ = [
     "SPEC",
     "AuthError",
-    "BearerAuthenticator",
     "ClientCredentials",
     "ClientCredentialsAuthenticator",
     "CredentialError",
@@ -101,6 +99,9 @@ class _Spec:
         )
         bearer = None
         if config.bearer_enabled or config.introspection_enabled:
+            # imported on first use: a client-credentials-only config does not load it
+            from .resource_server import BearerAuthenticator
+
             bearer = BearerAuthenticator(
                 config,
                 http_client,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -40,8 +41,10 @@ from .credentials import (
 )
 from .errors import AuthError, BodyTooLarge, InvalidCredentials
 from .identity import HeaderPairs
-from .resource_server import BearerAuthenticator
 from .schema import OidcConfig
+
+if TYPE_CHECKING:  # built only for configs with bearer or introspection
+    from .resource_server import BearerAuthenticator
 
 logger = logging.getLogger("fastgw.oidc")
 
