@@ -272,6 +272,36 @@ class Gateway:
         await self._stopped.wait()
 
 
+async def probe_plugins(config: GatewayConfig) -> list[tuple[str, str, str]]:
+    """(config path, kind, message) for what each enabled plugin finds outside the config
+    (`PluginSpec.probe`); the HTTP clients it used are closed before returning."""
+    clients: list[HttpClient] = []
+
+    def http_client(verify_tls: bool, keepalive: bool) -> plugins.HttpClient:
+        client = idp_client(config, verify_tls, keepalive)
+        clients.append(client)
+        return client
+
+    runtime = plugins.PluginRuntime(http_client=http_client, consumers=config.consumers)
+    entries: list[PluginEntry] = list(config.plugins)
+    for service in config.services:
+        entries += service.plugins
+        for route in service.routes:
+            entries += route.plugins
+    findings: list[tuple[str, str, str]] = []
+    try:
+        for entry in entries:
+            spec = plugins.spec(entry.name)
+            if spec is None or not entry.enabled:
+                continue
+            for key, kind, message in await spec.probe(entry.config, runtime):
+                findings.append((f"{entry.path}.config.{key}", kind, message))
+    finally:
+        for client in clients:
+            await client.close()
+    return findings
+
+
 def idp_client(config: GatewayConfig, verify_tls: bool, keepalive: bool) -> HttpClient:
     """An HTTP client for a plugin's calls to an IdP: the system trust store plus every
     `ca_certificates` entry of the config (fastgw/trust.py)."""

@@ -88,9 +88,9 @@ class PluginSpec(Protocol):
     def build(self, config: Any, runtime: PluginRuntime) -> Plugin:
         """A plugin instance for one configured occurrence."""
 
-    async def probe(self, config: Any, runtime: PluginRuntime) -> list[tuple[str, str]]:
-        """`fastgw check`'s look at what the config depends on outside (an IdP): (kind,
-        message) pairs, kind "error" (the config cannot work) or "note" (not checked, why)."""
+    async def probe(self, config: Any, runtime: PluginRuntime) -> list[tuple[str, str, str]]:
+        """`fastgw check`'s look at what the config depends on outside (an IdP): (config key,
+        kind, message), kind "error" (the config cannot work) or "note" (not checked, why)."""
 
 
 def names() -> tuple[str, ...]:

@@ -73,7 +73,7 @@ class _Spec:
             return config
         return dataclasses.replace(config, anonymous_consumer=consumer)
 
-    async def probe(self, config: OidcConfig, runtime: PluginRuntime) -> list[tuple[str, str]]:
+    async def probe(self, config: OidcConfig, runtime: PluginRuntime) -> list[tuple[str, str, str]]:
         """The discovery document, when the IdP answers: its issuer must be one this config
         accepts (else every request would fail); an unreachable IdP is only a note."""
         http = runtime.http_client(config.ssl_verify, config.keepalive)
@@ -82,11 +82,11 @@ class _Spec:
             async with asyncio.timeout(min(config.timeout_seconds, PROBE_TIMEOUT_SECONDS)):
                 await discovery.refresh()
         except IssuerMismatch as mismatch:
-            return [("error", f"issuer: {mismatch.reason}")]
+            return [("issuer", "error", mismatch.reason)]
         except AuthError as error:
-            return [("note", f"issuer not checked: {config.discovery_url}: {error.reason}")]
+            return [("issuer", "note", f"not checked: {error.reason}")]
         except TimeoutError:
-            return [("note", f"issuer not checked: {config.discovery_url} did not answer")]
+            return [("issuer", "note", f"not checked: {config.discovery_url} did not answer")]
         finally:
             await discovery.close()
         return []

@@ -333,6 +333,8 @@ def parse(reader: Reader) -> OidcConfig:
         if not _is_http_url(uri):
             _item_error(reader, "extra_jwks_uris", index, "must be an http(s) URL")
     consumer_claims = _consumer_claims(reader)
+    introspection_endpoint = _url(reader, "introspection_endpoint")
+    jwks_endpoint = _url(reader, "jwks_endpoint")
     _kong_keys(reader)
     reader.finish()
     return OidcConfig(
@@ -350,11 +352,11 @@ def parse(reader: Reader) -> OidcConfig:
         upstream_headers=upstream_headers,
         auth_methods=auth_methods,
         bearer_token_param_type=bearer_types,
-        introspection_endpoint=_url(reader, "introspection_endpoint"),
+        introspection_endpoint=introspection_endpoint,
         introspection_endpoint_auth_method=introspection_auth,
         introspection_headers=introspection_headers,
         introspection_post_args=introspection_args,
-        jwks_endpoint=_url(reader, "jwks_endpoint"),
+        jwks_endpoint=jwks_endpoint,
         extra_jwks_uris=extra_jwks,
         discovery_headers=discovery_headers,
         consumer_claims=consumer_claims,

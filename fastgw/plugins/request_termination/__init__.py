@@ -47,7 +47,7 @@ class _Spec:
     ) -> dict[str, Any]:
         return config
 
-    async def probe(self, config: dict[str, Any], runtime: object) -> list[tuple[str, str]]:
+    async def probe(self, config: dict[str, Any], runtime: object) -> list[tuple[str, str, str]]:
         return []
 
     def build(self, config: dict[str, Any], runtime: object) -> RequestTermination:
