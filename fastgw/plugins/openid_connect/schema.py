@@ -464,7 +464,11 @@ def _introspection_auth(
             )
         return None
     listed = reader.raw.get("auth_methods")
-    explicit = listed == "introspection" or (isinstance(listed, list) and "introspection" in listed)
+    explicit = listed == "introspection" or (
+        isinstance(listed, list)
+        and "introspection" in listed
+        and set(listed) != set(KONG_AUTH_METHODS)  # Kong's default turns it on only if usable
+    )
     effective = method or (clients[0].client_auth if clients else default_auth)
     if explicit and effective != "none":
         if not clients:
