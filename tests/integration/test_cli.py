@@ -75,7 +75,7 @@ def test_check_ok_prints_a_summary(tmp_path, gateway_config) -> None:
     config.write_text(gateway_config())
     result = fastgw("check", "-c", str(config))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"{config}: ok (4 services, 7 routes, 1 plugins)\n"
+    assert result.stdout == f"{config}: ok (4 services, 7 routes, 1 plugins, 0 consumers)\n"
     assert result.stderr == ""
 
 
