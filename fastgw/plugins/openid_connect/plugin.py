@@ -69,7 +69,7 @@ _REALM_DELETE = bytes(
     if not (chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in ".-_[]:"))
 )
 
-_NO_CREDENTIALS = InvalidCredentials("no client credentials in the request")
+_NO_CREDENTIALS = InvalidCredentials("no credentials in the request")
 _INTERNAL_ERROR = AuthError("internal error")
 
 
