@@ -51,16 +51,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: {len(error.problems)} error(s)", file=sys.stderr)
         return 1
     if args.command == "check":
-        routes = sum(len(service.routes) for service in config.services)
-        plugins = len(config.plugins) + sum(
-            len(s.plugins) + sum(len(r.plugins) for r in s.routes) for s in config.services
-        )
-        print(
-            f"{args.config}: ok ({len(config.services)} services, {routes} routes, "
-            f"{plugins} plugins)"
-        )
-        return 0
+        return _check(args.config, config)
     return _run(args, config)
+
+
+def _check(path: str, config: GatewayConfig) -> int:
+    """The config is valid; now ask what it depends on outside (each plugin's IdP, when it
+    answers) whether it can work: an issuer mismatch fails every request, so it fails check."""
+    from fastgw.gateway import probe_plugins
+
+    logging.getLogger("fastgw").setLevel(logging.CRITICAL)  # check prints its own findings
+    findings = asyncio.run(probe_plugins(config))
+    errors = [(where, message) for where, kind, message in findings if kind == "error"]
+    for where, kind, message in findings:
+        print(
+            f"{where}: {message}" if kind == "error" else f"{where}: note: {message}",
+            file=sys.stderr if kind == "error" else sys.stdout,
+        )
+    if errors:
+        print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+        return 1
+    routes = sum(len(service.routes) for service in config.services)
+    plugins = len(config.plugins) + sum(
+        len(s.plugins) + sum(len(r.plugins) for r in s.routes) for s in config.services
+    )
+    print(
+        f"{path}: ok ({len(config.services)} services, {routes} routes, {plugins} plugins, "
+        f"{len(config.consumers)} consumers)"
+    )
+    return 0
 
 
 def _run(args: argparse.Namespace, config: GatewayConfig) -> int:

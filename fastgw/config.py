@@ -9,7 +9,10 @@ key (`services[0].routes[1].paths[0]: must start with "/"`) and raised together 
 
 Environment substitution runs over every string value before validation: `${VAR}` and decK's
 `${{ env "VAR" }}`; `$${` stands for a literal `${`. A substituted value stays a string, as in
-Kong and decK: `port: "${PORT}"` is an error, because port needs an integer.
+Kong and decK: `port: "${PORT}"` is an error, because port needs an integer. Vault references
+(`{vault://env/NAME}`, fastgw/vaults.py) are resolved next, then everything is validated.
+The other entities live in their own modules: consumers.py, trust.py (`ca_certificates`),
+deck.py (`_info`, `_konnect`, `_workspace`).
 """
 
 from __future__ import annotations
@@ -25,11 +28,23 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from fastgw.consumers import Consumers, read_consumers
+from fastgw.deck import Defaults, read_metadata
 from fastgw.errors import ConfigError
 from fastgw.http.vocabulary import DEFAULT_PORTS
+from fastgw.plugins import Entities
 from fastgw.plugins import names as plugin_names
 from fastgw.plugins import spec as plugin_spec
+from fastgw.routing import (
+    PATH_HANDLINGS,
+    RegexError,
+    compile_header_regex,
+    compile_path_regex,
+    is_regex_path,
+)
 from fastgw.schema import Reader, join, raise_if
+from fastgw.trust import CaCertificate, read_ca_certificates
+from fastgw.vaults import read_vaults, resolve_references
 
 # -- defaults -------------------------------------------------------------------------------------
 
@@ -61,6 +76,11 @@ MAX_RETRIES = 32_767  # Kong's upper bound for retries
 
 PROTOCOL_PORTS = DEFAULT_PORTS
 ROUTE_PROTOCOLS = ("http", "https")
+# Kong's bound on regex_priority (a 32-bit signed integer in its schema)
+MAX_REGEX_PRIORITY = 2**31 - 1
+# the Host header is matched by `hosts`; Kong refuses it in a route's `headers` too
+_ROUTE_HEADERS_FORBIDDEN = frozenset({"host"})
+_HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~")
 
 # characters of a DNS name (underscore too: seen in the wild, e.g. docker-compose service names)
 _HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
@@ -89,6 +109,11 @@ class Route:
     preserve_host: bool
     plugins: tuple[PluginEntry, ...]  # route-level only; the service's and global ones are apart
     path: str  # where it was configured, e.g. "services[0].routes[1]" or "routes[0]"
+    # (lower-case name, values): every name must be present with one of its values; a value
+    # starting with "~*" is a case-insensitive regex, the others compare case-insensitively
+    headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    regex_priority: int = 0  # orders regex paths, higher first (Kong's)
+    path_handling: str = "v0"  # how the upstream path is joined: "v0" or "v1" (Kong's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +130,10 @@ class Service:
     routes: tuple[Route, ...]
     plugins: tuple[PluginEntry, ...]  # service-level only
     path_in_config: str  # e.g. "services[0]"
+    # https only: Kong's `tls_verify` (our default is to verify) and `ca_certificates`, the CAs
+    # that replace the system store for this service
+    tls_verify: bool = True
+    ca_certificates: tuple[CaCertificate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +171,8 @@ class GatewayConfig:
     plugins: tuple[PluginEntry, ...]  # global plugins
     settings: Settings
     source: str  # file name, or "<string>"
+    consumers: Consumers = field(default_factory=Consumers)
+    ca_certificates: tuple[CaCertificate, ...] = ()  # all of them: trusted for IdP calls
 
     def routes(self) -> Iterator[tuple[Service, Route]]:
         """Every route with its service, in config order (the router's tie-break)."""
@@ -172,7 +203,16 @@ def parse_config(
     """Validate a config document; `env` defaults to os.environ. Raises ConfigError."""
     document = _load_document(raw_text)
     env_problems: list[tuple[str, str]] = []
-    document = _substitute(document, "", os.environ if env is None else env, env_problems)
+    environment = os.environ if env is None else env
+    document = _substitute(document, "", environment, env_problems)
+    if isinstance(document, dict):
+        vaults = read_vaults(document.get("vaults"), "vaults", env_problems)
+        document = {
+            key: value
+            if key == "vaults"
+            else resolve_references(value, key, vaults, environment, env_problems)
+            for key, value in document.items()
+        }
     problems: list[tuple[str, str]] = []
     config = _read_config(document, source, problems)
     # a value whose substitution failed would also fail validation; report the cause only
@@ -365,14 +405,21 @@ def _read_config(document: Any, source: str, problems: list[tuple[str, str]]) ->
     reader = Reader(document, "", problems)
     _read_format_version(reader)
     reader.boolean("_transform", True)
-    reader.ignore("_workspace")
+    defaults = read_metadata(reader)
+    reader.ignore("vaults")  # read (and checked) before substitution, see parse_config
     settings = _read_settings(reader.mapping("_fastgw"))
+    reader.ignore("ca_certificates", "consumers")
+    ca_certificates = read_ca_certificates(
+        reader.raw.get("ca_certificates"), "ca_certificates", problems
+    )
+    consumers = read_consumers(reader.raw.get("consumers"), "consumers", problems)
 
     services: list[_ServiceDraft] = []
     services_by_name: dict[str, _ServiceDraft] = {}
     routes_by_name: dict[str, _RouteDraft] = {}
+    context = _Context(defaults, {ca.id: ca for ca in ca_certificates if ca.id is not None})
     for index, raw in enumerate(reader.sequence("services")):
-        draft = _read_service(raw, join("services", index), routes_by_name, problems)
+        draft = _read_service(raw, join("services", index), routes_by_name, problems, context)
         services.append(draft)
         name = draft.service.name
         if name is not None:
@@ -385,7 +432,7 @@ def _read_config(document: Any, source: str, problems: list[tuple[str, str]]) ->
 
     for index, raw in enumerate(reader.sequence("routes")):
         _read_top_level_route(
-            raw, join("routes", index), services_by_name, routes_by_name, problems
+            raw, join("routes", index), services_by_name, routes_by_name, problems, context
         )
 
     global_plugins: list[PluginEntry] = []
@@ -393,17 +440,45 @@ def _read_config(document: Any, source: str, problems: list[tuple[str, str]]) ->
         _read_top_level_plugin(
             raw, join("plugins", index), services_by_name, routes_by_name, global_plugins, problems
         )
-
-    if reader.sequence("consumers"):
-        reader.error("consumers", "not supported yet")
     reader.finish()
 
+    frozen = tuple(_freeze(draft) for draft in services if draft.enabled)
+    entities = Entities(consumers=consumers)
+    linked_global = tuple(_link(entry, entities, problems) for entry in global_plugins)
+    linked_services = tuple(_link_service(service, entities, problems) for service in frozen)
     return GatewayConfig(
-        services=tuple(_freeze(draft) for draft in services if draft.enabled),
-        plugins=tuple(global_plugins),
+        services=linked_services,
+        plugins=linked_global,
         settings=settings,
         source=source,
+        consumers=consumers,
+        ca_certificates=ca_certificates,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What reading a service or route needs from the rest of the document."""
+
+    defaults: Defaults
+    ca_certificates: dict[str, CaCertificate]
+
+
+def _link(entry: PluginEntry, entities: Entities, problems: list[tuple[str, str]]) -> PluginEntry:
+    """Let the plugin check and bind what its config names in other entities (consumers)."""
+    plugin = plugin_spec(entry.name)
+    if plugin is None or entry.config is None:
+        return entry
+    return replace(entry, config=plugin.link(entry.config, entities, entry.path, problems))
+
+
+def _link_service(service: Service, entities: Entities, problems: list[tuple[str, str]]) -> Service:
+    routes = tuple(
+        replace(route, plugins=tuple(_link(entry, entities, problems) for entry in route.plugins))
+        for route in service.routes
+    )
+    plugins = tuple(_link(entry, entities, problems) for entry in service.plugins)
+    return replace(service, routes=routes, plugins=plugins)
 
 
 def _read_format_version(reader: Reader) -> None:
@@ -526,9 +601,13 @@ def _is_ipv6(text: str) -> bool:
 
 
 def _read_service(
-    raw: object, path: str, routes_by_name: dict[str, _RouteDraft], problems: list[tuple[str, str]]
+    raw: object,
+    path: str,
+    routes_by_name: dict[str, _RouteDraft],
+    problems: list[tuple[str, str]],
+    context: _Context,
 ) -> _ServiceDraft:
-    reader = Reader(raw, path, problems)
+    reader = Reader(context.defaults.for_service(raw), path, problems)
     name = reader.string("name")
     url = reader.string("url")
     if url is not None:
@@ -549,7 +628,8 @@ def _read_service(
     retries = reader.integer("retries", DEFAULT_RETRIES, minimum=0, maximum=MAX_RETRIES)
     enabled = reader.boolean("enabled", True)
     reader.strings("tags")
-    reader.ignore("id")
+    reader.ignore("id", "created_at", "updated_at")
+    tls_verify, trusted = _read_service_tls(reader, context)
     draft = _ServiceDraft(
         service=Service(
             name=name,
@@ -564,6 +644,8 @@ def _read_service(
             routes=(),
             plugins=(),
             path_in_config=path,
+            tls_verify=tls_verify,
+            ca_certificates=trusted,
         ),
         enabled=enabled,
         routes=[],
@@ -571,13 +653,36 @@ def _read_service(
     )
     routes_path = reader.key_path("routes")
     for index, raw_route in enumerate(reader.sequence("routes")):
-        route_reader = Reader(raw_route, join(routes_path, index), problems)
+        route_reader = Reader(
+            context.defaults.for_route(raw_route), join(routes_path, index), problems
+        )
         route, plugins = _read_route(route_reader)
         route_reader.finish()
         _add_route(route, plugins, draft, routes_by_name, problems)
     _read_plugin_list(reader, draft.plugins)
     reader.finish()
     return draft
+
+
+def _read_service_tls(reader: Reader, context: _Context) -> tuple[bool, tuple[CaCertificate, ...]]:
+    """Kong's `tls_verify` (null: our default, verify) and `ca_certificates` (ids)."""
+    tls_verify = reader.boolean("tls_verify", True)
+    if reader.has("tls_verify_depth"):
+        reader.error("tls_verify_depth", "not supported yet")
+    if reader.has("client_certificate"):
+        reader.error("client_certificate", "not supported yet (no client certificates)")
+    reader.ignore("tls_verify_depth", "client_certificate")
+    trusted: list[CaCertificate] = []
+    base = reader.key_path("ca_certificates")
+    for index, item in enumerate(reader.sequence("ca_certificates")):
+        found = context.ca_certificates.get(item) if isinstance(item, str) else None
+        if found is None:
+            reader.problems.append(
+                (join(base, index), f"unknown CA certificate {item!r} (give it as an id of one)")
+            )
+        else:
+            trusted.append(found)
+    return tls_verify, tuple(trusted)
 
 
 def _read_url(reader: Reader, url: str) -> tuple[str, str, int, str]:
@@ -654,8 +759,8 @@ def _has_path_breaker(text: str) -> bool:
 
 def _read_route(reader: Reader) -> tuple[Route, list[PluginEntry]]:
     """A route (plugins still apart) and its plugins; `finish` is the caller's."""
-    if not any(reader.raw.get(key) for key in ("paths", "hosts", "methods")):
-        reader.error("", "must have at least one of paths, hosts or methods")
+    if not any(reader.raw.get(key) for key in ("paths", "hosts", "methods", "headers")):
+        reader.error("", "must have at least one of paths, hosts, methods or headers")
     route = Route(
         name=reader.string("name"),
         paths=_read_route_paths(reader),
@@ -665,16 +770,27 @@ def _read_route(reader: Reader) -> tuple[Route, list[PluginEntry]]:
         preserve_host=reader.boolean("preserve_host", False),
         plugins=(),
         path=reader.path,
+        headers=_read_route_headers(reader),
+        regex_priority=reader.integer(
+            "regex_priority", 0, minimum=-MAX_REGEX_PRIORITY - 1, maximum=MAX_REGEX_PRIORITY
+        ),
+        path_handling=reader.string("path_handling", "v0", one_of=PATH_HANDLINGS),
     )
     reader.strings("protocols", one_of=ROUTE_PROTOCOLS)
     reader.strings("tags")
     # decK writes these with their defaults on every route: accept those, reject the rest
-    reader.string("path_handling", one_of=("v0",))
-    reader.integer("regex_priority")
     reader.integer("https_redirect_status_code")
     reader.boolean("request_buffering", True)
     reader.boolean("response_buffering", True)
-    reader.ignore("id")
+    reader.ignore("id", "created_at", "updated_at")
+    for key in ("snis", "sources", "destinations"):
+        if reader.raw.get(key):
+            reader.error(key, "not supported yet")
+        reader.ignore(key)
+    for key in ("expression", "priority"):  # Kong's expressions router
+        if reader.has(key):
+            reader.error(key, "not supported yet (the expressions router)")
+        reader.ignore(key)
     plugins: list[PluginEntry] = []
     _read_plugin_list(reader, plugins)
     return route, plugins
@@ -687,16 +803,45 @@ def _read_route_paths(reader: Reader) -> tuple[str, ...]:
         reason = None
         if not isinstance(item, str) or not item:
             reason = "must be a non-empty string"
-        elif item.startswith("~"):
-            reason = "regex paths are not supported"
+        elif is_regex_path(item):
+            try:
+                compile_path_regex(item)
+            except RegexError as error:
+                reason = f"is not a valid regex: {error.msg}"
         elif not item.startswith("/"):
-            reason = 'must start with "/"'
+            reason = 'must start with "/" (or "~" for a regex)'
         elif _has_path_breaker(item):
             reason = 'must not contain whitespace, "?" or "#"'
         if reason is None:
             result.append(item)
         else:
             reader.problems.append((join(base, index), reason))
+    return tuple(result)
+
+
+def _read_route_headers(reader: Reader) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Kong's `headers: {name: [values]}`; a lone string value is taken as one."""
+    headers = reader.mapping("headers")
+    result: list[tuple[str, tuple[str, ...]]] = []
+    for raw_name in list(headers.raw):
+        name = str(raw_name)
+        lower = name.lower()
+        values = headers.strings(name, scalar_ok=True)
+        if not lower or not set(lower) <= _HEADER_NAME_CHARS:
+            headers.error(name, "is not a header name")
+        elif lower in _ROUTE_HEADERS_FORBIDDEN:
+            headers.error(name, "cannot be matched in headers; use hosts")
+        elif not values:
+            headers.error(name, "must list at least one value")
+        else:
+            for value in values:
+                if value.startswith("~*"):
+                    try:
+                        compile_header_regex(value)
+                    except RegexError as error:
+                        headers.error(name, f"has an invalid regex {value!r}: {error.msg}")
+            result.append((lower, values))
+    headers.finish()
     return tuple(result)
 
 
@@ -762,8 +907,9 @@ def _read_top_level_route(
     services_by_name: dict[str, _ServiceDraft],
     routes_by_name: dict[str, _RouteDraft],
     problems: list[tuple[str, str]],
+    context: _Context,
 ) -> None:
-    reader = Reader(raw, path, problems)
+    reader = Reader(context.defaults.for_route(raw), path, problems)
     route, plugins = _read_route(reader)
     service_name = _read_reference(reader, "service")
     reader.finish()
@@ -816,7 +962,11 @@ def _read_plugin(reader: Reader) -> PluginEntry | None:
     reader.strings("tags")
     reader.string("instance_name")
     reader.strings("protocols")
-    reader.ignore("id")
+    reader.ignore("id", "created_at", "updated_at")
+    # Kong Enterprise's dynamic plugin ordering; an empty record is what decK writes for none
+    if reader.raw.get("ordering"):
+        reader.error("ordering", "not supported yet")
+    reader.ignore("ordering")
     if plugin is None:
         return None
     return PluginEntry(name=name, config=config, enabled=enabled, path=reader.path)
@@ -862,9 +1012,10 @@ def _read_top_level_plugin(
     entry = _read_plugin(reader)
     service_name = _read_reference(reader, "service")
     route_name = _read_reference(reader, "route")
-    reader.ignore("consumer")
-    if reader.has("consumer"):
-        reader.error("consumer", "not supported yet")
+    for key in ("consumer", "consumer_group"):
+        if reader.has(key):
+            reader.error(key, "not supported yet (plugins scoped to consumers)")
+        reader.ignore(key)
     reader.finish()
 
     scope = global_plugins

@@ -10,9 +10,8 @@ import asyncio
 import logging
 import resource
 import socket
-import ssl
 from collections.abc import Awaitable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastgw import plugins
 from fastgw.admin import AdminHandler
@@ -24,8 +23,12 @@ from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamPool
 from fastgw.http.vocabulary import DEFAULT_PORTS
 from fastgw.pipeline import Chain, Plugin
-from fastgw.routing import Router
+from fastgw.routing import Router, compile_path_regex, is_regex_path
 from fastgw.stats import GatewayStats, PoolStats
+from fastgw.trust import pem_bundle, upstream_context
+
+if TYPE_CHECKING:
+    from fastgw.http.client import HttpClient
 
 log = logging.getLogger("fastgw")
 
@@ -82,14 +85,14 @@ class Gateway:
     # -- building --------------------------------------------------------------------------------
 
     def _runtime(self) -> plugins.PluginRuntime:
-        def http_client(verify_tls: bool, keepalive: bool) -> plugins.HttpClient:
-            from fastgw.http.client import HttpClient  # only configs with such plugins need it
+        return plugins.PluginRuntime(
+            http_client=self._http_client, spawn=self.spawn, consumers=self.config.consumers
+        )
 
-            client = HttpClient(verify_tls=verify_tls, keepalive=keepalive)
-            self._http_clients.append(client)
-            return client
-
-        return plugins.PluginRuntime(http_client=http_client, spawn=self.spawn)
+    def _http_client(self, verify_tls: bool, keepalive: bool) -> plugins.HttpClient:
+        client = idp_client(self.config, verify_tls, keepalive)
+        self._http_clients.append(client)
+        return client
 
     def _build_plugins(self) -> dict[str, Plugin]:
         """One instance per configured occurrence, keyed by its config path."""
@@ -125,7 +128,9 @@ class Gateway:
 
     def _target(self, service: Service) -> UpstreamTarget:
         limits = self.config.settings.limits
-        context = ssl.create_default_context() if service.protocol == "https" else None
+        context = None
+        if service.protocol == "https":
+            context = upstream_context(service.tls_verify, service.ca_certificates)
         pool = UpstreamPool(
             service.host,
             service.port,
@@ -165,8 +170,19 @@ class Gateway:
                     target: UpstreamTarget = target,
                     service_path: bytes = service_path,
                 ) -> RouteTarget:
-                    prefix_len = len(path.encode()) if (path and route.strip_path) else 0
-                    return RouteTarget(target, chain, prefix_len, service_path, route.preserve_host)
+                    strip = path is not None and route.strip_path
+                    regex = path is not None and is_regex_path(path)
+                    prefix_len = len(path.encode()) if (path and strip and not regex) else 0
+                    strip_regex = compile_path_regex(path) if (path and strip and regex) else None
+                    return RouteTarget(
+                        target,
+                        chain,
+                        prefix_len,
+                        service_path,
+                        route.preserve_host,
+                        strip_regex=strip_regex,
+                        path_handling_v1=route.path_handling == "v1",
+                    )
 
                 entries.append((route, payload))
         return Dispatcher(Router(entries))
@@ -278,6 +294,49 @@ class Gateway:
     async def serve_forever(self) -> None:
         await self.start()
         await self._stopped.wait()
+
+
+async def probe_plugins(config: GatewayConfig) -> list[tuple[str, str, str]]:
+    """(config path, kind, message) for what each enabled plugin finds outside the config
+    (`PluginSpec.probe`); the HTTP clients it used are closed before returning."""
+    clients: list[HttpClient] = []
+
+    def http_client(verify_tls: bool, keepalive: bool) -> plugins.HttpClient:
+        client = idp_client(config, verify_tls, keepalive)
+        clients.append(client)
+        return client
+
+    runtime = plugins.PluginRuntime(http_client=http_client, consumers=config.consumers)
+    entries: list[PluginEntry] = list(config.plugins)
+    for service in config.services:
+        entries += service.plugins
+        for route in service.routes:
+            entries += route.plugins
+    findings: list[tuple[str, str, str]] = []
+    try:
+        for entry in entries:
+            spec = plugins.spec(entry.name)
+            if spec is None or not entry.enabled:
+                continue
+            for key, kind, message in await spec.probe(entry.config, runtime):
+                findings.append((f"{entry.path}.config.{key}", kind, message))
+    finally:
+        for client in clients:
+            await client.close()
+    return findings
+
+
+def idp_client(config: GatewayConfig, verify_tls: bool, keepalive: bool) -> HttpClient:
+    """An HTTP client for a plugin's calls to an IdP: the system trust store plus every
+    `ca_certificates` entry of the config (fastgw/trust.py)."""
+    from fastgw.http.client import HttpClient  # only configs with such plugins need it
+
+    client = HttpClient(verify_tls=verify_tls, keepalive=keepalive)
+    if verify_tls and config.ca_certificates:
+        # The client builds its context itself and takes no CA list yet; adding the CAs to
+        # that context is the one way in without changing the wire layer.
+        client._ssl.load_verify_locations(cadata=pem_bundle(config.ca_certificates))
+    return client
 
 
 def client_connection_limit(fd_limit: int | None = None) -> int:

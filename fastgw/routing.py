@@ -1,18 +1,26 @@
-"""Request routing: which route (and which of its paths) a method, Host and path select.
+"""Request routing: which route (and which of its paths) a method, Host, path and headers select.
 
-Knows hosts, paths and methods only; compiled once per config, matched per request without regexes.
+Compiled once per config; plain prefixes are matched without regexes, and a regex runs only for
+the routes that declare one (compiled at config load).
 
-Kong's semantics, simplified. A route matches when each of its non-empty categories matches:
+Kong 3's rules (its default `traditional_compatible` router, "Route priority" in Kong's docs).
+A route matches when each of its non-empty categories matches:
 
 - methods: exact, upper case (`GET` never matches `get`).
 - hosts: exact, case-insensitive, any `:port` in the Host header ignored; `*.example.com` matches
   `a.example.com` and `a.b.example.com` (not `example.com`); `example.*` matches `example.org`.
-- paths: plain prefix match on the raw path bytes. As in Kong, `/foo` matches `/foo`, `/foo/bar`
-  and also `/foobar`. No normalisation happens here (percent-encoding, dot segments).
+- headers: every configured name is present with one of its values, compared case-insensitively;
+  a value written `~*regex` is a case-insensitive regex searched in the header's value.
+- paths: a plain prefix of the (normalized) path, as in Kong `/foo` matches `/foobar` too; or,
+  written `~regex`, a regex anchored at the start of the path.
 
-Among the matching routes the winner is, in order: one matched by an exact host, then by a
-wildcard host, then one without hosts; within that, the longest matching path prefix (a route
-without paths counts as a prefix of length 0); then a route that has methods; then config order.
+Among the matching (route, path) pairs the winner is, most significant first:
+1. the match weight: how many of methods, hosts, headers and paths the route sets (more first);
+2. a route without wildcard hosts (plain hosts, or none) before one with a wildcard host;
+3. more header names first;
+4. a regex path before a plain one: regex paths by `regex_priority` (higher first), plain
+   paths by length (longer first);
+5. config order (Kong leaves this tie undefined; ours is the file's order).
 
 Strip-path needs to know which of a route's paths matched, so the router stores one payload per
 (route, path) pair: `Router(entries)` takes `(route, factory)` pairs and calls `factory(path)` once
@@ -22,8 +30,9 @@ the payload of the pair that won. Nothing is allocated per request beyond the lo
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 if TYPE_CHECKING:  # routing reads a Route's fields only; it needs none of the config machinery
@@ -36,11 +45,131 @@ _DOT: Final = 0x2E  # b"."[0]
 _PERCENT: Final = 0x25  # b"%"[0]
 _NO_RANK: Final = sys.maxsize  # worse than any real rank
 
-# one (route, path) pair: (path prefix, allowed methods or None for any, rank, payload);
-# ranks order every pair by path length, then methods, then config order (lower is better)
-_Candidate = tuple[bytes, tuple[bytes, ...] | None, int, T]
-# a pair before ranking: (sort key, its route's hosts, path prefix, methods, payload)
-_Compiled = tuple[tuple[int, bool, int, int], tuple[str, ...], bytes, tuple[bytes, ...] | None, T]
+REGEX_MARK: Final = "~"  # Kong's prefix of a regex path
+HEADER_REGEX_MARK: Final = "~*"  # Kong's prefix of a (case-insensitive) regex header value
+PATH_HANDLINGS: Final = ("v0", "v1")
+RegexError = re.error
+
+# a header condition: (lower-case name, lower-cased plain values, regexes)
+_HeaderRule = tuple[bytes, frozenset[bytes], tuple[re.Pattern[bytes], ...]]
+# one (route, path) pair: (plain prefix, regex or None, allowed methods or None for any,
+# header conditions or None, rank, payload); ranks order every pair (lower is better)
+_Candidate = tuple[
+    bytes,
+    re.Pattern[bytes] | None,
+    tuple[bytes, ...] | None,
+    tuple[_HeaderRule, ...] | None,
+    int,
+    T,
+]
+# a pair before ranking: (sort key, its route's hosts, the candidate's fields but the rank)
+_Compiled = tuple[
+    tuple[int, ...],
+    tuple[str, ...],
+    bytes,
+    re.Pattern[bytes] | None,
+    tuple[bytes, ...] | None,
+    tuple[_HeaderRule, ...] | None,
+    T,
+]
+
+
+def is_regex_path(path: str) -> bool:
+    return path.startswith(REGEX_MARK)
+
+
+def compile_path_regex(path: str) -> re.Pattern[bytes]:
+    """Kong's regex path (`~/v[0-9]+/orders`) as a pattern anchored at the path's start.
+
+    Named groups may be written `(?<name>...)` as in Kong (PCRE); percent-escapes are
+    normalized as Kong does for regex paths (unreserved ones decoded, escaped when the decoded
+    character is a regex metacharacter; the others upper-cased). Raises RegexError.
+    """
+    body = _normalize_regex_escapes(path[len(REGEX_MARK) :])
+    body = re.sub(r"\(\?<(?![=!])", "(?P<", body)
+    return re.compile(b"^" + body.encode())
+
+
+def compile_header_regex(value: str) -> re.Pattern[bytes]:
+    """A `~*regex` header value as a case-insensitive pattern. Raises RegexError."""
+    return re.compile(value[len(HEADER_REGEX_MARK) :].encode(), re.IGNORECASE)
+
+
+def _normalize_regex_escapes(body: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        if char.isascii() and (char.isalnum() or char in "-._~"):
+            return re.escape(char)
+        return match.group(0).upper()
+
+    return re.sub(r"%([0-9A-Fa-f]{2})", replace, body)
+
+
+def _header_rules(route: Route) -> tuple[_HeaderRule, ...] | None:
+    rules: list[_HeaderRule] = []
+    for name, values in route.headers:
+        plain = frozenset(
+            value.lower().encode() for value in values if not value.startswith(HEADER_REGEX_MARK)
+        )
+        patterns = tuple(
+            compile_header_regex(value) for value in values if value.startswith(HEADER_REGEX_MARK)
+        )
+        rules.append((name.lower().encode(), plain, patterns))
+    return tuple(rules) or None
+
+
+def _sort_key(route: Route, path: str | None, order: int, path_index: int) -> tuple[int, ...]:
+    """Kong's priority of one (route, path) pair as a sort key, best first (see the docstring)."""
+    weight = sum(bool(field) for field in (route.methods, route.hosts, route.headers, route.paths))
+    wildcard = any("*" in host for host in route.hosts)
+    regex = path is not None and is_regex_path(path)
+    plain_length = len(path.encode()) if path is not None else 0
+    within = -route.regex_priority if regex else -plain_length
+    return (-weight, wildcard, -len(route.headers), not regex, within, order, path_index)
+
+
+def _matches(
+    candidate: _Candidate[T], method: bytes, path: bytes, headers: Sequence[tuple[bytes, bytes]]
+) -> bool:
+    prefix, regex, methods, rules, _, _ = candidate
+    if regex is None:
+        if not path.startswith(prefix):
+            return False
+    elif regex.match(path) is None:
+        return False
+    if methods is not None and method not in methods:
+        return False
+    return rules is None or _headers_match(rules, headers)
+
+
+def _headers_match(rules: tuple[_HeaderRule, ...], headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    for name, plain, patterns in rules:
+        for header_name, value in headers:
+            if header_name == name and (
+                value.lower() in plain or any(pattern.search(value) for pattern in patterns)
+            ):
+                break
+        else:
+            return False
+    return True
+
+
+def _first_match(
+    table: tuple[_Candidate[T], ...],
+    method: bytes,
+    path: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    best_rank: int,
+) -> int:
+    """The index of the first candidate of `table` that matches and ranks better than
+    `best_rank`, or -1 (tables are sorted best first)."""
+    for index in range(len(table)):
+        candidate = table[index]
+        if candidate[4] >= best_rank:
+            return -1
+        if _matches(candidate, method, path, headers):
+            return index
+    return -1
 
 
 class Router(Generic[T]):
@@ -60,19 +189,25 @@ class Router(Generic[T]):
         for order, (route, factory) in enumerate(entries):
             methods = tuple(method.encode("ascii") for method in route.methods) or None
             hosts = tuple(dict.fromkeys(host.lower() for host in route.hosts))
+            rules = _header_rules(route)
             paths: tuple[str | None, ...] = route.paths or (None,)
             for path_index, path in enumerate(paths):
-                prefix = path.encode() if path is not None else b""
-                sort_key = (-len(prefix), methods is None, order, path_index)
-                keyed.append((sort_key, hosts, prefix, methods, factory(path)))
+                regex = None
+                prefix = b""
+                if path is not None and is_regex_path(path):
+                    regex = compile_path_regex(path)
+                elif path is not None:
+                    prefix = path.encode()
+                sort_key = _sort_key(route, path, order, path_index)
+                keyed.append((sort_key, hosts, prefix, regex, methods, rules, factory(path)))
         keyed.sort(key=lambda item: item[0])
 
         exact: dict[bytes, list[_Candidate[T]]] = {}
         suffixes: dict[bytes, list[_Candidate[T]]] = {}  # "*.example.com" -> b".example.com"
         prefixes: dict[bytes, list[_Candidate[T]]] = {}  # "example.*" -> b"example."
         any_host: list[_Candidate[T]] = []
-        for rank, (_, hosts, prefix, methods, payload) in enumerate(keyed):
-            candidate = (prefix, methods, rank, payload)
+        for rank, (_, hosts, prefix, regex, methods, rules, payload) in enumerate(keyed):
+            candidate = (prefix, regex, methods, rules, rank, payload)
             if not hosts:
                 any_host.append(candidate)
             for host in hosts:
@@ -88,13 +223,24 @@ class Router(Generic[T]):
         self._host_prefixes = tuple((key, tuple(table)) for key, table in prefixes.items())
         self._any_host = tuple(any_host)
         self._has_hosts = bool(exact or suffixes or prefixes)
-        # the common small config (no hosts, no methods): a bare list of prefixes, best first
+        # the common small config (plain prefixes only: no hosts, methods, headers or regexes):
+        # a bare list of prefixes, best first
         self._paths_only: tuple[tuple[bytes, T], ...] | None = None
-        if not keyed or all(not hosts and methods is None for _, hosts, _, methods, _ in keyed):
-            self._paths_only = tuple((prefix, payload) for prefix, _, _, payload in any_host)
+        if all(
+            not hosts and methods is None and rules is None and regex is None
+            for _, hosts, _, regex, methods, rules, _ in keyed
+        ):
+            self._paths_only = tuple((prefix, payload) for prefix, _, _, _, _, payload in any_host)
 
-    def match(self, method: bytes, host: bytes, path: bytes) -> T | None:
-        """The payload of the best (route, path) pair for this request, or None."""
+    def match(
+        self,
+        method: bytes,
+        host: bytes,
+        path: bytes,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> T | None:
+        """The payload of the best (route, path) pair for this request, or None. `headers` are
+        the request's (lower-case name, value) pairs; only routes with `headers` read them."""
         paths_only = self._paths_only
         if paths_only is not None:
             for prefix, payload in paths_only:
@@ -102,6 +248,8 @@ class Router(Generic[T]):
                     return payload
             return None
 
+        best_rank = _NO_RANK
+        best: T | None = None
         if host and self._has_hosts:
             # strip a ":port" (not the colons of "[::1]") and lower-case; inlined: per request
             colon = host.rfind(b":")
@@ -110,34 +258,25 @@ class Router(Generic[T]):
                 name = name.lower()
             table = self._exact.get(name)
             if table is not None:
-                for prefix, methods, _, payload in table:
-                    if path.startswith(prefix) and (methods is None or method in methods):
-                        return payload
-            best_rank = _NO_RANK
-            best: T | None = None
+                index = _first_match(table, method, path, headers, best_rank)
+                if index != -1:
+                    best_rank, best = table[index][4], table[index][5]
             for suffix, table in self._host_suffixes:
                 if len(name) > len(suffix) and name.endswith(suffix):
-                    for prefix, methods, rank, payload in table:
-                        if rank >= best_rank:
-                            break
-                        if path.startswith(prefix) and (methods is None or method in methods):
-                            best_rank, best = rank, payload
-                            break
+                    index = _first_match(table, method, path, headers, best_rank)
+                    if index != -1:
+                        best_rank, best = table[index][4], table[index][5]
             for host_prefix, table in self._host_prefixes:
                 if len(name) > len(host_prefix) and name.startswith(host_prefix):
-                    for prefix, methods, rank, payload in table:
-                        if rank >= best_rank:
-                            break
-                        if path.startswith(prefix) and (methods is None or method in methods):
-                            best_rank, best = rank, payload
-                            break
-            if best_rank != _NO_RANK:
-                return best
+                    index = _first_match(table, method, path, headers, best_rank)
+                    if index != -1:
+                        best_rank, best = table[index][4], table[index][5]
 
-        for prefix, methods, _, payload in self._any_host:
-            if path.startswith(prefix) and (methods is None or method in methods):
-                return payload
-        return None
+        table = self._any_host
+        index = _first_match(table, method, path, headers, best_rank)
+        if index != -1:
+            return table[index][5]
+        return best
 
 
 def upstream_path(prefix_len: int, service_path: str | bytes, path: bytes) -> bytes:
@@ -166,6 +305,23 @@ def upstream_path(prefix_len: int, service_path: str | bytes, path: bytes) -> by
     if not rest:
         return base + b"/" if len(path) > 1 and path.endswith(b"/") else base
     return base + rest if rest[0] == _SLASH else b"".join((base, b"/", rest))
+
+
+def upstream_path_v1(prefix_len: int, service_path: bytes, path: bytes) -> bytes:
+    """The path sent upstream under Kong's `path_handling: v1` (deprecated in Kong 3, kept for
+    the configs that use it): the service path is a plain prefix of what follows.
+
+    With the matched prefix stripped (`prefix_len` > 0) the rest is appended as is ("/s" +
+    "/tv1/" + "/tv1/req" -> "/sreq"), one of two touching slashes dropped; without a strip the
+    request path goes after the service path minus its leading slash ("/s" + "/fv1" -> "/sfv1").
+    """
+    base = service_path or b"/"
+    if not prefix_len:
+        return base + path[1:]
+    rest = _sanitize_rest(path[prefix_len:])
+    if base[-1] == _SLASH and rest[:1] == b"/":
+        return base[:-1] + rest
+    return base + rest
 
 
 def _sanitize_rest(rest: bytes) -> bytes:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fastgw.consumers import Consumers
 from fastgw.pipeline import Plugin
 from fastgw.schema import Reader
 
@@ -55,6 +56,13 @@ class HttpClient(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Entities:
+    """The config's other entities, which a plugin's config may name (Kong's `anonymous`)."""
+
+    consumers: Consumers = field(default_factory=Consumers)
+
+
 @dataclass
 class PluginRuntime:
     """What the gateway hands a plugin when building it."""
@@ -63,6 +71,7 @@ class PluginRuntime:
     http_client: Callable[[bool, bool], HttpClient]
     # runs `coro` in the background, tied to the gateway's lifetime
     spawn: Callable[[Awaitable[Any]], Any] = field(default=lambda awaitable: None)
+    consumers: Consumers = field(default_factory=Consumers)
 
 
 class PluginSpec(Protocol):
@@ -71,8 +80,17 @@ class PluginSpec(Protocol):
     def parse_config(self, reader: Reader) -> Any:
         """Read and validate `config` (record problems on `reader`; call `reader.finish()`)."""
 
+    def link(
+        self, config: Any, entities: Entities, path: str, problems: list[tuple[str, str]]
+    ) -> Any:
+        """`config` checked against the other entities (once all are read); may bind them."""
+
     def build(self, config: Any, runtime: PluginRuntime) -> Plugin:
         """A plugin instance for one configured occurrence."""
+
+    async def probe(self, config: Any, runtime: PluginRuntime) -> list[tuple[str, str, str]]:
+        """`fastgw check`'s look at what the config depends on outside (an IdP): (config key,
+        kind, message), kind "error" (the config cannot work) or "note" (not checked, why)."""
 
 
 def names() -> tuple[str, ...]:

@@ -8,22 +8,32 @@
 //   audience / resource ("urn:fastgw:api"), scopes (["openid", "read", "write", "admin"]),
 //   clients: [{client_id, client_secret?, token_endpoint_auth_method, jwks?, scope?,
 //              token_endpoint_auth_signing_alg?}],
+//   opaque_resource ("urn:fastgw:opaque"): a second resource whose access tokens are opaque
+//     (ask for them with `resource=<it>` on the token request; check them by introspection),
+//   token_claims ({client_id: {claim: value}}): extra claims in that client's access tokens
+//     (and in introspection answers for its opaque ones), e.g. preferred_username,
+//   public_issuer: the issuer to announce when the IdP is reached by another name (what an
+//     IdP behind a container network does); default: the issuer,
+//   tls: {cert_file, key_file}: serve HTTPS (the issuer then starts with https://),
 //   verbose (false: drop oidc-provider's development-mode notices).
 //
 // Fresh signing keys (with unique kids) are generated at every start, so a restart rotates them.
 //
 // Test-control routes (same port, outside oidc-provider's namespace):
 //   GET  /_test/stats          -> {token_requests, token_success, token_errors,
-//                                  discovery_requests, jwks_requests, delay_ms, fail_status, kids}
+//                                  discovery_requests, jwks_requests, introspection_requests,
+//                                  revocation_requests, delay_ms, fail_status, kids}
 //   POST /_test/reset          -> zero the counters
 //   POST /_test/delay?ms=N     -> delay every later token response by N ms (0 = off)
 //   POST /_test/fail?status=N  -> answer later token requests with HTTP N + JSON error (0 = off)
+//   POST /_test/fail_introspection?status=N -> the same for introspection requests
 //
-// Prints "READY <issuer>" on stdout once listening; exits 0 on SIGTERM/SIGINT.
+// Prints "READY <scheme>://<host>:<port>" on stdout once listening; exits 0 on SIGTERM/SIGINT.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import process from 'node:process';
 
 const cfgPath = process.argv[2];
@@ -55,13 +65,16 @@ if (!Number.isInteger(port) || port <= 0 || port > 65535) {
   process.stderr.write(`invalid port in config: ${cfg.port}\n`);
   process.exit(2);
 }
-const issuer = cfg.issuer || `http://${host}:${port}`;
+const scheme = cfg.tls ? 'https' : 'http';
+const issuer = cfg.public_issuer || cfg.issuer || `${scheme}://${host}:${port}`;
 const alg = cfg.alg || 'RS256';
 const ttl = Number(cfg.access_token_ttl ?? 3600);
 const resource = cfg.resource || cfg.audience || 'urn:fastgw:api';
 const audience = cfg.audience || resource;
 const scopes = cfg.scopes || ['openid', 'read', 'write', 'admin'];
 const scopeString = scopes.join(' ');
+const opaqueResource = cfg.opaque_resource || 'urn:fastgw:opaque';
+const tokenClaims = cfg.token_claims || {};
 
 function signingKey(algorithm) {
   const kid = `${algorithm.toLowerCase()}-${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
@@ -104,6 +117,13 @@ const resourceServer = {
   accessTokenFormat: 'jwt',
   jwt: { sign: { alg } },
 };
+// opaque tokens live in the provider's memory, so introspection and revocation know them
+const opaqueResourceServer = {
+  audience: opaqueResource,
+  scope: scopeString,
+  accessTokenTTL: ttl,
+  accessTokenFormat: 'opaque',
+};
 
 const provider = new Provider(issuer, {
   clients,
@@ -128,9 +148,12 @@ const provider = new Provider(issuer, {
       enabled: true,
       defaultResource: () => resource,
       useGrantedResource: () => true,
-      getResourceServerInfo: () => resourceServer,
+      getResourceServerInfo: (ctx, indicator) => (
+        indicator === opaqueResource ? opaqueResourceServer : resourceServer
+      ),
     },
   },
+  extraTokenClaims: (ctx, token) => tokenClaims[token.clientId],
 });
 provider.proxy = false;
 
@@ -142,9 +165,12 @@ const stats = {
   token_errors: 0,
   discovery_requests: 0,
   jwks_requests: 0,
+  introspection_requests: 0,
+  revocation_requests: 0,
 };
 let delayMs = 0;
 let failStatus = 0;
+let failIntrospection = 0;
 
 const pathOf = (name, fallback) => {
   try {
@@ -155,6 +181,8 @@ const pathOf = (name, fallback) => {
 };
 const TOKEN_PATH = pathOf('token', '/token');
 const JWKS_PATH = pathOf('jwks', '/jwks');
+const INTROSPECTION_PATH = pathOf('introspection', '/token/introspection');
+const REVOCATION_PATH = pathOf('revocation', '/token/revocation');
 const DISCOVERY_PATHS = new Set([
   '/.well-known/openid-configuration',
   '/.well-known/oauth-authorization-server',
@@ -178,6 +206,7 @@ function control(req, res, url) {
   if (route === 'stats' && req.method === 'GET') {
     return sendJson(res, 200, {
       ...stats, delay_ms: delayMs, fail_status: failStatus, kids, issuer,
+      fail_introspection: failIntrospection,
     });
   }
   if (req.method !== 'POST') return sendJson(res, 405, { error: 'method_not_allowed' });
@@ -191,20 +220,21 @@ function control(req, res, url) {
     delayMs = ms;
     return sendJson(res, 200, { delay_ms: delayMs });
   }
-  if (route === 'fail') {
+  if (route === 'fail' || route === 'fail_introspection') {
     const status = Number(url.searchParams.get('status') ?? 0);
     if (!Number.isInteger(status) || (status !== 0 && (status < 400 || status > 599))) {
       return sendJson(res, 400, { error: 'status must be 0 or 400..599' });
     }
-    failStatus = status;
-    return sendJson(res, 200, { fail_status: failStatus });
+    if (route === 'fail') failStatus = status;
+    else failIntrospection = status;
+    return sendJson(res, 200, { fail_status: failStatus, fail_introspection: failIntrospection });
   }
   return sendJson(res, 404, { error: 'not_found' });
 }
 
 const handle = provider.callback();
 
-const server = http.createServer(async (req, res) => {
+const listener = async (req, res) => {
   let url;
   try {
     url = new URL(req.url, 'http://idp.invalid');
@@ -217,6 +247,17 @@ const server = http.createServer(async (req, res) => {
 
   if (DISCOVERY_PATHS.has(path)) stats.discovery_requests += 1;
   else if (path === JWKS_PATH) stats.jwks_requests += 1;
+  else if (path === REVOCATION_PATH) stats.revocation_requests += 1;
+  else if (path === INTROSPECTION_PATH) {
+    stats.introspection_requests += 1;
+    if (failIntrospection) {
+      req.resume();
+      return sendJson(res, failIntrospection, {
+        error: 'server_error',
+        error_description: `injected failure (HTTP ${failIntrospection}) via /_test/fail_introspection`,
+      });
+    }
+  }
   else if (path === TOKEN_PATH) {
     stats.token_requests += 1;
     res.on('finish', () => {
@@ -235,7 +276,14 @@ const server = http.createServer(async (req, res) => {
     }
   }
   return handle(req, res);
-});
+};
+
+const server = cfg.tls
+  ? https.createServer(
+    { cert: readFileSync(cfg.tls.cert_file), key: readFileSync(cfg.tls.key_file) },
+    listener,
+  )
+  : http.createServer(listener);
 
 server.keepAliveTimeout = 30_000;
 
@@ -253,5 +301,5 @@ server.on('error', (err) => {
 });
 
 server.listen(port, host, () => {
-  process.stdout.write(`READY ${issuer}\n`);
+  process.stdout.write(`READY ${scheme}://${host}:${port}\n`);
 });

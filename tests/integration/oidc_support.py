@@ -93,13 +93,13 @@ def oidc(idp: TestIdP, **config: Any) -> dict[str, Any]:
 class EmbeddedGateway:
     """`Gateway` on 127.0.0.1:0 in its own uvloop loop and thread."""
 
-    def __init__(self, config_text: str) -> None:
+    def __init__(self, config_text: str, env: dict[str, str] | None = None) -> None:
         import uvloop
 
         from fastgw.config import parse_config
         from fastgw.gateway import Gateway
 
-        config = parse_config(config_text, env={})
+        config = parse_config(config_text, env=env or {})
         self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -133,8 +133,10 @@ class EmbeddedGateway:
 
 
 @contextlib.contextmanager
-def running_gateway(config_text: str) -> Iterator[EmbeddedGateway]:
-    gateway = EmbeddedGateway(config_text)
+def running_gateway(
+    config_text: str, env: dict[str, str] | None = None
+) -> Iterator[EmbeddedGateway]:
+    gateway = EmbeddedGateway(config_text, env)
     try:
         yield gateway
     finally:

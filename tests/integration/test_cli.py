@@ -82,7 +82,7 @@ def test_check_ok_prints_a_summary(tmp_path, gateway_config) -> None:
     config.write_text(gateway_config())
     result = fastgw("check", "-c", str(config))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"{config}: ok (4 services, 7 routes, 1 plugins)\n"
+    assert result.stdout == f"{config}: ok (4 services, 7 routes, 1 plugins, 0 consumers)\n"
     assert result.stderr == ""
 
 
@@ -93,7 +93,7 @@ def test_check_errors_name_the_key_and_exit_1(tmp_path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        'services[0].routes[0].paths[0]: must start with "/"',
+        'services[0].routes[0].paths[0]: must start with "/" (or "~" for a regex)',
         "services[0].colour: unknown field",
         f"{config}: 2 error(s)",
     ]

@@ -112,6 +112,14 @@ def ends(sock: socket.socket, timeout: float = 10.0) -> bool:
 
 
 EXPECTED = {"/deny": 401, "/forbid": 403, "/creds": 401}
+# openid-connect reads at most credentials_max_body_size (64 KiB) of a body for credentials
+TOO_LARGE_FOR_CREDENTIALS = 413
+
+
+def expected_status(path: str, size: int) -> int:
+    if path == "/creds" and size > 64 * 1024:
+        return TOO_LARGE_FOR_CREDENTIALS
+    return EXPECTED[path]
 
 
 @pytest.mark.parametrize("size", [SMALL, LARGE], ids=["small", "large"])
@@ -126,7 +134,7 @@ def test_an_early_answer_ends_or_reuses_the_connection(early, path, framing, siz
         sender.start()
         buffer = bytearray()
         status, headers, body = read_response(sock, buffer)
-        assert status == EXPECTED[path], body
+        assert status == expected_status(path, size), body
         sender.join(10)
         assert not sender.is_alive(), "the gateway stopped reading the body"
         if size == SMALL:
@@ -162,7 +170,8 @@ def test_a_body_over_max_body_size_is_413_and_the_connection_ends(early, framing
 
 
 def test_many_refused_chunked_bodies_leave_no_connection_behind(early) -> None:
-    """The reported leak: ten chunked bodies over 64 KiB refused by openid-connect."""
+    """The reported leak: ten chunked bodies over 64 KiB refused by openid-connect (a 401
+    then, a 413 since the limit on body credentials has its own answer)."""
     gateway, _ = early
     started = time.monotonic()
     for _ in range(10):
@@ -173,7 +182,7 @@ def test_many_refused_chunked_bodies_leave_no_connection_behind(early) -> None:
             ).start()
             buffer = bytearray()
             status, _, _ = read_response(sock, buffer)
-            assert status == 401
+            assert status == TOO_LARGE_FOR_CREDENTIALS
             sock.sendall(b"GET /open HTTP/1.1\r\nHost: gw.test\r\n\r\n")
             assert read_response(sock, buffer)[0] == 200  # the body was dropped: served on
     assert gateway.wait_for(lambda: not gateway.gateway.proxy.connections, timeout=10)

@@ -597,10 +597,16 @@ async def test_broken_discovery_is_a_clear_bounded_error_then_recovers(
         client = new_client(idp, "disc")
         if broken == "other-issuer":
             idp.discovery = lambda _: json_reply({**idp.metadata(), "issuer": "http://evil.test"})
-            reason = "discovery document names another issuer"
+            reason = (
+                f"discovery document at {idp.issuer}/.well-known/openid-configuration names "
+                f'the issuer "http://evil.test", not the configured "{idp.issuer}"; if the IdP '
+                'is reached by another name, add "http://evil.test" to issuers_allowed'
+            )
         else:
             idp.discovery = lambda _: Body(200, b"<html/>", (("Content-Type", "text/html"),))
-            reason = "discovery document is not JSON"
+            reason = (
+                f"discovery document at {idp.issuer}/.well-known/openid-configuration is not JSON"
+            )
         config = {
             "issuer": idp.issuer,
             "client_auth": ["client_secret_post"],

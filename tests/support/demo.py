@@ -1,7 +1,8 @@
 """`make run`: the gateway on a working default, with the bundled test IdP and an echo upstream.
 
-Starts oidc-provider (tests/idp), the echo upstream and fastgw with two routes: `/` open, and
-`/secure` behind `openid-connect` (client credentials grant). Prints the curl commands to try.
+Starts oidc-provider (tests/idp), the echo upstream and fastgw with three routes: `/` open,
+`/secure` behind `openid-connect` (client credentials grant) and `/tokens` taking the caller's
+own tokens (`bearer` for JWTs, `introspection` for opaque ones). Prints the curls to try.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import uvloop
 from fastgw.config import parse_config
 from fastgw.gateway import Gateway
 from tests.support.echo import make_server
-from tests.support.idp import BASIC_CLIENT, TestIdP
+from tests.support.idp import BASIC_CLIENT, OPAQUE_RESOURCE, TestIdP
 
 CONFIG = """
 _format_version: "3.0"
@@ -43,6 +44,17 @@ services:
               client_credentials_param_type: [header, body, query]
               scopes: [read]
               display_errors: true
+      - name: tokens
+        paths: ["/tokens"]
+        strip_path: false
+        plugins:
+          - name: openid-connect
+            config:
+              issuer: {issuer}
+              auth_methods: [bearer, introspection]
+              client_id: [{client_id}]          # the gateway's own client: it introspects
+              client_secret: [{client_secret}]
+              display_errors: true
 """
 
 
@@ -62,9 +74,13 @@ def main() -> None:
         admin=args.admin,
         echo_port=echo.server_address[1],
         issuer=idp.issuer,
+        client_id=BASIC_CLIENT[0],
+        client_secret=BASIC_CLIENT[1],
     )
     config = parse_config(text, source="demo")
     client_id, secret = BASIC_CLIENT
+    token_call = f"curl -s -u {client_id}:{secret} -d grant_type=client_credentials"
+    access_token = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
 
     async def serve() -> None:
         gateway = Gateway(config)
@@ -85,6 +101,13 @@ fastgw demo is up.  IdP: {idp.issuer}   upstream: echo on port {echo.server_addr
   curl -i -u {client_id}:{secret} {base}/secure/hello          # client credentials -> Bearer
   curl -i -u {client_id}:wrong-secret {base}/secure/hello      # 401
   curl -i {base}/secure/hello                                # 401, no credentials
+
+  TOKEN=$({token_call} {idp.issuer}/token | {access_token})
+  curl -i -H "Authorization: Bearer $TOKEN" {base}/tokens/hello    # your own JWT, verified
+  OPAQUE=$({token_call} -d resource={OPAQUE_RESOURCE} {idp.issuer}/token | {access_token})
+  curl -i -H "Authorization: Bearer $OPAQUE" {base}/tokens/hello   # opaque: introspected
+  curl -i -H "Authorization: Bearer $TOKEN.x" {base}/tokens/hello  # 401, tampered
+
   curl -s http://{args.admin}/status                           # admin status
 
 Ctrl-C stops it.""",

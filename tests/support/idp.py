@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -46,6 +47,8 @@ JWT_CLIENT = ("jwt-client", "jwt-client-shared-secret-0123456789abcdef")
 PKJWT_CLIENT_ID = "pkjwt-client"
 # RFC 6749 §2.3.1: id and secret must be form-urlencoded before the Basic base64 step.
 ODD_CLIENT = ("odd:client", "s3cr%t:with/colon+plus")
+# The resource whose access tokens are opaque (introspection checks them)
+OPAQUE_RESOURCE = "urn:fastgw:opaque"
 
 
 class IdpError(RuntimeError):
@@ -243,10 +246,20 @@ class TestIdP:
         audience: str = "urn:fastgw:api",
         scopes: list[str] | tuple[str, ...] = DEFAULT_SCOPES,
         verbose: bool = False,
+        opaque_resource: str = OPAQUE_RESOURCE,
+        token_claims: dict[str, dict[str, Any]] | None = None,
+        public_issuer: str | None = None,
+        tls: tuple[Path, Path, str] | None = None,
     ):
+        """`tls`: (certificate file, key file, CA PEM) to serve HTTPS; `public_issuer`: the
+        issuer to announce when it is not the address the IdP listens on."""
         if alg not in ("RS256", "ES256"):
             raise ValueError(f"alg must be RS256 or ES256, not {alg!r}")
         self.alg = alg
+        self.opaque_resource = opaque_resource
+        self.token_claims = dict(token_claims or {})
+        self.public_issuer = public_issuer
+        self.tls = tls
         self.access_token_ttl = int(access_token_ttl)
         self.audience = audience
         self.scopes = list(scopes)
@@ -271,28 +284,35 @@ class TestIdP:
     # ---- addresses ------------------------------------------------------------------------
 
     @property
+    def url(self) -> str:
+        """Where the IdP listens."""
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
     def issuer(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """What the IdP calls itself (in discovery and in `iss`)."""
+        return self.public_issuer or self.url
 
     @property
     def discovery_url(self) -> str:
-        return self.issuer + "/.well-known/openid-configuration"
+        return self.url + "/.well-known/openid-configuration"
 
     @property
     def token_endpoint(self) -> str:
-        return self.issuer + "/token"
+        return self.url + "/token"
 
     @property
     def jwks_uri(self) -> str:
-        return self.issuer + "/jwks"
+        return self.url + "/jwks"
 
     @property
     def introspection_endpoint(self) -> str:
-        return self.issuer + "/token/introspection"
+        return self.url + "/token/introspection"
 
     @property
     def revocation_endpoint(self) -> str:
-        return self.issuer + "/token/revocation"
+        return self.url + "/token/revocation"
 
     @property
     def running(self) -> bool:
@@ -303,7 +323,7 @@ class TestIdP:
         return {
             "host": "127.0.0.1",
             "port": self.port,
-            "issuer": self.issuer,
+            "issuer": self.url,
             "alg": self.alg,
             "access_token_ttl": self.access_token_ttl,
             "audience": self.audience,
@@ -311,6 +331,14 @@ class TestIdP:
             "scopes": self.scopes,
             "clients": [c.registration() for c in self.clients.values()],
             "verbose": self.verbose,
+            "opaque_resource": self.opaque_resource,
+            "token_claims": self.token_claims,
+            **({"public_issuer": self.public_issuer} if self.public_issuer else {}),
+            **(
+                {"tls": {"cert_file": str(self.tls[0]), "key_file": str(self.tls[1])}}
+                if self.tls is not None
+                else {}
+            ),
         }
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -346,7 +374,7 @@ class TestIdP:
                 env={k: v for k, v in os.environ.items() if k != "NODE_ENV"},
             )
         deadline = time.monotonic() + timeout
-        ready = f"READY {self.issuer}".encode()
+        ready = f"READY {self.url}".encode()
         while True:
             output = self._log_path.read_bytes()
             if ready in output:
@@ -424,10 +452,13 @@ class TestIdP:
         if form is not None:
             data = urllib.parse.urlencode(form).encode()
             hdrs.setdefault("Content-Type", "application/x-www-form-urlencoded")
-        url = path if path.startswith("http") else self.issuer + path
+        url = path if path.startswith("http") else self.url + path
         req = urllib.request.Request(url, data=data, headers=hdrs, method=method)
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cadata=self.tls[2])
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
                 status, resp_headers, raw = resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as e:
             status, resp_headers, raw = e.code, dict(e.headers), e.read()
@@ -454,6 +485,39 @@ class TestIdP:
 
     def set_fail(self, status: int) -> None:
         self._control("POST", f"/_test/fail?status={int(status)}")
+
+    def set_introspection_fail(self, status: int) -> None:
+        self._control("POST", f"/_test/fail_introspection?status={int(status)}")
+
+    def opaque_token(self, client_id: str, scope: str | None = None) -> str:
+        """An opaque access token of the opaque resource for a known client."""
+        return self.token_response_body(client_id, scope, extra={"resource": self.opaque_resource})[
+            "access_token"
+        ]
+
+    def token_response_body(
+        self, client_id: str, scope: str | None = None, *, extra: dict[str, str] | None = None
+    ) -> dict:
+        status, _, body = self.token_response(client_id, scope=scope, extra=extra)
+        if status != 200:
+            raise IdpError(status, body)
+        return body
+
+    def revoke(self, token: str, client_id: str) -> None:
+        """Revoke `token` as its own client (RFC 7009); oidc-provider answers 200 either way."""
+        known = self.clients[client_id]
+        form = {"token": token, "client_id": client_id, "client_secret": known.client_secret or ""}
+        status, _, body = self.request("POST", "/token/revocation", form=form)
+        if status != 200:
+            raise IdpError(status, body)
+
+    def introspect(self, token: str, client_id: str) -> dict:
+        known = self.clients[client_id]
+        form = {"token": token, "client_id": client_id, "client_secret": known.client_secret or ""}
+        status, _, body = self.request("POST", "/token/introspection", form=form)
+        if status != 200:
+            raise IdpError(status, body)
+        return body
 
     def discovery(self) -> dict:
         return self._control("GET", "/.well-known/openid-configuration")

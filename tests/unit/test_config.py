@@ -367,7 +367,7 @@ def test_format_version_is_required_and_checked() -> None:
 def test_unknown_fields_are_reported_everywhere() -> None:
     assert problems(
         """
-        upstreams: []
+        upstream: []
         _fastgw: {listen_port: 1}
         services:
         - host: a
@@ -378,16 +378,57 @@ def test_unknown_fields_are_reported_everywhere() -> None:
           plugins:
           - name: request-termination
             config: {status: 200}
-            ordering: {}
+            orderings: {}
         """
     ) == [
         ("_fastgw.listen_port", "unknown field"),
         ("services[0].routes[0].regex", "unknown field"),
         ("services[0].plugins[0].config.status", "unknown field"),
-        ("services[0].plugins[0].ordering", "unknown field"),
+        ("services[0].plugins[0].orderings", "unknown field"),
         ("services[0].hostname", "unknown field"),
-        ("upstreams", "unknown field"),
+        ("upstream", "unknown field"),
     ]
+
+
+def test_kong_keys_without_support_say_so_rather_than_unknown_field() -> None:
+    assert problems(
+        """
+        upstreams: [{name: u}]
+        services:
+        - host: a
+          tls_verify_depth: 2
+          routes:
+          - paths: [/]
+            snis: [a.example]
+            expression: 'http.path == "/"'
+          plugins:
+          - name: request-termination
+            ordering: {before: {access: [acl]}}
+        """
+    ) == [
+        ("upstreams", "not supported yet"),
+        ("services[0].tls_verify_depth", "not supported yet"),
+        ("services[0].routes[0].snis", "not supported yet"),
+        ("services[0].routes[0].expression", "not supported yet (the expressions router)"),
+        ("services[0].plugins[0].ordering", "not supported yet"),
+    ]
+
+
+def test_empty_kong_entity_lists_and_records_as_deck_writes_them_load() -> None:
+    config = parse(
+        """
+        upstreams: []
+        certificates: []
+        consumer_groups: []
+        services:
+        - host: a
+          routes:
+          - {paths: [/], snis: [], sources: [], destinations: []}
+          plugins:
+          - {name: request-termination, ordering: {}}
+        """
+    )
+    assert config.services[0].routes[0].paths == ("/",)
 
 
 def test_several_errors_are_reported_together() -> None:
@@ -398,7 +439,7 @@ def test_several_errors_are_reported_together() -> None:
           host: a
           routes:
           - paths: [/ok]
-          - paths: [/ok, api, "~/regex$"]
+          - paths: [/ok, api, "~/regex$", "~/(unclosed"]
             hosts: ["*.example.com", "a.*.b", "example.com:8080"]
             methods: [GET, get, 1]
         - port: 0
@@ -407,8 +448,11 @@ def test_several_errors_are_reported_together() -> None:
           path: base
         """
     ) == [
-        ("services[0].routes[1].paths[1]", 'must start with "/"'),
-        ("services[0].routes[1].paths[2]", "regex paths are not supported"),
+        ("services[0].routes[1].paths[1]", 'must start with "/" (or "~" for a regex)'),
+        (
+            "services[0].routes[1].paths[3]",
+            "is not a valid regex: missing ), unterminated subpattern",
+        ),
         (
             "services[0].routes[1].hosts[1]",
             'must be a host name, with at most a leading "*." or trailing ".*"',
@@ -488,7 +532,7 @@ def test_service_protocol_must_be_http_or_https() -> None:
 
 def test_route_needs_paths_hosts_or_methods() -> None:
     assert problems("services: [{host: a, routes: [{name: r, strip_path: false}]}]\n") == [
-        ("services[0].routes[0]", "must have at least one of paths, hosts or methods")
+        ("services[0].routes[0]", "must have at least one of paths, hosts, methods or headers")
     ]
 
 
@@ -498,9 +542,47 @@ def test_route_protocols_other_than_http_are_rejected() -> None:
     ]
 
 
-def test_route_path_handling_v1_is_rejected() -> None:
-    assert problems("services: [{host: a, routes: [{paths: [/], path_handling: v1}]}]\n") == [
-        ("services[0].routes[0].path_handling", "must be one of v0; got 'v1'")
+def test_route_path_handling_is_v0_or_v1() -> None:
+    config = parse("services: [{host: a, routes: [{paths: [/], path_handling: v1}]}]\n")
+    assert config.services[0].routes[0].path_handling == "v1"
+    assert problems("services: [{host: a, routes: [{paths: [/], path_handling: v2}]}]\n") == [
+        ("services[0].routes[0].path_handling", "must be one of v0, v1; got 'v2'")
+    ]
+
+
+def test_route_headers_regex_paths_and_regex_priority() -> None:
+    config = parse(
+        """
+        services:
+        - host: a
+          routes:
+          - paths: ["~/v[0-9]+/orders", /plain]
+            regex_priority: 7
+            headers: {X-Version: [v1, "~*^v2"], Region: north}
+        """
+    )
+    route = config.services[0].routes[0]
+    assert route.paths == ("~/v[0-9]+/orders", "/plain")
+    assert route.regex_priority == 7
+    assert route.headers == (("x-version", ("v1", "~*^v2")), ("region", ("north",)))
+
+
+def test_route_header_problems() -> None:
+    assert problems(
+        """
+        services:
+        - host: a
+          routes:
+          - headers: {host: [a.example], "bad name": [x], empty: [], rx: ["~*("]}
+        """
+    ) == [
+        ("services[0].routes[0].headers.host", "cannot be matched in headers; use hosts"),
+        ("services[0].routes[0].headers.bad name", "is not a header name"),
+        ("services[0].routes[0].headers.empty", "must list at least one value"),
+        (
+            "services[0].routes[0].headers.rx",
+            "has an invalid regex '~*(': missing ), unterminated subpattern",
+        ),
     ]
 
 
@@ -617,7 +699,7 @@ def test_top_level_plugin_reference_errors() -> None:
         ("plugins[0].service", 'unknown service "nope"'),
         ("plugins[1].route", 'unknown route "nope"'),
         ("plugins[2].route", 'route "ra" is not on service "b"'),
-        ("plugins[3].consumer", "not supported yet"),
+        ("plugins[3].consumer", "not supported yet (plugins scoped to consumers)"),
     ]
 
 
@@ -632,9 +714,44 @@ def test_plugin_with_service_and_its_own_route_attaches_to_the_route() -> None:
     assert config.services[0].routes[0].plugins[0].path == "plugins[0]"
 
 
-def test_consumers_are_not_supported_yet() -> None:
-    assert problems("consumers: [{username: alice}]\n") == [("consumers", "not supported yet")]
-    assert parse("consumers: []\n").services == ()
+def test_consumers_are_read_with_stable_ids() -> None:
+    config = parse(
+        """
+        consumers:
+        - {username: alice, tags: [team-a]}
+        - {custom_id: svc-42}
+        - {username: bob, custom_id: b-1, id: 6a1c0c47-9d6b-4fa3-9a39-1cb6a8a1f4d5}
+        """
+    )
+    alice, service, bob = config.consumers.all
+    assert alice.username == "alice" and alice.tags == ("team-a",)
+    assert alice.id == parse("consumers: [{username: alice}]\n").consumers.all[0].id
+    assert alice.id != service.id
+    assert bob.id == "6a1c0c47-9d6b-4fa3-9a39-1cb6a8a1f4d5"
+    assert config.consumers.find("b-1", "custom_id") is bob
+    assert config.consumers.find("ALICE", "username") is None
+    assert config.consumers.find("ALICE", "username", ignore_case=True) is alice
+    assert config.consumers.reference(bob.id) is bob
+    assert config.consumers.reference("alice") is alice
+    assert parse("consumers: []\n").consumers.all == ()
+
+
+def test_consumer_problems() -> None:
+    assert problems(
+        """
+        consumers:
+        - {username: alice}
+        - {username: alice}
+        - {tags: [x]}
+        - {username: carol, id: not-a-uuid}
+        - {username: dave, keyauth_credentials: [{key: k}], acls: []}
+        """
+    ) == [
+        ("consumers[1].username", "is already used by consumers[0]"),
+        ("consumers[2]", "must have a username or a custom_id"),
+        ("consumers[3].id", "must be a UUID; got 'not-a-uuid'"),
+        ("consumers[4].keyauth_credentials", "not supported yet"),
+    ]
 
 
 # -- environment substitution ----------------------------------------------------------------------

@@ -109,9 +109,11 @@ def test_route_with_methods_beats_one_without_at_equal_prefix() -> None:
     assert table.match(b"GET", b"", b"/x") == "any:/x"
 
 
-def test_longer_prefix_beats_methods() -> None:
+def test_more_match_categories_beat_a_longer_prefix() -> None:
+    # Kong's match weight: methods + paths (2) outranks paths alone (1), whatever the lengths
     table = router(route("posts", ["/x"], methods=["POST"]), route("deep", ["/x/y"]))
-    assert table.match(b"POST", b"", b"/x/y") == "deep:/x/y"
+    assert table.match(b"POST", b"", b"/x/y") == "posts:/x"
+    assert table.match(b"GET", b"", b"/x/y") == "deep:/x/y"
 
 
 # -- hosts -----------------------------------------------------------------------------------------

@@ -5,12 +5,16 @@ The gateway uses `SPEC`; other asyncio services use `ClientCredentialsAuthentica
 
 from __future__ import annotations
 
-from fastgw.plugins import PluginRuntime
+import asyncio
+import dataclasses
+
+from fastgw.plugins import Entities, PluginRuntime
 from fastgw.schema import Reader
 
-from .authenticator import ClientCredentialsAuthenticator
+from .authenticator import ClientCredentialsAuthenticator, discovery_for
 from .cache import Token
 from .credentials import ClientCredentials, CredentialError, parse_basic
+from .discovery import IssuerMismatch
 from .errors import (
     AuthError,
     IdpTimeout,
@@ -19,8 +23,11 @@ from .errors import (
     InsufficientScope,
     InvalidCredentials,
 )
-from .plugin import OpenIdConnect
+from .plugin import OpenIdConnect, OpenIdConnectSkippingPreflight
 from .schema import OidcConfig, parse
+
+# `fastgw check` waits at most this long for an IdP (the plugin's own timeout may be longer)
+PROBE_TIMEOUT_SECONDS = 5.0
 
 __all__ = [
     "SPEC",
@@ -46,11 +53,65 @@ class _Spec:
     def parse_config(self, reader: Reader) -> OidcConfig:
         return parse(reader)
 
+    def link(
+        self,
+        config: OidcConfig,
+        entities: Entities,
+        path: str,
+        problems: list[tuple[str, str]],
+    ) -> OidcConfig:
+        if config.anonymous is None:
+            return config
+        consumer = entities.consumers.reference(config.anonymous)
+        if consumer is None:
+            problems.append(
+                (
+                    f"{path}.config.anonymous",
+                    f'no consumer has the id or username "{config.anonymous}"',
+                )
+            )
+            return config
+        return dataclasses.replace(config, anonymous_consumer=consumer)
+
+    async def probe(self, config: OidcConfig, runtime: PluginRuntime) -> list[tuple[str, str, str]]:
+        """The discovery document, when the IdP answers: its issuer must be one this config
+        accepts (else every request would fail); an unreachable IdP is only a note."""
+        http = runtime.http_client(config.ssl_verify, config.keepalive)
+        discovery = discovery_for(config, http)
+        try:
+            async with asyncio.timeout(min(config.timeout_seconds, PROBE_TIMEOUT_SECONDS)):
+                await discovery.refresh()
+        except IssuerMismatch as mismatch:
+            return [("issuer", "error", mismatch.reason)]
+        except AuthError as error:
+            return [("issuer", "note", f"not checked: {error.reason}")]
+        except TimeoutError:
+            return [("issuer", "note", f"not checked: {config.discovery_url} did not answer")]
+        finally:
+            await discovery.close()
+        return []
+
     def build(self, config: OidcConfig, runtime: PluginRuntime) -> OpenIdConnect:
         # the runtime owns the client it hands out (it may share it): the plugin never closes it
         http_client = runtime.http_client(config.ssl_verify, config.keepalive)
-        authenticator = ClientCredentialsAuthenticator(config, http_client, spawn=runtime.spawn)
-        return OpenIdConnect(config, authenticator)
+        authenticator = ClientCredentialsAuthenticator(
+            config, http_client, spawn=runtime.spawn, consumers=runtime.consumers
+        )
+        bearer = None
+        if config.bearer_enabled or config.introspection_enabled:
+            # imported on first use: a client-credentials-only config does not load it
+            from .resource_server import BearerAuthenticator
+
+            bearer = BearerAuthenticator(
+                config,
+                http_client,
+                authenticator.discovery,
+                authenticator.identity,
+                authenticator.token_prefix,
+                clock=authenticator.clock,
+            )
+        plugin = OpenIdConnect if config.run_on_preflight else OpenIdConnectSkippingPreflight
+        return plugin(config, authenticator, bearer)
 
 
 SPEC = _Spec()

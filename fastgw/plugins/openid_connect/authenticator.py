@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from fastgw.consumers import Consumers
 from fastgw.plugins import HttpClient
 from fastgw.ratelog import KeyedRateLimitedLog
 
@@ -43,6 +44,7 @@ from .errors import (
     InsufficientScope,
     InvalidCredentials,
 )
+from .identity import IdentityHeaders
 from .jws import HMAC_ALGS
 from .l2 import (
     DEFAULT_MAX_CONNECTIONS,
@@ -69,29 +71,8 @@ IDP_MAX_CONCURRENCY = 16
 # this interval per plugin instance; the repeats are counted into its next report.
 IDP_WARNING_INTERVAL_SECONDS = 1.0
 
-_CONTROL_CHARS = frozenset(range(0x20)) | {0x7F}
 # plugin instances in this process, for the `instance` label of their metrics
 _instances = itertools.count()
-
-
-def _claim_header_value(value: Any) -> bytes | None:
-    """A claim as an upstream header value (Kong: strings as is, arrays joined with ", ")."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (int, float)):
-        text = str(value)
-    elif isinstance(value, list) and all(isinstance(item, (str, int, float)) for item in value):
-        text = ", ".join(str(item) for item in value)
-    else:
-        text = orjson.dumps(value).decode()
-    encoded = text.encode()
-    if any(byte in _CONTROL_CHARS for byte in encoded):
-        return None  # a claim must not split or end the header block
-    return encoded
 
 
 def _token_prefix(upstream_access_token_header: str) -> tuple[bytes, bytes]:
@@ -122,18 +103,17 @@ class ClientCredentialsAuthenticator:
         owns_http_client: bool = False,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        consumers: Consumers | None = None,
     ) -> None:
         self.config = config
         self.clock = clock  # epoch seconds: token `exp` is in those
         self.policy = VerifyPolicy.from_config(config)
         self.ttl = TtlPolicy.from_config(config)
         self.cache = TokenCache(enabled=config.cache_tokens)
-        self.upstream_header_name, self._token_prefix = _token_prefix(
+        self.upstream_header_name, self.token_prefix = _token_prefix(
             config.upstream_access_token_header
         )
-        self._claim_headers = tuple(
-            (claim, name.lower().encode()) for claim, name in config.upstream_headers
-        )
+        self.identity = IdentityHeaders(config, consumers or Consumers())
         # L1 keys for Basic headers hash the raw header value under a per-process random prefix:
         # one SHA-256 over bytes we already hold, no base64 decode, no secret kept as a key.
         # Copying a hasher primed with the prefix saves ~0.1 us over hashing prefix + value.
@@ -158,16 +138,7 @@ class ClientCredentialsAuthenticator:
         self._request_shape = orjson.dumps(
             [config.token_endpoint, config.scope, config.token_post_args, config.token_headers]
         ).decode()
-        need_keys = config.verify_signature
-        self.discovery = Discovery(
-            issuer=config.issuer,
-            discovery_url=config.discovery_url,
-            http=http_client,
-            timeout=config.timeout_seconds,
-            rediscovery_lifetime=config.rediscovery_lifetime,
-            need_keys=need_keys,
-            clock=monotonic,
-        )
+        self.discovery = discovery_for(config, http_client, monotonic)
         self._discovery_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -182,7 +153,7 @@ class ClientCredentialsAuthenticator:
 
         Without `http_client`, one is made (TLS verification per `ssl_verify`) and closed by
         `close()`. `options`: `shared_store` (a `SharedStore` in place of the configured
-        Redis), `spawn`, `clock`, `monotonic`.
+        Redis), `spawn`, `clock`, `monotonic`, `consumers` (for consumer mapping).
         """
         parsed = config if isinstance(config, OidcConfig) else from_mapping(config)
         if http_client is not None:
@@ -217,7 +188,12 @@ class ClientCredentialsAuthenticator:
 
     async def start(self) -> None:
         """Begin discovery in the background: returns at once, even when the IdP is down."""
-        needed = self.config.token_endpoint is None or self.config.verify_signature
+        config = self.config
+        needed = (
+            config.token_endpoint is None
+            or config.verify_signature
+            or (config.introspection_enabled and config.introspection_endpoint is None)
+        )
         if needed and self._discovery_task is None:
             self._discovery_task = asyncio.get_running_loop().create_task(self.discovery.run())
 
@@ -599,11 +575,28 @@ class ClientCredentialsAuthenticator:
     def _entry(self, access_token: str, claims: dict[str, Any], lifetime: Lifetime) -> Entry:
         valid_until = lifetime.valid_until
         token = Token(access_token, None if math.isinf(valid_until) else valid_until, claims)
-        upstream_headers = tuple(
-            (name, _claim_header_value(claims.get(claim))) for claim, name in self._claim_headers
-        )
-        header_value = self._token_prefix + access_token.encode("ascii")
+        upstream_headers = self.identity.for_claims(claims)
+        header_value = self.token_prefix + access_token.encode("ascii")
         return Entry(token, header_value, upstream_headers, lifetime)
+
+
+def discovery_for(
+    config: OidcConfig, http_client: HttpClient, monotonic: Callable[[], float] = time.monotonic
+) -> Discovery:
+    """The issuer's discovery as the config describes it."""
+    return Discovery(
+        issuer=config.issuer,
+        discovery_url=config.discovery_url,
+        http=http_client,
+        timeout=config.timeout_seconds,
+        rediscovery_lifetime=config.rediscovery_lifetime,
+        need_keys=config.verify_signature,
+        clock=monotonic,
+        issuers_allowed=frozenset(config.issuers_allowed),
+        jwks_endpoint=config.jwks_endpoint,
+        extra_jwks_uris=config.extra_jwks_uris,
+        headers=config.discovery_headers,
+    )
 
 
 def _is_number(value: object) -> bool:

@@ -1,6 +1,7 @@
-"""How the caller's client authenticates at the token endpoint, and the token request it makes.
+"""How a client authenticates at the IdP's endpoints, and the form requests it makes there:
+the caller's client at the token endpoint, the plugin's own client at the introspection endpoint.
 
-Pure: `build_token_request` is a function of the credentials, the method, the endpoint and `now`.
+Pure: the requests are functions of the credentials, the method, the endpoint and `now`.
 """
 
 from __future__ import annotations
@@ -106,6 +107,22 @@ def build_token_request(
     if scope:
         form.append(("scope", scope))
     form.extend(post_args)
+    return client_form_request(
+        credentials, auth, endpoint=token_endpoint, form=form, headers=headers, now=now
+    )
+
+
+def client_form_request(
+    credentials: ClientCredentials,
+    auth: ClientAuth,
+    *,
+    endpoint: str,
+    form: list[tuple[str, str]],
+    headers: tuple[tuple[str, str], ...] = (),
+    now: float,
+) -> TokenRequest:
+    """A form POST to `endpoint` authenticated as `credentials` with `auth.method`."""
+    form = list(form)
     request_headers = dict(headers)
     request_headers["Content-Type"] = "application/x-www-form-urlencoded"
     request_headers.setdefault("Accept", "application/json")
@@ -119,7 +136,7 @@ def build_token_request(
     elif method in ("client_secret_jwt", "private_key_jwt"):
         form.append(("client_id", credentials.client_id))
         form.append(("client_assertion_type", CLIENT_ASSERTION_TYPE))
-        form.append(("client_assertion", _assertion(credentials, auth, token_endpoint, now)))
+        form.append(("client_assertion", _assertion(credentials, auth, endpoint, now)))
     elif method == "none":
         form.append(("client_id", credentials.client_id))
     else:

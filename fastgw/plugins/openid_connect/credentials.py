@@ -1,4 +1,5 @@
-"""Client credentials as a caller presents them: a Basic header, the query, a form or JSON body.
+"""Credentials as a caller presents them: client id and secret (a Basic header, the query, a
+form, JSON or multipart body) and bearer tokens (headers, the query, a body, a cookie).
 
 Pure functions of bytes (no request object, no I/O); the plugin decides which sources it reads.
 """
@@ -14,9 +15,15 @@ import orjson
 CLIENT_ID_PARAM = "client_id"
 CLIENT_SECRET_PARAM = "client_secret"
 _CREDENTIAL_PARAMS = frozenset({CLIENT_ID_PARAM, CLIENT_SECRET_PARAM})
+# Kong's name of a bearer token in the query string or a body
+ACCESS_TOKEN_PARAM = "access_token"
+TOKEN_PARAMS = frozenset({ACCESS_TOKEN_PARAM})
+# Kong's headers for a bearer token besides Authorization (the raw token, no scheme)
+BEARER_HEADERS = (b"access-token", b"x-access-token")
 
 FORM_MEDIA_TYPE = b"application/x-www-form-urlencoded"
 JSON_MEDIA_TYPE = b"application/json"
+MULTIPART_MEDIA_TYPE = b"multipart/form-data"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +106,9 @@ def parse_form(data: bytes) -> ClientCredentials | None:
     return _checked(found.get(CLIENT_ID_PARAM, ""), found.get(CLIENT_SECRET_PARAM, ""))
 
 
-def strip_form(data: bytes) -> bytes:
-    """`data` without the credential parameters; the others keep their exact bytes."""
+def strip_form(data: bytes, names: frozenset[str] = _CREDENTIAL_PARAMS) -> bytes:
+    """`data` without the parameters `names` (the credentials by default); the others keep
+    their exact bytes."""
     kept = []
     for pair in data.split(b"&"):
         raw_name = pair.partition(b"=")[0]
@@ -108,7 +116,7 @@ def strip_form(data: bytes) -> bytes:
             name = _form_decode(raw_name)
         except CredentialError:
             name = ""
-        if pair and name not in _CREDENTIAL_PARAMS:
+        if pair and name not in names:
             kept.append(pair)
     return b"&".join(kept)
 
@@ -117,7 +125,7 @@ def strip_form(data: bytes) -> bytes:
 
 
 def body_media_type(content_type: bytes | None) -> bytes | None:
-    """The media type of a body that may carry credentials (form or JSON), else None."""
+    """The media type of a body that may carry credentials (form, JSON, multipart), else None."""
     if not content_type:
         return None
     media_type = content_type.partition(b";")[0].strip().lower()
@@ -125,6 +133,8 @@ def body_media_type(content_type: bytes | None) -> bytes | None:
         return FORM_MEDIA_TYPE
     if media_type == JSON_MEDIA_TYPE or media_type.endswith(b"+json"):
         return JSON_MEDIA_TYPE
+    if media_type == MULTIPART_MEDIA_TYPE:
+        return MULTIPART_MEDIA_TYPE
     return None
 
 
@@ -144,17 +154,196 @@ def parse_json(body: bytes) -> ClientCredentials | None:
     return _checked(client_id, client_secret)
 
 
-def parse_body(media_type: bytes, body: bytes) -> ClientCredentials | None:
-    """Credentials from a body of `media_type` (as returned by `body_media_type`)."""
+def parse_body(
+    media_type: bytes, body: bytes, content_type: bytes | None = None
+) -> ClientCredentials | None:
+    """Credentials from a body of `media_type` (as returned by `body_media_type`); a
+    multipart body needs its `content_type` (the boundary)."""
     if media_type == FORM_MEDIA_TYPE:
         return parse_form(body)
+    if media_type == MULTIPART_MEDIA_TYPE:
+        fields = multipart_fields(body, content_type, _CREDENTIAL_PARAMS)
+        if not fields:
+            return None
+        return _checked(fields.get(CLIENT_ID_PARAM, ""), fields.get(CLIENT_SECRET_PARAM, ""))
     return parse_json(body)
 
 
-def strip_body(media_type: bytes, body: bytes) -> bytes:
+def strip_body(
+    media_type: bytes,
+    body: bytes,
+    content_type: bytes | None = None,
+    names: frozenset[str] = _CREDENTIAL_PARAMS,
+) -> bytes:
+    """`body` without the fields `names` (the credentials by default); other bytes kept."""
     if media_type == FORM_MEDIA_TYPE:
-        return strip_form(body)
+        return strip_form(body, names)
+    if media_type == MULTIPART_MEDIA_TYPE:
+        return strip_multipart(body, content_type, names)
     document = orjson.loads(body)
-    for name in _CREDENTIAL_PARAMS:
+    for name in names:
         document.pop(name, None)
     return orjson.dumps(document)
+
+
+# -- multipart/form-data (RFC 7578) ---------------------------------------------------------------
+
+
+def multipart_boundary(content_type: bytes | None) -> bytes | None:
+    """The `boundary` parameter of a multipart Content-Type (RFC 2046 §5.1.1: 1 to 70 chars)."""
+    if not content_type:
+        return None
+    for parameter in content_type.split(b";")[1:]:
+        name, _, value = parameter.strip().partition(b"=")
+        if name.strip().lower() == b"boundary":
+            value = value.strip()
+            if len(value) >= 2 and value[:1] == b'"' and value[-1:] == b'"':
+                value = value[1:-1]
+            return value if 0 < len(value) <= 70 else None
+    return None
+
+
+def _multipart_parts(body: bytes, content_type: bytes | None) -> tuple[bytes, list[bytes], bytes]:
+    """(preamble, parts, epilogue): each part from its delimiter line to the next."""
+    boundary = multipart_boundary(content_type)
+    if boundary is None:
+        raise CredentialError("multipart body without a boundary")
+    delimiter = b"--" + boundary
+    pieces = body.split(b"\r\n" + delimiter)
+    first = pieces[0]
+    if first.startswith(delimiter):
+        pieces[0] = first[len(delimiter) :]
+        preamble = b""
+    else:
+        preamble, found, rest = first.partition(delimiter)
+        if not found:
+            raise CredentialError("malformed multipart body: no delimiter")
+        pieces[0] = rest
+    parts: list[bytes] = []
+    for piece in pieces:
+        if piece.startswith(b"--"):
+            return preamble, parts, piece[2:]
+        parts.append(piece)
+    raise CredentialError("malformed multipart body: no closing delimiter")
+
+
+def _part_name(part: bytes) -> tuple[str | None, bytes]:
+    """The form field name of one part (None for a file or a part without a name) and its
+    content."""
+    head, separator, content = part.partition(b"\r\n\r\n")
+    if not separator:
+        raise CredentialError("malformed multipart body: a part without headers")
+    name = None
+    for line in head.split(b"\r\n"):
+        field, _, value = line.partition(b":")
+        if field.strip().lower() != b"content-disposition":
+            continue
+        for parameter in value.split(b";")[1:]:
+            key, _, raw = parameter.strip().partition(b"=")
+            key = key.strip().lower()
+            raw = raw.strip().strip(b'"')
+            if key == b"filename":
+                return None, content
+            if key == b"name":
+                try:
+                    name = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise CredentialError("malformed multipart body: not UTF-8") from None
+    return name, content
+
+
+def multipart_fields(
+    body: bytes, content_type: bytes | None, names: frozenset[str]
+) -> dict[str, str]:
+    """The fields `names` of a multipart/form-data body; a repeated one is an error."""
+    found: dict[str, str] = {}
+    for part in _multipart_parts(body, content_type)[1]:
+        name, content = _part_name(part)
+        if name is None or name not in names:
+            continue
+        if name in found:
+            raise CredentialError(f"{name} given more than once")
+        try:
+            found[name] = content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CredentialError("malformed multipart body: not UTF-8") from None
+    return found
+
+
+def strip_multipart(body: bytes, content_type: bytes | None, names: frozenset[str]) -> bytes:
+    boundary = multipart_boundary(content_type)
+    assert boundary is not None  # the body was parsed before being stripped
+    delimiter = b"--" + boundary
+    preamble, parts, epilogue = _multipart_parts(body, content_type)
+    kept = [part for part in parts if _part_name(part)[0] not in names]
+    out = [preamble]
+    for index, part in enumerate(kept):
+        out.append((delimiter if index == 0 else b"\r\n" + delimiter) + part)
+    out.append((b"\r\n" if kept else b"") + delimiter + b"--" + epilogue)
+    return b"".join(out)
+
+
+# -- bearer tokens --------------------------------------------------------------------------------
+
+# RFC 6750 §2.1's b64token, loosened to any visible ASCII as IdPs issue: it goes upstream in a
+# header, so no spaces, controls or non-ASCII
+_TOKEN_BYTES = frozenset(range(0x21, 0x7F))
+
+
+def checked_token(token: bytes | str) -> str:
+    """`token` as text when it can be a bearer token; CredentialError otherwise."""
+    raw = token.encode("utf-8") if isinstance(token, str) else token
+    if not raw or not _TOKEN_BYTES.issuperset(raw):
+        raise CredentialError("malformed bearer token")
+    return raw.decode("ascii")
+
+
+def bearer_from_authorization(value: bytes) -> bytes | None:
+    """The token of an `Authorization: Bearer <token>` value (scheme case-insensitive)."""
+    if value[:7].lower() != b"bearer ":
+        return None
+    token = value[7:].strip(b" ")
+    return token or None
+
+
+def token_from_form(data: bytes) -> str | None:
+    """`access_token` from a query string or form body; a repeated one is an error."""
+    found = None
+    for pair in data.split(b"&"):
+        raw_name, _, raw_value = pair.partition(b"=")
+        if raw_name != b"access_token" and _form_decode(raw_name) != ACCESS_TOKEN_PARAM:
+            continue
+        if found is not None:
+            raise CredentialError("access_token given more than once")
+        found = _form_decode(raw_value)
+    return found or None
+
+
+def token_from_body(media_type: bytes, body: bytes, content_type: bytes | None) -> str | None:
+    if media_type == FORM_MEDIA_TYPE:
+        return token_from_form(body)
+    if media_type == MULTIPART_MEDIA_TYPE:
+        return multipart_fields(body, content_type, TOKEN_PARAMS).get(ACCESS_TOKEN_PARAM) or None
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise CredentialError("malformed JSON body") from None
+    token = document.get(ACCESS_TOKEN_PARAM) if isinstance(document, dict) else None
+    if token is not None and not isinstance(token, str):
+        raise CredentialError("access_token must be a string")
+    return token or None
+
+
+def cookie_value(cookie_header: bytes, name: bytes) -> bytes | None:
+    """The value of cookie `name` in a Cookie header (RFC 6265 §5.4), the first if repeated."""
+    for pair in cookie_header.split(b";"):
+        key, separator, value = pair.strip().partition(b"=")
+        if separator and key == name:
+            return value.strip(b'"') or None
+    return None
+
+
+def strip_cookie(cookie_header: bytes, name: bytes) -> bytes:
+    """The Cookie header without cookie `name` (b"" when nothing is left)."""
+    kept = [pair.strip() for pair in cookie_header.split(b";")]
+    return b"; ".join(pair for pair in kept if pair and pair.partition(b"=")[0] != name)

@@ -47,6 +47,7 @@ class Metadata:
     issuer: str
     token_endpoint: str | None
     jwks_uri: str | None
+    introspection_endpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,24 +81,45 @@ def _is_http_url(value: object) -> bool:
     return isinstance(value, str) and value.startswith(("http://", "https://"))
 
 
-def parse_metadata(body: bytes, expected_issuer: str) -> Metadata:
-    """The parts of a discovery document we use; its `issuer` must be the configured one."""
+class IssuerMismatch(IdpUnavailable):
+    """The discovery document names an issuer that is neither the configured one nor one of
+    `issuers_allowed` (OpenID Connect Discovery §4.3: it is not that issuer's document)."""
+
+
+def parse_metadata(
+    body: bytes, expected_issuer: str, also_allowed: frozenset[str] = frozenset(), url: str = ""
+) -> Metadata:
+    """The parts of a discovery document we use. Its `issuer` must be the configured one, or
+    one of `issuers_allowed` (the IdP's public name when the gateway reaches it by another)."""
+    where = f" at {url}" if url else ""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise IdpUnavailable("discovery document is not JSON") from None
+        raise IdpUnavailable(f"discovery document{where} is not JSON") from None
     if not isinstance(document, dict):
-        raise IdpUnavailable("discovery document is not a JSON object")
+        raise IdpUnavailable(f"discovery document{where} is not a JSON object")
     issuer = document.get("issuer")
-    if not isinstance(issuer, str) or normalize_issuer(issuer) != normalize_issuer(expected_issuer):
-        # OpenID Connect Discovery §4.3: a mismatch means the document is not the issuer's
-        raise IdpUnavailable("discovery document names another issuer")
+    if not isinstance(issuer, str) or not issuer:
+        raise IdpUnavailable(
+            f"the JSON{where} is not an OpenID discovery document (it has no issuer)"
+        )
+    accepted = {normalize_issuer(expected_issuer)} | {normalize_issuer(i) for i in also_allowed}
+    if normalize_issuer(issuer) not in accepted:
+        raise IssuerMismatch(
+            f'discovery document{where} names the issuer "{issuer[:200]}", not the configured '
+            f'"{expected_issuer}"; if the IdP is reached by another name, add "{issuer[:200]}" '
+            "to issuers_allowed"
+        )
     token_endpoint = document.get("token_endpoint")
     jwks_uri = document.get("jwks_uri")
+    introspection_endpoint = document.get("introspection_endpoint")
     return Metadata(
         issuer=issuer,
         token_endpoint=token_endpoint if _is_http_url(token_endpoint) else None,
         jwks_uri=jwks_uri if _is_http_url(jwks_uri) else None,
+        introspection_endpoint=(
+            introspection_endpoint if _is_http_url(introspection_endpoint) else None
+        ),
     )
 
 
@@ -168,8 +190,16 @@ class Discovery:
         rediscovery_lifetime: float,
         need_keys: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        issuers_allowed: frozenset[str] = frozenset(),
+        jwks_endpoint: str | None = None,
+        extra_jwks_uris: tuple[str, ...] = (),
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self._issuer = issuer
+        self._issuers_allowed = issuers_allowed
+        self._jwks_endpoint = jwks_endpoint  # Kong's override of the document's jwks_uri
+        self._extra_jwks_uris = extra_jwks_uris  # more trusted key sets (Kong's)
+        self._headers = {"Accept": "application/json", **dict(headers)}
         self._discovery_url = discovery_url
         self._http = http
         self._timeout = timeout
@@ -203,20 +233,28 @@ class Discovery:
         self._last_attempt = self._clock()
         try:
             body = await self._get_document(self._discovery_url, "discovery")
-            metadata = parse_metadata(body, self._issuer)
+            metadata = parse_metadata(
+                body, self._issuer, self._issuers_allowed, self._discovery_url
+            )
             keys = self.keys
             if self._need_keys:
                 keys = await self._fetch_keys(metadata)
         except AuthError as error:
             self._last_error = error
-            logger.warning("OpenID discovery for %s failed: %s", self._issuer, error.reason)
+            # a wrong issuer fails every request until the config changes: an error, not noise
+            level = logging.ERROR if isinstance(error, IssuerMismatch) else logging.WARNING
+            logger.log(level, "OpenID discovery for %s failed: %s", self._issuer, error.reason)
             raise
         self.metadata, self.keys, self._last_error = metadata, keys, None
 
     async def _fetch_keys(self, metadata: Metadata) -> KeySet:
-        if metadata.jwks_uri is None:
+        jwks_uri = self._jwks_endpoint or metadata.jwks_uri
+        if jwks_uri is None:
             raise IdpUnavailable("discovery document has no jwks_uri")
-        keys = parse_jwks(await self._get_document(metadata.jwks_uri, "JWKS"))
+        keys = parse_jwks(await self._get_document(jwks_uri, "JWKS"))
+        for uri in self._extra_jwks_uris:
+            extra = parse_jwks(await self._get_document(uri, "JWKS"))
+            keys = KeySet.of(keys.keys + extra.keys)
         if not keys.keys and self.keys.keys:
             # an empty set mid-rotation would fail every token; keep the last good keys
             raise IdpUnavailable("JWKS has no usable signing keys")
@@ -231,7 +269,7 @@ class Discovery:
             what=what,
             timeout=self._timeout,
             max_body=MAX_DOCUMENT_BYTES,
-            headers={"Accept": "application/json"},
+            headers=self._headers,
         )
         if response.status != 200:
             raise IdpUnavailable(f"{what} answered HTTP {response.status}")

@@ -53,3 +53,9 @@ class IdpTokenRejected(IdpUnavailable):
     is the caller's lack of rights instead (InsufficientScope, 403)."""
 
     status = 502
+
+
+class BodyTooLarge(AuthError):
+    """Credentials may be in a body bigger than `credentials_max_body_size`: 413, not read."""
+
+    status = 413

@@ -22,9 +22,11 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
+from fastgw.consumers import CONSUMER_BY, Consumer
 from fastgw.schema import Boolean, Integer, Number, Reader, Strings, Text, raise_if, read_declared
 
 from .jws import ASYMMETRIC_ALGS, HMAC_ALGS, RSA_ALGS
+from .kong_keys import CLOUD_AUTHENTICATION_DEFAULT, DEFAULT_ONLY, IGNORED, is_default
 
 DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
@@ -32,6 +34,8 @@ DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 DEFAULT_REDISCOVERY_LIFETIME = 30  # seconds
 DEFAULT_SCOPES = ("openid",)
 DEFAULT_PARAM_TYPES = ("header", "query", "body")
+# Kong's header for a token request's extra audience (Auth0 needs it for client credentials)
+AUDIENCE_POST_ARG = "audience"
 DEFAULT_CACHE_TTL = 3600  # seconds, when the IdP gives no expiry
 # Kong has no negative cache: every wrong secret reaches the IdP. A few seconds bounds a client
 # hammering with a bad secret to one IdP call per interval, while a fixed secret works again soon.
@@ -51,7 +55,8 @@ SENTINEL_ROLES = ("master", "slave", "any")
 # 128 bits of key material at the least, as typed characters
 MIN_CLUSTER_CACHE_SECRET_LENGTH = 16
 
-SUPPORTED_AUTH_METHODS = ("client_credentials",)
+SUPPORTED_AUTH_METHODS = ("client_credentials", "bearer", "introspection")
+# Kong's default `auth_methods` (every method), as decK writes it for a plugin that never set it
 KONG_AUTH_METHODS = (
     "password",
     "client_credentials",
@@ -63,6 +68,15 @@ KONG_AUTH_METHODS = (
     "refresh_token",
     "session",
 )
+BEARER_PARAM_TYPES = ("header", "query", "body", "cookie")
+DEFAULT_BEARER_PARAM_TYPES = ("header", "query", "body")  # Kong's
+DEFAULT_INTROSPECTION_HINT = "access_token"  # Kong's (RFC 7662 token_type_hint)
+DEFAULT_INTROSPECTION_TOKEN_PARAM = "token"  # Kong's, RFC 7662's
+DEFAULT_CONSUMER_BY = ("username", "custom_id")  # Kong's
+DEFAULT_CREDENTIAL_CLAIM = ("sub",)  # Kong's
+# Form, JSON and multipart bodies holding credentials are tiny; a bigger body is answered 413
+# rather than read whole (reading stays bounded in memory). fastgw's own key.
+DEFAULT_CREDENTIALS_MAX_BODY_SIZE = 64 * 1024
 CLIENT_AUTH_METHODS = (
     "client_secret_basic",
     "client_secret_post",
@@ -77,10 +91,17 @@ GATEWAY_CHECKED_AUTH = frozenset({"private_key_jwt", "none"})
 CLIENT_HMAC_ALGS = tuple(sorted(HMAC_ALGS))
 CLIENT_ASYMMETRIC_ALGS = tuple(sorted(ASYMMETRIC_ALGS))
 PARAM_TYPES = ("header", "query", "body")
+# Kong's header for a token request's extra audience (Auth0 needs it for client credentials)
+AUDIENCE_POST_ARG = "audience"
 
 # Set by the gateway on the token request; overriding them would change the grant or its auth.
 RESERVED_POST_ARGS = frozenset(
     {"grant_type", "scope", "client_id", "client_secret", "client_assertion"}
+    | {"client_assertion_type"}
+)
+# Set by the gateway on an introspection request
+RESERVED_INTROSPECTION_ARGS = frozenset(
+    {"token", "token_type_hint", "client_id", "client_secret", "client_assertion"}
     | {"client_assertion_type"}
 )
 # Framing headers belong to the HTTP client.
@@ -171,7 +192,8 @@ class OidcConfig:
     cluster_cache_strategy: Annotated[str, Text("off", one_of=CLUSTER_CACHE_STRATEGIES)]
     cluster_cache_redis: RedisConfig | None  # None unless the strategy is redis
     upstream_access_token_header: str
-    upstream_headers: tuple[tuple[str, str], ...]  # (claim, header name)
+    # (claim path, header name): upstream_headers_claims/_names and Kong 3.14's upstream_headers
+    upstream_headers: tuple[tuple[tuple[str, ...], str], ...]
     hide_credentials: Annotated[bool, Boolean(DEFAULT_HIDE_CREDENTIALS)]
     unauthorized_error_message: Annotated[str, Text("Unauthorized")]
     forbidden_error_message: Annotated[str, Text("Forbidden")]
@@ -180,9 +202,63 @@ class OidcConfig:
     timeout: Annotated[float, Number(DEFAULT_TIMEOUT_MS, minimum=1)]  # milliseconds, as Kong
     ssl_verify: Annotated[bool, Boolean(True)]
     keepalive: Annotated[bool, Boolean(True)]
+    # -- bearer and introspection (a caller's own token)
+    auth_methods: frozenset[str]  # the supported ones enabled (Kong's default: all of them)
+    bearer_token_param_type: frozenset[str]
+    bearer_token_cookie_name: Annotated[str | None, Text()]
+    bearer_token_header_name: Annotated[str | None, Text()]
+    introspection_endpoint: str | None
+    introspection_endpoint_auth_method: str | None
+    introspection_hint: Annotated[str, Text(DEFAULT_INTROSPECTION_HINT)]
+    introspection_token_param_name: Annotated[str, Text(DEFAULT_INTROSPECTION_TOKEN_PARAM)]
+    introspection_headers: tuple[tuple[str, str], ...]
+    introspection_post_args: tuple[tuple[str, str], ...]
+    introspection_check_active: Annotated[bool, Boolean(True)]
+    introspect_jwt_tokens: Annotated[bool, Boolean(False)]
+    cache_introspection: Annotated[bool, Boolean(True)]
+    # -- discovery and keys
+    jwks_endpoint: str | None
+    extra_jwks_uris: tuple[str, ...]
+    discovery_headers: tuple[tuple[str, str], ...]
+    # -- authorization beyond scopes and audience
+    claims_forbidden: Annotated[tuple[str, ...], Strings()]
+    groups_claim: Annotated[tuple[str, ...], Strings(("groups",))]
+    groups_required: Annotated[tuple[str, ...], Strings()]
+    roles_claim: Annotated[tuple[str, ...], Strings(("roles",))]
+    roles_required: Annotated[tuple[str, ...], Strings()]
+    audience: Annotated[tuple[str, ...], Strings()]  # sent as `audience` on token requests
+    # -- consumers
+    anonymous: Annotated[str | None, Text()]  # a consumer's id or username
+    consumer_claims: tuple[tuple[str, ...], ...]  # claim paths, the first present one is used
+    consumer_by: Annotated[tuple[str, ...], Strings(DEFAULT_CONSUMER_BY, one_of=CONSUMER_BY)]
+    consumer_optional: Annotated[bool, Boolean(False)]
+    by_username_ignore_case: Annotated[bool, Boolean(False)]
+    credential_claim: Annotated[tuple[str, ...], Strings(DEFAULT_CREDENTIAL_CLAIM)]
+    run_on_preflight: Annotated[bool, Boolean(True)]
+    credentials_max_body_size: Annotated[
+        int, Integer(DEFAULT_CREDENTIALS_MAX_BODY_SIZE, minimum=1)
+    ]  # fastgw's own key
     cache_tokens_salt: str = field(repr=False)
     # fastgw's own key (Kong has none): encrypts and authenticates what goes to Redis
     cluster_cache_secret: str | None = field(repr=False)
+    # `anonymous` resolved against the config's consumers (set by the spec's link step)
+    anonymous_consumer: Consumer | None = None
+
+    @property
+    def client_credentials_enabled(self) -> bool:
+        return "client_credentials" in self.auth_methods
+
+    @property
+    def bearer_enabled(self) -> bool:
+        return "bearer" in self.auth_methods
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return "introspection" in self.auth_methods
+
+    @property
+    def maps_consumers(self) -> bool:
+        return bool(self.consumer_claims)
 
     @property
     def timeout_seconds(self) -> float:
@@ -205,7 +281,7 @@ def parse(reader: Reader) -> OidcConfig:
     issuer, discovery_url = _issuer(reader)
     token_endpoint = _url(reader, "token_endpoint")
     clients, default_auth, default_alg = _clients(reader)
-    _auth_methods(reader)
+    auth_methods = _auth_methods(reader, clients)
     param_types = reader.strings(
         "client_credentials_param_type", DEFAULT_PARAM_TYPES, one_of=PARAM_TYPES, scalar_ok=True
     )
@@ -215,6 +291,8 @@ def parse(reader: Reader) -> OidcConfig:
     for index, (name, _) in enumerate(post_args):
         if name in RESERVED_POST_ARGS:
             _item_error(reader, "token_post_args_names", index, "is set by the gateway")
+    if values["audience"]:
+        post_args += ((AUDIENCE_POST_ARG, " ".join(values["audience"])),)
     token_headers = _pairs(reader, "token_headers_names", "token_headers_values")
     _check_header_pairs(reader, "token_headers_names", "token_headers_values", token_headers)
     for index, (name, _) in enumerate(token_headers):
@@ -224,10 +302,7 @@ def parse(reader: Reader) -> OidcConfig:
     if ttl_min is not None and ttl_max is not None and ttl_min > ttl_max:
         reader.error("cache_ttl_min", "must be <= cache_ttl_max")
     upstream_header = _upstream_token_header(reader)
-    upstream_headers = _pairs(reader, "upstream_headers_claims", "upstream_headers_names")
-    for index, (_, name) in enumerate(upstream_headers):
-        if not _HEADER_NAME.match(name):
-            _item_error(reader, "upstream_headers_names", index, "is not a header name")
+    upstream_headers = _upstream_headers(reader)
     redis, secret = _cluster_cache(reader, values["cluster_cache_strategy"])
     salt = reader.string("cache_tokens_salt")
     if salt is None:
@@ -235,6 +310,32 @@ def parse(reader: Reader) -> OidcConfig:
         salt = fleet_salt(secret) if secret is not None else secrets.token_urlsafe(16)
     if reader.has("cache_l2"):
         reader.error("cache_l2", "was replaced by cluster_cache_strategy: redis")
+    bearer_types = _bearer_param_types(reader, values)
+    introspection_auth = _introspection_auth(reader, clients, default_auth)
+    introspection_headers = _pairs(
+        reader, "introspection_headers_names", "introspection_headers_values"
+    )
+    _check_header_pairs(
+        reader, "introspection_headers_names", "introspection_headers_values", introspection_headers
+    )
+    introspection_args = _pairs(
+        reader, "introspection_post_args_names", "introspection_post_args_values"
+    )
+    for index, (name, _) in enumerate(introspection_args):
+        if name in RESERVED_INTROSPECTION_ARGS:
+            _item_error(reader, "introspection_post_args_names", index, "is set by the gateway")
+    discovery_headers = _pairs(reader, "discovery_headers_names", "discovery_headers_values")
+    _check_header_pairs(
+        reader, "discovery_headers_names", "discovery_headers_values", discovery_headers
+    )
+    extra_jwks = reader.strings("extra_jwks_uris", scalar_ok=True)
+    for index, uri in enumerate(extra_jwks):
+        if not _is_http_url(uri):
+            _item_error(reader, "extra_jwks_uris", index, "must be an http(s) URL")
+    consumer_claims = _consumer_claims(reader)
+    introspection_endpoint = _url(reader, "introspection_endpoint")
+    jwks_endpoint = _url(reader, "jwks_endpoint")
+    _kong_keys(reader)
     reader.finish()
     return OidcConfig(
         issuer=issuer,
@@ -249,6 +350,16 @@ def parse(reader: Reader) -> OidcConfig:
         cluster_cache_redis=redis,
         upstream_access_token_header=upstream_header,
         upstream_headers=upstream_headers,
+        auth_methods=auth_methods,
+        bearer_token_param_type=bearer_types,
+        introspection_endpoint=introspection_endpoint,
+        introspection_endpoint_auth_method=introspection_auth,
+        introspection_headers=introspection_headers,
+        introspection_post_args=introspection_args,
+        jwks_endpoint=jwks_endpoint,
+        extra_jwks_uris=extra_jwks,
+        discovery_headers=discovery_headers,
+        consumer_claims=consumer_claims,
         cache_tokens_salt=salt,
         cluster_cache_secret=secret,
         **values,
@@ -291,8 +402,15 @@ def _issuer(reader: Reader) -> tuple[str, str]:
     return issuer, issuer.rstrip("/") + DISCOVERY_SUFFIX
 
 
-def _auth_methods(reader: Reader) -> None:
-    methods = reader.strings("auth_methods", SUPPORTED_AUTH_METHODS, scalar_ok=True)
+def _auth_methods(reader: Reader, clients: tuple[ConfiguredClient, ...]) -> frozenset[str]:
+    """The supported methods enabled. Absent, or Kong's default list (every method, as decK
+    dumps it), means every supported one; naming an unsupported one is an error."""
+    methods = reader.strings("auth_methods", scalar_ok=True)
+    if not reader.has("auth_methods") or set(methods) == set(KONG_AUTH_METHODS):
+        enabled = set(SUPPORTED_AUTH_METHODS)
+        if not clients and reader.raw.get("introspection_endpoint_auth_method") != "none":
+            enabled.discard("introspection")  # no client of its own to introspect with
+        return frozenset(enabled)
     supported = ", ".join(SUPPORTED_AUTH_METHODS)
     for index, method in enumerate(methods):
         if method in SUPPORTED_AUTH_METHODS:
@@ -302,8 +420,121 @@ def _auth_methods(reader: Reader) -> None:
         else:
             reason = f'unknown auth method "{method}" (supported: {supported})'
         _item_error(reader, "auth_methods", index, reason)
-    if reader.has("auth_methods") and "client_credentials" not in methods:
-        reader.error("auth_methods", "must include client_credentials")
+    if not methods:
+        reader.error("auth_methods", "must not be empty")
+    return frozenset(method for method in methods if method in SUPPORTED_AUTH_METHODS)
+
+
+def _bearer_param_types(reader: Reader, values: dict[str, Any]) -> frozenset[str]:
+    types = reader.strings(
+        "bearer_token_param_type",
+        DEFAULT_BEARER_PARAM_TYPES,
+        one_of=BEARER_PARAM_TYPES,
+        scalar_ok=True,
+    )
+    if reader.has("bearer_token_param_type") and not types:
+        reader.error("bearer_token_param_type", "must not be empty")
+    if "cookie" in types and values["bearer_token_cookie_name"] is None:
+        reader.error(
+            "bearer_token_cookie_name", "is required when bearer_token_param_type has cookie"
+        )
+    if values["bearer_token_header_name"] is not None and not _HEADER_NAME.match(
+        values["bearer_token_header_name"]
+    ):
+        reader.error("bearer_token_header_name", "is not a header name")
+    return frozenset(types)
+
+
+def _introspection_auth(
+    reader: Reader, clients: tuple[ConfiguredClient, ...], default_auth: str
+) -> str | None:
+    """How the plugin's own client authenticates at the introspection endpoint (Kong: the
+    client's client_auth unless introspection_endpoint_auth_method says otherwise)."""
+    method = reader.string("introspection_endpoint_auth_method")
+    if method is not None and method not in CLIENT_AUTH_METHODS:
+        known = ", ".join(CLIENT_AUTH_METHODS)
+        if method in KONG_ONLY_CLIENT_AUTH:
+            reader.error(
+                "introspection_endpoint_auth_method",
+                f'"{method}" is not supported yet (supported: {known})',
+            )
+        else:
+            reader.error(
+                "introspection_endpoint_auth_method", f"must be one of {known}; got {method!r}"
+            )
+        return None
+    listed = reader.raw.get("auth_methods")
+    explicit = listed == "introspection" or (
+        isinstance(listed, list)
+        and "introspection" in listed
+        and set(listed) != set(KONG_AUTH_METHODS)  # Kong's default turns it on only if usable
+    )
+    effective = method or (clients[0].client_auth if clients else default_auth)
+    if explicit and effective != "none":
+        if not clients:
+            reader.error(
+                "client_id",
+                "is required for introspection (the plugin's own client asks the IdP), "
+                "unless introspection_endpoint_auth_method is none",
+            )
+        elif effective in ("client_secret_basic", "client_secret_post", "client_secret_jwt") and (
+            clients[0].client_secret is None
+        ):
+            reader.error("client_secret", f"is required for introspection with {effective}")
+    return method
+
+
+def _consumer_claims(reader: Reader) -> tuple[tuple[str, ...], ...]:
+    """Kong 3.14's `consumer_claims` (claim paths, first present wins) or, before it,
+    `consumer_claim` (one claim path)."""
+    single = reader.strings("consumer_claim", scalar_ok=True)
+    paths: list[tuple[str, ...]] = []
+    base = reader.key_path("consumer_claims")
+    for index, item in enumerate(reader.sequence("consumer_claims")):
+        if isinstance(item, str) and item:
+            item = [item]
+        if (
+            not isinstance(item, list)
+            or not item
+            or not all(isinstance(name, str) and name for name in item)
+        ):
+            reader.problems.append((f"{base}[{index}]", "must be an array of claim names"))
+            continue
+        paths.append(tuple(item))
+    if single and paths:
+        reader.error("consumer_claim", "cannot be set together with consumer_claims")
+        return tuple(paths)
+    return tuple(paths) if paths else ((single,) if single else ())
+
+
+def _kong_keys(reader: Reader) -> None:
+    """Kong's keys this plugin does not act on (kong_keys.py): ignored, or accepted at
+    Kong's default only."""
+    for key in IGNORED:
+        reader.ignore(key)
+    for key, default in DEFAULT_ONLY.items():
+        reader.ignore(key)
+        if not is_default(reader.raw.get(key), default):
+            reader.error(key, "not supported yet")
+
+
+def _upstream_headers(reader: Reader) -> tuple[tuple[tuple[str, ...], str], ...]:
+    pairs = _pairs(reader, "upstream_headers_claims", "upstream_headers_names")
+    for index, (_, name) in enumerate(pairs):
+        if not _HEADER_NAME.match(name):
+            _item_error(reader, "upstream_headers_names", index, "is not a header name")
+    result: list[tuple[tuple[str, ...], str]] = [((claim,), name) for claim, name in pairs]
+    base = reader.key_path("upstream_headers")
+    for index, item in enumerate(reader.sequence("upstream_headers")):
+        record = Reader(item, f"{base}[{index}]", reader.problems)
+        name = record.string("header", required=True)
+        path = record.strings("path", required=True)
+        record.finish()
+        if name is not None and not _HEADER_NAME.match(name):
+            record.error("header", "is not a header name")
+        elif name is not None and path:
+            result.append((path, name))
+    return tuple(result)
 
 
 def _aligned(reader: Reader, key: str, values: tuple[Any, ...] | list[Any], count: int) -> bool:
@@ -333,6 +564,16 @@ def _clients(reader: Reader) -> tuple[tuple[ConfiguredClient, ...], str, str | N
                 reason = f"must be one of {known}; got {method!r}"
             _item_error(reader, "client_auth", index, reason)
     auths = tuple(method for method in auths if method in CLIENT_AUTH_METHODS)
+    # Kong's token_endpoint_auth_method: how every client authenticates at the token endpoint
+    override = reader.string("token_endpoint_auth_method")
+    if override is not None:
+        if override in CLIENT_AUTH_METHODS:
+            auths = (override,)
+        elif override in KONG_ONLY_CLIENT_AUTH:
+            reader.error("token_endpoint_auth_method", f'"{override}" is not supported yet')
+        else:
+            known = ", ".join(CLIENT_AUTH_METHODS)
+            reader.error("token_endpoint_auth_method", f"must be one of {known}; got {override!r}")
     algs = reader.strings(
         "client_alg", one_of=CLIENT_HMAC_ALGS + CLIENT_ASYMMETRIC_ALGS, scalar_ok=True
     )
@@ -491,12 +732,12 @@ def _redis(reader: Reader) -> RedisConfig:
     for key, replacement in _DEPRECATED_REDIS_KEYS:
         if reader.has(key):
             reader.error(key, f"is deprecated in Kong; use {replacement}")
-    if reader.has("cloud_authentication"):
+    if not is_default(reader.raw.get("cloud_authentication"), CLOUD_AUTHENTICATION_DEFAULT):
         reader.error("cloud_authentication", "is not supported")
     if reader.raw.get("connection_is_proxied") is True:
         reader.error("connection_is_proxied", "is not supported")
     # Kong fields with no meaning here: nginx's connection backlog, Kong's deprecated `timeout`
-    reader.ignore("keepalive_backlog", "connection_is_proxied", "timeout")
+    reader.ignore("keepalive_backlog", "connection_is_proxied", "timeout", "cloud_authentication")
     reader.finish()
     return RedisConfig(**values, sentinel_nodes=sentinel_nodes, cluster_nodes=cluster_nodes)
 

@@ -30,6 +30,11 @@ class VerifyPolicy:
     audience_claim: tuple[str, ...]
     scopes_required: tuple[frozenset[str], ...]  # OR across items, AND within one
     scopes_claim: tuple[str, ...]
+    groups_required: tuple[frozenset[str], ...] = ()  # as scopes_required
+    groups_claim: tuple[str, ...] = ("groups",)
+    roles_required: tuple[frozenset[str], ...] = ()
+    roles_claim: tuple[str, ...] = ("roles",)
+    claims_forbidden: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: OidcConfig) -> VerifyPolicy:
@@ -42,13 +47,28 @@ class VerifyPolicy:
             issuers=frozenset(normalize_issuer(issuer) for issuer in issuers),
             audience_required=config.audience_required,
             audience_claim=config.audience_claim,
-            scopes_required=tuple(frozenset(item.split()) for item in config.scopes_required),
+            scopes_required=_any_of_all(config.scopes_required),
             scopes_claim=config.scopes_claim,
+            groups_required=_any_of_all(config.groups_required),
+            groups_claim=config.groups_claim,
+            roles_required=_any_of_all(config.roles_required),
+            roles_claim=config.roles_claim,
+            claims_forbidden=config.claims_forbidden,
         )
 
     @property
     def needs_claims(self) -> bool:
-        return bool(self.audience_required or self.scopes_required)
+        return bool(
+            self.audience_required
+            or self.scopes_required
+            or self.groups_required
+            or self.roles_required
+        )
+
+
+def _any_of_all(items: tuple[str, ...]) -> tuple[frozenset[str], ...]:
+    """Kong's AND/OR lists: any one item, each item all of its space-separated values."""
+    return tuple(frozenset(item.split()) for item in items)
 
 
 def parse(access_token: str) -> CompactJws | None:
@@ -115,12 +135,18 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def check_claims(claims: Mapping[str, Any], policy: VerifyPolicy, now: float) -> None:
-    """A flat list of option-gated checks with leeway, in the order a reader would expect."""
+def check_claims(
+    claims: Mapping[str, Any], policy: VerifyPolicy, now: float, *, issuer_required: bool = True
+) -> None:
+    """A flat list of option-gated checks with leeway, in the order a reader would expect.
+    `issuer_required` is off for introspection answers, where RFC 7662 makes `iss` optional
+    (one that is there must still be allowed)."""
     leeway = policy.leeway
     if policy.verify_claims:
         issuer = claims.get("iss")
-        if not isinstance(issuer, str) or normalize_issuer(issuer) not in policy.issuers:
+        if issuer is None and not issuer_required:
+            pass
+        elif not isinstance(issuer, str) or normalize_issuer(issuer) not in policy.issuers:
             raise InvalidCredentials("access token issuer is not allowed")
         expires = _number(claims, "exp")
         if expires is not None and now >= expires + leeway:
@@ -139,6 +165,17 @@ def check_claims(claims: Mapping[str, Any], policy: VerifyPolicy, now: float) ->
         scopes = _string_set(claim_at(claims, policy.scopes_claim), split_spaces=True)
         if not any(required <= scopes for required in policy.scopes_required):
             raise InsufficientScope("access token lacks the required scopes")
+    if policy.groups_required:
+        groups = _string_set(claim_at(claims, policy.groups_claim), split_spaces=False)
+        if not any(required <= groups for required in policy.groups_required):
+            raise InsufficientScope("access token lacks the required groups")
+    if policy.roles_required:
+        roles = _string_set(claim_at(claims, policy.roles_claim), split_spaces=False)
+        if not any(required <= roles for required in policy.roles_required):
+            raise InsufficientScope("access token lacks the required roles")
+    for name in policy.claims_forbidden:
+        if name in claims:
+            raise InsufficientScope(f"access token has the forbidden claim {name[:40]}")
 
 
 def verify_token(

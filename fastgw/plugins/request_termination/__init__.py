@@ -38,6 +38,18 @@ class _Spec:
         reader.finish()
         return {"status": status, "message": message, "body": body, "content_type": content_type}
 
+    def link(
+        self,
+        config: dict[str, Any],
+        entities: object,
+        path: str,
+        problems: list[tuple[str, str]],
+    ) -> dict[str, Any]:
+        return config
+
+    async def probe(self, config: dict[str, Any], runtime: object) -> list[tuple[str, str, str]]:
+        return []
+
     def build(self, config: dict[str, Any], runtime: object) -> RequestTermination:
         if config["body"] is not None:
             body = config["body"].encode()

@@ -16,6 +16,7 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from fastgw.consumers import Consumers
 from fastgw.plugins import HttpClient
 from fastgw.plugins.openid_connect import ClientCredentialsAuthenticator, OpenIdConnect
 from fastgw.plugins.openid_connect.plugin import Answers
@@ -23,6 +24,7 @@ from fastgw.plugins.openid_connect.schema import from_mapping
 
 ISSUER = "https://idp.example.test"
 TOKEN_ENDPOINT = f"{ISSUER}/token"
+INTROSPECTION_ENDPOINT = f"{ISSUER}/token/introspection"
 JWKS_URI = f"{ISSUER}/jwks"
 DISCOVERY_URL = f"{ISSUER}/.well-known/openid-configuration"
 NOW = 1_700_000_000.0
@@ -193,12 +195,21 @@ class FakeIdp:
         self.counter = 0
         self.gate: asyncio.Event | None = None  # set: token answers wait for it
         self.extra_claims: dict[str, Any] = {}
+        # opaque tokens the introspection endpoint knows: token -> its answer
+        self.opaque: dict[str, dict[str, Any]] = {}
+        self.introspection_status = 200
         http.route(
             DISCOVERY_URL,
             lambda call: json_response(
-                {"issuer": ISSUER, "token_endpoint": TOKEN_ENDPOINT, "jwks_uri": JWKS_URI}
+                {
+                    "issuer": ISSUER,
+                    "token_endpoint": TOKEN_ENDPOINT,
+                    "jwks_uri": JWKS_URI,
+                    "introspection_endpoint": INTROSPECTION_ENDPOINT,
+                }
             ),
         )
+        http.route(INTROSPECTION_ENDPOINT, self.introspect)
         http.route(
             JWKS_URI, lambda call: json_response({"keys": [k.public_jwk() for k in self.keys]})
         )
@@ -239,9 +250,26 @@ class FakeIdp:
             {"access_token": token, "token_type": "Bearer", "expires_in": self.lifetime}
         )
 
+    def introspect(self, call: Call) -> FakeResponse:
+        if self.introspection_status != 200:
+            return json_response({"error": "server_error"}, self.introspection_status)
+        client_id, secret = self.credentials_of(call)
+        if self.clients.get(client_id) != secret:
+            return json_response({"error": "invalid_client"}, 401)
+        answer = self.opaque.get(call.form.get("token", ""))
+        return json_response(answer if answer is not None else {"active": False})
+
+    def issue_opaque(self, token: str, **extra: Any) -> str:
+        self.opaque[token] = {"active": True, **claims(self.clock(), self.lifetime, **extra)}
+        return token
+
     @property
     def token_calls(self) -> int:
         return self.http.count(TOKEN_ENDPOINT)
+
+    @property
+    def introspection_calls(self) -> int:
+        return self.http.count(INTROSPECTION_ENDPOINT)
 
 
 def config(**overrides: Any) -> dict[str, Any]:
@@ -371,6 +399,37 @@ async def run_access(plugin: OpenIdConnect, ctx: FakeContext) -> bool:
         return True
     await pending
     return False
+
+
+async def make_full_plugin(
+    idp: FakeIdp, consumers: Consumers | None = None, **overrides: Any
+) -> OpenIdConnect:
+    """The plugin as SPEC builds it (bearer authenticator, preflight rule, linked consumers)."""
+    from fastgw.plugins import Entities
+    from fastgw.plugins.openid_connect import SPEC
+    from fastgw.plugins.openid_connect.plugin import OpenIdConnectSkippingPreflight
+    from fastgw.plugins.openid_connect.resource_server import BearerAuthenticator
+
+    consumers = consumers or Consumers()
+    problems: list[tuple[str, str]] = []
+    parsed = SPEC.link(from_mapping(config(**overrides)), Entities(consumers), "p", problems)
+    assert problems == []
+    authenticator = ClientCredentialsAuthenticator(
+        parsed, idp.http, spawn=Spawner(), clock=idp.clock, monotonic=idp.clock, consumers=consumers
+    )
+    bearer = None
+    if parsed.bearer_enabled or parsed.introspection_enabled:
+        bearer = BearerAuthenticator(
+            parsed,
+            idp.http,
+            authenticator.discovery,
+            authenticator.identity,
+            authenticator.token_prefix,
+            clock=idp.clock,
+            monotonic=idp.clock,
+        )
+    kind = OpenIdConnect if parsed.run_on_preflight else OpenIdConnectSkippingPreflight
+    return kind(parsed, authenticator, bearer)
 
 
 async def make_plugin(

@@ -142,3 +142,84 @@ def test_form_body() -> None:
     body = b"client_id=id&client_secret=s&keep=me"
     assert parse_body(FORM_MEDIA_TYPE, body) == ClientCredentials("id", "s")
     assert strip_body(FORM_MEDIA_TYPE, body) == b"keep=me"
+
+
+# -- multipart/form-data --------------------------------------------------------------------------
+
+MULTIPART = b'multipart/form-data; boundary="b0und"'
+
+
+def multipart(*parts: tuple[str, str, str | None]) -> bytes:
+    """(name, value, filename) parts with CRLF line ends, as browsers and curl send them."""
+    out = b""
+    for name, value, filename in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += f"--b0und\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n".encode()
+    return out + b"--b0und--\r\n"
+
+
+def test_multipart_credentials_and_strip_keeps_the_other_parts_byte_for_byte() -> None:
+    from fastgw.plugins.openid_connect.credentials import MULTIPART_MEDIA_TYPE
+
+    body = multipart(
+        ("client_id", "id", None),
+        ("upload", "client_secret=not-this", "a.txt"),
+        ("client_secret", "s:e/c", None),
+        ("note", "kept", None),
+    )
+    assert body_media_type(MULTIPART) == MULTIPART_MEDIA_TYPE
+    assert parse_body(MULTIPART_MEDIA_TYPE, body, MULTIPART) == ClientCredentials("id", "s:e/c")
+    stripped = strip_body(MULTIPART_MEDIA_TYPE, body, MULTIPART)
+    assert stripped == multipart(
+        ("upload", "client_secret=not-this", "a.txt"), ("note", "kept", None)
+    )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "reason"),
+    [
+        (b"multipart/form-data", multipart(("client_id", "x", None)), "without a boundary"),
+        (MULTIPART, b"no delimiter at all", "no delimiter"),
+        (MULTIPART, b"--b0und\r\nContent-Disposition: form-data; name=a\r\n\r\nx", "closing"),
+        (
+            MULTIPART,
+            multipart(("client_id", "a", None), ("client_id", "b", None)),
+            "more than once",
+        ),
+    ],
+)
+def test_malformed_multipart(content_type: bytes, body: bytes, reason: str) -> None:
+    from fastgw.plugins.openid_connect.credentials import MULTIPART_MEDIA_TYPE
+
+    with pytest.raises(CredentialError, match=reason):
+        parse_body(MULTIPART_MEDIA_TYPE, body, content_type)
+
+
+# -- bearer tokens --------------------------------------------------------------------------------
+
+
+def test_bearer_tokens_from_their_places() -> None:
+    from fastgw.plugins.openid_connect.credentials import (
+        bearer_from_authorization,
+        checked_token,
+        cookie_value,
+        strip_cookie,
+        token_from_body,
+        token_from_form,
+    )
+
+    assert bearer_from_authorization(b"bearer  abc.def ") == b"abc.def"
+    assert bearer_from_authorization(b"Basic abc") is None
+    assert bearer_from_authorization(b"Bearer ") is None
+    assert token_from_form(b"x=1&access_token=a%2Bb") == "a+b"
+    with pytest.raises(CredentialError, match="more than once"):
+        token_from_form(b"access_token=a&access_token=b")
+    assert token_from_body(JSON_MEDIA_TYPE, b'{"access_token": "t"}', None) == "t"
+    assert token_from_body(FORM_MEDIA_TYPE, b"access_token=t", None) == "t"
+    assert cookie_value(b'a=1; at="tok"; at=second', b"at") == b"tok"
+    assert strip_cookie(b"a=1; at=tok", b"at") == b"a=1"
+    assert strip_cookie(b"at=tok", b"at") == b""
+    assert checked_token("abc.DEF-_~+/=") == "abc.DEF-_~+/="
+    for bad in ("two words", "tab\there", "naïve", ""):
+        with pytest.raises(CredentialError, match="malformed bearer token"):
+            checked_token(bad)

@@ -25,6 +25,7 @@ from fastgw.http.client import ConnectError, RequestTimeout
 from fastgw.plugins.openid_connect import discovery as discovery_module
 from fastgw.plugins.openid_connect.discovery import (
     Discovery,
+    IssuerMismatch,
     parse_jwk,
     parse_jwks,
     parse_metadata,
@@ -44,11 +45,31 @@ def test_metadata() -> None:
 
 
 def test_issuer_mismatch_is_refused_trailing_slash_tolerated() -> None:
-    with pytest.raises(IdpUnavailable, match="another issuer"):
-        parse_metadata(metadata_body("https://evil.example"), ISSUER)
+    with pytest.raises(IssuerMismatch) as caught:
+        parse_metadata(metadata_body("https://evil.example"), ISSUER, url=DISCOVERY_URL)
+    assert caught.value.reason == (
+        f'discovery document at {DISCOVERY_URL} names the issuer "https://evil.example", not '
+        f'the configured "{ISSUER}"; if the IdP is reached by another name, add '
+        '"https://evil.example" to issuers_allowed'
+    )
     assert parse_metadata(metadata_body(ISSUER + "/"), ISSUER).issuer == ISSUER + "/"
     with pytest.raises(IdpUnavailable, match="not JSON"):
         parse_metadata(b"<html>", ISSUER)
+
+
+def test_issuers_allowed_accepts_the_public_name_of_an_internally_reached_idp() -> None:
+    public = "https://login.example.com/realms/main"
+    internal = "http://keycloak:8080/realms/main"
+    metadata = parse_metadata(metadata_body(public), internal, frozenset({public}))
+    assert metadata.issuer == public
+
+
+def test_a_json_page_that_is_not_a_discovery_document_says_so() -> None:
+    with pytest.raises(IdpUnavailable) as caught:
+        parse_metadata(b'{"status": "UP"}', ISSUER, url=DISCOVERY_URL)
+    assert caught.value.reason == (
+        f"the JSON at {DISCOVERY_URL} is not an OpenID discovery document (it has no issuer)"
+    )
 
 
 def test_jwks_keeps_only_usable_signing_keys() -> None:
@@ -187,7 +208,7 @@ async def test_ready_after_a_recent_failure_fails_fast_without_a_call() -> None:
 async def test_issuer_mismatch_fails_discovery() -> None:
     http, clock = FakeHttp(), FakeClock()
     http.route(DISCOVERY_URL, FakeResponse(200, metadata_body("https://evil.example")))
-    with pytest.raises(IdpUnavailable, match="another issuer"):
+    with pytest.raises(IssuerMismatch, match=r'names the issuer "https://evil\.example"'):
         await make_discovery(http, clock).ready()
 
 

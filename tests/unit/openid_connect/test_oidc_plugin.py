@@ -235,16 +235,31 @@ async def test_body_credentials(idp: FakeIdp, content_type, body, stripped) -> N
         assert ctx.forwarded_body == (stripped if hide else body)
 
 
-async def test_body_too_large_for_credentials(idp: FakeIdp) -> None:
-    from fastgw.plugins.openid_connect.plugin import BODY_CREDENTIALS_LIMIT
+async def test_body_too_large_for_credentials_is_413_not_401(idp: FakeIdp) -> None:
+    from fastgw.plugins.openid_connect.schema import DEFAULT_CREDENTIALS_MAX_BODY_SIZE
 
     plugin, _, _ = await make_plugin(idp, display_errors=True)
-    body = b"client_id=client-1&client_secret=secret-1&pad=" + b"x" * BODY_CREDENTIALS_LIMIT
+    body = b"client_id=client-1&client_secret=secret-1&pad="
+    form = [(b"content-type", b"application/x-www-form-urlencoded")]
+    ctx = request(None, body=body + b"x" * DEFAULT_CREDENTIALS_MAX_BODY_SIZE, headers=form)
+    await run_access(plugin, ctx)
+    assert ctx.status == 413
+    assert ctx.json["message"] == (
+        "Request body too large to read credentials (body larger than credentials_max_body_size)"
+    )
+    assert ctx.response_header(b"www-authenticate") is None
+    assert idp.token_calls == 0
+
+
+async def test_credentials_max_body_size_is_configurable(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp, credentials_max_body_size=1024 * 1024)
+    body = b"client_id=client-1&client_secret=secret-1&pad=" + b"x" * 100_000
     ctx = request(
         None, body=body, headers=[(b"content-type", b"application/x-www-form-urlencoded")]
     )
     await run_access(plugin, ctx)
-    assert ctx.status == 401 and "too large" in ctx.json["message"]
+    token = ctx.get_header(b"authorization")
+    assert not ctx.responded and token is not None and token.startswith(b"Bearer ")
 
 
 async def test_param_type_header_only_ignores_query(idp: FakeIdp) -> None:

@@ -83,11 +83,28 @@ def test_quick_start_config() -> None:
             ("plugins[0].config.cache_ttl", "must be >= 0"),
         ),
         (
-            {"issuer": ISSUER, "auth_methods": ["client_credentials", "bearer"]},
+            {"issuer": ISSUER, "auth_methods": ["client_credentials", "password"]},
             (
                 "plugins[0].config.auth_methods[1]",
-                '"bearer" is not supported yet (supported: client_credentials)',
+                '"password" is not supported yet (supported: client_credentials, bearer, '
+                "introspection)",
             ),
+        ),
+        (
+            {"issuer": ISSUER, "auth_methods": ["introspection"]},
+            ("plugins[0].config.client_id", "is required for introspection"),
+        ),
+        (
+            {"issuer": ISSUER, "bearer_token_param_type": ["cookie"]},
+            ("plugins[0].config.bearer_token_cookie_name", "is required when"),
+        ),
+        (
+            {"issuer": ISSUER, "http_proxy": "http://proxy:3128"},
+            ("plugins[0].config.http_proxy", "not supported yet"),
+        ),
+        (
+            {"issuer": ISSUER, "consumer_claim": ["sub"], "consumer_claims": [["sub"]]},
+            ("plugins[0].config.consumer_claim", "cannot be set together with consumer_claims"),
         ),
         (
             {"issuer": ISSUER, "client_id": ["a", "b"], "client_secret": ["x"]},
@@ -217,3 +234,77 @@ def test_spec_reader_path_reaches_errors() -> None:
     SPEC.parse_config(Reader({"issuer": ISSUER, "cache_ttl": -5}, "plugins[0].config", found))
     with pytest.raises(ConfigError, match=r"plugins\[0\]\.config\.cache_ttl: must be >= 0"):
         raise_if(found)
+
+
+# -- Kong's keys for tokens callers bring, consumers and the token request ------------------------
+
+
+def test_auth_methods_default_and_kongs_full_list_enable_what_is_supported() -> None:
+    own = {"client_id": ["gw"], "client_secret": ["s"]}
+    assert from_mapping({"issuer": ISSUER, **own}).auth_methods == {
+        "client_credentials",
+        "bearer",
+        "introspection",
+    }
+    kong_default = [
+        "authorization_code",
+        "bearer",
+        "client_credentials",
+        "introspection",
+        "kong_oauth2",
+        "password",
+        "refresh_token",
+        "session",
+        "userinfo",
+    ]
+    listed = from_mapping({"issuer": ISSUER, "auth_methods": kong_default})
+    assert listed.auth_methods == {"client_credentials", "bearer"}  # no own client to introspect
+    assert from_mapping({"issuer": ISSUER, "auth_methods": "bearer"}).auth_methods == {"bearer"}
+
+
+def test_consumer_claim_before_and_after_kong_3_14() -> None:
+    old = from_mapping({"issuer": ISSUER, "consumer_claim": ["user", "name"]})
+    new = from_mapping({"issuer": ISSUER, "consumer_claims": [["user", "name"], "email"]})
+    assert old.consumer_claims == (("user", "name"),)
+    assert new.consumer_claims == (("user", "name"), ("email",))
+    assert old.consumer_by == ("username", "custom_id")
+
+
+def test_token_request_shape_from_kong_keys() -> None:
+    config = from_mapping(
+        {
+            "issuer": ISSUER,
+            "client_id": ["a"],
+            "client_auth": ["client_secret_basic"],
+            "token_endpoint_auth_method": "client_secret_post",
+            "audience": ["https://api.example.com"],
+            "upstream_headers": [{"header": "X-User", "path": ["user", "name"]}],
+            "upstream_headers_claims": ["sub"],
+            "upstream_headers_names": ["X-Sub"],
+        }
+    )
+    assert config.client("a").client_auth == "client_secret_post"  # the override wins
+    assert ("audience", "https://api.example.com") in config.token_post_args
+    assert config.upstream_headers == ((("sub",), "X-Sub"), (("user", "name"), "X-User"))
+
+
+def test_anonymous_must_name_a_configured_consumer() -> None:
+    from fastgw.config import parse_config
+
+    document = """
+_format_version: "3.0"
+consumers: [{username: guest}]
+services:
+- url: http://127.0.0.1:9
+  routes: [{paths: [/]}]
+  plugins:
+  - {name: openid-connect, config: {issuer: %s, anonymous: %s}}
+"""
+    config = parse_config(document % (ISSUER, "guest"), env={})
+    linked = config.services[0].plugins[0].config
+    assert linked.anonymous_consumer is not None and linked.anonymous_consumer.username == "guest"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document % (ISSUER, "nobody"), env={})
+    assert caught.value.problems == [
+        ("services[0].plugins[0].config.anonymous", 'no consumer has the id or username "nobody"')
+    ]
