@@ -25,7 +25,17 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from fastgw.edge_config import (
+    Certificate,
+    Listener,
+    Upstream,
+    read_certificates,
+    read_default_certificate,
+    read_listeners,
+    read_upstreams,
+)
 from fastgw.errors import ConfigError
+from fastgw.http.tls import CertificatePair
 from fastgw.http.vocabulary import DEFAULT_PORTS
 from fastgw.plugins import names as plugin_names
 from fastgw.plugins import spec as plugin_spec
@@ -60,7 +70,14 @@ DEFAULT_RETRIES = 5  # Kong's service retries default
 MAX_RETRIES = 32_767  # Kong's upper bound for retries
 
 PROTOCOL_PORTS = DEFAULT_PORTS
-ROUTE_PROTOCOLS = ("http", "https")
+# Kong's http subsystem protocols; ws and wss are its WebSocket routes' (wss, like https, asks
+# for TLS). Any route proxies a WebSocket upgrade, as in Kong 3.
+ROUTE_PROTOCOLS = ("http", "https", "ws", "wss")
+DEFAULT_ROUTE_PROTOCOLS = ("http", "https")  # Kong's default
+# Kong's answer on a plain-HTTP request to a route that requires TLS: 426 with a JSON message,
+# or one of these redirects to the https URL.
+HTTPS_REDIRECT_STATUSES = (426, 301, 302, 307, 308)
+DEFAULT_HTTPS_REDIRECT_STATUS = 426
 
 # characters of a DNS name (underscore too: seen in the wild, e.g. docker-compose service names)
 _HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
@@ -89,6 +106,15 @@ class Route:
     preserve_host: bool
     plugins: tuple[PluginEntry, ...]  # route-level only; the service's and global ones are apart
     path: str  # where it was configured, e.g. "services[0].routes[1]" or "routes[0]"
+    protocols: tuple[str, ...] = DEFAULT_ROUTE_PROTOCOLS
+    https_redirect_status_code: int = DEFAULT_HTTPS_REDIRECT_STATUS
+    snis: tuple[str, ...] = ()  # TLS server names, lower case; "*.example.com" wildcards
+
+    @property
+    def requires_tls(self) -> bool:
+        """Kong: a route whose protocols allow https (or wss) but not http (nor ws)."""
+        protocols = self.protocols
+        return bool({"https", "wss"} & set(protocols)) and not {"http", "ws"} & set(protocols)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +156,13 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    listen: tuple[str, int] = DEFAULT_LISTEN
+    listen: tuple[str, int] = DEFAULT_LISTEN  # the first of `listeners`
     admin_listen: tuple[str, int] | None = DEFAULT_ADMIN_LISTEN  # None: no admin listener
     workers: int = DEFAULT_WORKERS
     limits: Limits = field(default_factory=Limits)
+    # Kong's proxy_listen: every address, some with TLS (`ssl`)
+    listeners: tuple[Listener, ...] = (Listener(*DEFAULT_LISTEN),)
+    ssl_certificate: CertificatePair | None = None  # kong.conf's ssl_cert / ssl_cert_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +171,8 @@ class GatewayConfig:
     plugins: tuple[PluginEntry, ...]  # global plugins
     settings: Settings
     source: str  # file name, or "<string>"
+    upstreams: tuple[Upstream, ...] = ()  # Kong upstreams (with their targets)
+    certificates: tuple[Certificate, ...] = ()  # Kong certificates (with their SNIs)
 
     def routes(self) -> Iterator[tuple[Service, Route]]:
         """Every route with its service, in config order (the router's tie-break)."""
@@ -396,6 +427,8 @@ def _read_config(document: Any, source: str, problems: list[tuple[str, str]]) ->
 
     if reader.sequence("consumers"):
         reader.error("consumers", "not supported yet")
+    upstreams = read_upstreams(reader, _split_target)
+    certificates = read_certificates(reader, _read_route_hosts)
     reader.finish()
 
     return GatewayConfig(
@@ -403,7 +436,21 @@ def _read_config(document: Any, source: str, problems: list[tuple[str, str]]) ->
         plugins=tuple(global_plugins),
         settings=settings,
         source=source,
+        upstreams=upstreams,
+        certificates=certificates,
     )
+
+
+def _split_target(value: str) -> tuple[str, int] | str:
+    """A Kong target, "host:port" or "host" (port 8000, Kong's default), IPv6 in brackets."""
+    if (value.startswith("[") and value.endswith("]")) or (":" not in value):
+        value = f"{value}:8000"
+    result = _split_listen(value)
+    if isinstance(result, str):
+        return result.replace('"host:port", "[ipv6]:port" or ":port"', '"host:port"')
+    if result[1] == 0:
+        return f"port must be >= 1; got {value!r}"
+    return result
 
 
 def _read_format_version(reader: Reader) -> None:
@@ -424,7 +471,9 @@ def _freeze(draft: _ServiceDraft) -> Service:
 
 
 def _read_settings(reader: Reader) -> Settings:
-    listen = _read_listen(reader, "listen", DEFAULT_LISTEN)
+    listeners = read_listeners(reader, "listen", _split_listen, DEFAULT_LISTEN)
+    listen = (listeners[0].host, listeners[0].port)
+    ssl_certificate = read_default_certificate(reader, any(item.ssl for item in listeners))
     admin_listen: tuple[str, int] | None = None
     if "admin_listen" not in reader.raw:
         admin_listen = DEFAULT_ADMIN_LISTEN
@@ -455,7 +504,14 @@ def _read_settings(reader: Reader) -> Settings:
         drain_timeout=_read_seconds(reader, "drain_timeout", DEFAULT_DRAIN_TIMEOUT, zero_ok=True),
     )
     reader.finish()
-    return Settings(listen=listen, admin_listen=admin_listen, workers=workers, limits=limits)
+    return Settings(
+        listen=listen,
+        admin_listen=admin_listen,
+        workers=workers,
+        limits=limits,
+        listeners=listeners,
+        ssl_certificate=ssl_certificate,
+    )
 
 
 def _read_listen(reader: Reader, key: str, default: tuple[str, int]) -> tuple[str, int]:
@@ -654,8 +710,19 @@ def _has_path_breaker(text: str) -> bool:
 
 def _read_route(reader: Reader) -> tuple[Route, list[PluginEntry]]:
     """A route (plugins still apart) and its plugins; `finish` is the caller's."""
-    if not any(reader.raw.get(key) for key in ("paths", "hosts", "methods")):
-        reader.error("", "must have at least one of paths, hosts or methods")
+    if not any(reader.raw.get(key) for key in ("paths", "hosts", "methods", "snis")):
+        reader.error("", "must have at least one of paths, hosts, methods or snis")
+    protocols = reader.strings("protocols", DEFAULT_ROUTE_PROTOCOLS, one_of=ROUTE_PROTOCOLS)
+    if reader.has("protocols") and not protocols:
+        reader.error("protocols", "must not be empty")
+    snis = _read_route_hosts(reader, "snis")
+    if snis and not {"https", "wss"} & set(protocols):
+        reader.error("snis", "can only be set when 'protocols' has 'https' or 'wss'")
+    redirect = reader.integer("https_redirect_status_code", DEFAULT_HTTPS_REDIRECT_STATUS)
+    if redirect not in HTTPS_REDIRECT_STATUSES:
+        choices = ", ".join(map(str, HTTPS_REDIRECT_STATUSES))
+        reader.error("https_redirect_status_code", f"must be one of {choices}; got {redirect}")
+        redirect = DEFAULT_HTTPS_REDIRECT_STATUS
     route = Route(
         name=reader.string("name"),
         paths=_read_route_paths(reader),
@@ -665,13 +732,14 @@ def _read_route(reader: Reader) -> tuple[Route, list[PluginEntry]]:
         preserve_host=reader.boolean("preserve_host", False),
         plugins=(),
         path=reader.path,
+        protocols=tuple(dict.fromkeys(protocols)) or DEFAULT_ROUTE_PROTOCOLS,
+        https_redirect_status_code=redirect,
+        snis=snis,
     )
-    reader.strings("protocols", one_of=ROUTE_PROTOCOLS)
     reader.strings("tags")
     # decK writes these with their defaults on every route: accept those, reject the rest
     reader.string("path_handling", one_of=("v0",))
     reader.integer("regex_priority")
-    reader.integer("https_redirect_status_code")
     reader.boolean("request_buffering", True)
     reader.boolean("response_buffering", True)
     reader.ignore("id")
@@ -700,17 +768,18 @@ def _read_route_paths(reader: Reader) -> tuple[str, ...]:
     return tuple(result)
 
 
-def _read_route_hosts(reader: Reader) -> tuple[str, ...]:
-    base = reader.key_path("hosts")
+def _read_route_hosts(reader: Reader, key: str = "hosts") -> tuple[str, ...]:
+    """A route's hosts (or snis: the same patterns)."""
+    base = reader.key_path(key)
     result: list[str] = []
-    for index, item in enumerate(reader.sequence("hosts")):
+    for index, item in enumerate(reader.sequence(key)):
         reason = None
         if not isinstance(item, str) or not item:
             reason = "must be a non-empty string"
         else:
             item = item.lower()
             if ":" in item:
-                reason = "ports in hosts are not supported"
+                reason = f"ports in {key} are not supported"
             elif not _is_host_pattern(item):
                 reason = 'must be a host name, with at most a leading "*." or trailing ".*"'
         if reason is None:

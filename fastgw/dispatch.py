@@ -7,35 +7,60 @@ a request costs one router lookup and, for a plain route, nothing else.
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from typing import Final
 
+from fastgw.balancer.balancer import Balancer
 from fastgw.balancer.target import UpstreamTarget
 from fastgw.http import responses
 from fastgw.http.exchange import Exchange
+from fastgw.http.vocabulary import host_without_port
 from fastgw.pipeline import Chain
 from fastgw.routing import Router, needs_normalizing, normalize_path, upstream_path
 
 _NO_ROUTE_BODY, _NO_ROUTE_HEADERS = responses.error_parts(404, responses.NO_ROUTE_MESSAGE)
 _BAD_PATH_BODY, _BAD_PATH_HEADERS = responses.error_parts(400, "Bad request: invalid path")
+# Kong's answer when a route that requires TLS is asked over plain HTTP (RFC 9110 §15.5.22: a
+# 426 names the protocol to upgrade to).
+_USE_HTTPS_BODY, _USE_HTTPS_HEADERS = responses.error_parts(426, "Please use HTTPS protocol")
+_USE_HTTPS_426_HEADERS: Final = (
+    *_USE_HTTPS_HEADERS,
+    (b"connection", b"Upgrade"),
+    (b"upgrade", b"TLS/1.2, HTTP/1.1"),
+)
 
 
 class RouteTarget:
     """What one (route, path) pair resolves to."""
 
-    __slots__ = ("chain", "prefix_len", "preserve_host", "rewrite", "service_path", "target")
+    __slots__ = (
+        "balancer",
+        "chain",
+        "https_redirect",
+        "prefix_len",
+        "preserve_host",
+        "rewrite",
+        "service_path",
+        "target",
+    )
 
     def __init__(
         self,
-        target: UpstreamTarget,
+        target: UpstreamTarget | None,
         chain: Chain | None,
         prefix_len: int,
         service_path: bytes,
         preserve_host: bool,
+        balancer: Balancer | None = None,
+        https_redirect: int = 0,
     ) -> None:
-        self.target = target
+        self.target = target  # for a balanced service: where it goes when nothing else is known
+        self.balancer = balancer  # the service's Kong upstream (None: one target, nothing to pick)
         self.chain = chain
         self.prefix_len = prefix_len
         self.service_path = service_path
         self.preserve_host = preserve_host
+        # the route requires TLS: the status (426, or a redirect) for a request without it
+        self.https_redirect = https_redirect
         # Stripping a "/" route prefix and joining to an empty service path gives the path back:
         # the catch-all route (the most common one) skips the rewrite.
         self.rewrite = bool(service_path) or prefix_len > 1
@@ -50,18 +75,24 @@ class Dispatcher:
         self.router = router
 
     def handle(self, exchange: Exchange) -> Awaitable[None] | None:
-        path = exchange.path
+        path = received = exchange.path
         if needs_normalizing(path):
             normalized = normalize_path(path)
             if normalized is None:
                 exchange.respond(400, _BAD_PATH_BODY, _BAD_PATH_HEADERS)
                 return None
             exchange.path = exchange.upstream_path = path = normalized
-        route = self.router.match(exchange.method, exchange.host, path)
+        client = exchange.client
+        route = self.router.match(exchange.method, exchange.host, path, client.server_name)
         if route is None:
             exchange.respond(404, _NO_ROUTE_BODY, _NO_ROUTE_HEADERS)
             return None
+        if route.https_redirect and client.server_name is None:
+            self._ask_for_https(exchange, route.https_redirect, received)
+            return None
         exchange.target = route.target
+        if route.balancer is not None:
+            exchange.balancer = route.balancer
         if route.rewrite:
             exchange.upstream_path = upstream_path(route.prefix_len, route.service_path, path)
         if route.preserve_host and exchange.host:
@@ -70,3 +101,14 @@ class Dispatcher:
         if chain is not None:
             return chain.run(exchange)
         return None
+
+    @staticmethod
+    def _ask_for_https(exchange: Exchange, status: int, received_path: bytes) -> None:
+        """Kong: 426, or a redirect to the same URL over https (the Host without its port)."""
+        if status == 426:
+            exchange.respond(426, _USE_HTTPS_BODY, _USE_HTTPS_426_HEADERS)
+            return
+        location = b"https://" + host_without_port(exchange.host) + received_path
+        if exchange.query:
+            location += b"?" + exchange.query
+        exchange.respond(status, b"", ((b"location", location),))

@@ -1,18 +1,28 @@
-"""Request routing: which route (and which of its paths) a method, Host and path select.
+"""Request routing: which route (and which of its paths) a method, Host, path and TLS SNI select.
 
-Knows hosts, paths and methods only; compiled once per config, matched per request without regexes.
+Knows hosts, paths, methods and SNIs only; compiled once per config, matched per request without
+regexes.
 
 Kong's semantics, simplified. A route matches when each of its non-empty categories matches:
 
 - methods: exact, upper case (`GET` never matches `get`).
 - hosts: exact, case-insensitive, any `:port` in the Host header ignored; `*.example.com` matches
   `a.example.com` and `a.b.example.com` (not `example.com`); `example.*` matches `example.org`.
-- paths: plain prefix match on the raw path bytes. As in Kong, `/foo` matches `/foo`, `/foo/bar`
-  and also `/foobar`. No normalisation happens here (percent-encoding, dot segments).
+- paths: plain prefix match on the path the dispatcher hands over, which is already normalised
+  (`normalize_path`: unreserved escapes decoded, dot segments removed, `//` merged) when it
+  needed it. As in Kong, `/foo` matches `/foo`, `/foo/bar` and also `/foobar`.
+- snis: the server name the client sent in its TLS handshake, matched like hosts (exact or one
+  wildcard); as in Kong, a route's `snis` are not considered for a request that came without TLS.
 
 Among the matching routes the winner is, in order: one matched by an exact host, then by a
 wildcard host, then one without hosts; within that, the longest matching path prefix (a route
 without paths counts as a prefix of length 0); then a route that has methods; then config order.
+
+Hosts are indexed when the router is built: each exact host of the config gets one table of every
+pair that can serve it (its own pairs, then those of the wildcards it matches, then the pairs
+without hosts, each group best first), so a request naming a configured host costs one dict
+lookup and one loop. A Host that no route names is resolved against the wildcards once and its
+table remembered (bounded, see HOST_TABLES_CACHED).
 
 Strip-path needs to know which of a route's paths matched, so the router stores one payload per
 (route, path) pair: `Router(entries)` takes `(route, factory)` pairs and calls `factory(path)` once
@@ -22,7 +32,6 @@ the payload of the pair that won. Nothing is allocated per request beyond the lo
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
@@ -34,13 +43,50 @@ T = TypeVar("T")
 _SLASH: Final = 0x2F  # b"/"[0]
 _DOT: Final = 0x2E  # b"."[0]
 _PERCENT: Final = 0x25  # b"%"[0]
-_NO_RANK: Final = sys.maxsize  # worse than any real rank
 
-# one (route, path) pair: (path prefix, allowed methods or None for any, rank, payload);
-# ranks order every pair by path length, then methods, then config order (lower is better)
-_Candidate = tuple[bytes, tuple[bytes, ...] | None, int, T]
-# a pair before ranking: (sort key, its route's hosts, path prefix, methods, payload)
-_Compiled = tuple[tuple[int, bool, int, int], tuple[str, ...], bytes, tuple[bytes, ...] | None, T]
+# Tables remembered for Host values no route names exactly: enough for every wildcard-matched
+# name a real config sees, bounded so that made-up Host headers cannot grow it.
+HOST_TABLES_CACHED: Final = 1024
+
+# A host or SNI pattern: (exact name or wildcard prefix, wildcard suffix, is a wildcard):
+# "a.com" -> (b"a.com", b"", False), "*.example.com" -> (b"", b".example.com", True),
+# "example.*" -> (b"example.", b"", True).
+_Pattern = tuple[bytes, bytes, bool]
+# one (route, path) pair: (path prefix, allowed methods or None for any, SNI patterns or None for
+# any, payload), in tables sorted best first
+_Candidate = tuple[bytes, tuple[bytes, ...] | None, tuple[_Pattern, ...] | None, T]
+# a pair before ranking: (sort key, its route's host patterns, the candidate)
+_Compiled = tuple[tuple[int, bool, int, int], tuple[_Pattern, ...], _Candidate[T]]
+
+
+def _pattern(host: str) -> _Pattern:
+    name = host.lower().encode("idna") if not host.isascii() else host.lower().encode()
+    if name.startswith(b"*."):
+        return b"", name[1:], True
+    if name.endswith(b".*"):
+        return name[:-1], b"", True
+    return name, b"", False
+
+
+def _wildcard_matches(pattern: _Pattern, name: bytes) -> bool:
+    prefix, suffix, _ = pattern
+    return (
+        len(name) > len(prefix) + len(suffix) and name.startswith(prefix) and name.endswith(suffix)
+    )
+
+
+def _is_wildcard(pattern: _Pattern) -> bool:
+    return pattern[2]
+
+
+def _matches_any(patterns: tuple[_Pattern, ...], name: bytes) -> bool:
+    for pattern in patterns:
+        if _is_wildcard(pattern):
+            if _wildcard_matches(pattern, name):
+                return True
+        elif pattern[0] == name:
+            return True
+    return False
 
 
 class Router(Generic[T]):
@@ -48,53 +94,66 @@ class Router(Generic[T]):
 
     __slots__ = (
         "_any_host",
-        "_exact",
         "_has_hosts",
-        "_host_prefixes",
-        "_host_suffixes",
+        "_host_tables",
+        "_host_tables_limit",
         "_paths_only",
+        "_wildcard_ranked",
+        "has_snis",
     )
 
     def __init__(self, entries: Iterable[tuple[Route, Callable[[str | None], T]]]) -> None:
         keyed: list[_Compiled[T]] = []
         for order, (route, factory) in enumerate(entries):
             methods = tuple(method.encode("ascii") for method in route.methods) or None
-            hosts = tuple(dict.fromkeys(host.lower() for host in route.hosts))
+            hosts = tuple(dict.fromkeys(_pattern(host) for host in route.hosts))
+            snis = tuple(dict.fromkeys(_pattern(sni) for sni in route.snis)) or None
             paths: tuple[str | None, ...] = route.paths or (None,)
             for path_index, path in enumerate(paths):
                 prefix = path.encode() if path is not None else b""
                 sort_key = (-len(prefix), methods is None, order, path_index)
-                keyed.append((sort_key, hosts, prefix, methods, factory(path)))
+                keyed.append((sort_key, hosts, (prefix, methods, snis, factory(path))))
         keyed.sort(key=lambda item: item[0])
 
         exact: dict[bytes, list[_Candidate[T]]] = {}
-        suffixes: dict[bytes, list[_Candidate[T]]] = {}  # "*.example.com" -> b".example.com"
-        prefixes: dict[bytes, list[_Candidate[T]]] = {}  # "example.*" -> b"example."
+        wildcard_ranked: list[tuple[_Candidate[T], tuple[_Pattern, ...]]] = []
         any_host: list[_Candidate[T]] = []
-        for rank, (_, hosts, prefix, methods, payload) in enumerate(keyed):
-            candidate = (prefix, methods, rank, payload)
+        for _, hosts, candidate in keyed:
             if not hosts:
                 any_host.append(candidate)
-            for host in hosts:
-                if host.startswith("*."):
-                    suffixes.setdefault(host[1:].encode(), []).append(candidate)
-                elif host.endswith(".*"):
-                    prefixes.setdefault(host[:-1].encode(), []).append(candidate)
-                else:
-                    exact.setdefault(host.encode(), []).append(candidate)
-
-        self._exact = {host: tuple(table) for host, table in exact.items()}
-        self._host_suffixes = tuple((key, tuple(table)) for key, table in suffixes.items())
-        self._host_prefixes = tuple((key, tuple(table)) for key, table in prefixes.items())
+            for pattern in hosts:
+                if not _is_wildcard(pattern):
+                    exact.setdefault(pattern[0], []).append(candidate)
+            wildcards = tuple(pattern for pattern in hosts if _is_wildcard(pattern))
+            if wildcards:
+                wildcard_ranked.append((candidate, wildcards))
         self._any_host = tuple(any_host)
-        self._has_hosts = bool(exact or suffixes or prefixes)
-        # the common small config (no hosts, no methods): a bare list of prefixes, best first
+        self._wildcard_ranked = tuple(wildcard_ranked)
+        self._has_hosts = bool(exact or wildcard_ranked)
+        self.has_snis = any(candidate[2] is not None for _, _, candidate in keyed)
+        self._host_tables: dict[bytes, tuple[_Candidate[T], ...]] = {
+            name: tuple(table) + self._wildcard_table(name) for name, table in exact.items()
+        }
+        self._host_tables_limit = len(exact) + HOST_TABLES_CACHED
+        # the common small config (no hosts, methods or snis): a bare list of prefixes, best first
         self._paths_only: tuple[tuple[bytes, T], ...] | None = None
-        if not keyed or all(not hosts and methods is None for _, hosts, _, methods, _ in keyed):
-            self._paths_only = tuple((prefix, payload) for prefix, _, _, payload in any_host)
+        if not self._has_hosts and all(c[1] is None and c[2] is None for c in any_host):
+            self._paths_only = tuple((c[0], c[3]) for c in any_host)
 
-    def match(self, method: bytes, host: bytes, path: bytes) -> T | None:
-        """The payload of the best (route, path) pair for this request, or None."""
+    def _wildcard_table(self, name: bytes) -> tuple[_Candidate[T], ...]:
+        """The pairs of every wildcard `name` matches, best first, then the pairs without hosts."""
+        matched = [
+            candidate
+            for candidate, patterns in self._wildcard_ranked
+            if any(_wildcard_matches(pattern, name) for pattern in patterns)
+        ]
+        return tuple(matched) + self._any_host if matched else self._any_host
+
+    def match(self, method: bytes, host: bytes, path: bytes, sni: bytes | None = None) -> T | None:
+        """The payload of the best (route, path) pair for this request, or None.
+
+        `sni`: the TLS server name (lower case), b"" over TLS without one, None without TLS.
+        """
         paths_only = self._paths_only
         if paths_only is not None:
             for prefix, payload in paths_only:
@@ -102,40 +161,25 @@ class Router(Generic[T]):
                     return payload
             return None
 
+        table = self._any_host
         if host and self._has_hosts:
             # strip a ":port" (not the colons of "[::1]") and lower-case; inlined: per request
             colon = host.rfind(b":")
             name = host[:colon] if colon != -1 and host.find(b"]", colon) == -1 else host
             if not name.islower():
                 name = name.lower()
-            table = self._exact.get(name)
-            if table is not None:
-                for prefix, methods, _, payload in table:
-                    if path.startswith(prefix) and (methods is None or method in methods):
-                        return payload
-            best_rank = _NO_RANK
-            best: T | None = None
-            for suffix, table in self._host_suffixes:
-                if len(name) > len(suffix) and name.endswith(suffix):
-                    for prefix, methods, rank, payload in table:
-                        if rank >= best_rank:
-                            break
-                        if path.startswith(prefix) and (methods is None or method in methods):
-                            best_rank, best = rank, payload
-                            break
-            for host_prefix, table in self._host_prefixes:
-                if len(name) > len(host_prefix) and name.startswith(host_prefix):
-                    for prefix, methods, rank, payload in table:
-                        if rank >= best_rank:
-                            break
-                        if path.startswith(prefix) and (methods is None or method in methods):
-                            best_rank, best = rank, payload
-                            break
-            if best_rank != _NO_RANK:
-                return best
-
-        for prefix, methods, _, payload in self._any_host:
-            if path.startswith(prefix) and (methods is None or method in methods):
+            found = self._host_tables.get(name)
+            if found is None:
+                found = self._wildcard_table(name)
+                if len(self._host_tables) < self._host_tables_limit:
+                    self._host_tables[name] = found
+            table = found
+        for prefix, methods, snis, payload in table:
+            if (
+                path.startswith(prefix)
+                and (methods is None or method in methods)
+                and (snis is None or sni is None or _matches_any(snis, sni))
+            ):
                 return payload
         return None
 

@@ -367,7 +367,7 @@ def test_format_version_is_required_and_checked() -> None:
 def test_unknown_fields_are_reported_everywhere() -> None:
     assert problems(
         """
-        upstreams: []
+        vaults: []
         _fastgw: {listen_port: 1}
         services:
         - host: a
@@ -386,7 +386,7 @@ def test_unknown_fields_are_reported_everywhere() -> None:
         ("services[0].plugins[0].config.status", "unknown field"),
         ("services[0].plugins[0].ordering", "unknown field"),
         ("services[0].hostname", "unknown field"),
-        ("upstreams", "unknown field"),
+        ("vaults", "unknown field"),
     ]
 
 
@@ -488,13 +488,13 @@ def test_service_protocol_must_be_http_or_https() -> None:
 
 def test_route_needs_paths_hosts_or_methods() -> None:
     assert problems("services: [{host: a, routes: [{name: r, strip_path: false}]}]\n") == [
-        ("services[0].routes[0]", "must have at least one of paths, hosts or methods")
+        ("services[0].routes[0]", "must have at least one of paths, hosts, methods or snis")
     ]
 
 
 def test_route_protocols_other_than_http_are_rejected() -> None:
     assert problems("services: [{host: a, routes: [{paths: [/], protocols: [http, grpc]}]}]\n") == [
-        ("services[0].routes[0].protocols[1]", "must be one of http, https; got 'grpc'")
+        ("services[0].routes[0].protocols[1]", "must be one of http, https, ws, wss; got 'grpc'")
     ]
 
 
