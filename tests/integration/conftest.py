@@ -35,26 +35,19 @@ GATEWAY_HOST = "gw.test"
 
 # Ports of gateways' TLS listeners: `connect` speaks TLS to these (see the `wire` fixture).
 TLS_PORTS: set[int] = set()
-_PKI: Any = None
 
 
 def test_pki() -> Any:
     """The session's test CA and certificates (tests/support/tls.py), made on first use."""
-    global _PKI
-    if _PKI is None:
-        import tempfile
+    from tests.support.tls import session_pki
 
-        from tests.support.tls import make_pki
-
-        _PKI = make_pki(Path(tempfile.mkdtemp(prefix="fastgw-test-pki-")))
-    return _PKI
+    return session_pki()
 
 
 def client_tls_context() -> Any:
     import ssl
 
-    context = ssl.create_default_context(cafile=str(test_pki().ca))
-    return context
+    return ssl.create_default_context(cafile=str(test_pki().ca))
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -268,6 +261,7 @@ class EmbeddedGateway:
         return bool(self.call(predicate))
 
     def close(self) -> None:
+        TLS_PORTS.discard(getattr(self, "tls_port", 0))  # the port may serve plain HTTP next
         try:
             self.run(self.gateway.stop(drain_timeout=1.0))
         finally:

@@ -99,3 +99,15 @@ def make_pki(directory: Path) -> TestPki:
         ),
         stray=issue("stray", ["stray.test"], ec.generate_private_key(ec.SECP256R1())),
     )
+
+
+_SESSION: list[TestPki] = []
+
+
+def session_pki() -> TestPki:
+    """One PKI per test process, made on first use (in a temporary directory)."""
+    if not _SESSION:
+        import tempfile
+
+        _SESSION.append(make_pki(Path(tempfile.mkdtemp(prefix="fastgw-test-pki-"))))
+    return _SESSION[0]
