@@ -34,6 +34,7 @@ from fastgw.edge_config import (
     read_listeners,
     read_upstreams,
 )
+from fastgw.edge_config import parse_listeners as edge_parse_listeners
 from fastgw.errors import ConfigError
 from fastgw.http.tls import CertificatePair
 from fastgw.http.vocabulary import DEFAULT_PORTS
@@ -221,6 +222,17 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
     if isinstance(result, str):
         raise ConfigError([(key, result)])
     return result
+
+
+def parse_listeners(value: str, key: str) -> tuple[Listener, ...]:
+    """Kong's proxy_listen syntax: "127.0.0.1:8000, 127.0.0.1:8443 ssl"."""
+    problems: list[tuple[str, str]] = []
+    items = [(key, part.strip()) for part in value.split(",")]
+    listeners = edge_parse_listeners(items, _split_listen, problems)
+    raise_if(problems)
+    if not listeners:
+        raise ConfigError([(key, "must name at least one address")])
+    return listeners
 
 
 # -- the document ---------------------------------------------------------------------------------

@@ -583,10 +583,12 @@ class CliGateway:
         self,
         config_path: Path,
         *args: str,
-        listen: str = "127.0.0.1:0",
+        listen: str | None = "127.0.0.1:0",
         nofile: int | None = None,
     ) -> None:
-        command = [PYTHON, "-m", "fastgw", "run", "-c", str(config_path), "--listen", listen]
+        command = [PYTHON, "-m", "fastgw", "run", "-c", str(config_path)]
+        if listen is not None:  # None: the config's listeners
+            command += ["--listen", listen]
         if nofile is not None:
             # soft and hard limit both (sh's ulimit sets both), so the gateway cannot raise it;
             # exec keeps the pid
@@ -619,7 +621,7 @@ def run_cli(tmp_path: Path) -> Iterator[Callable[..., CliGateway]]:
     started: list[CliGateway] = []
 
     def run(
-        config_text: str, *args: str, listen: str = "127.0.0.1:0", nofile: int | None = None
+        config_text: str, *args: str, listen: str | None = "127.0.0.1:0", nofile: int | None = None
     ) -> CliGateway:
         config = tmp_path / f"gateway-{len(started)}.yaml"
         config.write_text(config_text)

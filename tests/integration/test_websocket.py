@@ -120,7 +120,9 @@ def test_upstream_101_without_an_upgrade_offer_is_502(raw_gateway, connect) -> N
 
     def switch(conn) -> None:
         conn.read_head()
-        conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")
+        conn.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+        )
         conn.read_head()
 
     gateway, _ = raw_gateway(switch)
