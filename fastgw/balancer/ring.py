@@ -12,8 +12,11 @@ from collections.abc import Sequence
 from math import gcd
 from typing import Final
 
-# Points per target on the consistent-hashing ring when all weights are equal (Kong, from Ketama).
-SERVER_POINTS: Final = 160
+# Points of a target of average weight. Kong gives 160 (Ketama's figure), which leaves a
+# target's share of the keys up to ~8% off its weight's; 800 keeps it within ~3%. It does not
+# depend on how many targets there are (up to half the ring), so removing a target moves only
+# the keys it owned.
+TARGET_POINTS: Final = 800
 # Kong clamps the ring's size (the upstream's `slots`) to at least this many points.
 MIN_CONTINUUM_SIZE: Final = 1000
 
@@ -96,20 +99,19 @@ class ConsistentHashing:
         continuum: list[int] = [-1] * points
         total = sum(weights)
         count = sum(1 for weight in weights if weight)
-        # added in name order, so that every process builds the same ring from the same targets
+        per_target = min(TARGET_POINTS, points // (2 * count)) if count else 0
+        # added in name order, so that every process builds the same ring from the same targets;
+        # a point that collides is dropped rather than moved, so that a target's points do not
+        # depend on the other targets (removing one moves only the keys it owned)
         for index in sorted(range(len(names)), key=lambda i: names[i]):
             weight = weights[index]
             if not weight:
                 continue
-            entries = max(1, int(weight / total * count * SERVER_POINTS))
-            placed = 0
-            label = 1
-            while placed < entries and label <= points * 4:
+            entries = max(1, round(weight * count * per_target / total))
+            for label in range(1, entries + 1):
                 slot = hash_value(b"%s %d" % (names[index].encode(), label)) % points
-                label += 1
                 if continuum[slot] == -1:
                     continuum[slot] = index
-                    placed += 1
         # a key landing between two points belongs to the point below it (Kong walks down)
         owners = list(continuum)
         last = -1
