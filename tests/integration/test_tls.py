@@ -144,19 +144,23 @@ def test_python_ssl_resumes_a_session(tls_gateway) -> None:
     _, secure = tls_gateway
     context = ssl.create_default_context(cafile=str(session_pki().ca))
     context.maximum_version = ssl.TLSVersion.TLSv1_2  # session IDs/tickets, read back at once
-    with socket.create_connection(("127.0.0.1", secure)) as raw:
-        with context.wrap_socket(raw, server_hostname="gw.test") as first:
-            first.sendall(b"GET /echo HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
-            while first.recv(65536):
-                pass
-            session = first.session
-    with socket.create_connection(("127.0.0.1", secure)) as raw:
-        with context.wrap_socket(raw, server_hostname="gw.test", session=session) as second:
-            assert second.session_reused
+    with (
+        socket.create_connection(("127.0.0.1", secure)) as raw,
+        context.wrap_socket(raw, server_hostname="gw.test") as first,
+    ):
+        first.sendall(b"GET /echo HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
+        while first.recv(65536):
+            pass
+        session = first.session
+    with (
+        socket.create_connection(("127.0.0.1", secure)) as raw,
+        context.wrap_socket(raw, server_hostname="gw.test", session=session) as second,
+    ):
+        assert second.session_reused
 
 
 def test_routes_requiring_https_answer_426_or_redirect_over_plain_http(tls_gateway, connect):
-    plain, secure = tls_gateway
+    plain, _ = tls_gateway
     client = connect(plain)
     refused = client.request("GET", "/secure/x?a=1")
     assert refused.status == 426

@@ -64,7 +64,8 @@ def test_targets_and_names_are_validated() -> None:
     found = problems(
         "upstreams:\n"
         "  - name: u\n"
-        "    targets: [{target: 'a:1'}, {target: 'a:1'}, {target: 'a:99999'}, {target: x, weight: -1}]\n"
+        "    targets: [{target: 'a:1'}, {target: 'a:1'}, {target: 'a:99999'},\n"
+        "              {target: x, weight: -1}]\n"
         "  - name: u\n"
     )
     assert ("upstreams[0].targets[1].target", "a:1 is listed twice") in found
@@ -75,7 +76,7 @@ def test_targets_and_names_are_validated() -> None:
 
 def test_listen_takes_kongs_proxy_listen_syntax() -> None:
     listeners = parse_listeners("127.0.0.1:8000, 0.0.0.0:8443 ssl", "--listen")
-    assert [(l.host, l.port, l.ssl) for l in listeners] == [
+    assert [(item.host, item.port, item.ssl) for item in listeners] == [
         ("127.0.0.1", 8000, False),
         ("0.0.0.0", 8443, True),
     ]
