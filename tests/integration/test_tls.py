@@ -179,14 +179,15 @@ def test_a_route_with_snis_matches_only_that_sni(tls_gateway) -> None:
     context = ssl.create_default_context(cafile=str(session_pki().ca))
 
     def status(name: str) -> int:
-        with socket.create_connection(("127.0.0.1", secure)) as raw:
-            with context.wrap_socket(raw, server_hostname=name) as tls:
-                tls.sendall(
-                    f"GET /sni HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
-                )
-                data = b""
-                while chunk := tls.recv(65536):
-                    data += chunk
+        request = f"GET /sni HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"
+        with (
+            socket.create_connection(("127.0.0.1", secure)) as raw,
+            context.wrap_socket(raw, server_hostname=name) as tls,
+        ):
+            tls.sendall(request.encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
         return int(data.split(b" ", 2)[1])
 
     assert status("api.example.test") == 200
