@@ -69,10 +69,11 @@ class RouteTarget:
 class Dispatcher:
     """The wire layer's handler: route, rewrite, run the chain."""
 
-    __slots__ = ("router",)
+    __slots__ = ("router", "sni_routing")
 
     def __init__(self, router: Router[RouteTarget]) -> None:
         self.router = router
+        self.sni_routing = router.has_snis  # only then is the TLS server name read per request
 
     def handle(self, exchange: Exchange) -> Awaitable[None] | None:
         path = received = exchange.path
@@ -82,12 +83,16 @@ class Dispatcher:
                 exchange.respond(400, _BAD_PATH_BODY, _BAD_PATH_HEADERS)
                 return None
             exchange.path = exchange.upstream_path = path = normalized
-        client = exchange.client
-        route = self.router.match(exchange.method, exchange.host, path, client.server_name)
+        if self.sni_routing:
+            route = self.router.match(
+                exchange.method, exchange.host, path, exchange.client.server_name
+            )
+        else:
+            route = self.router.match(exchange.method, exchange.host, path)
         if route is None:
             exchange.respond(404, _NO_ROUTE_BODY, _NO_ROUTE_HEADERS)
             return None
-        if route.https_redirect and client.server_name is None:
+        if route.https_redirect and exchange.client.server_name is None:
             self._ask_for_https(exchange, route.https_redirect, received)
             return None
         exchange.target = route.target
