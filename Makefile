@@ -11,9 +11,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install redis-server run test test-unit test-integration bench bench-locust bench-curves lint format clean
 
-# The hot modules (fastgw/build_info.py) are compiled with mypyc where a C compiler exists; an
-# editable install compiles them in place once, so they are rebuilt here whenever a source
-# changed. FASTGW_PURE=1 make install leaves them pure Python.
+# The hot modules (fastgw/build_info.py) are compiled with mypyc where a C compiler exists, in
+# place and inside the venv (mypyc type-checks against the installed dependencies, which pip's
+# isolated build environment lacks: the editable install itself is pure, and in compat mode so
+# that the repository, where the shared library lands, is on sys.path), and rebuilt here
+# whenever a source changed. FASTGW_PURE=1 make install leaves them pure Python.
 FASTGW_SOURCES := $(shell find fastgw -name '*.py')
 COMPILED := $(VENV)/.compiled
 
@@ -21,10 +23,9 @@ install: $(VENV)/.installed $(COMPILED) $(IDP_DEPS)
 
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77'
+	FASTGW_PURE=1 $(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
-	touch $(COMPILED)
 
 $(COMPILED): $(VENV)/.installed $(FASTGW_SOURCES)
 	$(PY) setup.py --quiet build_ext --inplace

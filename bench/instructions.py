@@ -8,6 +8,7 @@ the difference per request, so start-up cancels out.
 
     python bench/instructions.py            # plain path
     python bench/instructions.py --oidc     # openid-connect, token-cached path (L1 hit)
+    python bench/instructions.py --targets 2  # a Kong upstream balanced over 2 targets
     python bench/instructions.py --run N    # (internal) the measured loop itself
 Needs valgrind (apt-get install valgrind).
 """
@@ -81,26 +82,52 @@ def cache_token(gateway: object) -> None:
     plugin._entries[hasher.digest()] = entry
 
 
-async def proxy_requests(count: int, oidc: bool = False) -> None:
+def balanced_config(targets: int) -> str:
+    """A service naming a Kong upstream of `targets` round-robin targets (1: no balancer)."""
+    lines = "".join(f"      - target: 127.0.0.{n + 1}:9\n" for n in range(targets))
+    return f"""
+_format_version: "3.0"
+_fastgw: {{upstream_max_requests: 0, admin_listen: null}}
+upstreams:
+  - name: backend
+    targets:
+{lines}services:
+  - host: backend
+    routes: [{{paths: ["/"]}}]
+"""
+
+
+async def proxy_requests(count: int, oidc: bool = False, targets: int = 0) -> None:
     from fastgw.config import parse_config
     from fastgw.gateway import Gateway
     from fastgw.http.upstream import UpstreamConnection
 
-    gateway = Gateway(parse_config(CONFIG + (OIDC_PLUGIN if oidc else "")), admin_listen="off")
+    text = balanced_config(targets) if targets else CONFIG + (OIDC_PLUGIN if oidc else "")
+    gateway = Gateway(parse_config(text), admin_listen="off")
     request = REQUEST
     if oidc:
         cache_token(gateway)
         request = OIDC_REQUEST
-    pool = gateway.pools[0]
-    upstream = UpstreamConnection(pool)
-    upstream.connection_made(MemoryTransport())  # type: ignore[arg-type]
-    pool.idle.append(upstream)
+    upstreams = []
+    for pool in gateway.pools or gateway.edge.pools:
+        upstream = UpstreamConnection(pool)
+        upstream.connection_made(MemoryTransport())  # type: ignore[arg-type]
+        pool.idle.append(upstream)
+        upstreams.append(upstream)
     client = gateway.proxy.protocol_factory()
     client_transport = MemoryTransport()
     client.connection_made(client_transport)  # type: ignore[arg-type]
-    for _ in range(count):
-        client.data_received(request)
-        upstream.data_received(RESPONSE)
+    if len(upstreams) == 1:
+        (upstream,) = upstreams
+        for _ in range(count):
+            client.data_received(request)
+            upstream.data_received(RESPONSE)
+    else:
+        first, second = upstreams[:2]
+        for _ in range(count):
+            client.data_received(request)
+            # the one the balancer picked (the harness's own cost, the same for any balancer)
+            (first if first.sink is not None else second).data_received(RESPONSE)
     if not client_transport.last_written.endswith(b"ok"):
         raise SystemExit("the proxied response is wrong: the harness no longer matches the code")
     sent = upstream.transport.last_written  # type: ignore[union-attr]
@@ -108,12 +135,13 @@ async def proxy_requests(count: int, oidc: bool = False) -> None:
         raise SystemExit("the token was not swapped in: the harness no longer matches the code")
 
 
-def instructions(count: int, oidc: bool) -> int:
+def instructions(count: int, oidc: bool, targets: int = 0) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-             __file__, "--run", str(count), *(["--oidc"] if oidc else [])],
+             __file__, "--run", str(count), *(["--oidc"] if oidc else []),
+             *(["--targets", str(targets)] if targets else [])],
             cwd=REPO_ROOT, capture_output=True, text=True, check=True,
         )  # fmt: skip
     match = re.search(r"Collected : (\d+)", result.stderr)
@@ -126,21 +154,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--oidc", action="store_true", help="the token-cached openid-connect path")
+    parser.add_argument(
+        "--targets", type=int, default=0, choices=(0, 1, 2), help="a Kong upstream of N targets"
+    )
     args = parser.parse_args()
     if args.run is not None:
         sys.path.insert(0, str(REPO_ROOT))
         import uvloop
 
-        uvloop.run(proxy_requests(args.run, args.oidc))
+        uvloop.run(proxy_requests(args.run, args.oidc, args.targets))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is missing: apt-get install valgrind", file=sys.stderr)
         return 2
-    instructions(SMALL, args.oidc)  # warm the bytecode caches on disk: both runs start alike
-    per_request = (instructions(LARGE, args.oidc) - instructions(SMALL, args.oidc)) / (
-        LARGE - SMALL
-    )
+    instructions(SMALL, args.oidc, args.targets)  # warm the bytecode caches on disk
+    per_request = (
+        instructions(LARGE, args.oidc, args.targets) - instructions(SMALL, args.oidc, args.targets)
+    ) / (LARGE - SMALL)
     path = "openid-connect token-cached path" if args.oidc else "plain path"
+    if args.targets:
+        path = f"a Kong upstream of {args.targets} target(s)"
     print(f"{per_request:,.0f} instructions per proxied request ({path}, in-memory transports)")
     return 0
 

@@ -12,7 +12,7 @@ import orjson
 from fastgw import __version__
 from fastgw.http import responses
 from fastgw.http.exchange import Exchange
-from fastgw.stats import GatewayStats
+from fastgw.stats import GatewayStats, PoolStats
 
 _JSON = ((b"content-type", responses.JSON_CONTENT_TYPE),)
 _TEXT = ((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),)
@@ -45,10 +45,7 @@ class AdminHandler:
                 "connections_refused": stats.connections_refused,
                 "total_requests": stats.requests_total,
             },
-            "upstreams": [
-                {"address": pool.address, "idle": pool.idle, "busy": pool.busy}
-                for pool in stats.upstreams
-            ],
+            "upstreams": [_pool_status(pool) for pool in stats.upstreams],
             "plugins": list(stats.plugins),
         }
 
@@ -77,3 +74,10 @@ class AdminHandler:
             )
         lines.extend(stats.plugin_metrics)
         return "\n".join(lines) + "\n"
+
+
+def _pool_status(pool: PoolStats) -> dict[str, object]:
+    status: dict[str, object] = {"address": pool.address, "idle": pool.idle, "busy": pool.busy}
+    if pool.upstream:  # a target of a Kong upstream: its weight and health (Kong's names)
+        status.update(upstream=pool.upstream, weight=pool.weight, health=pool.health)
+    return status

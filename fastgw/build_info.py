@@ -30,6 +30,9 @@ COMPILED_MODULES = (
     "fastgw.routing",
     "fastgw.balancer.retry",
     "fastgw.balancer.target",
+    "fastgw.balancer.balancer",
+    "fastgw.balancer.ring",
+    "fastgw.balancer.health",
     "fastgw.plugins.openid_connect.plugin",
 )
 

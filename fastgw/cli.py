@@ -17,7 +17,8 @@ import time
 from typing import Literal
 
 from fastgw import __version__, build_info
-from fastgw.config import GatewayConfig, load_config, parse_listen
+from fastgw.config import GatewayConfig, load_config, parse_listen, parse_listeners
+from fastgw.edge_config import Listener
 from fastgw.errors import ConfigError
 from fastgw.ratelog import KeyedRateLimitedLog
 
@@ -35,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the gateway")
     run.add_argument("-c", "--config", required=True, help="declarative config (YAML or JSON)")
-    run.add_argument("--listen", help="proxy address, e.g. 127.0.0.1:8000 (overrides the config)")
+    run.add_argument(
+        "--listen",
+        help='proxy addresses, e.g. "127.0.0.1:8000, 127.0.0.1:8443 ssl" (overrides the config)',
+    )
     run.add_argument("--admin-listen", help="admin address, or 'off'")
     run.add_argument("--workers", help="worker processes: a number or 'auto'")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -88,7 +92,7 @@ def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
     try:
-        listen = parse_listen(args.listen, "--listen") if args.listen else None
+        listen = parse_listeners(args.listen, "--listen") if args.listen else None
         admin: tuple[str, int] | Literal["off"] | None = None  # None: the config's
         if args.admin_listen:
             admin = (
@@ -152,7 +156,7 @@ class LoopErrors:
 
 def _worker(
     config: GatewayConfig,
-    listen: tuple[str, int] | None,
+    listen: tuple[Listener, ...] | None,
     admin: tuple[str, int] | Literal["off"] | None,
     *,
     reuse_port: bool,
@@ -179,7 +183,7 @@ def _worker(
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop)
-        addresses = ", ".join(f"{host}:{port}" for host, port in gateway.addresses)
+        addresses = ", ".join(str(listener) for listener in gateway.bound_listeners)
         admin_addresses = ", ".join(f"{h}:{p}" for h, p in gateway.admin_addresses) or "off"
         log.info(
             "fastgw %s (%s) listening on %s (admin %s)",
@@ -197,7 +201,7 @@ def _worker(
 
 def _supervise(
     config: GatewayConfig,
-    listen: tuple[str, int] | None,
+    listen: tuple[Listener, ...] | None,
     admin: tuple[str, int] | Literal["off"] | None,
     workers: int,
 ) -> int:

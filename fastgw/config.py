@@ -30,7 +30,18 @@ import yaml
 
 from fastgw.consumers import Consumers, read_consumers
 from fastgw.deck import Defaults, read_metadata
+from fastgw.edge_config import (
+    Certificate,
+    Listener,
+    Upstream,
+    read_certificates,
+    read_default_certificate,
+    read_listeners,
+    read_upstreams,
+)
+from fastgw.edge_config import parse_listeners as edge_parse_listeners
 from fastgw.errors import ConfigError
+from fastgw.http.tls import CertificatePair
 from fastgw.http.vocabulary import DEFAULT_PORTS
 from fastgw.plugins import Entities
 from fastgw.plugins import names as plugin_names
@@ -75,12 +86,19 @@ DEFAULT_RETRIES = 5  # Kong's service retries default
 MAX_RETRIES = 32_767  # Kong's upper bound for retries
 
 PROTOCOL_PORTS = DEFAULT_PORTS
-ROUTE_PROTOCOLS = ("http", "https")
 # Kong's bound on regex_priority (a 32-bit signed integer in its schema)
 MAX_REGEX_PRIORITY = 2**31 - 1
 # the Host header is matched by `hosts`; Kong refuses it in a route's `headers` too
 _ROUTE_HEADERS_FORBIDDEN = frozenset({"host"})
 _HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~")
+# Kong's http subsystem protocols; ws and wss are its WebSocket routes' (wss, like https, asks
+# for TLS). Any route proxies a WebSocket upgrade, as in Kong 3.
+ROUTE_PROTOCOLS = ("http", "https", "ws", "wss")
+DEFAULT_ROUTE_PROTOCOLS = ("http", "https")  # Kong's default
+# Kong's answer on a plain-HTTP request to a route that requires TLS: 426 with a JSON message,
+# or one of these redirects to the https URL.
+HTTPS_REDIRECT_STATUSES = (426, 301, 302, 307, 308)
+DEFAULT_HTTPS_REDIRECT_STATUS = 426
 
 # characters of a DNS name (underscore too: seen in the wild, e.g. docker-compose service names)
 _HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
@@ -114,6 +132,15 @@ class Route:
     headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     regex_priority: int = 0  # orders regex paths, higher first (Kong's)
     path_handling: str = "v0"  # how the upstream path is joined: "v0" or "v1" (Kong's)
+    protocols: tuple[str, ...] = DEFAULT_ROUTE_PROTOCOLS
+    https_redirect_status_code: int = DEFAULT_HTTPS_REDIRECT_STATUS
+    snis: tuple[str, ...] = ()  # TLS server names, lower case; "*.example.com" wildcards
+
+    @property
+    def requires_tls(self) -> bool:
+        """Kong: a route whose protocols allow https (or wss) but not http (nor ws)."""
+        protocols = self.protocols
+        return bool({"https", "wss"} & set(protocols)) and not {"http", "ws"} & set(protocols)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +186,13 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    listen: tuple[str, int] = DEFAULT_LISTEN
+    listen: tuple[str, int] = DEFAULT_LISTEN  # the first of `listeners`
     admin_listen: tuple[str, int] | None = DEFAULT_ADMIN_LISTEN  # None: no admin listener
     workers: int = DEFAULT_WORKERS
     limits: Limits = field(default_factory=Limits)
+    # Kong's proxy_listen: every address, some with TLS (`ssl`)
+    listeners: tuple[Listener, ...] = (Listener(*DEFAULT_LISTEN),)
+    ssl_certificate: CertificatePair | None = None  # kong.conf's ssl_cert / ssl_cert_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +203,8 @@ class GatewayConfig:
     source: str  # file name, or "<string>"
     consumers: Consumers = field(default_factory=Consumers)
     ca_certificates: tuple[CaCertificate, ...] = ()  # all of them: trusted for IdP calls
+    upstreams: tuple[Upstream, ...] = ()  # Kong upstreams (with their targets)
+    certificates: tuple[Certificate, ...] = ()  # Kong certificates (with their SNIs)
 
     def routes(self) -> Iterator[tuple[Service, Route]]:
         """Every route with its service, in config order (the router's tie-break)."""
@@ -230,6 +262,17 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
     if isinstance(result, str):
         raise ConfigError([(key, result)])
     return result
+
+
+def parse_listeners(value: str, key: str) -> tuple[Listener, ...]:
+    """Kong's proxy_listen syntax: "127.0.0.1:8000, 127.0.0.1:8443 ssl"."""
+    problems: list[tuple[str, str]] = []
+    items = [(key, part.strip()) for part in value.split(",")]
+    listeners = edge_parse_listeners(items, _split_listen, problems)
+    raise_if(problems)
+    if not listeners:
+        raise ConfigError([(key, "must name at least one address")])
+    return listeners
 
 
 # -- the document ---------------------------------------------------------------------------------
@@ -440,6 +483,8 @@ def _read_config(document: Any, source: str, problems: list[tuple[str, str]]) ->
         _read_top_level_plugin(
             raw, join("plugins", index), services_by_name, routes_by_name, global_plugins, problems
         )
+    upstreams = read_upstreams(reader, _split_target)
+    certificates = read_certificates(reader, _read_route_hosts)
     reader.finish()
 
     frozen = tuple(_freeze(draft) for draft in services if draft.enabled)
@@ -453,6 +498,8 @@ def _read_config(document: Any, source: str, problems: list[tuple[str, str]]) ->
         source=source,
         consumers=consumers,
         ca_certificates=ca_certificates,
+        upstreams=upstreams,
+        certificates=certificates,
     )
 
 
@@ -481,6 +528,18 @@ def _link_service(service: Service, entities: Entities, problems: list[tuple[str
     return replace(service, routes=routes, plugins=plugins)
 
 
+def _split_target(value: str) -> tuple[str, int] | str:
+    """A Kong target, "host:port" or "host" (port 8000, Kong's default), IPv6 in brackets."""
+    if (value.startswith("[") and value.endswith("]")) or (":" not in value):
+        value = f"{value}:8000"
+    result = _split_listen(value)
+    if isinstance(result, str):
+        return result.replace('"host:port", "[ipv6]:port" or ":port"', '"host:port"')
+    if result[1] == 0:
+        return f"port must be >= 1; got {value!r}"
+    return result
+
+
 def _read_format_version(reader: Reader) -> None:
     raw = reader.raw.get("_format_version")
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
@@ -499,7 +558,9 @@ def _freeze(draft: _ServiceDraft) -> Service:
 
 
 def _read_settings(reader: Reader) -> Settings:
-    listen = _read_listen(reader, "listen", DEFAULT_LISTEN)
+    listeners = read_listeners(reader, "listen", _split_listen, DEFAULT_LISTEN)
+    listen = (listeners[0].host, listeners[0].port)
+    ssl_certificate = read_default_certificate(reader, any(item.ssl for item in listeners))
     admin_listen: tuple[str, int] | None = None
     if "admin_listen" not in reader.raw:
         admin_listen = DEFAULT_ADMIN_LISTEN
@@ -530,7 +591,14 @@ def _read_settings(reader: Reader) -> Settings:
         drain_timeout=_read_seconds(reader, "drain_timeout", DEFAULT_DRAIN_TIMEOUT, zero_ok=True),
     )
     reader.finish()
-    return Settings(listen=listen, admin_listen=admin_listen, workers=workers, limits=limits)
+    return Settings(
+        listen=listen,
+        admin_listen=admin_listen,
+        workers=workers,
+        limits=limits,
+        listeners=listeners,
+        ssl_certificate=ssl_certificate,
+    )
 
 
 def _read_listen(reader: Reader, key: str, default: tuple[str, int]) -> tuple[str, int]:
@@ -759,8 +827,19 @@ def _has_path_breaker(text: str) -> bool:
 
 def _read_route(reader: Reader) -> tuple[Route, list[PluginEntry]]:
     """A route (plugins still apart) and its plugins; `finish` is the caller's."""
-    if not any(reader.raw.get(key) for key in ("paths", "hosts", "methods", "headers")):
-        reader.error("", "must have at least one of paths, hosts, methods or headers")
+    if not any(reader.raw.get(key) for key in ("paths", "hosts", "methods", "headers", "snis")):
+        reader.error("", "must have at least one of paths, hosts, methods, headers or snis")
+    protocols = reader.strings("protocols", DEFAULT_ROUTE_PROTOCOLS, one_of=ROUTE_PROTOCOLS)
+    if reader.has("protocols") and not protocols:
+        reader.error("protocols", "must not be empty")
+    snis = _read_route_hosts(reader, "snis")
+    if snis and not {"https", "wss"} & set(protocols):
+        reader.error("snis", "can only be set when 'protocols' has 'https' or 'wss'")
+    redirect = reader.integer("https_redirect_status_code", DEFAULT_HTTPS_REDIRECT_STATUS)
+    if redirect not in HTTPS_REDIRECT_STATUSES:
+        choices = ", ".join(map(str, HTTPS_REDIRECT_STATUSES))
+        reader.error("https_redirect_status_code", f"must be one of {choices}; got {redirect}")
+        redirect = DEFAULT_HTTPS_REDIRECT_STATUS
     route = Route(
         name=reader.string("name"),
         paths=_read_route_paths(reader),
@@ -775,15 +854,16 @@ def _read_route(reader: Reader) -> tuple[Route, list[PluginEntry]]:
             "regex_priority", 0, minimum=-MAX_REGEX_PRIORITY - 1, maximum=MAX_REGEX_PRIORITY
         ),
         path_handling=reader.string("path_handling", "v0", one_of=PATH_HANDLINGS),
+        protocols=tuple(dict.fromkeys(protocols)) or DEFAULT_ROUTE_PROTOCOLS,
+        https_redirect_status_code=redirect,
+        snis=snis,
     )
-    reader.strings("protocols", one_of=ROUTE_PROTOCOLS)
     reader.strings("tags")
     # decK writes these with their defaults on every route: accept those, reject the rest
-    reader.integer("https_redirect_status_code")
     reader.boolean("request_buffering", True)
     reader.boolean("response_buffering", True)
     reader.ignore("id", "created_at", "updated_at")
-    for key in ("snis", "sources", "destinations"):
+    for key in ("sources", "destinations"):
         if reader.raw.get(key):
             reader.error(key, "not supported yet")
         reader.ignore(key)
@@ -845,17 +925,18 @@ def _read_route_headers(reader: Reader) -> tuple[tuple[str, tuple[str, ...]], ..
     return tuple(result)
 
 
-def _read_route_hosts(reader: Reader) -> tuple[str, ...]:
-    base = reader.key_path("hosts")
+def _read_route_hosts(reader: Reader, key: str = "hosts") -> tuple[str, ...]:
+    """A route's hosts (or snis: the same patterns)."""
+    base = reader.key_path(key)
     result: list[str] = []
-    for index, item in enumerate(reader.sequence("hosts")):
+    for index, item in enumerate(reader.sequence(key)):
         reason = None
         if not isinstance(item, str) or not item:
             reason = "must be a non-empty string"
         else:
             item = item.lower()
             if ":" in item:
-                reason = "ports in hosts are not supported"
+                reason = f"ports in {key} are not supported"
             elif not _is_host_pattern(item):
                 reason = 'must be a host name, with at most a leading "*." or trailing ".*"'
         if reason is None:

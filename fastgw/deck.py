@@ -6,7 +6,7 @@ Read at config load; `_info.defaults` is merged into services and routes before 
   on a Kong control plane; a gateway that loads the file whole has no use for them, so they
   are accepted and ignored (checked for shape).
 - `_info.defaults.service` / `.route` give values to services and routes that do not set them,
-  as decK does when it syncs; `upstream` and `target` defaults need upstreams, not supported yet.
+  as decK does when it syncs; `upstream` and `target` defaults are not supported yet.
 - `_konnect` (`control_plane_name`, `runtime_group_name`) and `_workspace` name where decK
   syncs to: accepted and ignored.
 """
@@ -22,7 +22,6 @@ from fastgw.schema import Reader
 # Kong entities a decK dump lists (often empty) that this gateway has no use for yet: an empty
 # list is accepted, a non-empty one is "not supported yet" (never "unknown field").
 UNSUPPORTED_ENTITIES = (
-    "certificates",
     "consumer_group_consumers",
     "consumer_groups",
     "custom_entities",
@@ -35,7 +34,6 @@ UNSUPPORTED_ENTITIES = (
     "partials",
     "rbac_roles",
     "snis",
-    "upstreams",
     "workspaces",
 )
 # Keys a service or route default may not give: they name or hold entities, not settings
@@ -97,7 +95,7 @@ def _read_defaults(reader: Reader) -> Defaults:
     route = _entity_defaults(reader, "route")
     for key in ("upstream", "target"):
         if reader.raw.get(key):
-            reader.error(key, "not supported yet (upstreams are not supported yet)")
+            reader.error(key, "not supported yet (set it on each upstream or target)")
         reader.ignore(key)
     reader.finish()
     return Defaults(service, route)

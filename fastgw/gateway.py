@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastgw import plugins
 from fastgw.admin import AdminHandler
 from fastgw.balancer.target import UpstreamTarget
+from fastgw.balancer.upstreams import UpstreamSet
 from fastgw.config import GatewayConfig, PluginEntry, Route, Service
 from fastgw.dispatch import Dispatcher, RouteTarget
+from fastgw.edge_config import Listener
 from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
+from fastgw.http.tls import sni_contexts
 from fastgw.http.upstream import UpstreamPool
 from fastgw.http.vocabulary import DEFAULT_PORTS
 from fastgw.pipeline import Chain, Plugin
@@ -55,13 +58,21 @@ class Gateway:
         self,
         config: GatewayConfig,
         *,
-        listen: Address | None = None,
+        listen: Address | tuple[Listener, ...] | None = None,
         admin_listen: Address | Literal["off"] | None = None,
         reuse_port: bool = False,
     ) -> None:
         settings = config.settings
         self.config = config
-        self.listen = listen if listen is not None else settings.listen
+        # the proxy listeners: an (host, port) given here is one plain listener
+        self.listeners: tuple[Listener, ...]
+        if listen is None:
+            self.listeners = settings.listeners
+        elif isinstance(listen[0], Listener):
+            self.listeners = listen  # type: ignore[assignment]
+        else:
+            self.listeners = (Listener(*listen),)  # type: ignore[arg-type]
+        self.listen = (self.listeners[0].host, self.listeners[0].port)
         self.admin_listen: Address | None
         if admin_listen is None:
             self.admin_listen = settings.admin_listen
@@ -78,6 +89,13 @@ class Gateway:
         self._servers: list[asyncio.base_events.Server] = []
         self._stopped = asyncio.Event()
         self._started = False
+        self._proxy_servers = 0  # the first servers are the proxy listeners, then the admin
+        self.edge = UpstreamSet(config, self.ticker)
+        self.tls = (
+            sni_contexts(settings.ssl_certificate, config.certificates)
+            if any(listener.ssl for listener in self.listeners)
+            else None
+        )
         # the bound method, not the instance: calling an instance's __call__ costs more
         self.proxy = Server(self._build_dispatcher().handle, settings.limits, self.ticker)
         self.admin = Server(AdminHandler(self.stats).handle, settings.limits, self.ticker)
@@ -127,6 +145,7 @@ class Gateway:
         return Chain(list(chosen.values())) if chosen else None
 
     def _target(self, service: Service) -> UpstreamTarget:
+        """A service's own host:port (a service naming a Kong upstream goes through `edge`)."""
         limits = self.config.settings.limits
         context = None
         if service.protocol == "https":
@@ -158,7 +177,12 @@ class Gateway:
         built = self._build_plugins()
         entries = []
         for service in self.config.services:
-            target = self._target(service)
+            balanced = self.edge.service_destination(service)
+            if balanced is None:
+                target: UpstreamTarget | None = self._target(service)
+                balancer = None
+            else:
+                target, balancer = balanced
             service_path = service.path.encode()
             for route in service.routes:
                 chain = self._chain(built, service, route)
@@ -167,8 +191,9 @@ class Gateway:
                     path: str | None,
                     route: Route = route,
                     chain: Chain | None = chain,
-                    target: UpstreamTarget = target,
+                    target: UpstreamTarget | None = target,
                     service_path: bytes = service_path,
+                    balancer: Any = balancer,
                 ) -> RouteTarget:
                     strip = path is not None and route.strip_path
                     regex = path is not None and is_regex_path(path)
@@ -182,6 +207,10 @@ class Gateway:
                         route.preserve_host,
                         strip_regex=strip_regex,
                         path_handling_v1=route.path_handling == "v1",
+                        balancer=balancer,
+                        https_redirect=(
+                            route.https_redirect_status_code if route.requires_tls else 0
+                        ),
                     )
 
                 entries.append((route, payload))
@@ -196,7 +225,8 @@ class Gateway:
             upstreams=tuple(
                 PoolStats(f"{pool.host}:{pool.port}", len(pool.idle), len(pool.busy))
                 for pool in self.pools
-            ),
+            )
+            + self.edge.target_stats(PoolStats),
             plugins=tuple(sorted({plugin.name for plugin in self.plugins})),
             plugin_metrics=tuple(line for plugin in self.plugins for line in plugin.metrics()),
         )
@@ -221,20 +251,27 @@ class Gateway:
         self.ticker.start()
         self.ticker.add(self.proxy.sweep)
         self.ticker.add(self.admin.sweep)
-        for pool in self.pools:
+        for pool in (*self.pools, *self.edge.pools):
             self.ticker.add(pool.sweep)
         for plugin in self.plugins:
             await plugin.start()
-        host, port = self.listen
-        server = await loop.create_server(
-            self.proxy.protocol_factory,
-            host or None,
-            port,
-            reuse_port=self.reuse_port or None,
-            backlog=LISTEN_BACKLOG,
-        )
-        self._servers.append(server)
+        limits = self.config.settings.limits
+        for listener in self.listeners:
+            context = self.tls if listener.ssl else None
+            server = await loop.create_server(
+                self.proxy.protocol_factory,
+                listener.host or None,
+                listener.port,
+                reuse_port=self.reuse_port or None,
+                backlog=LISTEN_BACKLOG,
+                ssl=context,
+                # a client that connects and never completes its handshake is bound too
+                ssl_handshake_timeout=limits.head_timeout if context is not None else None,
+            )
+            self._servers.append(server)
+        self._proxy_servers = len(self._servers)
         self.proxy.port = self.addresses[0][1]
+        self.edge.start()
         if self.admin_listen is not None:
             admin_host, admin_port = self.admin_listen
             admin = await loop.create_server(
@@ -247,12 +284,23 @@ class Gateway:
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        """The bound proxy addresses (useful with port 0)."""
-        return _bound(self._servers[:1])
+        """The bound proxy addresses (useful with port 0), in listener order."""
+        return _bound(self._servers[: self._proxy_servers])
+
+    @property
+    def bound_listeners(self) -> list[Listener]:
+        """The proxy listeners with the ports they bound (useful with port 0)."""
+        bound = []
+        for listener, server in zip(
+            self.listeners, self._servers[: self._proxy_servers], strict=True
+        ):
+            for address in _bound([server]):
+                bound.append(Listener(address[0], address[1], listener.ssl))
+        return bound
 
     @property
     def admin_addresses(self) -> list[tuple[str, int]]:
-        return _bound(self._servers[1:])
+        return _bound(self._servers[self._proxy_servers :])
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (bounded), then release everything."""
@@ -286,6 +334,7 @@ class Gateway:
             await asyncio.gather(*self._background, return_exceptions=True)
         for client in self._http_clients:
             await client.close()
+        await self.edge.stop()
         for pool in self.pools:
             pool.close()
         self.ticker.stop()

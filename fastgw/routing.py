@@ -1,4 +1,5 @@
-"""Request routing: which route (and which of its paths) a method, Host, path and headers select.
+"""Request routing: which route (and which of its paths) a method, Host, path, headers and TLS SNI
+select.
 
 Compiled once per config; plain prefixes are matched without regexes, and a regex runs only for
 the routes that declare one (compiled at config load).
@@ -11,8 +12,12 @@ A route matches when each of its non-empty categories matches:
   `a.example.com` and `a.b.example.com` (not `example.com`); `example.*` matches `example.org`.
 - headers: every configured name is present with one of its values, compared case-insensitively;
   a value written `~*regex` is a case-insensitive regex searched in the header's value.
-- paths: a plain prefix of the (normalized) path, as in Kong `/foo` matches `/foobar` too; or,
-  written `~regex`, a regex anchored at the start of the path.
+- paths: a plain prefix of the path the dispatcher hands over, already normalised
+  (`normalize_path`: unreserved escapes decoded, dot segments removed, `//` merged) when it
+  needed it; as in Kong `/foo` matches `/foobar` too. Or, written `~regex`, a regex anchored at
+  the start of the path.
+- snis: the server name the client sent in its TLS handshake, matched like hosts (exact or one
+  wildcard); as in Kong, a route's `snis` are not considered for a request that came without TLS.
 
 Among the matching (route, path) pairs the winner is, most significant first:
 1. the match weight: how many of methods, hosts, headers and paths the route sets (more first);
@@ -21,6 +26,12 @@ Among the matching (route, path) pairs the winner is, most significant first:
 4. a regex path before a plain one: regex paths by `regex_priority` (higher first), plain
    paths by length (longer first);
 5. config order (Kong leaves this tie undefined; ours is the file's order).
+
+Hosts are indexed when the router is built: each exact host of the config gets one table of every
+pair that can serve it (its own pairs, those of the wildcards it matches and those without hosts),
+sorted by the priority above, so a request naming a configured host costs one dict lookup and one
+loop. A Host that no route names is resolved against the wildcards once and its table remembered
+(bounded, see HOST_TABLES_CACHED).
 
 Strip-path needs to know which of a route's paths matched, so the router stores one payload per
 (route, path) pair: `Router(entries)` takes `(route, factory)` pairs and calls `factory(path)` once
@@ -31,7 +42,6 @@ the payload of the pair that won. Nothing is allocated per request beyond the lo
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
@@ -43,35 +53,73 @@ T = TypeVar("T")
 _SLASH: Final = 0x2F  # b"/"[0]
 _DOT: Final = 0x2E  # b"."[0]
 _PERCENT: Final = 0x25  # b"%"[0]
-_NO_RANK: Final = sys.maxsize  # worse than any real rank
 
 REGEX_MARK: Final = "~"  # Kong's prefix of a regex path
 HEADER_REGEX_MARK: Final = "~*"  # Kong's prefix of a (case-insensitive) regex header value
 PATH_HANDLINGS: Final = ("v0", "v1")
 RegexError = re.error
 
+# Tables remembered for Host values no route names exactly: enough for every wildcard-matched
+# name a real config sees, bounded so that made-up Host headers cannot grow it.
+HOST_TABLES_CACHED: Final = 1024
+
 # a header condition: (lower-case name, lower-cased plain values, regexes)
 _HeaderRule = tuple[bytes, frozenset[bytes], tuple[re.Pattern[bytes], ...]]
+# A host or SNI pattern: (exact name or wildcard prefix, wildcard suffix, is a wildcard):
+# "a.com" -> (b"a.com", b"", False), "*.example.com" -> (b"", b".example.com", True),
+# "example.*" -> (b"example.", b"", True).
+_Pattern = tuple[bytes, bytes, bool]
 # one (route, path) pair: (plain prefix, regex or None, allowed methods or None for any,
-# header conditions or None, rank, payload); ranks order every pair (lower is better)
+# header conditions or None, SNI patterns or None for any, rank, payload); ranks order every
+# pair by the priority in the docstring (lower is better)
 _Candidate = tuple[
     bytes,
     re.Pattern[bytes] | None,
     tuple[bytes, ...] | None,
     tuple[_HeaderRule, ...] | None,
+    tuple[_Pattern, ...] | None,
     int,
     T,
 ]
-# a pair before ranking: (sort key, its route's hosts, the candidate's fields but the rank)
+# a pair before ranking: (sort key, its route's host patterns, the candidate without its rank)
 _Compiled = tuple[
     tuple[int, ...],
-    tuple[str, ...],
-    bytes,
-    re.Pattern[bytes] | None,
-    tuple[bytes, ...] | None,
-    tuple[_HeaderRule, ...] | None,
-    T,
+    tuple[_Pattern, ...],
+    tuple[
+        bytes,
+        re.Pattern[bytes] | None,
+        tuple[bytes, ...] | None,
+        tuple[_HeaderRule, ...] | None,
+        tuple[_Pattern, ...] | None,
+        T,
+    ],
 ]
+
+
+def _pattern(host: str) -> _Pattern:
+    name = host.lower().encode("idna") if not host.isascii() else host.lower().encode()
+    if name.startswith(b"*."):
+        return b"", name[1:], True
+    if name.endswith(b".*"):
+        return name[:-1], b"", True
+    return name, b"", False
+
+
+def _wildcard_matches(pattern: _Pattern, name: bytes) -> bool:
+    prefix, suffix, _ = pattern
+    return (
+        len(name) > len(prefix) + len(suffix) and name.startswith(prefix) and name.endswith(suffix)
+    )
+
+
+def _matches_any(patterns: tuple[_Pattern, ...], name: bytes) -> bool:
+    for pattern in patterns:
+        if pattern[2]:
+            if _wildcard_matches(pattern, name):
+                return True
+        elif pattern[0] == name:
+            return True
+    return False
 
 
 def is_regex_path(path: str) -> bool:
@@ -129,15 +177,21 @@ def _sort_key(route: Route, path: str | None, order: int, path_index: int) -> tu
 
 
 def _matches(
-    candidate: _Candidate[T], method: bytes, path: bytes, headers: Sequence[tuple[bytes, bytes]]
+    candidate: _Candidate[T],
+    method: bytes,
+    path: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    sni: bytes | None,
 ) -> bool:
-    prefix, regex, methods, rules, _, _ = candidate
+    prefix, regex, methods, rules, snis, _, _ = candidate
     if regex is None:
         if not path.startswith(prefix):
             return False
     elif regex.match(path) is None:
         return False
     if methods is not None and method not in methods:
+        return False
+    if snis is not None and sni is not None and not _matches_any(snis, sni):
         return False
     return rules is None or _headers_match(rules, headers)
 
@@ -154,41 +208,25 @@ def _headers_match(rules: tuple[_HeaderRule, ...], headers: Sequence[tuple[bytes
     return True
 
 
-def _first_match(
-    table: tuple[_Candidate[T], ...],
-    method: bytes,
-    path: bytes,
-    headers: Sequence[tuple[bytes, bytes]],
-    best_rank: int,
-) -> int:
-    """The index of the first candidate of `table` that matches and ranks better than
-    `best_rank`, or -1 (tables are sorted best first)."""
-    for index in range(len(table)):
-        candidate = table[index]
-        if candidate[4] >= best_rank:
-            return -1
-        if _matches(candidate, method, path, headers):
-            return index
-    return -1
-
-
 class Router(Generic[T]):
     """Routes compiled into per-host tables, each sorted best first."""
 
     __slots__ = (
         "_any_host",
-        "_exact",
         "_has_hosts",
-        "_host_prefixes",
-        "_host_suffixes",
+        "_host_tables",
+        "_host_tables_limit",
         "_paths_only",
+        "_wildcard_ranked",
+        "has_snis",
     )
 
     def __init__(self, entries: Iterable[tuple[Route, Callable[[str | None], T]]]) -> None:
         keyed: list[_Compiled[T]] = []
         for order, (route, factory) in enumerate(entries):
             methods = tuple(method.encode("ascii") for method in route.methods) or None
-            hosts = tuple(dict.fromkeys(host.lower() for host in route.hosts))
+            hosts = tuple(dict.fromkeys(_pattern(host) for host in route.hosts))
+            snis = tuple(dict.fromkeys(_pattern(sni) for sni in route.snis)) or None
             rules = _header_rules(route)
             paths: tuple[str | None, ...] = route.paths or (None,)
             for path_index, path in enumerate(paths):
@@ -199,38 +237,52 @@ class Router(Generic[T]):
                 elif path is not None:
                     prefix = path.encode()
                 sort_key = _sort_key(route, path, order, path_index)
-                keyed.append((sort_key, hosts, prefix, regex, methods, rules, factory(path)))
+                fields = (prefix, regex, methods, rules, snis, factory(path))
+                keyed.append((sort_key, hosts, fields))
         keyed.sort(key=lambda item: item[0])
 
         exact: dict[bytes, list[_Candidate[T]]] = {}
-        suffixes: dict[bytes, list[_Candidate[T]]] = {}  # "*.example.com" -> b".example.com"
-        prefixes: dict[bytes, list[_Candidate[T]]] = {}  # "example.*" -> b"example."
+        wildcard_ranked: list[tuple[_Candidate[T], tuple[_Pattern, ...]]] = []
         any_host: list[_Candidate[T]] = []
-        for rank, (_, hosts, prefix, regex, methods, rules, payload) in enumerate(keyed):
-            candidate = (prefix, regex, methods, rules, rank, payload)
+        for rank, (_, hosts, (prefix, regex, methods, rules, snis, payload)) in enumerate(keyed):
+            candidate = (prefix, regex, methods, rules, snis, rank, payload)
             if not hosts:
                 any_host.append(candidate)
-            for host in hosts:
-                if host.startswith("*."):
-                    suffixes.setdefault(host[1:].encode(), []).append(candidate)
-                elif host.endswith(".*"):
-                    prefixes.setdefault(host[:-1].encode(), []).append(candidate)
-                else:
-                    exact.setdefault(host.encode(), []).append(candidate)
+            for pattern in hosts:
+                if not pattern[2]:
+                    exact.setdefault(pattern[0], []).append(candidate)
+            wildcards = tuple(pattern for pattern in hosts if pattern[2])
+            if wildcards:
+                wildcard_ranked.append((candidate, wildcards))
 
-        self._exact = {host: tuple(table) for host, table in exact.items()}
-        self._host_suffixes = tuple((key, tuple(table)) for key, table in suffixes.items())
-        self._host_prefixes = tuple((key, tuple(table)) for key, table in prefixes.items())
         self._any_host = tuple(any_host)
-        self._has_hosts = bool(exact or suffixes or prefixes)
-        # the common small config (plain prefixes only: no hosts, methods, headers or regexes):
-        # a bare list of prefixes, best first
+        self._wildcard_ranked = tuple(wildcard_ranked)
+        self._has_hosts = bool(exact or wildcard_ranked)
+        self.has_snis = any(fields[4] is not None for _, _, fields in keyed)
+        self._host_tables: dict[bytes, tuple[_Candidate[T], ...]] = {
+            name: self._table(name, own) for name, own in exact.items()
+        }
+        self._host_tables_limit = len(exact) + HOST_TABLES_CACHED
+        # the common small config (plain prefixes only: no hosts, methods, headers, regexes or
+        # snis): a bare list of prefixes, best first
         self._paths_only: tuple[tuple[bytes, T], ...] | None = None
-        if all(
-            not hosts and methods is None and rules is None and regex is None
-            for _, hosts, _, regex, methods, rules, _ in keyed
+        if not self._has_hosts and all(
+            c[1] is None and c[2] is None and c[3] is None and c[4] is None for c in any_host
         ):
-            self._paths_only = tuple((prefix, payload) for prefix, _, _, _, _, payload in any_host)
+            self._paths_only = tuple((c[0], c[6]) for c in any_host)
+
+    def _table(self, name: bytes, own: list[_Candidate[T]]) -> tuple[_Candidate[T], ...]:
+        """Every pair that can serve Host `name`, best first: `own` (its exact pairs), the pairs
+        of the wildcards it matches, and the pairs without hosts."""
+        matched = [
+            candidate
+            for candidate, patterns in self._wildcard_ranked
+            if any(_wildcard_matches(pattern, name) for pattern in patterns)
+        ]
+        if not own and not matched:
+            return self._any_host
+        table = {candidate[5]: candidate for candidate in (*own, *matched, *self._any_host)}
+        return tuple(table[rank] for rank in sorted(table))
 
     def match(
         self,
@@ -238,9 +290,13 @@ class Router(Generic[T]):
         host: bytes,
         path: bytes,
         headers: Sequence[tuple[bytes, bytes]] = (),
+        sni: bytes | None = None,
     ) -> T | None:
-        """The payload of the best (route, path) pair for this request, or None. `headers` are
-        the request's (lower-case name, value) pairs; only routes with `headers` read them."""
+        """The payload of the best (route, path) pair for this request, or None.
+
+        `headers`: the request's (lower-case name, value) pairs; only routes with `headers` read
+        them. `sni`: the TLS server name (lower case), b"" over TLS without one, None without TLS.
+        """
         paths_only = self._paths_only
         if paths_only is not None:
             for prefix, payload in paths_only:
@@ -248,35 +304,23 @@ class Router(Generic[T]):
                     return payload
             return None
 
-        best_rank = _NO_RANK
-        best: T | None = None
+        table = self._any_host
         if host and self._has_hosts:
             # strip a ":port" (not the colons of "[::1]") and lower-case; inlined: per request
             colon = host.rfind(b":")
             name = host[:colon] if colon != -1 and host.find(b"]", colon) == -1 else host
             if not name.islower():
                 name = name.lower()
-            table = self._exact.get(name)
-            if table is not None:
-                index = _first_match(table, method, path, headers, best_rank)
-                if index != -1:
-                    best_rank, best = table[index][4], table[index][5]
-            for suffix, table in self._host_suffixes:
-                if len(name) > len(suffix) and name.endswith(suffix):
-                    index = _first_match(table, method, path, headers, best_rank)
-                    if index != -1:
-                        best_rank, best = table[index][4], table[index][5]
-            for host_prefix, table in self._host_prefixes:
-                if len(name) > len(host_prefix) and name.startswith(host_prefix):
-                    index = _first_match(table, method, path, headers, best_rank)
-                    if index != -1:
-                        best_rank, best = table[index][4], table[index][5]
-
-        table = self._any_host
-        index = _first_match(table, method, path, headers, best_rank)
-        if index != -1:
-            return table[index][5]
-        return best
+            found = self._host_tables.get(name)
+            if found is None:
+                found = self._table(name, [])
+                if len(self._host_tables) < self._host_tables_limit:
+                    self._host_tables[name] = found
+            table = found
+        for candidate in table:
+            if _matches(candidate, method, path, headers, sni):
+                return candidate[6]
+        return None
 
 
 def upstream_path(prefix_len: int, service_path: str | bytes, path: bytes) -> bytes:

@@ -13,6 +13,9 @@ class PoolStats:
     address: str  # host:port
     idle: int
     busy: int
+    upstream: str = ""  # the Kong upstream the target belongs to ("" for a service's own host)
+    weight: int = 0
+    health: str = ""  # Kong's: HEALTHY, UNHEALTHY, HEALTHCHECKS_OFF ("" outside an upstream)
 
 
 @dataclass(frozen=True, slots=True)

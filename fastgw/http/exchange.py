@@ -16,7 +16,9 @@ from typing import Final
 
 from mypy_extensions import trait
 
-from fastgw.balancer.retry import may_resend
+from fastgw.balancer.balancer import NO_PEER_MESSAGE, Balancer
+from fastgw.balancer.health import TCP_FAILURE, TIMEOUT
+from fastgw.balancer.retry import GIVE_UP, RESEND_STALE, after_lost, may_retry_connect
 from fastgw.balancer.target import ConnectFailed, UpstreamTarget
 from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
 from fastgw.http.response_head import ForwardedHead
@@ -49,11 +51,17 @@ HANDLING: Final = 0  # the handler (routing, plugins) runs
 CONNECTING: Final = 1  # waiting for an upstream connection
 WAITING: Final = 2  # the request went upstream; no response head yet
 STREAMING: Final = 3  # the response head went to the client; its body follows
-COMPLETE: Final = 4  # the whole response is out; the rest of the request body is read and dropped
-FINISHED: Final = 5  # handed back to the connection (or aborted): nothing more happens
+TUNNEL: Final = 4  # the upstream switched protocols (101): bytes both ways until either closes
+COMPLETE: Final = 5  # the whole response is out; the rest of the request body is read and dropped
+FINISHED: Final = 6  # handed back to the connection (or aborted): nothing more happens
 
 _CHUNK_END: Final = b"\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
+# What a WebSocket upgrade offers upstream (Kong's upstream_connection / upstream_upgrade), and
+# the fields a 101 going to the client must carry besides the upstream's end-to-end ones.
+_OFFER_UPGRADE: Final = b"connection: keep-alive, Upgrade\r\nupgrade: websocket\r\n"
+_SWITCHED: Final = b"HTTP/1.1 101 Switching Protocols\r\n"
+_SWITCHED_FIELDS: Final = b"connection: upgrade\r\nupgrade: websocket\r\n\r\n"
 
 Handler = Callable[["Exchange"], Awaitable[None] | None]
 
@@ -66,6 +74,7 @@ class ClientSide:
 
     flow: FlowControl
     client_ip: str
+    server_name: bytes | None  # the SNI of a TLS connection (b"" when none); None without TLS
 
     def write(self, data: bytes) -> None:
         """Queue response bytes; they go out with the next flush, in one write."""
@@ -88,6 +97,14 @@ class ClientSide:
 
     def abort(self) -> None:
         """Drop the connection at once (a response that cannot be completed)."""
+        raise NotImplementedError
+
+    def start_tunnel(self, exchange: Exchange) -> None:
+        """The exchange switched protocols and its request is complete: relay raw bytes to it."""
+        raise NotImplementedError
+
+    def end_tunnel(self) -> None:
+        """The tunnel's upstream side ended: send what is queued, then close."""
         raise NotImplementedError
 
 
@@ -128,13 +145,20 @@ class Exchange(ResponseSink):
     body_limit = BODY_BUFFER_LIMIT
     body_received = 0
     body_waiter: asyncio.Future[None] | None = None
+    # Set by routing for a service balanced over a Kong upstream: a target is picked per try.
+    balancer: Balancer | None = None
+    # Who plugins authenticated (Kong's consumer, else the credential): consistent hashing's key.
+    consumer_id = b""
     continue_sent = False
     local_body = b""
     local_headers: Sequence[tuple[bytes, bytes]] = ()
     local_status = 0
     pending: Awaitable[None] | None = None  # what an async handler returned
-    resent = False
+    resent = False  # sent again on a fresh connection after a stale pooled one (retry.py)
     response_close_delimited = False
+    tried: tuple[UpstreamTarget, ...] = ()  # targets that failed this request
+    tries = 0  # attempts counted against the service's retries
+    upgrade = False  # a WebSocket upgrade request: offered upstream, a 101 makes a tunnel
     upstream_held = False  # the upstream's reading is paused for a slow client
     task: asyncio.Future[None] | None = None
 
@@ -304,18 +328,27 @@ class Exchange(ResponseSink):
         if self.responded:
             self._write_local_response()
             return
-        target = self.target
-        if target is None:
-            self.respond_error(500)
-            return
+        balancer = self.balancer
+        if balancer is not None:
+            target = balancer.pick(self)
+            if target is None:
+                self.respond_error(503, NO_PEER_MESSAGE)
+                return
+            self.target = target
+        else:
+            target = self.target
+            if target is None:
+                self.respond_error(500)
+                return
         if self.expect_continue:
             self._send_continue()
         upstream = target.pool.acquire()
         if upstream is not None:
+            self.tries = 1
             self._send_to(upstream, target)
         else:
             self.phase = CONNECTING
-            self.task = asyncio.ensure_future(self._connect(target))
+            self.task = asyncio.ensure_future(self._connect(target, True))
 
     def _send_continue(self) -> None:
         if self.expect_continue and not self.continue_sent and not self.request_complete:
@@ -323,17 +356,48 @@ class Exchange(ResponseSink):
             self.client.write(CONTINUE_100)
             self.client.flush()
 
-    async def _connect(self, target: UpstreamTarget) -> None:
-        try:
-            upstream = await target.connect()
-        except ConnectFailed as failure:
-            if self.phase != FINISHED:
-                self.upstream_failed(failure.status)
+    async def _connect(self, target: UpstreamTarget, counted: bool) -> None:
+        """Connect and send; a failed connection is tried again as the retry policy allows, on
+        another target where the service's upstream has one. `counted`: the attempt counts
+        against the service's retries (a stale pooled connection's resend does not)."""
+        while True:
+            if counted:
+                self.tries += 1
+            counted = True
+            try:
+                upstream = await target.connect()
+            except ConnectFailed as failure:
+                if self.phase == FINISHED:
+                    return
+                if not may_retry_connect(self.tries, target.retries):
+                    self.respond_error(failure.status)
+                    return
+                next_target = self._next_target(target)
+                if next_target is None:
+                    self.respond_error(503, NO_PEER_MESSAGE)
+                    return
+                target = next_target
+                continue
+            if self.phase == FINISHED:
+                target.pool.release(upstream)
+                return
+            self._send_to(upstream, target)
             return
-        if self.phase == FINISHED:
-            target.pool.release(upstream)
-            return
-        self._send_to(upstream, target)
+
+    def _next_target(self, failed: UpstreamTarget) -> UpstreamTarget | None:
+        """Where a retry goes: another target of the upstream if it has one, else the same."""
+        balancer = self.balancer
+        if balancer is None:
+            return failed
+        self.tried = (*self.tried, failed)
+        target = balancer.pick(self, self.tried)
+        if target is not None:
+            self.target = target
+        return target
+
+    def _retry(self, target: UpstreamTarget, counted: bool) -> None:
+        self.phase = CONNECTING
+        self.task = asyncio.ensure_future(self._connect(target, counted))
 
     # -- the request, towards the upstream -------------------------------------------------------
 
@@ -356,6 +420,8 @@ class Exchange(ResponseSink):
             parts.append(b": ")
             parts.append(value)
             parts.append(b"\r\n")
+        if self.upgrade:
+            parts.append(_OFFER_UPGRADE)
         if self.x_forwarded_for is None:
             parts.append(b"x-forwarded-for: ")
         else:
@@ -368,7 +434,12 @@ class Exchange(ResponseSink):
         else:
             self._body_framing(parts)
         upstream.send(
-            self, b"".join(parts), target.read_timeout, target.write_timeout, self.head_request
+            self,
+            b"".join(parts),
+            target.read_timeout,
+            target.write_timeout,
+            self.head_request,
+            self.upgrade,
         )
         flow = client.flow
         if flow.read_paused:
@@ -428,8 +499,11 @@ class Exchange(ResponseSink):
         upstream = self.upstream
         if upstream is not None and self.body_mode == BODY_CHUNKED:
             upstream.write(_LAST_CHUNK)
-        if self.phase == COMPLETE:
+        phase = self.phase
+        if phase == COMPLETE:
             self._finish()
+        elif phase == TUNNEL:
+            self.client.start_tunnel(self)  # the upstream switched before the body was in
 
     # -- flow control ----------------------------------------------------------------------------
 
@@ -456,6 +530,9 @@ class Exchange(ResponseSink):
 
     def response_head(self, status: int, head: ForwardedHead) -> None:
         """Write the client's response head from the upstream's."""
+        target = self.target
+        if target is not None and target.passive is not None:
+            target.report_status(status)
         parts = [STATUS_LINES.get(status) or status_line(status), head.fields]
         if not self.request_complete:
             # Answered before the whole body arrived: the rest of the body will most likely
@@ -495,6 +572,39 @@ class Exchange(ResponseSink):
     def response_read(self) -> None:
         self.client.flush()
 
+    # -- a tunnel, after the upstream's 101 -------------------------------------------------------
+
+    def response_switching(self, head: ForwardedHead) -> None:
+        """The upstream took the Upgrade: the 101 goes out, then bytes flow unparsed. The
+        client's bytes join the tunnel once its request (body included) is complete."""
+        target = self.target
+        if target is not None and target.passive is not None:
+            target.report_status(101)
+        self.phase = TUNNEL
+        self.keep_alive = False
+        client = self.client
+        client.write(b"".join((_SWITCHED, head.fields, _SWITCHED_FIELDS)))
+        client.flush()
+        if self.request_complete:
+            client.start_tunnel(self)
+
+    def tunnel_data(self, data: bytes) -> None:
+        self.client.write(data)
+        self.client.flush()
+
+    def tunnel_from_client(self, data: bytes) -> None:
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.write(data)
+
+    def end_tunnel(self) -> None:
+        """The client side ended (closed or lost): the upstream gets what is buffered first."""
+        self.phase = FINISHED
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.close_tunnel()
+
     def response_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
         if self.response_chunked:
             self.client.write(_LAST_CHUNK)
@@ -517,26 +627,42 @@ class Exchange(ResponseSink):
         phase = self.phase
         if phase == FINISHED:
             return
+        if phase == TUNNEL:
+            self.phase = FINISHED
+            self.client.end_tunnel()
+            return
         if phase == STREAMING:
             if self.response_close_delimited:
                 self.response_complete(upstream, False)
             else:
                 self.client.abort()  # a truncated response must not look complete
             return
-        if may_resend(
+        target = self.target
+        assert target is not None  # phase WAITING: sent to it
+        reused = upstream.requests > 1
+        decision = after_lost(
             self.method,
             self.body_mode != BODY_NONE,
-            upstream.requests > 1,
+            reused,
             upstream.got_response_bytes,
             self.resent,
-        ):
+            self.tries,
+            target.retries,
+        )
+        if decision == RESEND_STALE:
             self.resent = True
-            target = self.target
-            assert target is not None  # phase WAITING: sent to it
-            self.phase = CONNECTING
-            self.task = asyncio.ensure_future(self._connect(target))
+            self._retry(target, False)
             return
-        self.upstream_failed(502)
+        if not reused:
+            target.report(TCP_FAILURE)  # closed on a fresh connection: the target's doing
+        if decision == GIVE_UP:
+            self.respond_error(502)
+            return
+        next_target = self._next_target(target)
+        if next_target is None:
+            self.respond_error(503, NO_PEER_MESSAGE)
+            return
+        self._retry(next_target, True)
 
     def upstream_failed(self, status: int) -> None:
         upstream = self.upstream
@@ -546,7 +672,11 @@ class Exchange(ResponseSink):
         phase = self.phase
         if phase >= COMPLETE:
             return
-        if phase == STREAMING:
+        target = self.target
+        if target is not None and target.passive is not None:
+            target.report(TIMEOUT if status == 504 else TCP_FAILURE)
+        if phase in (STREAMING, TUNNEL):
+            self.phase = FINISHED if phase == TUNNEL else phase
             self.client.flush()
             self.client.abort()
             return
@@ -597,6 +727,9 @@ class Exchange(ResponseSink):
 
     def abort(self) -> None:
         """The client went away: release everything without reusing the upstream connection."""
+        if self.phase == TUNNEL:
+            self.end_tunnel()
+            return
         self.phase = FINISHED
         waiter = self.body_waiter
         if waiter is not None and not waiter.done():

@@ -15,6 +15,7 @@ PAUSE_PIPELINE: Final = 1  # client: a pipelined request waits for the one befor
 PAUSE_BUFFER: Final = 2  # client: a request body waits for its upstream, or for a plugin's read
 PAUSE_UPSTREAM: Final = 4  # client: the upstream's write buffer is full
 PAUSE_CLIENT: Final = 8  # upstream: the client's write buffer is full
+PAUSE_HELD: Final = 16  # client: bytes after an upgrade request wait for the upstream's answer
 # Pauses an exchange puts on its client; none may outlive the exchange.
 EXCHANGE_PAUSES: Final = PAUSE_BUFFER | PAUSE_UPSTREAM
 

@@ -13,9 +13,10 @@ from typing import Final, Protocol, cast
 import httptools
 
 from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, ClientSide, Exchange, Handler
-from fastgw.http.flow import PAUSE_PIPELINE, FlowControl
+from fastgw.http.flow import PAUSE_HELD, PAUSE_PIPELINE, FlowControl
 from fastgw.http.responses import build_response, error_parts
 from fastgw.http.timers import TICK_SECONDS, Ticker
+from fastgw.http.tls import server_name_of
 from fastgw.http.vocabulary import connection_tokens, host_without_port
 from fastgw.ratelog import RateLimitedLog
 
@@ -55,12 +56,25 @@ _UNDERSCORE: Final = 0x5F
 _QUESTION_MARK: Final = 0x3F  # b"?"[0]
 
 # httptools cannot read an Upgrade request's body: its on_headers_complete tells llhttp to skip
-# the body of every request llhttp flags as an upgrade. Until the upstream agrees to switch (it
-# never does while Upgrade is dropped as hop-by-hop), such a request is an ordinary one (RFC 9110
-# §7.8), so its body is read by a fresh parser primed with a head that frames the body the same
-# way; llhttp then reads it with its usual strictness and goes on to the next request.
+# the body of every request llhttp flags as an upgrade. Until the upstream agrees to switch, such
+# a request is an ordinary one (RFC 9110 §7.8). An Upgrade the gateway does not offer upstream
+# (anything but websocket, or a chunked body) is dropped as hop-by-hop and the request's body is
+# read by a fresh parser primed with a head that frames the body the same way; llhttp then reads
+# it with its usual strictness and goes on to the next request.
 _PRIMING_HEAD_CHUNKED: Final = b"PUT / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
 _PRIMING_HEAD_LENGTH: Final = b"PUT / HTTP/1.1\r\ncontent-length: %d\r\n\r\n"
+
+# A WebSocket upgrade (offered upstream, exchange.upgrade) is different: whether the bytes after
+# it are the next request or the tunnel's depends on the upstream's answer. So its body, framed
+# by its Content-Length, is counted off the connection without a parser, and what follows is
+# held unparsed (reading paused past HELD_LIMIT) until the exchange ends (then it is parsed as
+# the next requests) or switches with a 101 (then it is the first of the tunnel's bytes).
+# What the connection does with the bytes it reads:
+PARSING: Final = 0  # HTTP/1.1 requests, through the parser
+UPGRADE_BODY: Final = 1  # the rest of an upgrade request's body (upgrade_left bytes)
+HOLDING: Final = 2  # after a complete upgrade request: held until its exchange decides
+TUNNELLING: Final = 3  # relayed to the exchange's upstream unparsed
+HELD_LIMIT: Final = 64 * 1024
 
 # What a request field name is to the gateway: end-to-end, a name with "_" (forwarded only
 # with underscores_in_headers), or one it consumes or re-creates instead of forwarding.
@@ -74,6 +88,7 @@ _TRANSFER_ENCODING: Final = 4
 _EXPECT: Final = 5
 _CONNECTION: Final = 6
 _XFF: Final = 7
+_UPGRADE: Final = 10
 REQUEST_SPECIAL_HEADERS: Final[dict[bytes, int]] = {
     b"connection": _CONNECTION,
     b"keep-alive": _HOP,
@@ -81,7 +96,7 @@ REQUEST_SPECIAL_HEADERS: Final[dict[bytes, int]] = {
     b"proxy-authorization": _HOP,
     b"te": _HOP,
     b"trailer": _HOP,
-    b"upgrade": _HOP,
+    b"upgrade": _UPGRADE,
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"content-length": _CONTENT_LENGTH,
     b"host": _HOST,
@@ -248,6 +263,8 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         "head_from",
         "head_started",
         "headers",
+        "held",
+        "held_size",
         "host",
         "idle_since",
         "last_read",
@@ -258,6 +275,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         "max_headers",
         "max_uri_size",
         "memo",
+        "mode",
         "out",
         "parser",
         "parsing",
@@ -266,12 +284,16 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         "read_start",
         "received",
         "server",
+        "server_name",
         "special_size",
         "ticker",
         "transfer_encoding",
         "transport",
         "underscores_in_headers",
         "upgrade_body",
+        "upgrade_left",
+        "upgrade_value",
+        "upgrading",
         "url",
         "valid_host",
         "x_forwarded_for",
@@ -339,6 +361,14 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         # being fed (its callbacks are not a request): see _PRIMING_HEAD_CHUNKED
         self.upgrade_body: Exchange | None = None
         self.priming = False
+        self.upgrade_value: bytes | None = None  # the request's Upgrade field
+        # a WebSocket upgrade being decided (see HOLDING), the bytes held meanwhile
+        self.mode = PARSING
+        self.upgrading: Exchange | None = None
+        self.upgrade_left = 0
+        self.held: list[bytes] = []
+        self.held_size = 0
+        self.server_name: bytes | None = None  # the SNI over TLS (b"" when none); None: plain
 
     # -- connection lifecycle --------------------------------------------------------------------
 
@@ -355,10 +385,18 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         self.client_ip_bytes = self.client_ip.encode()
         sock = transport.get_extra_info("sockname")
         port = sock[1] if isinstance(sock, tuple) else self.server.port
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.server_name = server_name_of(ssl_object)
         # the end of X-Forwarded-For and the other X-Forwarded-* lines, the same per request
         self.forwarded_lines = (
-            b"%b\r\nx-forwarded-proto: http\r\nx-forwarded-port: %d\r\nx-real-ip: %b\r\n"
-            % (self.client_ip_bytes, port, self.client_ip_bytes)
+            b"%b\r\nx-forwarded-proto: %b\r\nx-forwarded-port: %d\r\nx-real-ip: %b\r\n"
+            % (
+                self.client_ip_bytes,
+                b"http" if ssl_object is None else b"https",
+                port,
+                self.client_ip_bytes,
+            )
         )
         self.forwarded_tail = self.forwarded_lines  # and X-Forwarded-Host for valid_host
         self.idle_since = self.last_read = self.ticker.now
@@ -452,6 +490,16 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         start = self.received
         self.read_start = start
         self.received = start + len(data)
+        if self.mode != PARSING:
+            if self.mode == TUNNELLING:
+                exchange = self.upgrading
+                if exchange is not None:
+                    exchange.tunnel_from_client(data)
+                return
+            data = self._upgrade_bytes(data)
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
         self.feeding = True
         try:
             while data:
@@ -464,6 +512,8 @@ class ServerConnection(asyncio.Protocol, ClientSide):
                 # callback's exception chained to the one being handled, not to its own cause.
                 data = self._parse_failed(failure, data)
                 del failure
+                if self.mode != PARSING:
+                    data = self._upgrade_bytes(data)
         finally:
             self.feeding = False
         if self.out:
@@ -501,15 +551,24 @@ class ServerConnection(asyncio.Protocol, ClientSide):
     def _parse_failed(self, error: Exception, data: bytes) -> bytes:
         """Answer a parse failure of `data`; returns what is left to feed (after an Upgrade)."""
         if isinstance(error, httptools.HttpParserUpgrade):
-            # Upgrade is hop-by-hop and not offered upstream: the request went on as plain
-            # HTTP/1.1. llhttp stops after such a request, so continue with a fresh parser,
-            # which first reads the request's body if it has one.
+            # llhttp stops after an upgrade request's head: continue with a fresh parser.
             self.parser = httptools.HttpRequestParser(self)
+            rest = data[error.args[0] :] if error.args else b""
             exchange = self.upgrade_body
-            if exchange is not None:
-                self.upgrade_body = None
+            self.upgrade_body = None
+            upgrading = self.parsing
+            if upgrading is not None and upgrading.upgrade and not upgrading.finished:
+                # offered upstream: its body is counted off, what follows held (see HOLDING)
+                self.upgrading = upgrading
+                if exchange is upgrading:
+                    self.mode = UPGRADE_BODY
+                    self.upgrade_left = upgrading.content_length
+                else:
+                    self.mode = HOLDING
+            elif exchange is not None:
+                # not offered upstream: an ordinary request, whose body the fresh parser reads
                 self._prime_for_body(exchange)
-            return data[error.args[0] :] if error.args else b""
+            return rest
         if isinstance(error, httptools.HttpParserCallbackError):
             cause = error.__context__ or error.__cause__
             if isinstance(cause, _LimitExceeded):
@@ -519,6 +578,80 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             _parse_bug_log.emit("request parsing failed: %r", cause, exc_info=cause)
         self._fail(400)
         return b""
+
+    def _upgrade_bytes(self, data: bytes) -> bytes:
+        """Bytes read while a WebSocket upgrade is decided; returns what is left to parse."""
+        if self.mode == UPGRADE_BODY:
+            exchange = self.upgrading
+            size = min(self.upgrade_left, len(data))
+            body, data = data[:size], data[size:]
+            self.upgrade_left -= size
+            try:
+                if body:
+                    self.on_body(body)
+            except _LimitExceeded as limit:
+                self.mode = PARSING
+                self.upgrading = None
+                self._fail(limit.status)
+                return b""
+            if self.upgrade_left:
+                return b""
+            self.mode = HOLDING
+            if exchange is not None:
+                exchange.on_request_complete()  # may start the tunnel, or end the exchange
+        if self.mode == HOLDING and data:
+            self.held.append(data)
+            self.held_size += len(data)
+            if self.held_size > HELD_LIMIT:
+                self.flow.pause_reading(PAUSE_HELD)
+            return b""
+        if self.mode == TUNNELLING and data:
+            exchange = self.upgrading
+            if exchange is not None:
+                exchange.tunnel_from_client(data)
+            return b""
+        return data
+
+    def start_tunnel(self, exchange: Exchange) -> None:
+        """The upstream switched (101) and the request is complete: the held bytes are the
+        first of the tunnel's; from now on every byte read goes upstream unparsed."""
+        self.mode = TUNNELLING
+        self.upgrading = exchange
+        held = self.held
+        if held:
+            self.held = []
+            self.held_size = 0
+            exchange.tunnel_from_client(b"".join(held))
+        self.flow.resume_reading(PAUSE_HELD)
+
+    def end_tunnel(self) -> None:
+        self.flush()
+        self.close()
+
+    def _upgrade_declined(self) -> None:
+        """The upgrade request ended without a switch: what it held is the next request(s)."""
+        self.mode = PARSING
+        self.upgrading = None
+        held = self.held
+        self.held = []
+        self.held_size = 0
+        if not held or self.closed or self.lingering_since:
+            self.flow.resume_reading(PAUSE_HELD)
+            return
+        data = b"".join(held)
+        if self.feeding:
+            # inside a read, the parser is busy: parse right after it, reading paused until then
+            # so that no later byte overtakes these
+            self.flow.pause_reading(PAUSE_HELD)
+            asyncio.get_running_loop().call_soon(self._parse_held, data)
+        else:
+            self.flow.resume_reading(PAUSE_HELD)
+            self._parse(data)
+
+    def _parse_held(self, data: bytes) -> None:
+        self.flow.resume_reading(PAUSE_HELD)
+        if not self.closed and not self.lingering_since:
+            self._parse(data)
 
     def _prime_for_body(self, exchange: Exchange) -> None:
         """Make the fresh parser read `exchange`'s body next, framed as its head announced."""
@@ -586,6 +719,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             self.expect_continue = False
             self.connection_value = None
             self.x_forwarded_for = None
+            self.upgrade_value = None
 
     def on_url(self, url: bytes) -> None:
         if self.url:
@@ -652,6 +786,10 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         elif kind == _CONNECTION:
             self.connection_value = (
                 value if self.connection_value is None else (self.connection_value + b"," + value)
+            )
+        elif kind == _UPGRADE:
+            self.upgrade_value = (
+                value if self.upgrade_value is None else self.upgrade_value + b"," + value
             )
         elif kind == _XFF:
             self.x_forwarded_for = (
@@ -729,6 +867,17 @@ class ServerConnection(asyncio.Protocol, ClientSide):
                 exchange.headers = [h for h in exchange.headers if h[0] not in listed]
         content_length = self.content_length
         exchange.content_length = content_length  # -1 when absent; an explicit 0 is forwarded
+        upgrade = self.upgrade_value
+        if (
+            upgrade is not None
+            and not self.chunked
+            and not http_10
+            and upgrade.strip(b" \t").lower() == b"websocket"
+            and self.parser.should_upgrade()
+        ):
+            # Kong proxies Upgrade: websocket (only that); a chunked body is not offered
+            # (its end is the parser's to find, and llhttp skips an upgrade's body)
+            exchange.upgrade = True
         if self.chunked:
             self._check_transfer_encoding(http_10)
             body_mode = BODY_CHUNKED
@@ -830,6 +979,8 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             self.flush()
         if self.flow.read_paused & PAUSE_PIPELINE and len(queue) <= 1:
             self.flow.resume_reading(PAUSE_PIPELINE)
+        if exchange is self.upgrading and self.mode == HOLDING:
+            self._upgrade_declined()
 
     # -- timeouts (called by the ticker's sweep) -------------------------------------------------
 

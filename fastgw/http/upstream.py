@@ -34,6 +34,9 @@ IDLE: Final = 0  # no request: any byte from the upstream is a protocol error
 HEAD: Final = 1  # request sent, the response head is being read
 BODY: Final = 2  # head handed on, the body is being read
 DONE: Final = 3  # the response is complete; handed on when the read that completed it is parsed
+TUNNEL: Final = 4  # a 101 switched protocols: bytes both ways, unparsed, until either side closes
+
+SWITCHING_PROTOCOLS: Final = 101
 
 
 @trait
@@ -51,6 +54,14 @@ class ResponseSink:
 
     def response_read(self) -> None:
         """One read of the upstream is handled: what it produced may go out now."""
+        raise NotImplementedError
+
+    def response_switching(self, head: ForwardedHead) -> None:
+        """The upstream agreed to the request's Upgrade (101): a tunnel from now on."""
+        raise NotImplementedError
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Bytes from the upstream after its 101, unparsed."""
         raise NotImplementedError
 
     def response_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
@@ -93,6 +104,7 @@ class UpstreamConnection(asyncio.Protocol):
         "sink",
         "ticker",
         "transport",
+        "upgrade",
         "write_timeout",
     )
 
@@ -111,6 +123,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.read_timeout = 0.0
         self.write_timeout = 0.0
         self.head_request = False
+        self.upgrade = False  # the request offered an Upgrade: a 101 is the sink's, not an error
         # The response head is taken from the bytes themselves (response_head.py): the reads of
         # the current response until its head is complete, and where that head begins in them
         # (after any 1xx heads).
@@ -188,6 +201,7 @@ class UpstreamConnection(asyncio.Protocol):
         read_timeout: float,
         write_timeout: float,
         head_request: bool,
+        upgrade: bool = False,
     ) -> None:
         """Attach `sink` and write its request head (and whatever body is ready)."""
         self.sink = sink
@@ -196,13 +210,22 @@ class UpstreamConnection(asyncio.Protocol):
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
         self.head_request = head_request
+        self.upgrade = upgrade
         self.deadline = self.ticker.now + read_timeout
         self.transport.write(data)  # type: ignore[union-attr]
 
     def write(self, data: bytes) -> None:
-        """More of the request body."""
+        """More of the request body (or, in a tunnel, of the client's bytes)."""
         if not self.closed:
+            if self.phase == TUNNEL:
+                # a tunnel's idle timeout counts bytes either way (nginx proxy_read_timeout)
+                self.deadline = self.ticker.now + self.read_timeout
             self.transport.write(data)  # type: ignore[union-attr]
+
+    def close_tunnel(self) -> None:
+        """The client side of a tunnel ended: send what is buffered, then close."""
+        self.sink = None
+        self.close()
 
     # -- receiving --------------------------------------------------------------------------------
 
@@ -213,13 +236,27 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             return
         self.deadline = self.ticker.now + self.read_timeout
-        if self.phase == HEAD:
+        phase = self.phase
+        if phase == HEAD:
             if self.head_data:
                 self.head_data += data  # a head spread over reads (rare)
             else:
                 self.head_data = data
+        elif phase == TUNNEL:
+            sink.tunnel_data(data)
+            return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as switched:
+            # llhttp stops after a 101's head: the rest of this read is the tunnel's
+            if self.phase == TUNNEL and self.sink is sink:
+                offset = switched.args[0] if switched.args else len(data)
+                if offset < len(data):
+                    sink.tunnel_data(data[offset:])
+                return
+            self.abort()
+            sink.upstream_failed(502)
+            return
         except (httptools.HttpParserError, HeadError):
             if self.phase == DONE:
                 # The response completed; what followed it was not ours to read. Never reuse.
@@ -264,6 +301,9 @@ class UpstreamConnection(asyncio.Protocol):
         if end - start > MAX_RESPONSE_HEAD:
             raise HeadError("upstream response head too large")
         status = self.parser.get_status_code()
+        if status == SWITCHING_PROTOCOLS:
+            self._switch(data[start:end].split(_CRLF))
+            return
         if status < 200:
             # 1xx (e.g. 103 Early Hints): not forwarded; the final head starts after this one.
             self.head_start = end + 4
@@ -280,6 +320,18 @@ class UpstreamConnection(asyncio.Protocol):
             # the next response a fresh parser.
             self.parser = httptools.HttpResponseParser(self)
             self._finish(True)
+
+    def _switch(self, lines: list[bytes]) -> None:
+        """A 101: the tunnel the request asked for, or an answer nobody asked for (502)."""
+        if not self.upgrade or not _upgrades_to_websocket(lines):
+            raise HeadError("upstream switched protocols unasked")
+        self.head_data = b""
+        self.head_start = 0
+        self.phase = TUNNEL
+        self.reusable = False
+        sink = self.sink
+        assert sink is not None  # phase HEAD: attached
+        sink.response_switching(forward_head(lines))
 
     def on_body(self, body: bytes) -> None:
         if self.phase == BODY:
@@ -299,6 +351,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.phase = DONE
         self.deadline = 0.0
         self.reusable = reusable
+
+
+def _upgrades_to_websocket(lines: list[bytes]) -> bool:
+    """Whether a 101 head names websocket in its Upgrade field (the only protocol offered)."""
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"upgrade":
+            return value.strip().lower() == b"websocket"
+    return False
 
 
 class UpstreamPool:
@@ -327,6 +388,7 @@ class UpstreamPool:
         self.max_requests = max_requests
         self.idle: list[UpstreamConnection] = []
         self.busy: set[UpstreamConnection] = set()
+        self.draining = False  # its target was removed: connections close as they come back
 
     def acquire(self) -> UpstreamConnection | None:
         """The most recently used idle connection, or None (the caller then connects)."""
@@ -356,7 +418,7 @@ class UpstreamPool:
         self.busy.discard(conn)
         if conn.closed:
             return
-        if conn.requests >= self.max_requests or not self.size:
+        if conn.requests >= self.max_requests or not self.size or self.draining:
             conn.close()
             return
         conn.release_hold()
@@ -397,6 +459,14 @@ class UpstreamPool:
             if conn.deadline and late > conn.deadline and sink is not None:
                 conn.abort()
                 sink.upstream_failed(504)
+
+    def drain(self) -> None:
+        """The target is gone: idle connections close now, busy ones once their request ends."""
+        self.draining = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.idle_since = 0.0
+            conn.close()
 
     def close(self) -> None:
         idle, self.idle = self.idle, []

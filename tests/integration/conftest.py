@@ -33,6 +33,22 @@ PYTHON = sys.executable
 SOCKET_TIMEOUT = 5.0  # no single read or write in these tests should take longer
 GATEWAY_HOST = "gw.test"
 
+# Ports of gateways' TLS listeners: `connect` speaks TLS to these (see the `wire` fixture).
+TLS_PORTS: set[int] = set()
+
+
+def test_pki() -> Any:
+    """The session's test CA and certificates (tests/support/tls.py), made on first use."""
+    from tests.support.tls import session_pki
+
+    return session_pki()
+
+
+def client_tls_context() -> Any:
+    import ssl
+
+    return ssl.create_default_context(cafile=str(test_pki().ca))
+
 
 # -- processes ------------------------------------------------------------------------------------
 
@@ -171,26 +187,46 @@ services:
 
 
 class EmbeddedGateway:
-    """A `Gateway` on port 0 in its own uvloop loop and thread."""
+    """A `Gateway` on port 0 in its own uvloop loop and thread.
 
-    def __init__(self, config_text: str) -> None:
+    With `tls`, it listens on a plain and a TLS port (the test PKI's default certificate) and
+    `port`, where the tests' clients connect, is the TLS one.
+    """
+
+    def __init__(self, config_text: str, tls: bool = False) -> None:
+        import dataclasses
+
         import uvloop
 
         from fastgw.config import parse_config
+        from fastgw.edge_config import Listener
         from fastgw.gateway import Gateway
+        from fastgw.http.tls import CertificatePair
 
         self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         config = parse_config(config_text, env={})
+        listeners = (Listener("127.0.0.1", 0),)
+        if tls:
+            pair = CertificatePair(*test_pki().default.texts())
+            settings = dataclasses.replace(config.settings, ssl_certificate=pair)
+            config = dataclasses.replace(config, settings=settings)
+            listeners = (Listener("127.0.0.1", 0), Listener("127.0.0.1", 0, True))
 
         async def start() -> Gateway:
-            gateway = Gateway(config, listen=("127.0.0.1", 0), admin_listen="off")
+            gateway = Gateway(config, listen=listeners, admin_listen="off")
             await gateway.start()
             return gateway
 
         self.gateway = self.run(start())
-        self.port = self.gateway.addresses[0][1]
+        self.plain_port = self.gateway.addresses[0][1]
+        self.port = self.plain_port
+        self.scheme = "http"
+        if tls:
+            self.tls_port = self.port = self.gateway.addresses[1][1]
+            self.scheme = "https"
+            TLS_PORTS.add(self.tls_port)
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 15.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -225,6 +261,7 @@ class EmbeddedGateway:
         return bool(self.call(predicate))
 
     def close(self) -> None:
+        TLS_PORTS.discard(getattr(self, "tls_port", 0))  # the port may serve plain HTTP next
         try:
             self.run(self.gateway.stop(drain_timeout=1.0))
         finally:
@@ -244,12 +281,21 @@ def gateway_config(echo: EchoUpstream, closed_port: int) -> Callable[..., str]:
 
 
 @pytest.fixture
-def make_gateway(echo: EchoUpstream, closed_port: int) -> Iterator[Callable[..., EmbeddedGateway]]:
+def wire() -> str:
+    """How the tests' clients reach embedded gateways: "http", or "https" where a module
+    parametrizes this fixture to run its cases over TLS too."""
+    return "http"
+
+
+@pytest.fixture
+def make_gateway(
+    echo: EchoUpstream, closed_port: int, wire: str
+) -> Iterator[Callable[..., EmbeddedGateway]]:
     started: list[EmbeddedGateway] = []
 
     def make(config_text: str | None = None, **settings: object) -> EmbeddedGateway:
         text = config_text or proxy_config(echo.port, closed_port, **settings)
-        gateway = EmbeddedGateway(text)
+        gateway = EmbeddedGateway(text, tls=wire == "https")
         started.append(gateway)
         return gateway
 
@@ -537,10 +583,12 @@ class CliGateway:
         self,
         config_path: Path,
         *args: str,
-        listen: str = "127.0.0.1:0",
+        listen: str | None = "127.0.0.1:0",
         nofile: int | None = None,
     ) -> None:
-        command = [PYTHON, "-m", "fastgw", "run", "-c", str(config_path), "--listen", listen]
+        command = [PYTHON, "-m", "fastgw", "run", "-c", str(config_path)]
+        if listen is not None:  # None: the config's listeners
+            command += ["--listen", listen]
         if nofile is not None:
             # soft and hard limit both (sh's ulimit sets both), so the gateway cannot raise it;
             # exec keeps the pid
@@ -573,7 +621,7 @@ def run_cli(tmp_path: Path) -> Iterator[Callable[..., CliGateway]]:
     started: list[CliGateway] = []
 
     def run(
-        config_text: str, *args: str, listen: str = "127.0.0.1:0", nofile: int | None = None
+        config_text: str, *args: str, listen: str | None = "127.0.0.1:0", nofile: int | None = None
     ) -> CliGateway:
         config = tmp_path / f"gateway-{len(started)}.yaml"
         config.write_text(config_text)
@@ -610,10 +658,15 @@ class Response:
 
 
 class Client:
-    """One connection; sends raw bytes and parses responses independently of fastgw's code."""
+    """One connection; sends raw bytes and parses responses independently of fastgw's code.
+
+    To a gateway's TLS port (TLS_PORTS) it speaks TLS, verifying the test CA's certificate."""
 
     def __init__(self, port: int, timeout: float = SOCKET_TIMEOUT) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if port in TLS_PORTS:
+            sock = client_tls_context().wrap_socket(sock, server_hostname=GATEWAY_HOST)
+        self.sock = sock
         self.buffer = bytearray()
 
     # sending
@@ -636,7 +689,10 @@ class Client:
     # receiving
 
     def _fill(self) -> bool:
-        data = self.sock.recv(256 * 1024)
+        try:
+            data = self.sock.recv(256 * 1024)
+        except (ssl_module().SSLEOFError, ssl_module().SSLZeroReturnError):
+            return False  # a TLS peer that closed without close_notify
         if not data:
             return False
         self.buffer += data
@@ -728,7 +784,7 @@ class Client:
             data = self.sock.recv(1)
         except TimeoutError:
             return False
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl_module().SSLError):
             return True
         finally:
             self.sock.settimeout(SOCKET_TIMEOUT)
@@ -739,6 +795,12 @@ class Client:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def ssl_module() -> Any:
+    import ssl
+
+    return ssl
 
 
 def build_request(

@@ -22,6 +22,13 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture(params=["http", "https"])
+def wire(request) -> str:
+    """Every case on an embedded gateway runs over plain HTTP and over TLS."""
+    return request.param
+
+
 HOST = b"gw.test"
 
 # The gateway's own JSON answers: Kong's wording; every error answer closes the connection.
@@ -62,9 +69,17 @@ def forwarded(gateway, upstream, head: bytes, framing: bytes = b"", body: bytes 
     request_line, _, headers = head.partition(b"\r\n")
     return (
         b"%b HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n%bx-forwarded-for: 127.0.0.1\r\n"
-        b"x-forwarded-proto: http\r\nx-forwarded-port: %d\r\nx-real-ip: 127.0.0.1\r\n"
+        b"x-forwarded-proto: %b\r\nx-forwarded-port: %d\r\nx-real-ip: 127.0.0.1\r\n"
         b"x-forwarded-host: gw.test\r\n%b\r\n%b"
-        % (request_line, upstream.port, headers, gateway.port, framing, body)
+        % (
+            request_line,
+            upstream.port,
+            headers,
+            gateway.scheme.encode(),
+            gateway.port,
+            framing,
+            body,
+        )
     )
 
 

@@ -208,11 +208,21 @@ def test_x_forwarded_for_is_created_when_absent(gateway, connect) -> None:
     assert seen["x-forwarded-host"] == ["gw.test"]
 
 
-def test_upgrade_is_not_offered_upstream_and_connection_stays_usable(gateway, connect) -> None:
+def test_websocket_upgrade_declined_upstream_keeps_the_connection_usable(gateway, connect) -> None:
+    """The upstream answers 200 instead of 101: an ordinary response, the next request its own."""
     client = connect(gateway.port)
     response = client.request(
         "GET", "/echo/ws", [("Connection", "Upgrade"), ("Upgrade", "websocket")]
     )
+    seen = upstream_headers(response)
+    assert seen["upgrade"] == ["websocket"]  # offered, as Kong does
+    assert seen["connection"] == ["keep-alive, Upgrade"]
+    assert echoed(client.request("GET", "/echo/after"))["path"] == "/echo/after"
+
+
+def test_other_upgrades_are_not_offered_upstream(gateway, connect) -> None:
+    client = connect(gateway.port)
+    response = client.request("GET", "/echo/h2", [("Connection", "Upgrade"), ("Upgrade", "h2c")])
     seen = upstream_headers(response)
     assert "upgrade" not in seen and "connection" not in seen
     assert echoed(client.request("GET", "/echo/after"))["path"] == "/echo/after"

@@ -5,7 +5,7 @@ It echoes what it received as JSON and has a few endpoints for streaming, slowne
   /close?size=N         close-delimited response          /sleep?ms=N     answer after N ms
   /status/N             answer with status N
   /upload               consume the body, return its size and sha256
-Run: python -m tests.support.echo --port 9000
+Run: python -m tests.support.echo --port 9000 [--name a] [--record deliveries.txt]
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ class EchoHandler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, payload: object) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
+        name = getattr(self.server, "name", None)
+        if name:
+            self.send_header("X-Upstream-Name", name)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -86,6 +89,10 @@ class EchoHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _handle(self) -> None:
+        record = getattr(self.server, "record", None)
+        if record is not None:  # deliveries, written before answering: a crash keeps them
+            record.write(f"{self.command} {self.path}\n")
+            record.flush()
         path = urlsplit(self.path).path
         query = self._query()
         if path == "/upload":
@@ -166,8 +173,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="echo upstream for tests and the demo")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--name", help="sent back in X-Upstream-Name (which target answered)")
+    parser.add_argument("--record", help="append each request's method and target to this file")
     args = parser.parse_args()
     server = make_server(args.port, args.host)
+    server.name = args.name  # type: ignore[attr-defined]
+    server.record = open(args.record, "a") if args.record else None  # type: ignore[attr-defined]  # noqa: SIM115
     print(f"READY http://{args.host}:{server.server_address[1]}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

@@ -393,22 +393,22 @@ def test_unknown_fields_are_reported_everywhere() -> None:
 def test_kong_keys_without_support_say_so_rather_than_unknown_field() -> None:
     assert problems(
         """
-        upstreams: [{name: u}]
+        snis: [{name: a.example, certificate: {id: x}}]
         services:
         - host: a
           tls_verify_depth: 2
           routes:
           - paths: [/]
-            snis: [a.example]
+            sources: [{ip: 192.0.2.1}]
             expression: 'http.path == "/"'
           plugins:
           - name: request-termination
             ordering: {before: {access: [acl]}}
         """
     ) == [
-        ("upstreams", "not supported yet"),
+        ("snis", "not supported yet"),
         ("services[0].tls_verify_depth", "not supported yet"),
-        ("services[0].routes[0].snis", "not supported yet"),
+        ("services[0].routes[0].sources", "not supported yet"),
         ("services[0].routes[0].expression", "not supported yet (the expressions router)"),
         ("services[0].plugins[0].ordering", "not supported yet"),
     ]
@@ -532,13 +532,16 @@ def test_service_protocol_must_be_http_or_https() -> None:
 
 def test_route_needs_paths_hosts_or_methods() -> None:
     assert problems("services: [{host: a, routes: [{name: r, strip_path: false}]}]\n") == [
-        ("services[0].routes[0]", "must have at least one of paths, hosts, methods or headers")
+        (
+            "services[0].routes[0]",
+            "must have at least one of paths, hosts, methods, headers or snis",
+        )
     ]
 
 
 def test_route_protocols_other_than_http_are_rejected() -> None:
     assert problems("services: [{host: a, routes: [{paths: [/], protocols: [http, grpc]}]}]\n") == [
-        ("services[0].routes[0].protocols[1]", "must be one of http, https; got 'grpc'")
+        ("services[0].routes[0].protocols[1]", "must be one of http, https, ws, wss; got 'grpc'")
     ]
 
 

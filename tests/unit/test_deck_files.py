@@ -102,7 +102,7 @@ def test_info_defaults_problems() -> None:
         """
     ) == [
         ("_info.defaults.service.name", "cannot be given a default"),
-        ("_info.defaults.upstream", "not supported yet (upstreams are not supported yet)"),
+        ("_info.defaults.upstream", "not supported yet (set it on each upstream or target)"),
         ("services[0].port", "must be >= 1"),
     ]
 

@@ -1,0 +1,156 @@
+"""The Kong upstreams of one gateway: a balancer per service that names one, a pool and a health
+state per target, the active checkers.
+
+Built once from the config; the gateway starts and stops it and reads its stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from fastgw.balancer.balancer import Balancer, HashSource
+from fastgw.balancer.checker import ActiveChecker
+from fastgw.balancer.health import HEALTHCHECKS_OFF, TargetHealth
+from fastgw.balancer.target import UpstreamTarget
+from fastgw.config import GatewayConfig, Service
+from fastgw.edge_config import Upstream
+from fastgw.http.timers import Ticker
+from fastgw.http.upstream import UpstreamPool
+from fastgw.http.vocabulary import DEFAULT_PORTS
+
+log = logging.getLogger("fastgw.balancer")
+
+
+class UpstreamSet:
+    """Every Kong upstream of a config, and what services naming them resolve to."""
+
+    def __init__(self, config: GatewayConfig, ticker: Ticker) -> None:
+        self.config = config
+        self.ticker = ticker
+        self.upstreams = {upstream.name: upstream for upstream in config.upstreams}
+        # one pool and one health state per (upstream, target), whichever services name it
+        self._pools: dict[tuple[str, str, int], UpstreamPool] = {}
+        self._health: dict[tuple[str, str, int], TargetHealth] = {}
+        self.balancers: list[Balancer] = []
+        self.checkers: list[ActiveChecker] = []
+        self._checked: set[str] = set()
+
+    @property
+    def pools(self) -> list[UpstreamPool]:
+        return list(self._pools.values())
+
+    def service_destination(
+        self, service: Service
+    ) -> tuple[UpstreamTarget | None, Balancer | None] | None:
+        """None for a service whose host is no upstream's name; else where it goes: one target
+        without a balancer when nothing is left to choose (a single target, no health checks),
+        or the balancer."""
+        upstream = self.upstreams.get(service.host)
+        if upstream is None:
+            return None
+        targets = [self._target(upstream, service, target) for target in upstream.targets]
+        enabled = [target for target in targets if target.weight > 0]
+        checked = upstream.passive is not None or upstream.active is not None
+        if len(enabled) == 1 and len(targets) == 1 and not checked:
+            return enabled[0], None  # nothing to pick: the plain service's path
+        balancer = Balancer(
+            upstream.name,
+            targets,
+            algorithm=upstream.algorithm,
+            hash_on=HashSource(upstream.hash_on, upstream.hash_on_name.encode()),
+            hash_fallback=HashSource(upstream.hash_fallback, upstream.hash_fallback_name.encode()),
+            slots=upstream.slots,
+            threshold=upstream.threshold,
+            passive=upstream.passive,
+        )
+        self.balancers.append(balancer)
+        if upstream.active is not None and upstream.name not in self._checked:
+            self._checked.add(upstream.name)
+            self.checkers.append(ActiveChecker(upstream.name, balancer.targets, upstream.active))
+        return (enabled[0] if enabled else None), balancer
+
+    def _target(self, upstream: Upstream, service: Service, target: Any) -> UpstreamTarget:
+        limits = self.config.settings.limits
+        key = (upstream.name, target.host, target.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            context = ssl.create_default_context() if service.protocol == "https" else None
+            pool = UpstreamPool(
+                target.host,
+                target.port,
+                self.ticker,
+                ssl_context=context,
+                server_hostname=upstream.host_header or target.host,
+                size=limits.upstream_pool_size,
+                idle_timeout=limits.upstream_idle_timeout,
+                max_requests=limits.upstream_max_requests or 2**62,
+            )
+            self._pools[key] = pool
+        if upstream.host_header is not None:
+            host = upstream.host_header
+        else:
+            # Kong: the target's host, with its port unless the protocol's default
+            host = target.host if ":" not in target.host else f"[{target.host}]"
+            if target.port != DEFAULT_PORTS[service.protocol]:
+                host = f"{host}:{target.port}"
+        built = UpstreamTarget(
+            pool,
+            host.encode("idna"),
+            connect_timeout=service.connect_timeout / 1000,
+            read_timeout=service.read_timeout / 1000,
+            write_timeout=service.write_timeout / 1000,
+            retries=service.retries,
+            name=_target_name(target.host, target.port),
+            upstream_name=upstream.name,
+            weight=target.weight,
+            passive=upstream.passive,
+        )
+        # the health of a target is one, whichever services name its upstream
+        built.health = self._health.setdefault(key, built.health)
+        return built
+
+    def start(self) -> None:
+        for checker in self.checkers:
+            checker.start()
+
+    async def stop(self) -> None:
+        for checker in self.checkers:
+            await checker.stop()
+        for pool in self._pools.values():
+            pool.close()
+
+    def target_stats(self, make: Callable[..., Any]) -> tuple[Any, ...]:
+        """One entry per target of every upstream, whichever services name it."""
+        stats = []
+        seen: set[tuple[str, str, int]] = set()
+        for upstream in self.upstreams.values():
+            checked = upstream.passive is not None or upstream.active is not None
+            for target in upstream.targets:
+                key = (upstream.name, target.host, target.port)
+                pool = self._pools.get(key)
+                if pool is None or key in seen:
+                    continue
+                seen.add(key)
+                health = self._health.get(key)
+                state = HEALTHCHECKS_OFF
+                if checked and health is not None:
+                    state = "HEALTHY" if health.healthy else "UNHEALTHY"
+                stats.append(
+                    make(
+                        _target_name(target.host, target.port),
+                        len(pool.idle),
+                        len(pool.busy),
+                        upstream=upstream.name,
+                        weight=target.weight,
+                        health=state,
+                    )
+                )
+        return tuple(stats)
+
+
+def _target_name(host: str, port: int) -> str:
+    """Kong's `target`: host:port, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
