@@ -21,10 +21,13 @@ install: $(VENV)/.installed $(COMPILED) $(IDP_DEPS)
 
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77'
+	# The editable install only links the sources (FASTGW_PURE=1): pip builds in an isolated
+	# environment without the dependencies, where mypyc cannot type-check the hot modules.
+	# $(COMPILED) compiles them in place, in the venv that has them; compat mode puts the
+	# checkout on sys.path, where build_ext leaves the shared fastgw_compiled__mypyc module.
+	FASTGW_PURE=1 $(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
-	touch $(COMPILED)
 
 $(COMPILED): $(VENV)/.installed $(FASTGW_SOURCES)
 	$(PY) setup.py --quiet build_ext --inplace
