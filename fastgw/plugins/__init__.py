@@ -11,12 +11,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fastgw.metrics import Family
 from fastgw.pipeline import Plugin
 from fastgw.schema import Reader
 
 # name -> module holding `SPEC`
 _MODULES: dict[str, str] = {
+    "file-log": "fastgw.plugins.file_log",
     "openid-connect": "fastgw.plugins.openid_connect",
+    "prometheus": "fastgw.plugins.prometheus",
     "request-termination": "fastgw.plugins.request_termination",
 }
 
@@ -63,6 +66,8 @@ class PluginRuntime:
     http_client: Callable[[bool, bool], HttpClient]
     # runs `coro` in the background, tied to the gateway's lifetime
     spawn: Callable[[Awaitable[Any]], Any] = field(default=lambda awaitable: None)
+    # the clients `http_client` made: the gateway closes them when the instance retires
+    clients: list[HttpClient] = field(default_factory=list)
 
 
 class PluginSpec(Protocol):
@@ -73,6 +78,14 @@ class PluginSpec(Protocol):
 
     def build(self, config: Any, runtime: PluginRuntime) -> Plugin:
         """A plugin instance for one configured occurrence."""
+
+
+class GatewayMetrics(Protocol):
+    """A spec that exports instance-wide series once, however many instances are configured
+    (the prometheus plugin's Kong series): `gateway_metrics(view)` with a fastgw.gateway
+    GatewayStats."""
+
+    def gateway_metrics(self, view: Any) -> list[Family]: ...
 
 
 def names() -> tuple[str, ...]:

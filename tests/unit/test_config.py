@@ -23,7 +23,7 @@ from fastgw.config import (
 from fastgw.errors import ConfigError
 
 HEADER = '_format_version: "3.0"\n'
-UNKNOWN_PLUGIN = "(available: openid-connect, request-termination)"
+UNKNOWN_PLUGIN = "(available: file-log, openid-connect, prometheus, request-termination)"
 
 
 def parse(body: str, env: dict[str, str] | None = None) -> GatewayConfig:

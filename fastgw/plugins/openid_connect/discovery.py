@@ -24,6 +24,7 @@ from fastgw.plugins import HttpClient
 from .errors import AuthError, IdpUnavailable
 from .idp_http import call_idp
 from .jws import EC_ALG_BY_CURVE, OKP_ALGS, RSA_ALGS
+from .stats import OidcStats
 
 logger = logging.getLogger("fastgw.oidc")
 
@@ -168,6 +169,7 @@ class Discovery:
         rediscovery_lifetime: float,
         need_keys: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        stats: OidcStats | None = None,
     ) -> None:
         self._issuer = issuer
         self._discovery_url = discovery_url
@@ -176,6 +178,7 @@ class Discovery:
         self._rediscovery_lifetime = rediscovery_lifetime
         self._need_keys = need_keys
         self._clock = clock
+        self._stats = stats
         self.metadata: Metadata | None = None
         self.keys = KeySet()
         self._last_attempt = -math.inf
@@ -202,7 +205,7 @@ class Discovery:
     async def _fetch(self) -> None:
         self._last_attempt = self._clock()
         try:
-            body = await self._get_document(self._discovery_url, "discovery")
+            body = await self._get_document(self._discovery_url, "discovery", "discovery")
             metadata = parse_metadata(body, self._issuer)
             keys = self.keys
             if self._need_keys:
@@ -216,13 +219,20 @@ class Discovery:
     async def _fetch_keys(self, metadata: Metadata) -> KeySet:
         if metadata.jwks_uri is None:
             raise IdpUnavailable("discovery document has no jwks_uri")
-        keys = parse_jwks(await self._get_document(metadata.jwks_uri, "JWKS"))
-        if not keys.keys and self.keys.keys:
-            # an empty set mid-rotation would fail every token; keep the last good keys
-            raise IdpUnavailable("JWKS has no usable signing keys")
+        try:
+            keys = parse_jwks(await self._get_document(metadata.jwks_uri, "JWKS", "jwks"))
+            if not keys.keys and self.keys.keys:
+                # an empty set mid-rotation would fail every token; keep the last good keys
+                raise IdpUnavailable("JWKS has no usable signing keys")
+        except AuthError:
+            if self._stats is not None:
+                self._stats.jwks_fetched(False)
+            raise
+        if self._stats is not None:
+            self._stats.jwks_fetched(True)
         return keys
 
-    async def _get_document(self, url: str, what: str) -> bytes:
+    async def _get_document(self, url: str, what: str, endpoint: str) -> bytes:
         """The body of a JSON document the IdP publishes (bounded); IdpUnavailable otherwise."""
         response = await call_idp(
             self._http,
@@ -232,6 +242,8 @@ class Discovery:
             timeout=self._timeout,
             max_body=MAX_DOCUMENT_BYTES,
             headers={"Accept": "application/json"},
+            stats=self._stats,
+            endpoint=endpoint,
         )
         if response.status != 200:
             raise IdpUnavailable(f"{what} answered HTTP {response.status}")

@@ -12,6 +12,7 @@ from typing import Final
 
 import orjson
 
+from fastgw.metrics import Family
 from fastgw.pipeline import Plugin, RequestContext
 
 from .authenticator import ClientCredentialsAuthenticator
@@ -27,8 +28,9 @@ from .credentials import (
     strip_body,
     strip_form,
 )
-from .errors import AuthError, InvalidCredentials
+from .errors import AuthError, IdpTokenRejected, InvalidCredentials
 from .schema import OidcConfig
+from .stats import OidcStats
 
 logger = logging.getLogger("fastgw.oidc")
 
@@ -39,6 +41,9 @@ BODY_CREDENTIALS_LIMIT: Final = 64 * 1024
 
 IDP_UNAVAILABLE_MESSAGE: Final = "identity provider unavailable"
 IDP_TIMEOUT_MESSAGE: Final = "identity provider timed out"
+# the IdP answered, but with a token that fails verification: why goes to the log, not here
+IDP_TOKEN_REJECTED_MESSAGE: Final = "token from the identity provider rejected"
+_TOKEN_REJECTED: Final = 0  # the message key of IdpTokenRejected (statuses are the others)
 INTERNAL_ERROR_MESSAGE: Final = "An unexpected error occurred"
 
 _AUTHORIZATION: Final = b"authorization"
@@ -80,6 +85,7 @@ class Answers:
             502: IDP_UNAVAILABLE_MESSAGE,
             504: IDP_TIMEOUT_MESSAGE,
             500: INTERNAL_ERROR_MESSAGE,
+            _TOKEN_REJECTED: IDP_TOKEN_REJECTED_MESSAGE,
         }
         self._bodies = {
             status: orjson.dumps({"message": message}) for status, message in self._messages.items()
@@ -87,11 +93,12 @@ class Answers:
 
     def respond(self, ctx: RequestContext, error: AuthError) -> None:
         status = error.status if error.status in self._messages else 500
+        kind = _TOKEN_REJECTED if isinstance(error, IdpTokenRejected) else status
         if self._display:
-            message = f"{self._messages[status]} ({error.reason})"
+            message = f"{self._messages[kind]} ({error.reason})"
             body = orjson.dumps({"message": message})
         else:
-            body = self._bodies[status]
+            body = self._bodies[kind]
         headers = [_JSON_CONTENT_TYPE]
         if error.error_code is not None:
             # only the client's own problems get a challenge; an IdP outage is not one
@@ -123,9 +130,14 @@ class OpenIdConnect(Plugin):
     name = "openid-connect"
     priority = PRIORITY
 
+    has_log = False
+
     def __init__(self, config: OidcConfig, authenticator: ClientCredentialsAuthenticator) -> None:
         self.authenticator = authenticator
         self.answers = Answers(config)
+        self._stats: OidcStats = authenticator.stats
+        # the upstream token's header: loggers must not write it
+        self.sensitive_headers = frozenset({authenticator.upstream_header_name})
         # hot-path state, bound once so that a hit costs attribute loads only
         self._entries = authenticator.cache.entries
         self._hasher = authenticator.header_hasher
@@ -145,9 +157,12 @@ class OpenIdConnect(Plugin):
     async def stop(self) -> None:
         await self.authenticator.close()
 
-    def metrics(self) -> list[str]:
-        """Prometheus lines for the admin listener's /metrics (the shared cache's counters)."""
-        return self.authenticator.metrics()
+    def metrics(self) -> list[Family]:
+        """The token cache, IdP and shared cache counters under this instance's name."""
+        return self.authenticator.metrics(self.instance_name or None)
+
+    def status(self) -> dict[str, object]:
+        return self.authenticator.status()
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -168,6 +183,7 @@ class OpenIdConnect(Plugin):
                     memo[self] = _Digest(raw, key)
                 entry = self._entries.get(key)
                 if entry is not None and self._clock() < entry.refresh_at:
+                    self._stats.hits += 1
                     ctx.set_header(self._token_header, entry.header_value)
                     if self._drop_authorization:
                         ctx.remove_header(_AUTHORIZATION)
@@ -208,10 +224,12 @@ class OpenIdConnect(Plugin):
         if entry is not None and now < entry.expires_at:
             # due for refresh: keep serving while one background refresh runs
             authenticator.refresh_in_background(entry, (key,), credentials, now)
+            self._stats.hits += 1
             self._apply(ctx, entry, from_header=True)
             return None
         error = authenticator.cache.rejection(key, now)
         if error is not None:
+            self._stats.negative_hits += 1
             self.answers.respond(ctx, error)
             return None
         return self._fetch_and_apply(ctx, credentials, key, entry, None)
