@@ -109,9 +109,9 @@ def _merge_values(values: list[Any]) -> Any:
         keys = [key for key in first if all(isinstance(v, dict) and key in v for v in values)]
         return {key: _merge_values([value[key] for value in values]) for key in keys}
     if isinstance(first, list):
-        if all(isinstance(v, list) and len(v) == len(first) for v in values):
-            if all(isinstance(item, dict) for item in first):
-                return [_merge_values([v[i] for v in values]) for i in range(len(first))]
+        same_shape = all(isinstance(v, list) and len(v) == len(first) for v in values)
+        if same_shape and all(isinstance(item, dict) for item in first):
+            return [_merge_values([v[i] for v in values]) for i in range(len(first))]
         return first
     return first
 
@@ -119,9 +119,7 @@ def _merge_values(values: list[Any]) -> Any:
 class AdminHandler:
     """Answers from a stats snapshot taken per request (the admin listener is not hot)."""
 
-    def __init__(
-        self, stats: Callable[[], GatewayStats], siblings: Siblings | None = None
-    ) -> None:
+    def __init__(self, stats: Callable[[], GatewayStats], siblings: Siblings | None = None) -> None:
         self.stats = stats
         self.siblings = siblings
 

@@ -28,9 +28,11 @@ COMPILED_MODULES = (
     "fastgw.dispatch",
     "fastgw.pipeline",
     "fastgw.routing",
+    "fastgw.stats",
     "fastgw.balancer.retry",
     "fastgw.balancer.target",
     "fastgw.plugins.openid_connect.plugin",
+    "fastgw.plugins.openid_connect.stats",
 )
 
 PURE_ENV = "FASTGW_PURE"

@@ -431,7 +431,9 @@ def _read_settings(reader: Reader) -> Settings:
     admin_listen: tuple[str, int] | None = None
     if "admin_listen" not in reader.raw:
         admin_listen = DEFAULT_ADMIN_LISTEN
-    elif reader.raw["admin_listen"] not in (None, False) and not _is_off(reader.raw["admin_listen"]):
+    elif reader.raw["admin_listen"] not in (None, False) and not _is_off(
+        reader.raw["admin_listen"]
+    ):
         admin_listen = _read_listen(reader, "admin_listen", DEFAULT_ADMIN_LISTEN)
     reader.ignore("admin_listen")
 

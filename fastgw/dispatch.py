@@ -75,7 +75,15 @@ def request_head_size(exchange: Exchange) -> int:
 class RouteTarget:
     """What one (route, path) pair resolves to."""
 
-    __slots__ = ("chain", "hook", "prefix_len", "preserve_host", "rewrite", "service_path", "target")
+    __slots__ = (
+        "chain",
+        "hook",
+        "prefix_len",
+        "preserve_host",
+        "rewrite",
+        "service_path",
+        "target",
+    )
 
     def __init__(
         self,

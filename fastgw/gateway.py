@@ -124,9 +124,7 @@ class Gateway:
         self.dispatcher = Dispatcher(self.runtime.router, self.runtime.unrouted)
         # the bound method, not the instance: calling an instance's __call__ costs more
         self.proxy = Server(self.dispatcher.handle, settings.limits, self.ticker)
-        self.admin = Server(
-            AdminHandler(self.stats, siblings).handle, settings.limits, self.ticker
-        )
+        self.admin = Server(AdminHandler(self.stats, siblings).handle, settings.limits, self.ticker)
 
     # -- building --------------------------------------------------------------------------------
 

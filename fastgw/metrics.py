@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["counter", "gauge", "histogram"]
+Kind = Literal["counter", "gauge", "histogram", "untyped"]
 # How a gauge of several workers combines: "sum" (connections), "max" (a timestamp).
 Merge = Literal["sum", "max"]
 
@@ -57,6 +57,12 @@ def gauge(name: str, help: str, labels: Sequence[str] = (), merge: Merge = "sum"
 
 def histogram(name: str, help: str, labels: Sequence[str] = ()) -> Family:
     return Family(name, "histogram", help, tuple(labels))
+
+
+def untyped(name: str, help: str, labels: Sequence[str] = ()) -> Family:
+    """Summed like a counter, exposed untyped: for a counter whose established name lacks the
+    `_total` suffix prometheus_client gives every counter (Kong's kong_bandwidth_bytes)."""
+    return Family(name, "untyped", help, tuple(labels))
 
 
 def _combine(left: Value, right: Value, merge: Merge) -> Value:
@@ -142,6 +148,7 @@ class _Collector:
             CounterMetricFamily,
             GaugeMetricFamily,
             HistogramMetricFamily,
+            Metric,
         )
 
         for family in self.families:
@@ -154,6 +161,10 @@ class _Collector:
                 metric = GaugeMetricFamily(family.name, family.help, labels=labels)
                 for key, value in family.samples.items():
                     metric.add_metric(list(key), value)
+            elif family.kind == "untyped":
+                metric = Metric(family.name, family.help, "unknown")
+                for key, value in family.samples.items():
+                    metric.add_sample(family.name, dict(zip(labels, key, strict=True)), value)
             else:
                 metric = HistogramMetricFamily(family.name, family.help, labels=labels)
                 for key, value in family.samples.items():

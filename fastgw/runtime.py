@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
 import orjson
 
 from fastgw import plugins

@@ -9,7 +9,25 @@ from __future__ import annotations
 from typing import Final
 
 # Kong's buckets (kong/plugins/prometheus/exporter.lua), in milliseconds.
-KONG_LATENCY_BUCKETS: Final = (1.0, 2, 5, 7, 10, 15, 20, 30, 50, 75, 100, 200, 500, 750, 1000, 3000, 6000)
+KONG_LATENCY_BUCKETS: Final = (
+    1.0,
+    2,
+    5,
+    7,
+    10,
+    15,
+    20,
+    30,
+    50,
+    75,
+    100,
+    200,
+    500,
+    750,
+    1000,
+    3000,
+    6000,
+)
 UPSTREAM_LATENCY_BUCKETS: Final = (
     25.0, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000,
 )  # fmt: skip

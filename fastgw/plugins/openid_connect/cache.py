@@ -243,9 +243,7 @@ class TokenCache:
         rejections = self.rejections
         for key in keys:
             if key not in rejections and len(rejections) >= self._max_entries:
-                self.evictions += _evict(
-                    rejections, self._max_entries, now, _rejection_alive_until
-                )
+                self.evictions += _evict(rejections, self._max_entries, now, _rejection_alive_until)
             rejections[key] = Rejection(error, until)
 
     def rejection(self, key: Hashable, now: float) -> AuthError | None:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
+from fastgw.metrics import Family, counter
 from fastgw.ratelog import RateLimitedLog
 
-from fastgw.metrics import Family, counter
 from .schema import RedisConfig
 from .sealing import Sealer
 

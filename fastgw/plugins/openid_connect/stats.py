@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from fastgw.metrics import Family, Histogram as HistogramValue, counter, gauge, histogram
+from fastgw.metrics import Family, counter, gauge, histogram
+from fastgw.metrics import Histogram as HistogramValue
 from fastgw.stats import Count, Histogram
 
 # IdP round trips, in seconds: a few ms on a LAN, up to the `timeout` (10 s by default).
