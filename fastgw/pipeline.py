@@ -172,10 +172,17 @@ class Chain:
     __slots__ = ("log_plugins", "plugins", "run", "stats_options")
 
     def __init__(self, plugins: Sequence[Plugin]) -> None:
+        # getattr, not `plugin.priority`: compiled code reads a native attribute's own slot,
+        # which a subclass outside the build that sets `priority = 9` in its class body never
+        # fills (its class attribute is what Python finds, the slot keeps the base's default)
         self.plugins: tuple[Plugin, ...] = tuple(
-            sorted(plugins, key=lambda plugin: plugin.priority, reverse=True)
+            sorted(plugins, key=lambda plugin: int(getattr(plugin, "priority")), reverse=True)  # noqa: B009
         )
-        self.log_plugins: tuple[Plugin, ...] = tuple(p for p in self.plugins if p.has_log)
+        self.log_plugins: tuple[Plugin, ...] = tuple(
+            p
+            for p in self.plugins
+            if getattr(p, "has_log")  # noqa: B009
+        )
         self.stats_options: StatsOptions | None = None
         for plugin in self.plugins:
             options = plugin.route_stats()
