@@ -112,7 +112,7 @@ def value(found: dict, name: str, **labels: str) -> float:
 def test_one_scrape_counts_every_worker_exactly_in_kongs_names(
     run_cli: Callable[..., CliGateway],
     echo_port: int,
-    idp: TestIdP,  # noqa: F811
+    idp: TestIdP,
 ) -> None:
     port, admin = free_port(), free_port()
     gateway = run_cli(
@@ -197,7 +197,7 @@ def test_one_scrape_counts_every_worker_exactly_in_kongs_names(
 def test_status_reports_each_plugin_instance(
     run_cli: Callable[..., CliGateway],
     echo_port: int,
-    idp: TestIdP,  # noqa: F811
+    idp: TestIdP,
 ) -> None:
     admin = free_port()
     gateway = run_cli(config(echo_port, idp), "--admin-listen", f"127.0.0.1:{admin}")
