@@ -744,7 +744,8 @@ def test_fastgw_section_overrides_every_setting() -> None:
     assert isinstance(settings.limits.head_timeout, float)
 
 
-@pytest.mark.parametrize("value", ["null", "false"])
+# `off` as --admin-listen takes it: bare (YAML reads it as false), quoted, or in JSON
+@pytest.mark.parametrize("value", ["null", "false", "off", '"off"', '"OFF"'])
 def test_admin_listen_can_be_disabled(value: str) -> None:
     assert parse(f"_fastgw: {{admin_listen: {value}}}\n").settings.admin_listen is None
 
