@@ -8,6 +8,7 @@ the difference per request, so start-up cancels out.
 
     python bench/instructions.py            # plain path
     python bench/instructions.py --oidc     # openid-connect, token-cached path (L1 hit)
+    python bench/instructions.py --oidc --ops   # ... with prometheus (every series) + file-log
     python bench/instructions.py --run N    # (internal) the measured loop itself
 Needs valgrind (apt-get install valgrind).
 """
@@ -15,6 +16,7 @@ Needs valgrind (apt-get install valgrind).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import shutil
 import subprocess
@@ -36,6 +38,12 @@ OIDC_PLUGIN = """
 plugins:
   - name: openid-connect
     config: {issuer: "http://127.0.0.1:9/", auth_methods: [client_credentials]}
+"""
+OPS_PLUGINS = """
+  - name: prometheus
+    config: {status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}
+  - name: file-log
+    config: {path: /dev/null}
 """
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 BASIC = b"Basic YmVuY2gtY2xpZW50OmJlbmNoLXNlY3JldA=="  # bench-client:bench-secret
@@ -71,7 +79,7 @@ def cache_token(gateway: object) -> None:
     """Put a token for BASIC in the openid-connect plugin's L1, as a first request would."""
     from fastgw.plugins.openid_connect.cache import Entry, Lifetime, Token
 
-    (plugin,) = gateway.plugins  # type: ignore[attr-defined]
+    (plugin,) = [p for p in gateway.plugins if p.name == "openid-connect"]  # type: ignore[attr-defined]
     far = 4e9  # 2096: never refreshed while measuring
     entry = Entry(
         Token(TOKEN, far, {}), b"Bearer " + TOKEN.encode(), (), Lifetime(far, far, far, far)
@@ -81,12 +89,19 @@ def cache_token(gateway: object) -> None:
     plugin._entries[hasher.digest()] = entry
 
 
-async def proxy_requests(count: int, oidc: bool = False) -> None:
+async def proxy_requests(count: int, oidc: bool = False, ops: bool = False) -> None:
     from fastgw.config import parse_config
     from fastgw.gateway import Gateway
     from fastgw.http.upstream import UpstreamConnection
 
-    gateway = Gateway(parse_config(CONFIG + (OIDC_PLUGIN if oidc else "")), admin_listen="off")
+    text = CONFIG
+    if oidc or ops:
+        text += "plugins:" + (OIDC_PLUGIN.split("plugins:", 1)[1] if oidc else "\n")
+        text += OPS_PLUGINS if ops else ""
+    gateway = Gateway(parse_config(text), admin_listen="off")
+    for plugin in gateway.plugins:
+        if plugin.name == "file-log":
+            await plugin.start()  # opens its (/dev/null) file; the rest needs no start
     request = REQUEST
     if oidc:
         cache_token(gateway)
@@ -98,9 +113,11 @@ async def proxy_requests(count: int, oidc: bool = False) -> None:
     client = gateway.proxy.protocol_factory()
     client_transport = MemoryTransport()
     client.connection_made(client_transport)  # type: ignore[arg-type]
-    for _ in range(count):
+    for index in range(count):
         client.data_received(request)
         upstream.data_received(RESPONSE)
+        if ops and index % 256 == 255:
+            await asyncio.sleep(0)  # let file-log's batches flush, as the loop would
     if not client_transport.last_written.endswith(b"ok"):
         raise SystemExit("the proxied response is wrong: the harness no longer matches the code")
     sent = upstream.transport.last_written  # type: ignore[union-attr]
@@ -108,12 +125,13 @@ async def proxy_requests(count: int, oidc: bool = False) -> None:
         raise SystemExit("the token was not swapped in: the harness no longer matches the code")
 
 
-def instructions(count: int, oidc: bool) -> int:
+def instructions(count: int, oidc: bool, ops: bool) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-             __file__, "--run", str(count), *(["--oidc"] if oidc else [])],
+             __file__, "--run", str(count), *(["--oidc"] if oidc else []),
+             *(["--ops"] if ops else [])],
             cwd=REPO_ROOT, capture_output=True, text=True, check=True,
         )  # fmt: skip
     match = re.search(r"Collected : (\d+)", result.stderr)
@@ -126,21 +144,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--oidc", action="store_true", help="the token-cached openid-connect path")
+    parser.add_argument("--ops", action="store_true", help="with prometheus and file-log on")
     args = parser.parse_args()
     if args.run is not None:
         sys.path.insert(0, str(REPO_ROOT))
         import uvloop
 
-        uvloop.run(proxy_requests(args.run, args.oidc))
+        uvloop.run(proxy_requests(args.run, args.oidc, args.ops))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is missing: apt-get install valgrind", file=sys.stderr)
         return 2
-    instructions(SMALL, args.oidc)  # warm the bytecode caches on disk: both runs start alike
-    per_request = (instructions(LARGE, args.oidc) - instructions(SMALL, args.oidc)) / (
-        LARGE - SMALL
-    )
+    instructions(SMALL, args.oidc, args.ops)  # warm the bytecode caches on disk alike
+    per_request = (
+        instructions(LARGE, args.oidc, args.ops) - instructions(SMALL, args.oidc, args.ops)
+    ) / (LARGE - SMALL)
     path = "openid-connect token-cached path" if args.oidc else "plain path"
+    if args.ops:
+        path += ", prometheus + file-log on"
     print(f"{per_request:,.0f} instructions per proxied request ({path}, in-memory transports)")
     return 0
 
