@@ -133,10 +133,28 @@ def start_fastgw_plain(setup: Setup) -> Target:
     return Target("fastgw", f"http://{LOOPBACK}:{port}/", pgid, note="no plugins")
 
 
-def start_fastgw_oidc(setup: Setup, stack: contextlib.ExitStack, clients: int) -> Target:
+def ops_plugins(setup: Setup) -> list[dict]:
+    """Kong's prometheus (every series) and file-log (a real file, one line per request)."""
+    every_series = {"status_code_metrics": True, "latency_metrics": True, "bandwidth_metrics": True}
+    access_log = setup.results_dir / "access.log"
+    return [
+        {"name": "prometheus", "config": every_series},
+        {"name": "file-log", "config": {"path": str(access_log)}},
+    ]
+
+
+def start_fastgw_oidc(
+    setup: Setup,
+    stack: contextlib.ExitStack,
+    clients: int,
+    name: str = "fastgw-oidc",
+    extra_plugins: list[dict] | None = None,
+    idp: object = None,
+) -> tuple[Target, object]:
     """fastgw + openid-connect against the test IdP; every client's token cached before wrk."""
     check_idp_installed()
-    idp = start_idp(stack, extra_clients=clients if clients > 1 else 0)
+    if idp is None:
+        idp = start_idp(stack, extra_clients=clients if clients > 1 else 0)
     if clients > 1:
         credentials = extra_credentials(idp)
     else:
@@ -144,7 +162,8 @@ def start_fastgw_oidc(setup: Setup, stack: contextlib.ExitStack, clients: int) -
 
         credentials = [BASIC_CLIENT]
     try:
-        port, pgid = start_fastgw(setup, "fastgw-oidc", [oidc_plugin(idp.issuer)])
+        plugins = [oidc_plugin(idp.issuer), *(extra_plugins or [])]  # type: ignore[attr-defined]
+        port, pgid = start_fastgw(setup, name, plugins)
     except BenchError as error:
         raise BenchError(f"{error}\nIs the openid-connect plugin implemented yet?") from error
     authorizations = [basic_authorization(cid, secret) for cid, secret in credentials]
@@ -152,15 +171,16 @@ def start_fastgw_oidc(setup: Setup, stack: contextlib.ExitStack, clients: int) -
         warm_token_cache(port, client_id, authorization)
     url = f"http://{LOOPBACK}:{port}/"
     if clients == 1:
-        note = "token cached, 1 client"
-        return Target(
-            "fastgw-oidc", url, pgid, headers=(f"Authorization: {authorizations[0]}",), note=note
+        note = "token cached, 1 client" + (", prometheus + file-log" if extra_plugins else "")
+        target = Target(
+            name, url, pgid, headers=(f"Authorization: {authorizations[0]}",), note=note
         )
+        return target, idp
     script = setup.results_dir / "oidc-clients.lua"
     script.write_text(rotation_lua(authorizations))
     return Target(
-        "fastgw-oidc", url, pgid, script=script, note=f"token cached, {clients} clients rotated"
-    )
+        name, url, pgid, script=script, note=f"token cached, {clients} clients rotated"
+    ), idp
 
 
 def check_target(target: Target) -> None:
@@ -239,6 +259,7 @@ def ratio_lines(summaries: Sequence[Summary]) -> list[str]:
     by_name = {s.name: s for s in summaries}
     pairs = [("fastgw", "nginx"), ("haproxy", "nginx"), ("fastgw-oidc", "fastgw")]
     pairs += [("fastgw-oidc", "fastgw+auth"), ("fastgw-oidc", "nginx"), ("fastgw", "python-floor")]
+    pairs += [("fastgw-oidc-ops", "fastgw-oidc")]
     lines = []
     for top, bottom in pairs:
         if top not in by_name or bottom not in by_name:
@@ -326,6 +347,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--oidc", action="store_true", help="add fastgw-oidc: openid-connect, token-cached path"
     )
     parser.add_argument(
+        "--ops",
+        action="store_true",
+        help="add fastgw-oidc-ops: token-cached, with prometheus + file-log (implies --oidc)",
+    )
+    parser.add_argument(
         "--floor", action="store_true", help="add python-floor: bench/floor_proxy.py calibration"
     )
     parser.add_argument(
@@ -344,7 +370,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--rounds, --duration, --connections, --threads, --clients must be >= 1")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
-    if args.clients > 1:
+    if args.clients > 1 or args.ops:
         args.oidc = True
     return args
 
@@ -368,7 +394,7 @@ def start_targets(
     failures: dict[str, str] = {}
     if args.oidc:
         try:
-            oidc = start_fastgw_oidc(setup, stack, args.clients)
+            oidc, idp = start_fastgw_oidc(setup, stack, args.clients)
             targets.append(oidc)
             # The plugin's own cost: the plain path given the very same requests (the Basic
             # header is then forwarded as is), so only the token swap differs.
@@ -382,6 +408,16 @@ def start_targets(
                     note=same_requests,
                 )
             )
+            if args.ops:
+                ops, _ = start_fastgw_oidc(
+                    setup,
+                    stack,
+                    args.clients,
+                    name="fastgw-oidc-ops",
+                    extra_plugins=ops_plugins(setup),
+                    idp=idp,
+                )
+                targets.append(ops)
         except (BenchError, RuntimeError) as error:
             failures["fastgw-oidc"] = str(error)
             print(f"fastgw-oidc FAILED, measuring the other targets: {error}", file=sys.stderr)
