@@ -17,7 +17,7 @@ from fastgw.pipeline import LogContext, Plugin, RouteInfo
 from fastgw.schema import Reader
 
 from . import writer
-from .record import ROUTE_FIELDS, SERVICE_FIELDS, build, entity
+from .record import Prepared, build
 
 PRIORITY = 9  # Kong's
 # Kong's check of `path` (a Lua pattern): no whitespace at either end, none of * & % ` inside.
@@ -35,8 +35,7 @@ class FileLog(Plugin):
         self.path = path
         self.reopen_each_write = reopen
         self._file: writer.LogFile | None = None
-        # per route, prepared once: Kong's service and route entities
-        self._entities: dict[RouteInfo, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
+        self._prepared: dict[RouteInfo, Prepared] = {}  # per route, made once
 
     async def start(self) -> None:
         self._file = writer.acquire(self.path, self.reopen_each_write)
@@ -82,13 +81,10 @@ class FileLog(Plugin):
 
     def _format(self, item: tuple[LogContext, RouteInfo]) -> dict[str, Any]:
         ctx, route = item
-        entities = self._entities.get(route)
-        if entities is None:
-            entities = self._entities[route] = (
-                entity(route.service, SERVICE_FIELDS),
-                entity(route.route, ROUTE_FIELDS),
-            )
-        return build(ctx, route, time.time() - time.monotonic(), entities)
+        prepared = self._prepared.get(route)
+        if prepared is None:
+            prepared = self._prepared[route] = Prepared(route)
+        return build(ctx, route, time.time() - time.monotonic(), prepared)
 
 
 class _Spec:

@@ -58,13 +58,25 @@ def header_table(
     return table
 
 
+def request_headers(
+    headers: list[tuple[bytes, bytes]], redact: frozenset[str]
+) -> dict[str, str | list[str]]:
+    """The request's headers (names already lower case) as Kong tables them, redacted."""
+    table: dict[str, Any] = {n.decode("latin-1"): v.decode("latin-1") for n, v in headers}
+    if len(table) != len(headers):  # a repeated name: the slow way, keeping every value
+        return header_table(((_text(n), _text(v)) for n, v in headers), redact)
+    for name in redact.intersection(table):
+        table[name] = REDACTED
+    return table
+
+
 def response_pairs(fields: bytes) -> list[tuple[str, str]]:
     """The upstream's header lines (b"name: value\\r\\n"...) as (name, value)."""
     pairs = []
-    for line in fields.split(b"\r\n"):
-        name, colon, value = line.partition(b":")
+    for line in fields.decode("latin-1").split("\r\n"):
+        name, colon, value = line.partition(":")
         if colon:
-            pairs.append((_text(name.strip()).lower(), _text(value.strip())))
+            pairs.append((name.strip().lower(), value.strip()))
     return pairs
 
 
@@ -107,31 +119,23 @@ SERVICE_FIELDS = (
 ROUTE_FIELDS = ("name", "paths", "hosts", "methods", "strip_path", "preserve_host")
 
 
-def _ms(seconds: float) -> int:
-    return int(seconds * 1000 + 0.5)
-
-
 def build(
     ctx: LogContext,
     route: RouteInfo,
     epoch_offset: float,
-    entities: tuple[dict[str, Any] | None, dict[str, Any] | None],
+    prepared: Prepared,
 ) -> dict[str, Any]:
     """The record of `ctx`. `epoch_offset` turns its monotonic times into epoch seconds;
-    `entities` is (service, route) as `entity` gives them (prepared once per route)."""
-    query, querystring = redact_query(ctx.query)
-    path = _text(ctx.path)
+    `prepared` is what `prepare` made of its route, once."""
+    query, querystring = redact_query(ctx.query) if ctx.query else ("", {})
+    path = ctx.path.decode("latin-1")
     uri = f"{path}?{query}" if query else path
-    host = _text(ctx.host) or "localhost"  # as the client sent it, with its port
-    redact = frozenset(_text(name) for name in route.sensitive_headers)
-    upstream_query = redact_query(ctx.query)[0] if ctx.query else ""
-    upstream_uri = _text(ctx.upstream_path)
-    if upstream_query:
-        upstream_uri = f"{upstream_uri}?{upstream_query}"
+    host = ctx.host.decode("latin-1") or "localhost"  # as the client sent it, with its port
     started, finished = ctx.started_at, ctx.finished_at
     sent = ctx.sent_at or started
     answered = ctx.response_at
     proxied = not ctx.responded and answered > 0.0
+    status = ctx.response_status
     if ctx.responded:
         response_headers = header_table(
             ((_text(name).lower(), _text(value)) for name, value in ctx.local_headers),
@@ -141,39 +145,53 @@ def build(
         response_headers = header_table(
             response_pairs(ctx.response_fields), REDACTED_RESPONSE_HEADERS
         )
+    if proxied:
+        upstream_uri = ctx.upstream_path.decode("latin-1")
+        if query:
+            upstream_uri = f"{upstream_uri}?{query}"
+        latencies = {
+            "kong": int((sent - started) * 1000 + 0.5),
+            "proxy": int((answered - sent) * 1000 + 0.5),
+            "request": int((finished - started) * 1000 + 0.5),
+            "receive": int((finished - answered) * 1000 + 0.5),
+        }
+    else:
+        upstream_uri = ""
+        local = int((finished - started) * 1000 + 0.5)
+        latencies = {"kong": local, "proxy": -1, "request": local, "receive": 0}
     record: dict[str, Any] = {
         "request": {
             "id": "",
             "uri": uri,
             "url": f"http://{host}{uri}",
             "querystring": querystring,
-            "method": _text(ctx.method),
-            "headers": header_table(
-                ((_text(name), _text(value)) for name, value in ctx.headers), redact
-            ),
+            "method": ctx.method.decode("latin-1"),
+            "headers": request_headers(ctx.headers, prepared.redact),
             "size": ctx.request_size + ctx.body_received,
         },
-        "upstream_uri": upstream_uri if proxied else "",
-        "upstream_status": str(ctx.response_status) if proxied else "",
-        "response": {
-            "status": ctx.response_status,
-            "headers": response_headers,
-            "size": ctx.response_size,
-        },
-        "latencies": {
-            "kong": _ms((sent if proxied else finished) - started),
-            "proxy": _ms(answered - sent) if proxied else -1,
-            "request": _ms(finished - started),
-            "receive": _ms(finished - answered) if proxied else 0,
-        },
+        "upstream_uri": upstream_uri,
+        "upstream_status": str(status) if proxied else "",
+        "response": {"status": status, "headers": response_headers, "size": ctx.response_size},
+        "latencies": latencies,
         "client_ip": ctx.client_ip,
         "started_at": int((started + epoch_offset) * 1000),
         "source": "upstream" if proxied else "kong",
         "workspace_name": WORKSPACE,
     }
-    service, route_entity = entities
-    if route_entity is not None:
-        record["route"] = route_entity
-    if service is not None:
-        record["service"] = service
+    if prepared.route is not None:
+        record["route"] = prepared.route
+    if prepared.service is not None:
+        record["service"] = prepared.service
     return record
+
+
+class Prepared:
+    """What a record needs of its route, made once per route: Kong's entities, and the
+    request headers to redact."""
+
+    __slots__ = ("redact", "route", "service")
+
+    def __init__(self, route: RouteInfo) -> None:
+        self.service = entity(route.service, SERVICE_FIELDS)
+        self.route = entity(route.route, ROUTE_FIELDS)
+        self.redact = frozenset(_text(name) for name in route.sensitive_headers)
