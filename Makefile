@@ -9,7 +9,7 @@ PY := $(BIN)/python
 IDP_DEPS := tests/idp/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: install redis-server run test test-unit test-integration bench bench-locust bench-curves lint format clean
+.PHONY: install redis-server promtool run test test-unit test-integration bench bench-locust bench-curves lint format clean
 
 # The hot modules (fastgw/build_info.py) are compiled with mypyc where a C compiler exists, in
 # place and inside the venv (mypyc type-checks against the installed dependencies, which pip's
@@ -24,6 +24,10 @@ install: $(VENV)/.installed $(COMPILED) $(IDP_DEPS)
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77'
+	# The editable install only links the sources (FASTGW_PURE=1): pip builds in an isolated
+	# environment without the dependencies, where mypyc cannot type-check the hot modules.
+	# $(COMPILED) compiles them in place, in the venv that has them; compat mode puts the
+	# checkout on sys.path, where build_ext leaves the shared fastgw_compiled__mypyc module.
 	FASTGW_PURE=1 $(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
@@ -46,11 +50,22 @@ redis-server:
 		fi; \
 	fi
 
+# The metrics tests check a real scrape with promtool (Debian's prometheus package).
+promtool:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; \
+		else \
+			echo "the tests need promtool: sudo apt-get install -y prometheus" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
 run: install
 	$(PY) -m tests.support.demo
 
 # The whole suite runs against both builds: compiled (where a compiler exists) and pure Python.
-test: install redis-server
+test: install redis-server promtool
 	$(BIN)/mypy fastgw
 	$(BIN)/fastgw --version
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -60,7 +75,7 @@ test: install redis-server
 test-unit: install
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-test-integration: install redis-server
+test-integration: install redis-server promtool
 	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 bench: install

@@ -149,12 +149,29 @@ def start_kong_lua(setup: Setup, oidc: Target, authorizations: list[str], worker
     )
 
 
+def ops_plugins(setup: Setup) -> list[dict]:
+    """Kong's prometheus (every series) and file-log (a real file, one line per request)."""
+    every_series = {"status_code_metrics": True, "latency_metrics": True, "bandwidth_metrics": True}
+    access_log = setup.results_dir / "access.log"
+    return [
+        {"name": "prometheus", "config": every_series},
+        {"name": "file-log", "config": {"path": str(access_log)}},
+    ]
+
+
 def start_fastgw_oidc(
-    setup: Setup, stack: contextlib.ExitStack, clients: int, workers: int
-) -> tuple[Target, list[str]]:
+    setup: Setup,
+    stack: contextlib.ExitStack,
+    clients: int,
+    workers: int = 1,
+    name: str = "fastgw-oidc",
+    extra_plugins: list[dict] | None = None,
+    idp: object = None,
+) -> tuple[Target, object, list[str]]:
     """fastgw + openid-connect against the test IdP; every client's token cached before wrk."""
     check_idp_installed()
-    idp = start_idp(stack, extra_clients=clients if clients > 1 else 0)
+    if idp is None:
+        idp = start_idp(stack, extra_clients=clients if clients > 1 else 0)
     if clients > 1:
         credentials = extra_credentials(idp)
     else:
@@ -162,7 +179,8 @@ def start_fastgw_oidc(
 
         credentials = [BASIC_CLIENT]
     try:
-        port, pgid = start_fastgw(setup, "fastgw-oidc", [oidc_plugin(idp.issuer)], workers=workers)
+        plugins = [oidc_plugin(idp.issuer), *(extra_plugins or [])]  # type: ignore[attr-defined]
+        port, pgid = start_fastgw(setup, name, plugins, workers=workers)
     except BenchError as error:
         raise BenchError(f"{error}\nIs the openid-connect plugin implemented yet?") from error
     authorizations = [basic_authorization(cid, secret) for cid, secret in credentials]
@@ -171,15 +189,15 @@ def start_fastgw_oidc(
             warm_token_cache(port, client_id, authorization)
     url = f"http://{LOOPBACK}:{port}/"
     if clients == 1:
-        note = "token cached, 1 client"
+        note = "token cached, 1 client" + (", prometheus + file-log" if extra_plugins else "")
         target = Target(
-            "fastgw-oidc", url, pgid, headers=(f"Authorization: {authorizations[0]}",), note=note
+            name, url, pgid, headers=(f"Authorization: {authorizations[0]}",), note=note
         )
-        return target, authorizations
+        return target, idp, authorizations
     script = setup.results_dir / "oidc-clients.lua"
     script.write_text(rotation_lua(authorizations))
     note = f"token cached, {clients} clients rotated"
-    return Target("fastgw-oidc", url, pgid, script=script, note=note), authorizations
+    return Target(name, url, pgid, script=script, note=note), idp, authorizations
 
 
 def check_target(target: Target) -> None:
@@ -259,6 +277,7 @@ def ratio_lines(summaries: Sequence[Summary]) -> list[str]:
     pairs = [("fastgw", "nginx"), ("haproxy", "nginx"), ("fastgw-oidc", "fastgw")]
     pairs += [("fastgw-oidc", "fastgw+auth"), ("fastgw-oidc", "nginx"), ("fastgw", "python-floor")]
     pairs += [("fastgw-oidc", "nginx-lua"), ("nginx-lua", "nginx")]
+    pairs += [("fastgw-oidc-ops", "fastgw-oidc")]
     lines = []
     for top, bottom in pairs:
         if top not in by_name or bottom not in by_name:
@@ -346,6 +365,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--oidc", action="store_true", help="add fastgw-oidc: openid-connect, token-cached path"
     )
     parser.add_argument(
+        "--ops",
+        action="store_true",
+        help="add fastgw-oidc-ops: token-cached, with prometheus + file-log (implies --oidc)",
+    )
+    parser.add_argument(
         "--floor", action="store_true", help="add python-floor: bench/floor_proxy.py calibration"
     )
     parser.add_argument(
@@ -370,7 +394,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--rounds, --duration, --connections, --threads, --clients must be >= 1")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
-    if args.clients > 1:
+    if args.clients > 1 or args.ops:
         args.oidc = True
     return args
 
@@ -394,7 +418,7 @@ def start_targets(
     failures: dict[str, str] = {}
     if args.oidc:
         try:
-            oidc, authorizations = start_fastgw_oidc(setup, stack, args.clients, args.workers)
+            oidc, idp, authorizations = start_fastgw_oidc(setup, stack, args.clients, args.workers)
             targets.append(oidc)
             if nginx_lua_available():
                 targets.append(start_kong_lua(setup, oidc, authorizations, args.workers))
@@ -414,6 +438,17 @@ def start_targets(
                     note=same_requests,
                 )
             )
+            if args.ops:
+                ops, _, _ = start_fastgw_oidc(
+                    setup,
+                    stack,
+                    args.clients,
+                    args.workers,
+                    name="fastgw-oidc-ops",
+                    extra_plugins=ops_plugins(setup),
+                    idp=idp,
+                )
+                targets.append(ops)
         except (BenchError, RuntimeError) as error:
             failures["fastgw-oidc"] = str(error)
             print(f"fastgw-oidc FAILED, measuring the other targets: {error}", file=sys.stderr)

@@ -9,6 +9,7 @@ the difference per request, so start-up cancels out.
     python bench/instructions.py            # plain path
     python bench/instructions.py --oidc     # openid-connect, token-cached path (L1 hit)
     python bench/instructions.py --targets 2  # a Kong upstream balanced over 2 targets
+    python bench/instructions.py --oidc --ops   # ... with prometheus (every series) + file-log
     python bench/instructions.py --run N    # (internal) the measured loop itself
 Needs valgrind (apt-get install valgrind).
 """
@@ -16,6 +17,7 @@ Needs valgrind (apt-get install valgrind).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import shutil
 import subprocess
@@ -37,6 +39,12 @@ OIDC_PLUGIN = """
 plugins:
   - name: openid-connect
     config: {issuer: "http://127.0.0.1:9/", auth_methods: [client_credentials]}
+"""
+OPS_PLUGINS = """
+  - name: prometheus
+    config: {status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}
+  - name: file-log
+    config: {path: /dev/null}
 """
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 BASIC = b"Basic YmVuY2gtY2xpZW50OmJlbmNoLXNlY3JldA=="  # bench-client:bench-secret
@@ -72,7 +80,7 @@ def cache_token(gateway: object) -> None:
     """Put a token for BASIC in the openid-connect plugin's L1, as a first request would."""
     from fastgw.plugins.openid_connect.cache import Entry, Lifetime, Token
 
-    (plugin,) = gateway.plugins  # type: ignore[attr-defined]
+    (plugin,) = [p for p in gateway.plugins if p.name == "openid-connect"]  # type: ignore[attr-defined]
     far = 4e9  # 2096: never refreshed while measuring
     entry = Entry(
         Token(TOKEN, far, {}), b"Bearer " + TOKEN.encode(), (), Lifetime(far, far, far, far)
@@ -97,19 +105,30 @@ upstreams:
 """
 
 
-async def proxy_requests(count: int, oidc: bool = False, targets: int = 0) -> None:
+async def proxy_requests(
+    count: int, oidc: bool = False, ops: bool = False, targets: int = 0
+) -> None:
     from fastgw.config import parse_config
     from fastgw.gateway import Gateway
     from fastgw.http.upstream import UpstreamConnection
 
-    text = balanced_config(targets) if targets else CONFIG + (OIDC_PLUGIN if oidc else "")
+    if targets:
+        text = balanced_config(targets)
+    else:
+        text = CONFIG
+        if oidc or ops:
+            text += "plugins:" + (OIDC_PLUGIN.split("plugins:", 1)[1] if oidc else "\n")
+            text += OPS_PLUGINS if ops else ""
     gateway = Gateway(parse_config(text), admin_listen="off")
+    for plugin in gateway.plugins:
+        if plugin.name == "file-log":
+            await plugin.start()  # opens its (/dev/null) file; the rest needs no start
     request = REQUEST
     if oidc:
         cache_token(gateway)
         request = OIDC_REQUEST
     upstreams = []
-    for pool in gateway.pools or gateway.edge.pools:
+    for pool in gateway.pools or gateway.runtime.edge.pools:
         upstream = UpstreamConnection(pool)
         upstream.connection_made(MemoryTransport())  # type: ignore[arg-type]
         pool.idle.append(upstream)
@@ -119,9 +138,11 @@ async def proxy_requests(count: int, oidc: bool = False, targets: int = 0) -> No
     client.connection_made(client_transport)  # type: ignore[arg-type]
     if len(upstreams) == 1:
         (upstream,) = upstreams
-        for _ in range(count):
+        for index in range(count):
             client.data_received(request)
             upstream.data_received(RESPONSE)
+            if ops and index % 256 == 255:
+                await asyncio.sleep(0)  # let file-log's batches flush, as the loop would
     else:
         first, second = upstreams[:2]
         for _ in range(count):
@@ -135,12 +156,13 @@ async def proxy_requests(count: int, oidc: bool = False, targets: int = 0) -> No
         raise SystemExit("the token was not swapped in: the harness no longer matches the code")
 
 
-def instructions(count: int, oidc: bool, targets: int = 0) -> int:
+def instructions(count: int, oidc: bool, ops: bool = False, targets: int = 0) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
              __file__, "--run", str(count), *(["--oidc"] if oidc else []),
+             *(["--ops"] if ops else []),
              *(["--targets", str(targets)] if targets else [])],
             cwd=REPO_ROOT, capture_output=True, text=True, check=True,
         )  # fmt: skip
@@ -157,21 +179,25 @@ def main() -> int:
     parser.add_argument(
         "--targets", type=int, default=0, choices=(0, 1, 2), help="a Kong upstream of N targets"
     )
+    parser.add_argument("--ops", action="store_true", help="with prometheus and file-log on")
     args = parser.parse_args()
     if args.run is not None:
         sys.path.insert(0, str(REPO_ROOT))
         import uvloop
 
-        uvloop.run(proxy_requests(args.run, args.oidc, args.targets))
+        uvloop.run(proxy_requests(args.run, args.oidc, args.ops, args.targets))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is missing: apt-get install valgrind", file=sys.stderr)
         return 2
-    instructions(SMALL, args.oidc, args.targets)  # warm the bytecode caches on disk
+    instructions(SMALL, args.oidc, args.ops, args.targets)  # warm the bytecode caches on disk
     per_request = (
-        instructions(LARGE, args.oidc, args.targets) - instructions(SMALL, args.oidc, args.targets)
+        instructions(LARGE, args.oidc, args.ops, args.targets)
+        - instructions(SMALL, args.oidc, args.ops, args.targets)
     ) / (LARGE - SMALL)
     path = "openid-connect token-cached path" if args.oidc else "plain path"
+    if args.ops:
+        path += ", prometheus + file-log on"
     if args.targets:
         path = f"a Kong upstream of {args.targets} target(s)"
     print(f"{per_request:,.0f} instructions per proxied request ({path}, in-memory transports)")

@@ -28,12 +28,14 @@ COMPILED_MODULES = (
     "fastgw.dispatch",
     "fastgw.pipeline",
     "fastgw.routing",
+    "fastgw.stats",
     "fastgw.balancer.retry",
     "fastgw.balancer.target",
     "fastgw.balancer.balancer",
     "fastgw.balancer.ring",
     "fastgw.balancer.health",
     "fastgw.plugins.openid_connect.plugin",
+    "fastgw.plugins.openid_connect.stats",
 )
 
 PURE_ENV = "FASTGW_PURE"

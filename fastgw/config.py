@@ -115,6 +115,9 @@ class PluginEntry:
     config: Any
     enabled: bool
     path: str  # where it was configured, e.g. "services[0].plugins[1]"
+    # the `config` mapping as written (after ${ENV} substitution): a reload compares these to
+    # keep the instances whose config did not change (parsed configs may hold random defaults)
+    raw_config: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,7 +567,9 @@ def _read_settings(reader: Reader) -> Settings:
     admin_listen: tuple[str, int] | None = None
     if "admin_listen" not in reader.raw:
         admin_listen = DEFAULT_ADMIN_LISTEN
-    elif reader.raw["admin_listen"] not in (None, False):
+    elif reader.raw["admin_listen"] not in (None, False) and not _is_off(
+        reader.raw["admin_listen"]
+    ):
         admin_listen = _read_listen(reader, "admin_listen", DEFAULT_ADMIN_LISTEN)
     reader.ignore("admin_listen")
 
@@ -599,6 +604,11 @@ def _read_settings(reader: Reader) -> Settings:
         listeners=listeners,
         ssl_certificate=ssl_certificate,
     )
+
+
+def _is_off(value: object) -> bool:
+    """`off` as `--admin-listen off` takes it (YAML reads a bare off as false, which is off too)."""
+    return isinstance(value, str) and value.strip().lower() == "off"
 
 
 def _read_listen(reader: Reader, key: str, default: tuple[str, int]) -> tuple[str, int]:
@@ -1050,7 +1060,13 @@ def _read_plugin(reader: Reader) -> PluginEntry | None:
     reader.ignore("ordering")
     if plugin is None:
         return None
-    return PluginEntry(name=name, config=config, enabled=enabled, path=reader.path)
+    return PluginEntry(
+        name=name,
+        config=config,
+        enabled=enabled,
+        path=reader.path,
+        raw_config=reader.raw.get("config"),
+    )
 
 
 def _attach_plugin(

@@ -1,21 +1,23 @@
 """From a parsed request to its route's plugin chain and upstream: the proxy's request handler.
 
 Everything per route (upstream target, path rewrite, chain) is resolved when the config loads;
-a request costs one router lookup and, for a plain route, nothing else.
+a request costs one router lookup and, for a plain route, nothing else. A route whose chain has
+a log phase or counts requests gets a `RouteLog`, the exchange's completion hook.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable
+from time import monotonic
 from typing import Final
 
 from fastgw.balancer.balancer import Balancer
 from fastgw.balancer.target import UpstreamTarget
 from fastgw.http import responses
-from fastgw.http.exchange import Exchange
+from fastgw.http.exchange import BODY_CHUNKED, CompletionHook, Exchange
 from fastgw.http.vocabulary import host_without_port
-from fastgw.pipeline import Chain
+from fastgw.pipeline import Chain, Plugin, RouteInfo
 from fastgw.routing import (
     Router,
     needs_normalizing,
@@ -23,6 +25,7 @@ from fastgw.routing import (
     upstream_path,
     upstream_path_v1,
 )
+from fastgw.stats import RouteStats
 
 _NO_ROUTE_BODY, _NO_ROUTE_HEADERS = responses.error_parts(404, responses.NO_ROUTE_MESSAGE)
 _BAD_PATH_BODY, _BAD_PATH_HEADERS = responses.error_parts(400, "Bad request: invalid path")
@@ -36,12 +39,64 @@ _USE_HTTPS_426_HEADERS: Final = (
 )
 
 
+class RouteLog(CompletionHook):
+    """A route's log phase: its request counters and its plugins' `log` steps."""
+
+    __slots__ = ("plugins", "route", "stats")
+
+    def __init__(
+        self, route: RouteInfo, stats: RouteStats | None, plugins: tuple[Plugin, ...]
+    ) -> None:
+        self.route = route
+        self.stats = stats
+        self.plugins = plugins
+
+    def exchange_complete(self, exchange: Exchange) -> None:
+        exchange.finished_at = now = monotonic()
+        stats = self.stats
+        if stats is not None:
+            started = exchange.started_at
+            sent = exchange.sent_at or started
+            answered = exchange.response_at
+            from_upstream = not exchange.responded and answered > 0.0
+            stats.record(
+                exchange.response_status,
+                from_upstream,
+                (now - started) * 1000.0,
+                (answered - sent) * 1000.0 if answered > 0.0 else -1.0,
+                # Kong's: until the request went upstream, or until the local answer
+                ((sent if answered > 0.0 else now) - started) * 1000.0,
+                exchange.request_size + exchange.body_received,
+                exchange.response_size,
+            )
+        route = self.route
+        for plugin in self.plugins:
+            plugin.log(exchange, route)
+
+
+def request_head_size(exchange: Exchange) -> int:
+    """The request head's size as parsed: request line, fields, framing, the blank line."""
+    size = len(exchange.method) + len(exchange.path) + 13  # " ", " HTTP/1.1\r\n", "\r\n"
+    if exchange.query:
+        size += len(exchange.query) + 1
+    if exchange.host:
+        size += len(exchange.host) + 8  # "host: " and CRLF
+    for name, value in exchange.headers:
+        size += len(name) + len(value) + 4
+    if exchange.content_length >= 0:
+        size += len(str(exchange.content_length)) + 18  # "content-length: " and CRLF
+    elif exchange.body_mode == BODY_CHUNKED:
+        size += 28  # "transfer-encoding: chunked" and CRLF
+    return size
+
+
 class RouteTarget:
     """What one (route, path) pair resolves to."""
 
     __slots__ = (
         "balancer",
         "chain",
+        "hook",
         "https_redirect",
         "path_handling_v1",
         "plain_rewrite",
@@ -60,6 +115,7 @@ class RouteTarget:
         prefix_len: int,
         service_path: bytes,
         preserve_host: bool,
+        hook: RouteLog | None = None,
         strip_regex: re.Pattern[bytes] | None = None,
         path_handling_v1: bool = False,
         balancer: Balancer | None = None,
@@ -68,6 +124,7 @@ class RouteTarget:
         self.target = target  # for a balanced service: where it goes when nothing else is known
         self.balancer = balancer  # the service's Kong upstream (None: one target, nothing to pick)
         self.chain = chain
+        self.hook = hook
         self.prefix_len = prefix_len
         self.service_path = service_path
         self.preserve_host = preserve_host
@@ -96,19 +153,31 @@ class RouteTarget:
 
 
 class Dispatcher:
-    """The wire layer's handler: route, rewrite, run the chain."""
+    """The wire layer's handler: route, rewrite, run the chain.
 
-    __slots__ = ("router", "sni_routing")
+    `router` and `unrouted` are replaced together by a reload (`swap`); a request reads them
+    once, when it begins, so it finishes on the routes it started with.
+    """
 
-    def __init__(self, router: Router[RouteTarget]) -> None:
+    __slots__ = ("router", "sni_routing", "unrouted")
+
+    def __init__(self, router: Router[RouteTarget], unrouted: RouteLog | None = None) -> None:
         self.router = router
         self.sni_routing = router.has_snis  # only then is the TLS server name read per request
+        # the global plugins' log phase for requests no route takes (Kong logs those too)
+        self.unrouted = unrouted
+
+    def swap(self, router: Router[RouteTarget], unrouted: RouteLog | None) -> None:
+        self.router = router
+        self.sni_routing = router.has_snis
+        self.unrouted = unrouted
 
     def handle(self, exchange: Exchange) -> Awaitable[None] | None:
         path = received = exchange.path
         if needs_normalizing(path):
             normalized = normalize_path(path)
             if normalized is None:
+                self._unrouted(exchange)
                 exchange.respond(400, _BAD_PATH_BODY, _BAD_PATH_HEADERS)
                 return None
             exchange.path = exchange.upstream_path = path = normalized
@@ -119,6 +188,7 @@ class Dispatcher:
         else:
             route = self.router.match(exchange.method, exchange.host, path, exchange.headers)
         if route is None:
+            self._unrouted(exchange)
             exchange.respond(404, _NO_ROUTE_BODY, _NO_ROUTE_HEADERS)
             return None
         if route.https_redirect and exchange.client.server_name is None:
@@ -127,6 +197,11 @@ class Dispatcher:
         exchange.target = route.target
         if route.balancer is not None:
             exchange.balancer = route.balancer
+        hook = route.hook
+        if hook is not None:
+            exchange.hook = hook
+            exchange.started_at = monotonic()
+            exchange.request_size = request_head_size(exchange)
         if route.rewrite:
             if route.plain_rewrite:
                 exchange.upstream_path = upstream_path(route.prefix_len, route.service_path, path)
@@ -149,3 +224,10 @@ class Dispatcher:
         if exchange.query:
             location += b"?" + exchange.query
         exchange.respond(status, b"", ((b"location", location),))
+
+    def _unrouted(self, exchange: Exchange) -> None:
+        hook = self.unrouted
+        if hook is not None:
+            exchange.hook = hook
+            exchange.started_at = monotonic()
+            exchange.request_size = request_head_size(exchange)

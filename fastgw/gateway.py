@@ -7,31 +7,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import socket
-from collections.abc import Awaitable
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastgw import plugins
 from fastgw.admin import AdminHandler
-from fastgw.balancer.target import UpstreamTarget
-from fastgw.balancer.upstreams import UpstreamSet
-from fastgw.config import GatewayConfig, PluginEntry, Route, Service
-from fastgw.dispatch import Dispatcher, RouteTarget
+from fastgw.config import GatewayConfig, PluginEntry
+from fastgw.dispatch import Dispatcher
 from fastgw.edge_config import Listener
+from fastgw.gateway_stats import GatewayStats, PluginStatus, PoolStats
 from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
 from fastgw.http.tls import sni_contexts
 from fastgw.http.upstream import UpstreamPool
-from fastgw.http.vocabulary import DEFAULT_PORTS
-from fastgw.pipeline import Chain, Plugin
-from fastgw.routing import Router, compile_path_regex, is_regex_path
-from fastgw.stats import GatewayStats, PoolStats
-from fastgw.trust import pem_bundle, upstream_context
+from fastgw.pipeline import Plugin
+from fastgw.runtime import PluginSlot, build_runtime
+from fastgw.trust import pem_bundle
 
 if TYPE_CHECKING:
     from fastgw.http.client import HttpClient
+    from fastgw.workers import Siblings
 
 log = logging.getLogger("fastgw")
 
@@ -51,7 +52,9 @@ class Gateway:
     """One gateway instance: a proxy listener, an optional admin listener, and their state.
 
     `listen` and `admin_listen` override the config's addresses; `admin_listen="off"` runs
-    no admin listener (as `--admin-listen off` does).
+    no admin listener (as `--admin-listen off` does). `reload(config)` swaps routes, services
+    and plugins while it serves; `siblings` (the other workers of a `--workers N` instance)
+    make the admin listener answer for the whole instance.
     """
 
     def __init__(
@@ -61,6 +64,8 @@ class Gateway:
         listen: Address | tuple[Listener, ...] | None = None,
         admin_listen: Address | Literal["off"] | None = None,
         reuse_port: bool = False,
+        node_id: str | None = None,
+        siblings: Siblings | None = None,
     ) -> None:
         settings = config.settings
         self.config = config
@@ -80,144 +85,63 @@ class Gateway:
             self.admin_listen = None
         else:
             self.admin_listen = admin_listen
+        self._listen_overridden = listen is not None
+        self._admin_overridden = admin_listen is not None
         self.reuse_port = reuse_port
+        self.node_id = node_id or str(uuid.uuid4())
         self.ticker = Ticker()
-        self.pools: list[UpstreamPool] = []
-        self.plugins: list[Plugin] = []
-        self._http_clients: list[plugins.HttpClient] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._stopped = asyncio.Event()
         self._started = False
         self._proxy_servers = 0  # the first servers are the proxy listeners, then the admin
-        self.edge = UpstreamSet(config, self.ticker)
         self.tls = (
             sni_contexts(settings.ssl_certificate, config.certificates)
             if any(listener.ssl for listener in self.listeners)
             else None
         )
+        # replaced by a reload, stopped or closed after a drain
+        self._retiring: list[PluginSlot] = []
+        self._retiring_pools: list[UpstreamPool] = []
+        self._reload_lock = asyncio.Lock()
+        self.generation = 0
+        self.runtime = build_runtime(config, self.ticker, partial(self._plugin_runtime, config))
+        self.dispatcher = Dispatcher(self.runtime.router, self.runtime.unrouted)
         # the bound method, not the instance: calling an instance's __call__ costs more
-        self.proxy = Server(self._build_dispatcher().handle, settings.limits, self.ticker)
-        self.admin = Server(AdminHandler(self.stats).handle, settings.limits, self.ticker)
+        self.proxy = Server(self.dispatcher.handle, settings.limits, self.ticker)
+        self.admin = Server(AdminHandler(self.stats, siblings).handle, settings.limits, self.ticker)
 
     # -- building --------------------------------------------------------------------------------
 
-    def _runtime(self) -> plugins.PluginRuntime:
+    def _plugin_runtime(self, config: GatewayConfig) -> plugins.PluginRuntime:
+        """What one new plugin instance of `config` is built with."""
+        clients: list[plugins.HttpClient] = []
+
+        def http_client(verify_tls: bool, keepalive: bool) -> plugins.HttpClient:
+            client = idp_client(config, verify_tls, keepalive)
+            clients.append(client)
+            return client
+
         return plugins.PluginRuntime(
-            http_client=self._http_client, spawn=self.spawn, consumers=self.config.consumers
+            http_client=http_client,
+            spawn=self.spawn,
+            consumers=config.consumers,
+            clients=clients,
         )
 
-    def _http_client(self, verify_tls: bool, keepalive: bool) -> plugins.HttpClient:
-        client = idp_client(self.config, verify_tls, keepalive)
-        self._http_clients.append(client)
-        return client
+    @property
+    def plugins(self) -> list[Plugin]:
+        """The plugin instances the current config runs."""
+        return self.runtime.plugins
 
-    def _build_plugins(self) -> dict[str, Plugin]:
-        """One instance per configured occurrence, keyed by its config path."""
-        runtime = self._runtime()
-        built: dict[str, Plugin] = {}
-        config = self.config
-        entries: list[PluginEntry] = list(config.plugins)
-        for service in config.services:
-            entries += service.plugins
-            for route in service.routes:
-                entries += route.plugins
-        for entry in entries:
-            if not entry.enabled:
-                continue
-            spec = plugins.spec(entry.name)
-            assert spec is not None  # config validation rejected unknown names
-            plugin = spec.build(entry.config, runtime)
-            built[entry.path] = plugin
-            self.plugins.append(plugin)
-        return built
-
-    def _chain(self, built: dict[str, Plugin], service: Service, route: Route) -> Chain | None:
-        """Route-level beats service-level beats global, per plugin name (Kong's precedence)."""
-        chosen: dict[str, Plugin] = {}
-        for scope in (self.config.plugins, service.plugins, route.plugins):
-            for entry in scope:
-                plugin = built.get(entry.path)
-                if plugin is not None:
-                    chosen[entry.name] = plugin
-                elif not entry.enabled:
-                    chosen.pop(entry.name, None)  # disabled at a narrower scope switches it off
-        return Chain(list(chosen.values())) if chosen else None
-
-    def _target(self, service: Service) -> UpstreamTarget:
-        """A service's own host:port (a service naming a Kong upstream goes through `edge`)."""
-        limits = self.config.settings.limits
-        context = None
-        if service.protocol == "https":
-            context = upstream_context(service.tls_verify, service.ca_certificates)
-        pool = UpstreamPool(
-            service.host,
-            service.port,
-            self.ticker,
-            ssl_context=context,
-            server_hostname=service.host,
-            size=limits.upstream_pool_size,
-            idle_timeout=limits.upstream_idle_timeout,
-            max_requests=limits.upstream_max_requests or 2**62,
-        )
-        self.pools.append(pool)
-        host = service.host if ":" not in service.host else f"[{service.host}]"
-        if service.port != DEFAULT_PORTS[service.protocol]:
-            host = f"{host}:{service.port}"
-        return UpstreamTarget(
-            pool,
-            host.encode("idna"),
-            connect_timeout=service.connect_timeout / 1000,
-            read_timeout=service.read_timeout / 1000,
-            write_timeout=service.write_timeout / 1000,
-            retries=service.retries,
-        )
-
-    def _build_dispatcher(self) -> Dispatcher:
-        built = self._build_plugins()
-        entries = []
-        for service in self.config.services:
-            balanced = self.edge.service_destination(service)
-            if balanced is None:
-                target: UpstreamTarget | None = self._target(service)
-                balancer = None
-            else:
-                target, balancer = balanced
-            service_path = service.path.encode()
-            for route in service.routes:
-                chain = self._chain(built, service, route)
-
-                def payload(
-                    path: str | None,
-                    route: Route = route,
-                    chain: Chain | None = chain,
-                    target: UpstreamTarget | None = target,
-                    service_path: bytes = service_path,
-                    balancer: Any = balancer,
-                ) -> RouteTarget:
-                    strip = path is not None and route.strip_path
-                    regex = path is not None and is_regex_path(path)
-                    prefix_len = len(path.encode()) if (path and strip and not regex) else 0
-                    strip_regex = compile_path_regex(path) if (path and strip and regex) else None
-                    return RouteTarget(
-                        target,
-                        chain,
-                        prefix_len,
-                        service_path,
-                        route.preserve_host,
-                        strip_regex=strip_regex,
-                        path_handling_v1=route.path_handling == "v1",
-                        balancer=balancer,
-                        https_redirect=(
-                            route.https_redirect_status_code if route.requires_tls else 0
-                        ),
-                    )
-
-                entries.append((route, payload))
-        return Dispatcher(Router(entries))
+    @property
+    def pools(self) -> list[UpstreamPool]:
+        """The upstream pools of the current config's services, in config order."""
+        return [pool for _, pool in self.runtime.pools]
 
     def stats(self) -> GatewayStats:
         proxy = self.proxy
+        runtime = self.runtime
         return GatewayStats(
             connections_active=len(proxy.connections),
             connections_refused=proxy.refused_total,
@@ -226,10 +150,138 @@ class Gateway:
                 PoolStats(f"{pool.host}:{pool.port}", len(pool.idle), len(pool.busy))
                 for pool in self.pools
             )
-            + self.edge.target_stats(PoolStats),
+            + self.runtime.edge.target_stats(PoolStats),
             plugins=tuple(sorted({plugin.name for plugin in self.plugins})),
-            plugin_metrics=tuple(line for plugin in self.plugins for line in plugin.metrics()),
+            plugin_metrics=tuple(family for plugin in self.plugins for family in plugin.metrics()),
+            connections_accepted=proxy.accepted_total,
+            connection_states=proxy.connection_states(),
+            route_stats=tuple(runtime.route_stats.values()),
+            plugin_status=tuple(
+                PluginStatus(slot.plugin.name, slot.path, slot.plugin.status())
+                for slot in runtime.slots
+            ),
+            node_id=self.node_id,
+            config_generation=self.generation,
         )
+
+    # -- reloading -------------------------------------------------------------------------------
+
+    async def reload(self, config: GatewayConfig) -> None:
+        """Serve `config` from the next request on (a validated config: `load_config`).
+
+        Plugin instances whose config is unchanged carry on (token caches included), new ones
+        start first; requests under way finish on the config they began with, and what the
+        new config dropped is stopped `drain_timeout` later. Raises what building raises, and
+        then nothing changed.
+        """
+        async with self._reload_lock:
+            runtime = build_runtime(
+                config, self.ticker, partial(self._plugin_runtime, config), self.runtime
+            )
+            started: list[Plugin] = []
+            try:
+                if self._started:
+                    for plugin in runtime.fresh:
+                        await plugin.start()
+                        started.append(plugin)
+            except BaseException:
+                for plugin in started:
+                    with contextlib.suppress(Exception):
+                        await plugin.stop()
+                for slot in runtime.slots:
+                    if slot.plugin in runtime.fresh:
+                        await _close_clients(slot.clients)
+                raise
+            previous = self.runtime
+            self._warn_restart_needed(config)
+            self.config = config
+            self.runtime = runtime
+            self.dispatcher.swap(runtime.router, runtime.unrouted)
+            # new connections get the new limits; open ones keep theirs
+            self.proxy.limits = config.settings.limits
+            old_pools = {id(pool) for _, pool in previous.pools}
+            for _, pool in runtime.pools:
+                if id(pool) not in old_pools and self._started:
+                    self.ticker.add(pool.sweep)
+            if self._started:
+                for pool in runtime.edge.pools:
+                    self.ticker.add(pool.sweep)
+                runtime.edge.start()
+            self.generation += 1
+            self._retire(
+                runtime.retired_plugins,
+                [*runtime.retired_pools, *previous.edge.pools],
+                config,
+                previous.edge.stop_checks,
+            )
+
+    def _warn_restart_needed(self, config: GatewayConfig) -> None:
+        old, new = self.config.settings, config.settings
+        changed = []
+        if new.listen != old.listen and not self._listen_overridden:
+            changed.append("listen")
+        if new.admin_listen != old.admin_listen and not self._admin_overridden:
+            changed.append("admin_listen")
+        if new.workers != old.workers:
+            changed.append("workers")
+        if changed:
+            log.warning(
+                "reload: _fastgw %s changed; the listeners keep their addresses and worker "
+                "count until a restart",
+                ", ".join(changed),
+            )
+
+    def _retire(
+        self,
+        slots: list[PluginSlot],
+        pools: list[UpstreamPool],
+        config: GatewayConfig,
+        stop_checks: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        for pool in pools:
+            # no more keep-alive: released connections close, idle ones go now
+            pool.size = 0
+            idle, pool.idle = pool.idle, []
+            for conn in idle:
+                conn.close()
+        self._retiring += slots
+        self._retiring_pools += pools
+        if not slots and not pools:
+            return
+
+        async def later() -> None:
+            if stop_checks is not None:
+                await stop_checks()  # the old upstreams' active health checks
+            await asyncio.sleep(config.settings.limits.drain_timeout)
+            for pool in pools:
+                self._close_pool(pool)
+            for slot in slots:
+                await self._stop_slot(slot)
+
+        self.spawn(later())
+
+    def _close_pool(self, pool: UpstreamPool) -> None:
+        if pool in self._retiring_pools:
+            self._retiring_pools.remove(pool)
+        self.ticker.remove(pool.sweep)
+        pool.close()
+
+    async def _stop_slot(self, slot: PluginSlot) -> None:
+        if slot in self._retiring:
+            self._retiring.remove(slot)
+        try:
+            await slot.plugin.stop()
+        except Exception:
+            log.exception("plugin %s failed to stop", slot.plugin.name)
+        await _close_clients(slot.clients)
+
+    def reopen(self) -> None:
+        """SIGUSR1: plugins that write files reopen them (after logrotate moved them)."""
+        for plugin in self.plugins:
+            try:
+                plugin.reopen()
+            except Exception:
+                log.exception("plugin %s failed to reopen its files", plugin.name)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -251,7 +303,7 @@ class Gateway:
         self.ticker.start()
         self.ticker.add(self.proxy.sweep)
         self.ticker.add(self.admin.sweep)
-        for pool in (*self.pools, *self.edge.pools):
+        for pool in (*self.pools, *self.runtime.edge.pools):
             self.ticker.add(pool.sweep)
         for plugin in self.plugins:
             await plugin.start()
@@ -271,7 +323,7 @@ class Gateway:
             self._servers.append(server)
         self._proxy_servers = len(self._servers)
         self.proxy.port = self.addresses[0][1]
-        self.edge.start()
+        self.runtime.edge.start()
         if self.admin_listen is not None:
             admin_host, admin_port = self.admin_listen
             admin = await loop.create_server(
@@ -323,20 +375,15 @@ class Gateway:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
-        for plugin in self.plugins:
-            try:
-                await plugin.stop()
-            except Exception:
-                log.exception("plugin %s failed to stop", plugin.name)
         for task in tuple(self._background):
             task.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        for client in self._http_clients:
-            await client.close()
-        await self.edge.stop()
-        for pool in self.pools:
-            pool.close()
+        for slot in (*self.runtime.slots, *self._retiring):
+            await self._stop_slot(slot)
+        for pool in (*self.pools, *self._retiring_pools):
+            self._close_pool(pool)
+        await self.runtime.edge.stop()
         self.ticker.stop()
         self._stopped.set()
 
@@ -411,6 +458,14 @@ def raise_open_file_limit() -> tuple[int, int]:
     except (OSError, ValueError):
         return soft, soft
     return soft, hard
+
+
+async def _close_clients(clients: Iterable[plugins.HttpClient]) -> None:
+    for client in clients:
+        try:
+            await client.close()
+        except Exception:
+            log.exception("closing an HTTP client failed")
 
 
 def _bound(servers: list[asyncio.base_events.Server]) -> list[tuple[str, int]]:

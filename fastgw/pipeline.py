@@ -1,15 +1,20 @@
 """The per-route plugin chain and the request-context API that plugins program against.
 
 Chains are resolved once at config load (route > service > global, like Kong); running a chain
-awaits only when a plugin returns an awaitable, so a fully synchronous chain costs no task.
+awaits only when a plugin returns an awaitable, so a fully synchronous chain costs no task. A
+chain's `log` steps (Kong's log phase) run once the response is complete, only on routes whose
+chain has one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from mypy_extensions import mypyc_attr
+
+from fastgw.metrics import Family
+from fastgw.stats import StatsOptions
 
 
 class RequestContext(Protocol):
@@ -63,6 +68,55 @@ class RequestContext(Protocol):
         """Answer the client directly; the upstream is not contacted."""
 
 
+class LogContext(RequestContext, Protocol):
+    """What the log phase reads of a finished request (the wire's `Exchange` again).
+
+    Times are `time.monotonic()` seconds; `sent_at` is 0.0 when the request went upstream as
+    soon as the handler ran (then it equals `started_at`), `response_at` 0.0 when no upstream
+    answered.
+    """
+
+    upstream_path: bytes
+    headers: list[tuple[bytes, bytes]]  # the request's, as plugins left them
+    started_at: float
+    sent_at: float
+    response_at: float
+    finished_at: float
+    request_size: int  # the request head as parsed
+    body_received: int
+    response_size: int
+    response_fields: bytes  # the upstream's header lines as forwarded, b"" for local answers
+    local_headers: Sequence[tuple[bytes, bytes]]
+
+    @property
+    def response_status(self) -> int: ...
+
+
+class RouteInfo:
+    """A route as the log phase names it: Kong's label values, and the config entities.
+
+    `service` and `route` are fastgw.config's Service and Route (None: no route matched);
+    `sensitive_headers` are request headers the route's plugins fill with secrets (on top of
+    the ones every logger redacts).
+    """
+
+    __slots__ = ("route", "route_name", "sensitive_headers", "service", "service_name")
+
+    def __init__(
+        self,
+        service_name: str,
+        route_name: str,
+        service: Any,
+        route: Any,
+        sensitive_headers: frozenset[bytes] = frozenset(),
+    ) -> None:
+        self.service_name = service_name
+        self.route_name = route_name
+        self.service = service
+        self.route = route
+        self.sensitive_headers = sensitive_headers
+
+
 # Plugins outside the compiled build (request-termination, a user's own) subclass Plugin.
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Plugin:
@@ -74,8 +128,22 @@ class Plugin:
 
     name: str = ""
     priority: int = 0  # higher runs first, as in Kong
+    # where the instance is configured ("services[0].plugins[1]"), set by the gateway: the
+    # `instance` label of its metrics, the same in every worker and across restarts
+    instance_name = ""
+    has_log = False  # True when `log` does something: only then do its routes run a log phase
+    # request headers this plugin fills with secrets (e.g. the upstream token): loggers redact
+    sensitive_headers: frozenset[bytes] = frozenset()
 
     def access(self, ctx: RequestContext) -> Awaitable[None] | None:
+        return None
+
+    def log(self, ctx: LogContext, route: RouteInfo) -> None:
+        """Kong's log phase: the response is complete (set `has_log` to be called)."""
+
+    def route_stats(self) -> StatsOptions | None:
+        """What the gateway should count for the routes of this instance (per-worker request
+        counters, fastgw.stats), or None. Counting costs the log phase's clock reads."""
         return None
 
     async def start(self) -> None:
@@ -84,20 +152,43 @@ class Plugin:
     async def stop(self) -> None:
         """Called once when the gateway stops."""
 
-    def metrics(self) -> list[str]:
-        """Prometheus text lines for the admin listener's /metrics (none by default)."""
+    def metrics(self) -> list[Family]:
+        """Metric families for the admin listener's /metrics (fastgw.metrics; none by default).
+        With several workers the admin listener sums them over the workers."""
         return []
+
+    def status(self) -> dict[str, object]:
+        """What /status reports about this instance (JSON values; numbers are summed over the
+        workers, booleans and-ed, other values taken from the first)."""
+        return {}
+
+    def reopen(self) -> None:
+        """SIGUSR1 (logrotate's convention): reopen any file this instance writes."""
 
 
 class Chain:
     """An ordered, immutable list of plugins for one route."""
 
-    __slots__ = ("plugins", "run")
+    __slots__ = ("log_plugins", "plugins", "run", "stats_options")
 
     def __init__(self, plugins: Sequence[Plugin]) -> None:
+        # getattr, not `plugin.priority`: compiled code reads a native attribute's own slot,
+        # which a subclass outside the build that sets `priority = 9` in its class body never
+        # fills (its class attribute is what Python finds, the slot keeps the base's default)
         self.plugins: tuple[Plugin, ...] = tuple(
-            sorted(plugins, key=lambda plugin: plugin.priority, reverse=True)
+            sorted(plugins, key=lambda plugin: int(getattr(plugin, "priority")), reverse=True)  # noqa: B009
         )
+        self.log_plugins: tuple[Plugin, ...] = tuple(
+            p
+            for p in self.plugins
+            if getattr(p, "has_log")  # noqa: B009
+        )
+        self.stats_options: StatsOptions | None = None
+        for plugin in self.plugins:
+            options = plugin.route_stats()
+            if options is not None:
+                self.stats_options = options
+                break
         # `run(ctx)` runs the chain and returns None when every step finished synchronously,
         # else an awaitable. A one-plugin chain (the common case) is that plugin's own step:
         # one call less per request on the hot path.

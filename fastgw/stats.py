@@ -1,30 +1,153 @@
-"""What the gateway reports about itself: snapshots of the counters the proxy keeps anyway.
+"""Per-worker request counters: what the completion step counts per route, in plain integers.
 
-Plain frozen records: the gateway fills them, the admin listener renders them.
+Compiled: a request costs integer and float adds on native fields, no lock and no allocation
+(a status seen for the first time on a route makes its counter once). Exposition reads them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Final
+
+# Kong's buckets (kong/plugins/prometheus/exporter.lua), in milliseconds.
+KONG_LATENCY_BUCKETS: Final = (
+    1.0,
+    2,
+    5,
+    7,
+    10,
+    15,
+    20,
+    30,
+    50,
+    75,
+    100,
+    200,
+    500,
+    750,
+    1000,
+    3000,
+    6000,
+)
+UPSTREAM_LATENCY_BUCKETS: Final = (
+    25.0, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000,
+)  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    address: str  # host:port
-    idle: int
-    busy: int
-    upstream: str = ""  # the Kong upstream the target belongs to ("" for a service's own host)
-    weight: int = 0
-    health: str = ""  # Kong's: HEALTHY, UNHEALTHY, HEALTHCHECKS_OFF ("" outside an upstream)
+class Count:
+    """One counter: a native integer, incremented in place."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
 
 
-@dataclass(frozen=True, slots=True)
-class GatewayStats:
-    """What the admin listener reports: a snapshot of counters the proxy keeps anyway."""
+class Histogram:
+    """Observations by bucket (not cumulative here; exposition accumulates) and their sum."""
 
-    connections_active: int
-    connections_refused: int
-    requests_total: int
-    upstreams: tuple[PoolStats, ...]
-    plugins: tuple[str, ...]  # names of the plugins configured
-    plugin_metrics: tuple[str, ...]  # Prometheus lines the plugins export (Plugin.metrics)
+    __slots__ = ("bounds", "buckets", "count", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds: list[float] = [float(bound) for bound in bounds]
+        # one more than the bounds: the +Inf bucket
+        self.buckets: list[Count] = [Count() for _ in range(len(bounds) + 1)]
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        bounds = self.bounds
+        index = 0
+        size = len(bounds)
+        while index < size and value > bounds[index]:
+            index += 1
+        self.buckets[index].value += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[int]:
+        total = 0
+        result = []
+        for bucket in self.buckets:
+            total += bucket.value
+            result.append(total)
+        return result
+
+
+class StatsOptions:
+    """What to count for a route (Kong's prometheus flags)."""
+
+    __slots__ = ("bandwidth", "latency", "status_codes")
+
+    def __init__(self, status_codes: bool, latency: bool, bandwidth: bool) -> None:
+        self.status_codes = status_codes
+        self.latency = latency
+        self.bandwidth = bandwidth
+
+
+class RouteStats:
+    """One route's counters. `labels` is (service, route): Kong's label values."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "count_bandwidth",
+        "count_latency",
+        "count_status",
+        "kong_latency",
+        "labels",
+        "request_latency",
+        "responses",
+        "upstream_latency",
+    )
+
+    def __init__(self, labels: tuple[str, str], options: StatsOptions) -> None:
+        self.labels = labels
+        self.count_status = options.status_codes
+        self.count_latency = options.latency
+        self.count_bandwidth = options.bandwidth
+        # status * 2 + 1 when the upstream answered, + 0 when the gateway did (Kong's "source")
+        self.responses: dict[int, Count] = {}
+        self.kong_latency = Histogram(KONG_LATENCY_BUCKETS)
+        self.upstream_latency = Histogram(UPSTREAM_LATENCY_BUCKETS)
+        self.request_latency = Histogram(UPSTREAM_LATENCY_BUCKETS)
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def configure(self, options: StatsOptions) -> None:
+        """A reload changed what to count; what was counted stays."""
+        self.count_status = options.status_codes
+        self.count_latency = options.latency
+        self.count_bandwidth = options.bandwidth
+
+    def record(
+        self,
+        status: int,
+        from_upstream: bool,
+        request_ms: float,
+        upstream_ms: float,
+        kong_ms: float,
+        bytes_in: int,
+        bytes_out: int,
+    ) -> None:
+        """One finished request; `upstream_ms` < 0 when it never reached the upstream."""
+        if self.count_status:
+            key = status * 2 + 1 if from_upstream else status * 2
+            counter = self.responses.get(key)
+            if counter is None:
+                counter = self.responses[key] = Count()
+            counter.value += 1
+        if self.count_latency:
+            self.request_latency.observe(request_ms)
+            self.kong_latency.observe(kong_ms)
+            if upstream_ms >= 0.0:
+                self.upstream_latency.observe(upstream_ms)
+        if self.count_bandwidth:
+            self.bytes_in += bytes_in
+            self.bytes_out += bytes_out
+
+    def response_counts(self) -> list[tuple[int, str, int]]:
+        """(status, source, count): source "service" or "kong", as Kong labels it."""
+        return [
+            (key // 2, "service" if key % 2 else "kong", counter.value)
+            for key, counter in sorted(self.responses.items())
+        ]

@@ -7,7 +7,6 @@ Built once from the config; the gateway starts and stops it and reads its stats.
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from fastgw.edge_config import Upstream
 from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamPool
 from fastgw.http.vocabulary import DEFAULT_PORTS
+from fastgw.trust import upstream_context
 
 log = logging.getLogger("fastgw.balancer")
 
@@ -77,7 +77,9 @@ class UpstreamSet:
         key = (upstream.name, target.host, target.port)
         pool = self._pools.get(key)
         if pool is None:
-            context = ssl.create_default_context() if service.protocol == "https" else None
+            context = None
+            if service.protocol == "https":
+                context = upstream_context(service.tls_verify, service.ca_certificates)
             pool = UpstreamPool(
                 target.host,
                 target.port,
@@ -116,9 +118,12 @@ class UpstreamSet:
         for checker in self.checkers:
             checker.start()
 
-    async def stop(self) -> None:
+    async def stop_checks(self) -> None:
         for checker in self.checkers:
             await checker.stop()
+
+    async def stop(self) -> None:
+        await self.stop_checks()
         for pool in self._pools.values():
             pool.close()
 

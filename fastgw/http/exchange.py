@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from time import monotonic
 from typing import Final
 
 from mypy_extensions import trait
@@ -64,6 +65,20 @@ _SWITCHED: Final = b"HTTP/1.1 101 Switching Protocols\r\n"
 _SWITCHED_FIELDS: Final = b"connection: upgrade\r\nupgrade: websocket\r\n\r\n"
 
 Handler = Callable[["Exchange"], Awaitable[None] | None]
+
+
+@trait
+class CompletionHook:
+    """Told once when an exchange is over: its response is out in full, or it was aborted.
+
+    The handler attaches one (`Exchange.hook`) to the exchanges that need it; an exchange
+    without one pays nothing, not even the clock reads of its timings.
+    """
+
+    __slots__ = ()
+
+    def exchange_complete(self, exchange: Exchange) -> None:
+        raise NotImplementedError
 
 
 @trait
@@ -161,6 +176,18 @@ class Exchange(ResponseSink):
     upgrade = False  # a WebSocket upgrade request: offered upstream, a 101 makes a tunnel
     upstream_held = False  # the upstream's reading is paused for a slow client
     task: asyncio.Future[None] | None = None
+    # Completion facts, kept only for an exchange with a hook (time.monotonic() seconds; 0.0 is
+    # "not reached"): when the handler began, when the request went upstream if that was not
+    # at once, when the upstream's response head came, when the exchange ended.
+    hook: CompletionHook | None = None
+    started_at = 0.0
+    sent_at = 0.0
+    response_at = 0.0
+    finished_at = 0.0
+    request_size = 0  # the head as parsed, set by the handler; the body adds body_received
+    status = 0  # the upstream's status (local answers: local_status)
+    response_size = 0  # bytes written to the client: head, body, chunk framing
+    response_fields = b""  # the upstream's response header lines as forwarded
 
     def __init__(
         self,
@@ -322,6 +349,8 @@ class Exchange(ResponseSink):
                 self.respond_error(500)
             return
         if self.phase != FINISHED:
+            if self.hook is not None:
+                self.sent_at = monotonic()
             self._after_handler()
 
     def _after_handler(self) -> None:
@@ -381,6 +410,8 @@ class Exchange(ResponseSink):
             if self.phase == FINISHED:
                 target.pool.release(upstream)
                 return
+            if self.hook is not None:
+                self.sent_at = monotonic()
             self._send_to(upstream, target)
             return
 
@@ -558,16 +589,27 @@ class Exchange(ResponseSink):
         else:
             parts.append(b"\r\n")
         self.phase = STREAMING
-        self.client.write(b"".join(parts))
+        data = b"".join(parts)
+        if self.hook is not None:
+            self.response_at = monotonic()
+            self.status = status
+            self.response_size = len(data)
+            self.response_fields = head.fields
+        self.client.write(data)
 
     def response_body(self, data: bytes) -> None:
         client = self.client
         if not self.response_chunked:
             client.write(data)
+            if self.hook is not None:
+                self.response_size += len(data)
         elif data:  # an empty chunk would end the body
-            client.write(b"%x\r\n" % len(data))
+            size_line = b"%x\r\n" % len(data)
+            client.write(size_line)
             client.write(data)
             client.write(_CHUNK_END)
+            if self.hook is not None:
+                self.response_size += len(size_line) + len(data) + 2
 
     def response_read(self) -> None:
         self.client.flush()
@@ -582,6 +624,11 @@ class Exchange(ResponseSink):
             target.report_status(101)
         self.phase = TUNNEL
         self.keep_alive = False
+        if self.hook is not None:
+            # the log phase sees the handshake (as Kong logs a WebSocket upgrade): 101
+            self.response_at = monotonic()
+            self.status = 101
+            self._complete()
         client = self.client
         client.write(b"".join((_SWITCHED, head.fields, _SWITCHED_FIELDS)))
         client.flush()
@@ -608,6 +655,8 @@ class Exchange(ResponseSink):
     def response_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
         if self.response_chunked:
             self.client.write(_LAST_CHUNK)
+            if self.hook is not None:
+                self.response_size += len(_LAST_CHUNK)
         self.upstream = None
         self.upstream_held = False
         if self.request_complete:
@@ -692,16 +741,17 @@ class Exchange(ResponseSink):
     def _write_local_response(self) -> None:
         if not self.request_complete and not self._may_discard():
             self.keep_alive = False
-        self.client.write(
-            build_response(
-                self.local_status,
-                self.local_body,
-                self.local_headers,
-                keep_alive=self.keep_alive,
-                head_only=self.head_request,
-                http_10=self.http_10,
-            )
+        data = build_response(
+            self.local_status,
+            self.local_body,
+            self.local_headers,
+            keep_alive=self.keep_alive,
+            head_only=self.head_request,
+            http_10=self.http_10,
         )
+        if self.hook is not None:
+            self.response_size = len(data)
+        self.client.write(data)
         self._finish()
 
     def _may_discard(self) -> bool:
@@ -716,6 +766,9 @@ class Exchange(ResponseSink):
 
     def _finish(self) -> None:
         """The response is out: done now, or once the rest of the request body is dropped."""
+        if self.phase < COMPLETE and self.hook is not None:
+            self.phase = COMPLETE
+            self._complete()
         self.phase = COMPLETE
         client = self.client
         # An exchange's pauses must not outlive its response (nobody would lift them later);
@@ -725,11 +778,31 @@ class Exchange(ResponseSink):
             self.phase = FINISHED
             client.exchange_done(self)
 
+    def _complete(self) -> None:
+        hook = self.hook
+        if hook is not None:
+            self.hook = None  # told once
+            try:
+                hook.exchange_complete(self)
+            except Exception:
+                log.exception("completion hook failed")
+
+    @property
+    def response_status(self) -> int:
+        """The status the client got: the local answer's, the upstream's, or 499 (nginx's
+        "client closed request") for an exchange aborted before any answer."""
+        if self.responded:
+            return self.local_status
+        return self.status or 499
+
     def abort(self) -> None:
         """The client went away: release everything without reusing the upstream connection."""
         if self.phase == TUNNEL:
             self.end_tunnel()
             return
+        if self.phase < COMPLETE and self.hook is not None:
+            self.phase = FINISHED
+            self._complete()
         self.phase = FINISHED
         waiter = self.body_waiter
         if waiter is not None and not waiter.done():

@@ -195,6 +195,7 @@ class Server:
         # that accepting never runs into EMFILE (libuv would then drop clients without a word).
         self.max_connections = 1 << 62
         self.refused_total = 0
+        self.accepted_total = 0  # refused ones included, as nginx's "accepts"
 
     def protocol_factory(self) -> ServerConnection:
         return ServerConnection(self)
@@ -231,6 +232,17 @@ class Server:
     def abort_all(self) -> None:
         for conn in tuple(self.connections):
             conn.abort()
+
+    def connection_states(self) -> tuple[int, int, int]:
+        """(reading, writing, waiting) as nginx's stub_status counts them: reading a request
+        head, busy with a request, idle between requests. O(connections): for the admin side."""
+        reading = writing = 0
+        for conn in self.connections:
+            if conn.queue:
+                writing += 1
+            elif conn.head_started:
+                reading += 1
+        return reading, writing, len(self.connections) - reading - writing
 
 
 class ServerConnection(asyncio.Protocol, ClientSide):
@@ -374,6 +386,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         server = self.server
+        server.accepted_total += 1
         if len(server.connections) >= server.max_connections:
             self.closed = True
             server.refuse(transport)

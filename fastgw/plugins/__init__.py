@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastgw.consumers import Consumers
+from fastgw.metrics import Family
 from fastgw.pipeline import Plugin
 from fastgw.schema import Reader
 
 # name -> module holding `SPEC`
 _MODULES: dict[str, str] = {
+    "file-log": "fastgw.plugins.file_log",
     "openid-connect": "fastgw.plugins.openid_connect",
+    "prometheus": "fastgw.plugins.prometheus",
     "request-termination": "fastgw.plugins.request_termination",
 }
 
@@ -72,6 +75,8 @@ class PluginRuntime:
     # runs `coro` in the background, tied to the gateway's lifetime
     spawn: Callable[[Awaitable[Any]], Any] = field(default=lambda awaitable: None)
     consumers: Consumers = field(default_factory=Consumers)
+    # the clients `http_client` made: the gateway closes them when the instance retires
+    clients: list[HttpClient] = field(default_factory=list)
 
 
 class PluginSpec(Protocol):
@@ -91,6 +96,26 @@ class PluginSpec(Protocol):
     async def probe(self, config: Any, runtime: PluginRuntime) -> list[tuple[str, str, str]]:
         """`fastgw check`'s look at what the config depends on outside (an IdP): (config key,
         kind, message), kind "error" (the config cannot work) or "note" (not checked, why)."""
+
+
+class SpecBase:
+    """What a plugin spec does by default: nothing to link, nothing to probe."""
+
+    def link(
+        self, config: Any, entities: Entities, path: str, problems: list[tuple[str, str]]
+    ) -> Any:
+        return config
+
+    async def probe(self, config: Any, runtime: PluginRuntime) -> list[tuple[str, str, str]]:
+        return []
+
+
+class GatewayMetrics(Protocol):
+    """A spec that exports instance-wide series once, however many instances are configured
+    (the prometheus plugin's Kong series): `gateway_metrics(view)` with a fastgw.gateway
+    GatewayStats."""
+
+    def gateway_metrics(self, view: Any) -> list[Family]: ...
 
 
 def names() -> tuple[str, ...]:

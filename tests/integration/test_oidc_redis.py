@@ -260,8 +260,10 @@ async def test_tampered_values_are_ignored_and_counted(
     # client 40's entry is another client's value: ignored, the IdP asked; 41's was intact
     assert token_calls(idp) - before == 1
     text = metrics(admin)
-    assert 'fastgw_oidc_token_cache_l2_total{instance="0",result="rejected"} 1' in text, text
-    assert 'result="hit"} 1' in text
+    # the instance label is where the plugin is configured: the same in every worker
+    instance = 'instance="services[0].routes[0].plugins[0]"'
+    assert f'fastgw_oidc_token_cache_l2_total{{{instance},result="rejected"}} 1.0' in text, text
+    assert f'fastgw_oidc_token_cache_l2_total{{{instance},result="hit"}} 1.0' in text, text
 
 
 async def test_no_client_id_secret_or_token_in_redis(

@@ -23,7 +23,7 @@ from fastgw.config import (
 from fastgw.errors import ConfigError
 
 HEADER = '_format_version: "3.0"\n'
-UNKNOWN_PLUGIN = "(available: openid-connect, request-termination)"
+UNKNOWN_PLUGIN = "(available: file-log, openid-connect, prometheus, request-termination)"
 
 
 def parse(body: str, env: dict[str, str] | None = None) -> GatewayConfig:
@@ -864,7 +864,8 @@ def test_fastgw_section_overrides_every_setting() -> None:
     assert isinstance(settings.limits.head_timeout, float)
 
 
-@pytest.mark.parametrize("value", ["null", "false"])
+# `off` as --admin-listen takes it: bare (YAML reads it as false), quoted, or in JSON
+@pytest.mark.parametrize("value", ["null", "false", "off", '"off"', '"OFF"'])
 def test_admin_listen_can_be_disabled(value: str) -> None:
     assert parse(f"_fastgw: {{admin_listen: {value}}}\n").settings.admin_listen is None
 

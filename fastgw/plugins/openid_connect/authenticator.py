@@ -7,6 +7,7 @@ Composes credentials, cache, discovery, client auth, token endpoint and verifica
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import itertools
 import logging
@@ -19,6 +20,7 @@ from typing import Any
 import orjson
 
 from fastgw.consumers import Consumers
+from fastgw.metrics import Family
 from fastgw.plugins import HttpClient
 from fastgw.ratelog import KeyedRateLimitedLog
 
@@ -54,10 +56,11 @@ from .l2 import (
     SharedToken,
     SharedTokenCache,
     connect,
-    metric_lines,
+    metric_families,
 )
 from .schema import OidcConfig, from_mapping
 from .sealing import Sealer
+from .stats import OidcStats, families
 from .token_endpoint import TokenResponse, request_token
 from .verify import VerifyPolicy, parse, verify_token
 
@@ -127,6 +130,7 @@ class ClientCredentialsAuthenticator:
         # calls of obtain() that had to wait for a token (IdP or L2); background refreshes and
         # cache hits do not count: with refresh-ahead working, it grows only with new clients
         self.waited_for_token = 0
+        self.stats = OidcStats()
         self._idp_slots = asyncio.Semaphore(IDP_MAX_CONCURRENCY)
         self._idp_warnings = KeyedRateLimitedLog(
             logger, logging.WARNING, IDP_WARNING_INTERVAL_SECONDS, monotonic
@@ -138,7 +142,7 @@ class ClientCredentialsAuthenticator:
         self._request_shape = orjson.dumps(
             [config.token_endpoint, config.scope, config.token_post_args, config.token_headers]
         ).decode()
-        self.discovery = discovery_for(config, http_client, monotonic)
+        self.discovery = discovery_for(config, http_client, monotonic, self.stats)
         self._discovery_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -210,11 +214,30 @@ class ClientCredentialsAuthenticator:
         if self._owns_http:
             await self._http.close()
 
-    def metrics(self) -> list[str]:
-        """Prometheus lines: the shared cache's counters (nothing without one)."""
-        if self.shared is None:
-            return []
-        return metric_lines(self.shared.stats, self.instance)
+    def metrics(self, instance: str | None = None) -> list[Family]:
+        """Metric families under the `instance` label (default: this process's number for the
+        authenticator): the L1, IdP and JWKS counters, and the shared cache's when there is one."""
+        label = str(self.instance) if instance is None else instance
+        result = families(self.stats, label, self.cache.evictions, self._flights.joins)
+        if self.shared is not None:
+            result += metric_families(self.shared.stats, label)
+        return result
+
+    def status(self) -> dict[str, object]:
+        """For /status: cached clients, negative entries, whether the IdP answered its last
+        call, when the signing keys were last fetched."""
+        last = self.stats.last_jwks_refresh
+        reachable = self.stats.idp_reachable
+        return {
+            "cached_clients": len({id(entry) for entry in self.cache.entries.values()}),
+            "negative_entries": len(self.cache.rejections),
+            "idp_reachable": None if reachable < 0 else reachable == 1,
+            "last_jwks_refresh": (
+                datetime.datetime.fromtimestamp(last, datetime.UTC).isoformat(timespec="seconds")
+                if last
+                else None
+            ),
+        }
 
     def _spawn_task(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -245,12 +268,14 @@ class ClientCredentialsAuthenticator:
             return None
         now = self.clock()
         if now < entry.refresh_at:
+            self.stats.hits += 1
             return entry.token
         if now < entry.expires_at:
             try:
                 self.refresh_in_background(entry, (key,), parse_basic(raw), now)
             except CredentialError:
                 return None
+            self.stats.hits += 1
             return entry.token
         return None
 
@@ -263,6 +288,7 @@ class ClientCredentialsAuthenticator:
         key = self.header_key(raw)
         error = self.cache.rejection(key, self.clock())
         if error is not None:
+            self.stats.negative_hits += 1
             raise _fresh(error)
         try:
             credentials = parse_basic(raw)
@@ -293,13 +319,17 @@ class ClientCredentialsAuthenticator:
         key = self.credentials_key(credentials)
         entry = self.cache.entries.get(key)
         if entry is not None and now < entry.expires_at:
+            self.stats.hits += 1
             aliases = (key,) if alias is None else (key, alias)
             if alias is not None:
                 self.cache.store((alias,), entry, now)
             if now >= entry.refresh_at:
                 self.refresh_in_background(entry, aliases, credentials, now)
             return entry, None
-        return None, self.cache.rejection(key, now)
+        rejection = self.cache.rejection(key, now)
+        if rejection is not None:
+            self.stats.negative_hits += 1
+        return None, rejection
 
     def refresh_in_background(
         self,
@@ -312,6 +342,7 @@ class ClientCredentialsAuthenticator:
         if entry.refreshing or self._closed:
             return
         entry.refreshing = True
+        self.stats.refresh_ahead += 1
         # hits stay pure meanwhile (no re-check per request); the refresh's outcome resets it
         entry.refresh_at = min(now + REFRESH_RETRY_SECONDS, entry.expires_at)
         self._spawn(self._refresh(entry, aliases, credentials))
@@ -356,6 +387,7 @@ class ClientCredentialsAuthenticator:
         if stale is None:
             stale = self.cache.entries.get(key)
         self.waited_for_token += 1
+        self.stats.misses += 1
         try:
             entry = await self._flights.run(key, lambda: self._fill(key, credentials, keys, stale))
         except (InvalidCredentials, InsufficientScope) as rejected:
@@ -394,6 +426,7 @@ class ClientCredentialsAuthenticator:
         except IdpUnavailable:
             now = self.clock()
             if stale is not None and now < stale.stale_until:
+                self.stats.stale_served += 1
                 stale.refresh_failed(now)
                 self.cache.store(keys, stale, now)
                 return stale
@@ -507,7 +540,9 @@ class ClientCredentialsAuthenticator:
         except TimeoutError:
             raise IdpTimeout("too many token requests waiting for the identity provider") from None
         try:
-            return await request_token(self._http, endpoint, request, timeout=timeout)
+            return await request_token(
+                self._http, endpoint, request, timeout=timeout, stats=self.stats
+            )
         except IdpUnavailable as error:
             # the client is not to blame, so the answer says little: the operator needs the why
             message = f"token request failed: {error.reason}"
@@ -581,7 +616,10 @@ class ClientCredentialsAuthenticator:
 
 
 def discovery_for(
-    config: OidcConfig, http_client: HttpClient, monotonic: Callable[[], float] = time.monotonic
+    config: OidcConfig,
+    http_client: HttpClient,
+    monotonic: Callable[[], float] = time.monotonic,
+    stats: OidcStats | None = None,
 ) -> Discovery:
     """The issuer's discovery as the config describes it."""
     return Discovery(
@@ -596,6 +634,7 @@ def discovery_for(
         jwks_endpoint=config.jwks_endpoint,
         extra_jwks_uris=config.extra_jwks_uris,
         headers=config.discovery_headers,
+        stats=stats,
     )
 
 

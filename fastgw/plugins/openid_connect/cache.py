@@ -206,13 +206,17 @@ class Rejection:
 
 def _evict(
     table: dict[Any, Any], limit: int, now: float, alive_until: Callable[[Any], float]
-) -> None:
+) -> int:
+    """Make room in `table`; returns how many live entries had to go (expired ones are not
+    counted: they were dead anyway)."""
     for key in [key for key, value in table.items() if alive_until(value) <= now]:
         del table[key]
     excess = len(table) - int(limit * (1 - EVICT_FRACTION))
     if excess > 0:
         for key in list(itertools.islice(table, excess)):  # dicts keep insertion order
             del table[key]
+        return excess
+    return 0
 
 
 class TokenCache:
@@ -222,6 +226,7 @@ class TokenCache:
         self.entries: dict[Hashable, Entry] = {}
         self.rejections: dict[Hashable, Rejection] = {}
         self.enabled = enabled
+        self.evictions = 0  # live entries dropped at the bound (keys, not clients)
         self._max_entries = max_entries
         self._max_keys = max_entries * L1_KEYS_PER_CLIENT
 
@@ -231,14 +236,14 @@ class TokenCache:
         entries = self.entries
         for key in keys:
             if key not in entries and len(entries) >= self._max_keys:
-                _evict(entries, self._max_keys, now, _entry_alive_until)
+                self.evictions += _evict(entries, self._max_keys, now, _entry_alive_until)
             entries[key] = entry
 
     def reject(self, keys: Iterable[Hashable], error: AuthError, until: float, now: float) -> None:
         rejections = self.rejections
         for key in keys:
             if key not in rejections and len(rejections) >= self._max_entries:
-                _evict(rejections, self._max_entries, now, _rejection_alive_until)
+                self.evictions += _evict(rejections, self._max_entries, now, _rejection_alive_until)
             rejections[key] = Rejection(error, until)
 
     def rejection(self, key: Hashable, now: float) -> AuthError | None:
@@ -268,6 +273,7 @@ class SingleFlight(Generic[K, T]):
 
     def __init__(self) -> None:
         self._tasks: dict[K, asyncio.Task[T]] = {}
+        self.joins = 0  # callers that waited for a fetch already under way
 
     def __contains__(self, key: K) -> bool:
         return key in self._tasks
@@ -278,6 +284,8 @@ class SingleFlight(Generic[K, T]):
             task = asyncio.get_running_loop().create_task(fetch())  # type: ignore[arg-type]
             self._tasks[key] = task
             task.add_done_callback(lambda done: self._done(key, done))
+        else:
+            self.joins += 1
         return await asyncio.shield(task)
 
     def _done(self, key: K, task: asyncio.Task[T]) -> None:

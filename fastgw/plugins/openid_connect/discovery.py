@@ -24,6 +24,7 @@ from fastgw.plugins import HttpClient
 from .errors import AuthError, IdpUnavailable
 from .idp_http import call_idp
 from .jws import EC_ALG_BY_CURVE, OKP_ALGS, RSA_ALGS
+from .stats import OidcStats
 
 logger = logging.getLogger("fastgw.oidc")
 
@@ -194,6 +195,7 @@ class Discovery:
         jwks_endpoint: str | None = None,
         extra_jwks_uris: tuple[str, ...] = (),
         headers: tuple[tuple[str, str], ...] = (),
+        stats: OidcStats | None = None,
     ) -> None:
         self._issuer = issuer
         self._issuers_allowed = issuers_allowed
@@ -206,6 +208,7 @@ class Discovery:
         self._rediscovery_lifetime = rediscovery_lifetime
         self._need_keys = need_keys
         self._clock = clock
+        self._stats = stats
         self.metadata: Metadata | None = None
         self.keys = KeySet()
         self._last_attempt = -math.inf
@@ -232,7 +235,7 @@ class Discovery:
     async def _fetch(self) -> None:
         self._last_attempt = self._clock()
         try:
-            body = await self._get_document(self._discovery_url, "discovery")
+            body = await self._get_document(self._discovery_url, "discovery", "discovery")
             metadata = parse_metadata(
                 body, self._issuer, self._issuers_allowed, self._discovery_url
             )
@@ -251,16 +254,23 @@ class Discovery:
         jwks_uri = self._jwks_endpoint or metadata.jwks_uri
         if jwks_uri is None:
             raise IdpUnavailable("discovery document has no jwks_uri")
-        keys = parse_jwks(await self._get_document(jwks_uri, "JWKS"))
-        for uri in self._extra_jwks_uris:
-            extra = parse_jwks(await self._get_document(uri, "JWKS"))
-            keys = KeySet.of(keys.keys + extra.keys)
-        if not keys.keys and self.keys.keys:
-            # an empty set mid-rotation would fail every token; keep the last good keys
-            raise IdpUnavailable("JWKS has no usable signing keys")
+        try:
+            keys = parse_jwks(await self._get_document(jwks_uri, "JWKS", "jwks"))
+            for uri in self._extra_jwks_uris:
+                extra = parse_jwks(await self._get_document(uri, "JWKS", "jwks"))
+                keys = KeySet.of(keys.keys + extra.keys)
+            if not keys.keys and self.keys.keys:
+                # an empty set mid-rotation would fail every token; keep the last good keys
+                raise IdpUnavailable("JWKS has no usable signing keys")
+        except AuthError:
+            if self._stats is not None:
+                self._stats.jwks_fetched(False)
+            raise
+        if self._stats is not None:
+            self._stats.jwks_fetched(True)
         return keys
 
-    async def _get_document(self, url: str, what: str) -> bytes:
+    async def _get_document(self, url: str, what: str, endpoint: str) -> bytes:
         """The body of a JSON document the IdP publishes (bounded); IdpUnavailable otherwise."""
         response = await call_idp(
             self._http,
@@ -270,6 +280,8 @@ class Discovery:
             timeout=self._timeout,
             max_body=MAX_DOCUMENT_BYTES,
             headers=self._headers,
+            stats=self._stats,
+            endpoint=endpoint,
         )
         if response.status != 200:
             raise IdpUnavailable(f"{what} answered HTTP {response.status}")

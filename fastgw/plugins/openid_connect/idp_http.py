@@ -5,12 +5,14 @@ Every way the IdP can fail to answer becomes IdpUnavailable, or IdpTimeout when 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from fastgw.http.client import HttpClientError, ProtocolError, RequestTimeout, ResponseTooLarge
 from fastgw.plugins import HttpClient, HttpResponse
 
 from .errors import IdpTimeout, IdpUnavailable
+from .stats import OidcStats
 
 
 async def call_idp(
@@ -23,19 +25,33 @@ async def call_idp(
     max_body: int,
     headers: Mapping[str, str] | None = None,
     body: bytes = b"",
+    stats: OidcStats | None = None,
+    endpoint: str = "token",
 ) -> HttpResponse:
-    """`what` names the endpoint in errors ("token endpoint"); the URL's query never appears."""
+    """`what` names the endpoint in errors ("token endpoint"); the URL's query never appears.
+    `stats` counts the call under `endpoint` ("token", "discovery", "jwks")."""
+    started = time.monotonic()
+    outcome = "error"
     try:
-        return await http.request(
+        response = await http.request(
             method, url, headers=headers, body=body, timeout=timeout, max_body=max_body
         )
+        status = response.status
+        outcome = "success" if status < 300 else "rejected" if status < 500 else "failed"
+        return response
     except (RequestTimeout, TimeoutError):
+        outcome = "timeout"
         raise IdpTimeout(f"{what} did not answer within {timeout:g} s") from None
     except ResponseTooLarge:
         # the client stopped reading at the bound: the IdP answered, but not with a document
+        outcome = "failed"
         raise IdpUnavailable(f"{what} answered a body over {max_body} bytes") from None
     except ProtocolError as error:
+        outcome = "failed"
         raise IdpUnavailable(f"{what} answered malformed HTTP: {error}") from None
     except (HttpClientError, OSError) as error:
         # the client's messages name the host and the failure, never headers or bodies
         raise IdpUnavailable(f"{what} unreachable: {error}") from None
+    finally:
+        if stats is not None:
+            stats.idp_call(endpoint, outcome, time.monotonic() - started)

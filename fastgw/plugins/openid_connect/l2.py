@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
+from fastgw.metrics import Family, counter
 from fastgw.ratelog import RateLimitedLog
 
 from .schema import RedisConfig
@@ -495,13 +496,13 @@ def _lock_key(slot: str) -> str:
     return f"{KEY_PREFIX}{{{slot}}}{LOCK_SUFFIX}"
 
 
-def metric_lines(stats: SharedCacheStats, instance: int) -> list[str]:
-    """Prometheus lines for one plugin instance's shared cache."""
-    label = f'instance="{instance}"'
-    lines = [
-        "# HELP fastgw_oidc_token_cache_l2_total Shared (Redis) token cache lookups by result.",
-        "# TYPE fastgw_oidc_token_cache_l2_total counter",
-    ]
+def metric_families(stats: SharedCacheStats, instance: str) -> list[Family]:
+    """One plugin instance's shared cache counters (fastgw.metrics)."""
+    lookups = counter(
+        "fastgw_oidc_token_cache_l2_total",
+        "Shared (Redis) token cache lookups by result.",
+        ("instance", "result"),
+    )
     for result, count in (
         ("hit", stats.hits),
         ("miss", stats.misses),
@@ -509,14 +510,17 @@ def metric_lines(stats: SharedCacheStats, instance: int) -> list[str]:
         ("skipped", stats.skipped),
         ("rejected", stats.rejected),
     ):
-        lines.append(f'fastgw_oidc_token_cache_l2_total{{{label},result="{result}"}} {count}')
-    lines += [
-        "# HELP fastgw_oidc_token_cache_l2_writes_total Entries written to the shared cache.",
-        "# TYPE fastgw_oidc_token_cache_l2_writes_total counter",
-        f"fastgw_oidc_token_cache_l2_writes_total{{{label}}} {stats.writes}",
-        "# HELP fastgw_oidc_token_cache_lock_waits_total Misses that waited for another"
-        " process's token request (fleet-wide single-flight).",
-        "# TYPE fastgw_oidc_token_cache_lock_waits_total counter",
-        f"fastgw_oidc_token_cache_lock_waits_total{{{label}}} {stats.lock_waits}",
+        lookups.add((instance, result), count)
+    return [
+        lookups,
+        counter(
+            "fastgw_oidc_token_cache_l2_writes_total",
+            "Entries written to the shared cache.",
+            ("instance",),
+        ).add((instance,), stats.writes),
+        counter(
+            "fastgw_oidc_token_cache_lock_waits_total",
+            "Misses that waited for another process's token request (fleet-wide single-flight).",
+            ("instance",),
+        ).add((instance,), stats.lock_waits),
     ]
-    return lines

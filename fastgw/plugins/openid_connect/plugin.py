@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
+from fastgw.metrics import Family
 from fastgw.pipeline import Plugin, RequestContext
 
 from .authenticator import ClientCredentialsAuthenticator
@@ -39,9 +40,10 @@ from .credentials import (
     token_from_body,
     token_from_form,
 )
-from .errors import AuthError, BodyTooLarge, InvalidCredentials
+from .errors import AuthError, BodyTooLarge, IdpTokenRejected, InvalidCredentials
 from .identity import HeaderPairs
 from .schema import OidcConfig
+from .stats import OidcStats
 
 if TYPE_CHECKING:  # built only for configs with bearer or introspection
     from .resource_server import BearerAuthenticator
@@ -52,6 +54,9 @@ PRIORITY: Final = 1050  # Kong's priority for openid-connect: after the rate lim
 
 IDP_UNAVAILABLE_MESSAGE: Final = "identity provider unavailable"
 IDP_TIMEOUT_MESSAGE: Final = "identity provider timed out"
+# the IdP answered, but with a token that fails verification: why goes to the log, not here
+IDP_TOKEN_REJECTED_MESSAGE: Final = "token from the identity provider rejected"
+_TOKEN_REJECTED: Final = 0  # the message key of IdpTokenRejected (statuses are the others)
 INTERNAL_ERROR_MESSAGE: Final = "An unexpected error occurred"
 BODY_TOO_LARGE_MESSAGE: Final = "Request body too large to read credentials"
 
@@ -98,6 +103,7 @@ class Answers:
             502: IDP_UNAVAILABLE_MESSAGE,
             504: IDP_TIMEOUT_MESSAGE,
             500: INTERNAL_ERROR_MESSAGE,
+            _TOKEN_REJECTED: IDP_TOKEN_REJECTED_MESSAGE,
         }
         self._bodies = {
             status: orjson.dumps({"message": message}) for status, message in self._messages.items()
@@ -105,11 +111,12 @@ class Answers:
 
     def respond(self, ctx: RequestContext, error: AuthError) -> None:
         status = error.status if error.status in self._messages else 500
+        kind = _TOKEN_REJECTED if isinstance(error, IdpTokenRejected) else status
         if self._display:
-            message = f"{self._messages[status]} ({error.reason})"
+            message = f"{self._messages[kind]} ({error.reason})"
             body = orjson.dumps({"message": message})
         else:
-            body = self._bodies[status]
+            body = self._bodies[kind]
         headers = [_JSON_CONTENT_TYPE]
         if error.error_code is not None:
             # only the client's own problems get a challenge; an IdP outage is not one
@@ -142,6 +149,8 @@ class OpenIdConnect(Plugin):
     name = "openid-connect"
     priority = PRIORITY
 
+    has_log = False
+
     def __init__(
         self,
         config: OidcConfig,
@@ -151,6 +160,9 @@ class OpenIdConnect(Plugin):
         self.authenticator = authenticator
         self.bearer = bearer
         self.answers = Answers(config)
+        self._stats: OidcStats = authenticator.stats
+        # the upstream token's header: loggers must not write it
+        self.sensitive_headers = frozenset({authenticator.upstream_header_name})
         # hot-path state, bound once so that a hit costs attribute loads only
         self._entries = authenticator.cache.entries
         self._hasher = authenticator.header_hasher
@@ -191,9 +203,12 @@ class OpenIdConnect(Plugin):
             self.bearer.close()
         await self.authenticator.close()
 
-    def metrics(self) -> list[str]:
-        """Prometheus lines for the admin listener's /metrics (the shared cache's counters)."""
-        return self.authenticator.metrics()
+    def metrics(self) -> list[Family]:
+        """The token cache, IdP and shared cache counters under this instance's name."""
+        return self.authenticator.metrics(self.instance_name or None)
+
+    def status(self) -> dict[str, object]:
+        return self.authenticator.status()
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -214,6 +229,7 @@ class OpenIdConnect(Plugin):
                     memo[self] = _Digest(raw, key)
                 entry = self._entries.get(key)
                 if entry is not None and self._clock() < entry.refresh_at:
+                    self._stats.hits += 1
                     ctx.set_header(self._token_header, entry.header_value)
                     if self._drop_authorization:
                         ctx.remove_header(_AUTHORIZATION)
@@ -279,10 +295,12 @@ class OpenIdConnect(Plugin):
         if entry is not None and now < entry.expires_at:
             # due for refresh: keep serving while one background refresh runs
             authenticator.refresh_in_background(entry, (key,), credentials, now)
+            self._stats.hits += 1
             self._apply(ctx, entry, from_header=True)
             return None
         error = authenticator.cache.rejection(key, now)
         if error is not None:
+            self._stats.negative_hits += 1
             self._fail(ctx, error)
             return None
         return self._fetch_and_apply(ctx, credentials, key, entry, None)

@@ -16,6 +16,7 @@ from fastgw.plugins import HttpClient
 from .client_auth import TokenRequest
 from .errors import IdpUnavailable, InsufficientScope, InvalidCredentials
 from .idp_http import call_idp
+from .stats import OidcStats
 
 # Token responses are a few KiB (a JWT plus a few fields); a bigger one is not one.
 MAX_TOKEN_RESPONSE_BYTES = 256 * 1024
@@ -105,6 +106,7 @@ async def request_token(
     request: TokenRequest,
     *,
     timeout: float,
+    stats: OidcStats | None = None,
 ) -> TokenResponse:
     response = await call_idp(
         http,
@@ -115,5 +117,7 @@ async def request_token(
         max_body=MAX_TOKEN_RESPONSE_BYTES,
         headers=request.headers,
         body=request.body,
+        stats=stats,
+        endpoint="token",
     )
     return parse_token_response(response.status, response.body)

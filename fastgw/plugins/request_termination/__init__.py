@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from fastgw.pipeline import Plugin, RequestContext
+from fastgw.plugins import SpecBase
 from fastgw.schema import Reader
 
 PRIORITY = 2  # Kong's priority for request-termination
@@ -25,7 +26,7 @@ class RequestTermination(Plugin):
         ctx.respond(self._status, self._body, self._headers)
 
 
-class _Spec:
+class _Spec(SpecBase):
     name = "request-termination"
 
     def parse_config(self, reader: Reader) -> dict[str, Any]:
@@ -37,18 +38,6 @@ class _Spec:
             reader.error("body", "cannot be set together with message")
         reader.finish()
         return {"status": status, "message": message, "body": body, "content_type": content_type}
-
-    def link(
-        self,
-        config: dict[str, Any],
-        entities: object,
-        path: str,
-        problems: list[tuple[str, str]],
-    ) -> dict[str, Any]:
-        return config
-
-    async def probe(self, config: dict[str, Any], runtime: object) -> list[tuple[str, str, str]]:
-        return []
 
     def build(self, config: dict[str, Any], runtime: object) -> RequestTermination:
         if config["body"] is not None:

@@ -1,0 +1,197 @@
+"""Kong's log record (kong.log.serialize) of one finished request, secrets redacted. Pure.
+
+Field names and shapes as Kong's: request {id, uri, url, querystring, method, headers, size},
+upstream_uri, upstream_status, response {status, headers, size}, latencies {kong, proxy,
+request, receive} in ms, route, service, client_ip, started_at (epoch ms), source, workspace
+and workspace_name. Not there yet: `tries` (no balancer), `consumer` (no consumers), `tls`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+from fastgw.pipeline import LogContext, RouteInfo
+
+REDACTED = "REDACTED"  # Kong's word for a redacted header
+WORKSPACE = "default"
+# Query parameters whose values never reach a log line: OAuth client secrets and tokens (the
+# openid-connect plugin reads credentials from the query), and the usual secret carriers.
+SECRET_PARAMETERS = frozenset(
+    {
+        "client_secret",
+        "client_assertion",
+        "access_token",
+        "id_token",
+        "refresh_token",
+        "token",
+        "password",
+        "api_key",
+        "apikey",
+        "secret",
+    }
+)
+# Response headers never logged as they are.
+REDACTED_RESPONSE_HEADERS = frozenset({"set-cookie"})
+
+
+def _text(value: bytes) -> str:
+    return value.decode("latin-1")
+
+
+def header_table(
+    pairs: Iterable[tuple[str, str]], redact: frozenset[str]
+) -> dict[str, str | list[str]]:
+    """Kong's shape: one value, or a list when a name repeats; names lower case."""
+    table: dict[str, str | list[str]] = {}
+    for name, value in pairs:
+        if name in redact:
+            value = REDACTED
+        seen = table.get(name)
+        if seen is None:
+            table[name] = value
+        elif isinstance(seen, list):
+            seen.append(value)
+        else:
+            table[name] = [seen, value]
+    return table
+
+
+def request_headers(
+    headers: list[tuple[bytes, bytes]], redact: frozenset[str]
+) -> dict[str, str | list[str]]:
+    """The request's headers (names already lower case) as Kong tables them, redacted."""
+    table: dict[str, Any] = {n.decode("latin-1"): v.decode("latin-1") for n, v in headers}
+    if len(table) != len(headers):  # a repeated name: the slow way, keeping every value
+        return header_table(((_text(n), _text(v)) for n, v in headers), redact)
+    for name in redact.intersection(table):
+        table[name] = REDACTED
+    return table
+
+
+def response_pairs(fields: bytes) -> list[tuple[str, str]]:
+    """The upstream's header lines (b"name: value\\r\\n"...) as (name, value)."""
+    pairs = []
+    for line in fields.decode("latin-1").split("\r\n"):
+        name, colon, value = line.partition(":")
+        if colon:
+            pairs.append((name.strip().lower(), value.strip()))
+    return pairs
+
+
+def redact_query(query: bytes) -> tuple[str, dict[str, Any]]:
+    """(the query as logged, Kong's querystring table); secret parameters' values replaced."""
+    if not query:
+        return "", {}
+    table: dict[str, Any] = {}
+    parts = []
+    for name, value in parse_qsl(_text(query), keep_blank_values=True):
+        if name.lower() in SECRET_PARAMETERS:
+            value = REDACTED
+        parts.append(f"{quote(name, safe='')}={quote(value, safe='')}")
+        seen = table.get(name)
+        if seen is None:
+            table[name] = value if value else True  # Kong: a bare "?flag" is true
+        elif isinstance(seen, list):
+            seen.append(value)
+        else:
+            table[name] = [seen, value]
+    return "&".join(parts), table
+
+
+def entity(config: Any, fields: tuple[str, ...]) -> dict[str, Any] | None:
+    """A config entity as Kong serializes it: its fields, absent ones left out."""
+    if config is None:
+        return None
+    result = {}
+    for name in fields:
+        value = getattr(config, name, None)
+        if value is not None and value != "":
+            result[name] = list(value) if isinstance(value, tuple) else value
+    return result
+
+
+SERVICE_FIELDS = (
+    "name", "protocol", "host", "port", "path", "retries",
+    "connect_timeout", "write_timeout", "read_timeout",
+)  # fmt: skip
+ROUTE_FIELDS = ("name", "paths", "hosts", "methods", "strip_path", "preserve_host")
+
+
+def build(
+    ctx: LogContext,
+    route: RouteInfo,
+    epoch_offset: float,
+    prepared: Prepared,
+) -> dict[str, Any]:
+    """The record of `ctx`. `epoch_offset` turns its monotonic times into epoch seconds;
+    `prepared` is what `prepare` made of its route, once."""
+    query, querystring = redact_query(ctx.query) if ctx.query else ("", {})
+    path = ctx.path.decode("latin-1")
+    uri = f"{path}?{query}" if query else path
+    host = ctx.host.decode("latin-1") or "localhost"  # as the client sent it, with its port
+    started, finished = ctx.started_at, ctx.finished_at
+    sent = ctx.sent_at or started
+    answered = ctx.response_at
+    proxied = not ctx.responded and answered > 0.0
+    status = ctx.response_status
+    if ctx.responded:
+        response_headers = header_table(
+            ((_text(name).lower(), _text(value)) for name, value in ctx.local_headers),
+            REDACTED_RESPONSE_HEADERS,
+        )
+    else:
+        response_headers = header_table(
+            response_pairs(ctx.response_fields), REDACTED_RESPONSE_HEADERS
+        )
+    if proxied:
+        upstream_uri = ctx.upstream_path.decode("latin-1")
+        if query:
+            upstream_uri = f"{upstream_uri}?{query}"
+        latencies = {
+            "kong": int((sent - started) * 1000 + 0.5),
+            "proxy": int((answered - sent) * 1000 + 0.5),
+            "request": int((finished - started) * 1000 + 0.5),
+            "receive": int((finished - answered) * 1000 + 0.5),
+        }
+    else:
+        upstream_uri = ""
+        local = int((finished - started) * 1000 + 0.5)
+        latencies = {"kong": local, "proxy": -1, "request": local, "receive": 0}
+    record: dict[str, Any] = {
+        "request": {
+            "id": "",
+            "uri": uri,
+            "url": f"http://{host}{uri}",
+            "querystring": querystring,
+            "method": ctx.method.decode("latin-1"),
+            "headers": request_headers(ctx.headers, prepared.redact),
+            "size": ctx.request_size + ctx.body_received,
+        },
+        "upstream_uri": upstream_uri,
+        "upstream_status": str(status) if proxied else "",
+        "response": {"status": status, "headers": response_headers, "size": ctx.response_size},
+        "latencies": latencies,
+        "client_ip": ctx.client_ip,
+        "started_at": int((started + epoch_offset) * 1000),
+        "source": "upstream" if proxied else "kong",
+        "workspace_name": WORKSPACE,
+    }
+    if prepared.route is not None:
+        record["route"] = prepared.route
+    if prepared.service is not None:
+        record["service"] = prepared.service
+    return record
+
+
+class Prepared:
+    """What a record needs of its route, made once per route: Kong's entities, and the
+    request headers to redact."""
+
+    __slots__ = ("redact", "route", "service")
+
+    def __init__(self, route: RouteInfo) -> None:
+        self.service = entity(route.service, SERVICE_FIELDS)
+        self.route = entity(route.route, ROUTE_FIELDS)
+        self.redact = frozenset(_text(name) for name in route.sensitive_headers)

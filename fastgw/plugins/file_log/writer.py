@@ -1,0 +1,238 @@
+"""One log file: records batched on the loop, formatted once per batch, written by a thread.
+
+The event loop never touches the file: a batch (flushed every FLUSH_SECONDS or at FLUSH_RECORDS
+records) becomes one bytes object handed to the file's writer thread, which appends it with one
+write (O_APPEND, so workers sharing the file never split each other's lines). A full disk, a
+missing directory or a slow disk cost lines, counted and logged once per interval, never a
+request: the queue towards the thread is bounded in bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from fastgw.ratelog import KeyedRateLimitedLog
+
+log = logging.getLogger("fastgw.file_log")
+
+# A request's line is on disk within this long, and a batch costs one write.
+FLUSH_SECONDS = 0.2
+# ... or sooner, once this many records wait: bounds what a burst holds in memory, and the
+# pause one batch's formatting makes on the loop (about 2 ms at 256 records).
+FLUSH_RECORDS = 256
+# Bytes waiting for the writer thread beyond which new batches are dropped (a stuck disk).
+MAX_QUEUED_BYTES = 16 * 1024 * 1024
+# A file that cannot be opened (deleted directory) is tried again at most this often.
+REOPEN_RETRY_SECONDS = 1.0
+# Kong's: rw-r--r--
+FILE_MODE = 0o644
+OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+
+_REOPEN = b"reopen"
+_STOP = b"stop"
+
+Formatter = Callable[[Any], dict[str, Any]]
+
+
+class LogFile:
+    """Appends formatted records to `path`. `add` is the only call on the request path."""
+
+    def __init__(self, path: str, reopen_each_write: bool = False) -> None:
+        self.path = path
+        self.reopen_each_write = reopen_each_write
+        self.pending: list[tuple[Formatter, Any]] = []
+        self.written = 0  # lines on disk
+        self.dropped = 0  # lines lost (full disk, no directory, stuck disk, a bug)
+        self.users = 0  # plugin instances sharing this file
+        self._lock = threading.Lock()  # written / dropped / queued, shared with the thread
+        self._queued = 0
+        self._queue: queue.SimpleQueue[bytes | tuple[bytes, int]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._flush_handle: asyncio.Handle | None = None
+        self._logs = KeyedRateLimitedLog(log, logging.ERROR)
+
+    # -- the loop's side ------------------------------------------------------------------------
+
+    def add(self, format_record: Formatter, item: Any) -> None:
+        """Keep a finished request for the next batch (formatting happens at the flush)."""
+        pending = self.pending
+        pending.append((format_record, item))
+        if len(pending) == 1:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+        elif len(pending) >= FLUSH_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        handle = self._flush_handle
+        if handle is not None:
+            handle.cancel()
+            self._flush_handle = None
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        lines = []
+        failed = 0
+        for format_record, item in pending:
+            try:
+                lines.append(orjson.dumps(format_record(item)))
+            except Exception as error:
+                failed += 1
+                self._logs.emit(
+                    "format", "file-log: a record could not be formatted", exc_info=error
+                )
+        if failed:
+            self._count(dropped=failed)
+        if not lines:
+            return
+        lines.append(b"")
+        data = b"\n".join(lines)
+        with self._lock:
+            if self._queued + len(data) > MAX_QUEUED_BYTES:
+                self.dropped += len(lines) - 1
+                stuck = True
+            else:
+                self._queued += len(data)
+                stuck = False
+        if stuck:
+            self._logs.emit(
+                "stuck",
+                "file-log: %s is not keeping up (%d MiB waiting); dropping lines",
+                self.path,
+                MAX_QUEUED_BYTES >> 20,
+            )
+            return
+        self._ensure_thread()
+        self._queue.put((data, len(lines) - 1))
+
+    def reopen(self) -> None:
+        """Reopen the file before the next write (after logrotate moved it)."""
+        self._ensure_thread()
+        self._queue.put(_REOPEN)
+
+    def close(self) -> None:
+        """Write what is pending, then stop the thread (waits for it: shutdown only)."""
+        self.flush()
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join(timeout=5.0)
+            self._thread = None
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"file-log {self.path}", daemon=True
+            )
+            self._thread.start()
+
+    def _count(self, *, written: int = 0, dropped: int = 0, done: int = 0) -> None:
+        with self._lock:
+            self.written += written
+            self.dropped += dropped
+            self._queued -= done
+
+    # -- the writer thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        fd = -1
+        retry_at = 0.0
+        broken_line = False  # a write stopped mid-line: the next batch starts on a new line
+        while True:
+            item = self._queue.get()
+            if item == _STOP:
+                break
+            if item == _REOPEN:
+                if fd >= 0:
+                    os.close(fd)
+                    fd = -1
+                retry_at = 0.0
+                continue
+            assert isinstance(item, tuple)
+            data, count = item
+            if fd >= 0 and self.reopen_each_write:
+                os.close(fd)
+                fd = -1
+            if fd < 0 and time.monotonic() >= retry_at:
+                fd = self._open()
+                if fd < 0:
+                    retry_at = time.monotonic() + REOPEN_RETRY_SECONDS
+            if fd < 0:
+                self._count(dropped=count, done=len(data))
+                continue
+            if broken_line:
+                data = b"\n" + data
+            written = self._write(fd, data)
+            broken_line = 0 < written < len(data)
+            if written == len(data):
+                self._count(written=count, done=len(data))
+            else:
+                # whole lines up to the failure made it; the rest is lost
+                kept = data[:written].count(b"\n")
+                self._count(written=kept, dropped=count - kept, done=len(data))
+                if written == 0 or broken_line:
+                    os.close(fd)  # the next batch reopens: the file may have been replaced
+                    fd = -1
+        if fd >= 0:
+            os.close(fd)
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, OPEN_FLAGS, FILE_MODE)
+        except OSError as error:
+            self._logs.emit(
+                f"open {error.errno}",
+                "file-log: cannot open %s (%s); dropping lines until it can",
+                self.path,
+                error.strerror or error,
+            )
+            return -1
+
+    def _write(self, fd: int, data: bytes) -> int:
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            try:
+                done += os.write(fd, view[done:])
+            except InterruptedError:
+                continue
+            except OSError as error:
+                reason = "disk full" if error.errno == errno.ENOSPC else error.strerror
+                self._logs.emit(
+                    f"write {error.errno}",
+                    "file-log: cannot write %s (%s); dropping lines",
+                    self.path,
+                    reason or error,
+                )
+                break
+        return done
+
+
+# one LogFile per path in this process: instances (and reloads) writing one file share it
+_files: dict[str, LogFile] = {}
+
+
+def acquire(path: str, reopen_each_write: bool) -> LogFile:
+    file = _files.get(path)
+    if file is None:
+        file = _files[path] = LogFile(path, reopen_each_write)
+    file.reopen_each_write = file.reopen_each_write or reopen_each_write
+    file.users += 1
+    return file
+
+
+def release(file: LogFile) -> None:
+    file.users -= 1
+    if file.users <= 0:
+        if _files.get(file.path) is file:
+            del _files[file.path]
+        file.close()

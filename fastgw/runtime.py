@@ -1,0 +1,310 @@
+"""One config made runnable: router, chains, upstream targets and plugin instances, immutable.
+
+`build_runtime` builds it from a validated config, carrying over from the previous runtime what a
+reload must not lose: plugin instances whose config did not change (their token caches), upstream
+pools of unchanged services (their keep-alive connections), request counters of unchanged routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from fastgw import plugins
+from fastgw.balancer.target import UpstreamTarget
+from fastgw.balancer.upstreams import UpstreamSet
+from fastgw.config import GatewayConfig, Limits, PluginEntry, Route, Service
+from fastgw.dispatch import RouteLog, RouteTarget
+from fastgw.http.timers import Ticker
+from fastgw.http.upstream import UpstreamPool
+from fastgw.http.vocabulary import DEFAULT_PORTS
+from fastgw.pipeline import Chain, Plugin, RouteInfo
+from fastgw.routing import Router, compile_path_regex, is_regex_path
+from fastgw.stats import RouteStats
+from fastgw.trust import upstream_context
+
+# Request headers every logger redacts, whatever the plugins (Kong redacts the first two).
+REDACTED_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
+
+PluginKey = tuple[str, bytes]  # (name, the config as written, canonical JSON)
+# what a service's pool depends on: protocol, host, port, the keep-alive limits, TLS trust
+PoolKey = tuple[str, str, int, int, float, int, bool, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSlot:
+    """A plugin instance, where it is configured, and the clients the gateway made for it."""
+
+    key: PluginKey
+    path: str  # e.g. "services[0].plugins[0]"
+    plugin: Plugin
+    clients: list[plugins.HttpClient] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What serves requests for one config. `fresh` lists the plugins this runtime started
+    using (new instances, to start); `retired_*` what the previous runtime had and this one
+    dropped (to stop once the requests still using them are done)."""
+
+    config: GatewayConfig
+    router: Router[RouteTarget]
+    unrouted: RouteLog | None
+    slots: tuple[PluginSlot, ...]
+    pools: list[tuple[PoolKey, UpstreamPool]]
+    edge: UpstreamSet  # the Kong upstreams: their targets' pools, balancers, health checks
+    route_stats: dict[tuple[str, str], RouteStats]
+    fresh: list[Plugin] = field(default_factory=list)
+    retired_plugins: list[PluginSlot] = field(default_factory=list)
+    retired_pools: list[UpstreamPool] = field(default_factory=list)
+
+    @property
+    def plugins(self) -> list[Plugin]:
+        return [slot.plugin for slot in self.slots]
+
+
+def plugin_key(entry: PluginEntry) -> PluginKey:
+    try:
+        raw = orjson.dumps(entry.raw_config, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        raw = repr(entry.raw_config).encode()
+    return entry.name, raw
+
+
+def service_label(service: Service) -> str:
+    """Kong's `service` label: the name, else the host."""
+    return service.name or service.host
+
+
+def route_label(route: Route) -> str:
+    """Kong's `route` label: the name, else (where Kong has an id) where it is configured."""
+    return route.name or route.path
+
+
+def build_runtime(
+    config: GatewayConfig,
+    ticker: Ticker,
+    plugin_runtime: Callable[[], plugins.PluginRuntime],
+    previous: Runtime | None = None,
+) -> Runtime:
+    """A runtime for `config`. Raises what a plugin's build raises (nothing is started).
+
+    `plugin_runtime()` makes what one new plugin instance is built with (its `clients` are
+    that instance's to close when it retires)."""
+    reusable: dict[PluginKey, list[PluginSlot]] = {}
+    if previous is not None:
+        for slot in previous.slots:
+            reusable.setdefault(slot.key, []).append(slot)
+    fresh: list[Plugin] = []
+    slots: list[PluginSlot] = []
+    built: dict[str, Plugin] = {}
+    for entry in _entries(config):
+        if not entry.enabled:
+            continue
+        key = plugin_key(entry)
+        kept = reusable.get(key)
+        if kept:
+            old = kept.pop(0)
+            plugin, clients = old.plugin, old.clients
+        else:
+            spec = plugins.spec(entry.name)
+            assert spec is not None  # config validation rejected unknown names
+            runtime = plugin_runtime()
+            plugin = spec.build(entry.config, runtime)
+            clients = runtime.clients
+            fresh.append(plugin)
+        plugin.instance_name = entry.path
+        built[entry.path] = plugin
+        slots.append(PluginSlot(key, entry.path, plugin, clients))
+
+    pools = _Pools(config.settings.limits, ticker, previous)
+    # A reload builds the upstreams afresh (their targets' health state starts again).
+    edge = UpstreamSet(config, ticker)
+    old_stats = previous.route_stats if previous is not None else {}
+    route_stats: dict[tuple[str, str], RouteStats] = {}
+    entries: list[tuple[Route, Callable[[str | None], RouteTarget]]] = []
+    for service in config.services:
+        balanced = edge.service_destination(service)
+        target: UpstreamTarget | None
+        balancer: Any = None
+        if balanced is None:
+            target = pools.target(service)
+        else:
+            target, balancer = balanced
+        service_path = service.path.encode()
+        for route in service.routes:
+            chain = _chain(config, built, service, route)
+            hook = _route_log(service, route, chain, old_stats, route_stats)
+
+            def payload(
+                path: str | None,
+                route: Route = route,
+                chain: Chain | None = chain,
+                target: UpstreamTarget | None = target,
+                service_path: bytes = service_path,
+                hook: RouteLog | None = hook,
+                balancer: Any = balancer,
+            ) -> RouteTarget:
+                strip = path is not None and route.strip_path
+                regex = path is not None and is_regex_path(path)
+                prefix_len = len(path.encode()) if (path and strip and not regex) else 0
+                strip_regex = compile_path_regex(path) if (path and strip and regex) else None
+                return RouteTarget(
+                    target,
+                    chain,
+                    prefix_len,
+                    service_path,
+                    route.preserve_host,
+                    hook,
+                    strip_regex=strip_regex,
+                    path_handling_v1=route.path_handling == "v1",
+                    balancer=balancer,
+                    https_redirect=(route.https_redirect_status_code if route.requires_tls else 0),
+                )
+
+            entries.append((route, payload))
+
+    global_chain = _chain_of([built[e.path] for e in config.plugins if e.path in built])
+    unrouted = None
+    if global_chain is not None and global_chain.log_plugins:
+        info = RouteInfo("", "", None, None, _sensitive(global_chain))
+        unrouted = RouteLog(info, None, global_chain.log_plugins)
+
+    in_use = {id(slot.plugin) for slot in slots}
+    retired_plugins = (
+        [slot for slot in previous.slots if id(slot.plugin) not in in_use]
+        if previous is not None
+        else []
+    )
+    return Runtime(
+        config=config,
+        router=Router(entries),
+        unrouted=unrouted,
+        slots=tuple(slots),
+        pools=pools.used,
+        edge=edge,
+        route_stats=route_stats,
+        fresh=fresh,
+        retired_plugins=retired_plugins,
+        retired_pools=pools.unused(),
+    )
+
+
+def _entries(config: GatewayConfig) -> list[PluginEntry]:
+    entries: list[PluginEntry] = list(config.plugins)
+    for service in config.services:
+        entries += service.plugins
+        for route in service.routes:
+            entries += route.plugins
+    return entries
+
+
+def _chain(
+    config: GatewayConfig, built: dict[str, Plugin], service: Service, route: Route
+) -> Chain | None:
+    """Route-level beats service-level beats global, per plugin name (Kong's precedence)."""
+    chosen: dict[str, Plugin] = {}
+    for scope in (config.plugins, service.plugins, route.plugins):
+        for entry in scope:
+            plugin = built.get(entry.path)
+            if plugin is not None:
+                chosen[entry.name] = plugin
+            elif not entry.enabled:
+                chosen.pop(entry.name, None)  # disabled at a narrower scope switches it off
+    return _chain_of(list(chosen.values()))
+
+
+def _chain_of(chosen: list[Plugin]) -> Chain | None:
+    return Chain(chosen) if chosen else None
+
+
+def _sensitive(chain: Chain) -> frozenset[bytes]:
+    names = set(REDACTED_HEADERS)
+    for plugin in chain.plugins:
+        names |= plugin.sensitive_headers
+    return frozenset(names)
+
+
+def _route_log(
+    service: Service,
+    route: Route,
+    chain: Chain | None,
+    old_stats: dict[tuple[str, str], RouteStats],
+    route_stats: dict[tuple[str, str], RouteStats],
+) -> RouteLog | None:
+    if chain is None or (not chain.log_plugins and chain.stats_options is None):
+        return None
+    labels = (service_label(service), route_label(route))
+    stats = None
+    options = chain.stats_options
+    if options is not None:
+        stats = route_stats.get(labels) or old_stats.get(labels)
+        if stats is None:
+            stats = RouteStats(labels, options)
+        else:
+            stats.configure(options)
+        route_stats[labels] = stats
+    info = RouteInfo(labels[0], labels[1], service, route, _sensitive(chain))
+    return RouteLog(info, stats, chain.log_plugins)
+
+
+class _Pools:
+    """Upstream pools for a runtime: an unchanged service keeps its pool (and connections)."""
+
+    def __init__(self, limits: Limits, ticker: Ticker, previous: Runtime | None) -> None:
+        self.limits = limits
+        self.ticker = ticker
+        self.available: dict[PoolKey, list[UpstreamPool]] = {}
+        if previous is not None:
+            for key, pool in previous.pools:
+                self.available.setdefault(key, []).append(pool)
+        self.used: list[tuple[PoolKey, UpstreamPool]] = []
+
+    def target(self, service: Service) -> UpstreamTarget:
+        limits = self.limits
+        max_requests = limits.upstream_max_requests or 2**62
+        key: PoolKey = (
+            service.protocol,
+            service.host,
+            service.port,
+            limits.upstream_pool_size,
+            limits.upstream_idle_timeout,
+            max_requests,
+            service.tls_verify,
+            tuple(ca.digest for ca in service.ca_certificates),
+        )
+        kept = self.available.get(key)
+        if kept:
+            pool = kept.pop(0)
+        else:
+            context = None
+            if service.protocol == "https":
+                context = upstream_context(service.tls_verify, service.ca_certificates)
+            pool = UpstreamPool(
+                service.host,
+                service.port,
+                self.ticker,
+                ssl_context=context,
+                server_hostname=service.host,
+                size=limits.upstream_pool_size,
+                idle_timeout=limits.upstream_idle_timeout,
+                max_requests=max_requests,
+            )
+        self.used.append((key, pool))
+        host = service.host if ":" not in service.host else f"[{service.host}]"
+        if service.port != DEFAULT_PORTS[service.protocol]:
+            host = f"{host}:{service.port}"
+        return UpstreamTarget(
+            pool,
+            host.encode("idna"),
+            connect_timeout=service.connect_timeout / 1000,
+            read_timeout=service.read_timeout / 1000,
+            write_timeout=service.write_timeout / 1000,
+            retries=service.retries,
+        )
+
+    def unused(self) -> list[UpstreamPool]:
+        return [pool for pools in self.available.values() for pool in pools]

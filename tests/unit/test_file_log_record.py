@@ -1,0 +1,35 @@
+"""Kong's log record: shapes, and what never reaches the file (secrets in headers and queries)."""
+
+from __future__ import annotations
+
+from fastgw.plugins.file_log.record import header_table, redact_query, response_pairs
+
+
+def test_secret_query_parameters_are_redacted_in_the_uri_and_the_table() -> None:
+    query, table = redact_query(b"client_id=me&client_secret=s3cr%20t&flag&x=1&x=2&Password=p")
+    assert "s3cr" not in query and query.count("REDACTED") == 2
+    assert table == {
+        "client_id": "me",
+        "client_secret": "REDACTED",
+        "flag": True,
+        "x": ["1", "2"],
+        "Password": "REDACTED",
+    }
+    assert redact_query(b"") == ("", {})
+
+
+def test_headers_as_kong_tables_them_with_the_sensitive_ones_redacted() -> None:
+    table = header_table(
+        [("authorization", "Basic x"), ("x-a", "1"), ("x-a", "2"), ("x-token", "t")],
+        frozenset({"authorization", "x-token"}),
+    )
+    assert table == {"authorization": "REDACTED", "x-a": ["1", "2"], "x-token": "REDACTED"}
+
+
+def test_upstream_header_lines_are_split_into_pairs() -> None:
+    fields = b"Content-Type: text/plain\r\nSet-Cookie: a=b\r\nX-Empty:\r\n"
+    assert response_pairs(fields) == [
+        ("content-type", "text/plain"),
+        ("set-cookie", "a=b"),
+        ("x-empty", ""),
+    ]
