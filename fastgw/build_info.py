@@ -36,6 +36,7 @@ COMPILED_MODULES = (
     "fastgw.balancer.health",
     "fastgw.plugins.openid_connect.plugin",
     "fastgw.plugins.openid_connect.stats",
+    "fastgw.plugins.file_log.record",
 )
 
 PURE_ENV = "FASTGW_PURE"

@@ -18,7 +18,7 @@ from fastgw.plugins import SpecBase
 from fastgw.schema import Reader
 
 from . import writer
-from .record import Prepared, build
+from .record import Prepared, line
 
 PRIORITY = 9  # Kong's
 # Kong's check of `path` (a Lua pattern): no whitespace at either end, none of * & % ` inside.
@@ -80,12 +80,12 @@ class FileLog(Plugin):
             "lines_dropped": file.dropped if file else 0,
         }
 
-    def _format(self, item: tuple[LogContext, RouteInfo]) -> dict[str, Any]:
+    def _format(self, item: tuple[LogContext, RouteInfo]) -> bytes:
         ctx, route = item
         prepared = self._prepared.get(route)
         if prepared is None:
             prepared = self._prepared[route] = Prepared(route)
-        return build(ctx, route, time.time() - time.monotonic(), prepared)
+        return line(ctx, route, time.time() - time.monotonic(), prepared)
 
 
 class _Spec(SpecBase):

@@ -3,7 +3,10 @@
 Field names and shapes as Kong's: request {id, uri, url, querystring, method, headers, size},
 upstream_uri, upstream_status, response {status, headers, size}, latencies {kong, proxy,
 request, receive} in ms, route, service, client_ip, started_at (epoch ms), source, workspace
-and workspace_name. Not there yet: `tries` (no balancer), `consumer` (no consumers), `tls`.
+and workspace_name. Not recorded yet: `tries` (the balancer's attempts), `consumer` and
+`authenticated_entity` (the consumer openid-connect mapped), `tls`.
+
+Compiled (build_info.COMPILED_MODULES): with file-log on it runs once per request.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote
+
+import orjson
 
 from fastgw.pipeline import LogContext, RouteInfo
 
@@ -70,14 +75,26 @@ def request_headers(
     return table
 
 
-def response_pairs(fields: bytes) -> list[tuple[str, str]]:
-    """The upstream's header lines (b"name: value\\r\\n"...) as (name, value)."""
-    pairs = []
+def response_headers(fields: bytes) -> dict[str, str | list[str]]:
+    """The upstream's forwarded header lines (b"name: value\\r\\n"...) as Kong tables them.
+
+    One pass, no intermediate pairs: this runs for every proxied request file-log records.
+    llhttp refused whitespace before a colon, so a name ends exactly there."""
+    table: dict[str, str | list[str]] = {}
     for line in fields.decode("latin-1").split("\r\n"):
         name, colon, value = line.partition(":")
-        if colon:
-            pairs.append((name.strip().lower(), value.strip()))
-    return pairs
+        if not colon:
+            continue
+        name = name.lower()
+        value = REDACTED if name in REDACTED_RESPONSE_HEADERS else value.strip()
+        seen = table.get(name)
+        if seen is None:
+            table[name] = value
+        elif isinstance(seen, list):
+            seen.append(value)
+        else:
+            table[name] = [seen, value]
+    return table
 
 
 def redact_query(query: bytes) -> tuple[str, dict[str, Any]]:
@@ -125,8 +142,8 @@ def build(
     epoch_offset: float,
     prepared: Prepared,
 ) -> dict[str, Any]:
-    """The record of `ctx`. `epoch_offset` turns its monotonic times into epoch seconds;
-    `prepared` is what `prepare` made of its route, once."""
+    """The record of `ctx` without its route's part (`line` adds it). `epoch_offset` turns
+    its monotonic times into epoch seconds; `prepared` is what was made of its route, once."""
     query, querystring = redact_query(ctx.query) if ctx.query else ("", {})
     path = ctx.path.decode("latin-1")
     uri = f"{path}?{query}" if query else path
@@ -137,14 +154,12 @@ def build(
     proxied = not ctx.responded and answered > 0.0
     status = ctx.response_status
     if ctx.responded:
-        response_headers = header_table(
+        response_table = header_table(
             ((_text(name).lower(), _text(value)) for name, value in ctx.local_headers),
             REDACTED_RESPONSE_HEADERS,
         )
     else:
-        response_headers = header_table(
-            response_pairs(ctx.response_fields), REDACTED_RESPONSE_HEADERS
-        )
+        response_table = response_headers(ctx.response_fields)
     if proxied:
         upstream_uri = ctx.upstream_path.decode("latin-1")
         if query:
@@ -171,27 +186,33 @@ def build(
         },
         "upstream_uri": upstream_uri,
         "upstream_status": str(status) if proxied else "",
-        "response": {"status": status, "headers": response_headers, "size": ctx.response_size},
+        "response": {"status": status, "headers": response_table, "size": ctx.response_size},
         "latencies": latencies,
         "client_ip": ctx.client_ip,
         "started_at": int((started + epoch_offset) * 1000),
         "source": "upstream" if proxied else "kong",
         "workspace_name": WORKSPACE,
     }
-    if prepared.route is not None:
-        record["route"] = prepared.route
-    if prepared.service is not None:
-        record["service"] = prepared.service
     return record
 
 
-class Prepared:
-    """What a record needs of its route, made once per route: Kong's entities, and the
-    request headers to redact."""
+def line(ctx: LogContext, route: RouteInfo, epoch_offset: float, prepared: Prepared) -> bytes:
+    """The record of `ctx` as one JSON line (without its newline): the request's part
+    serialized, the route's part (serialized once, in `prepared`) spliced on."""
+    return orjson.dumps(build(ctx, route, epoch_offset, prepared))[:-1] + prepared.tail
 
-    __slots__ = ("redact", "route", "service")
+
+class Prepared:
+    """What a record needs of its route, made once per route: Kong's route and service
+    entities (serialized: the record's last fields) and the request headers to redact."""
+
+    __slots__ = ("redact", "tail")
 
     def __init__(self, route: RouteInfo) -> None:
-        self.service = entity(route.service, SERVICE_FIELDS)
-        self.route = entity(route.route, ROUTE_FIELDS)
+        entities = {
+            "route": entity(route.route, ROUTE_FIELDS),
+            "service": entity(route.service, SERVICE_FIELDS),
+        }
+        present = {name: value for name, value in entities.items() if value is not None}
+        self.tail = b"," + orjson.dumps(present)[1:] if present else b"}"
         self.redact = frozenset(_text(name) for name in route.sensitive_headers)

@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from fastgw.ratelog import KeyedRateLimitedLog
 
 log = logging.getLogger("fastgw.file_log")
@@ -41,7 +39,7 @@ OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0
 _REOPEN = b"reopen"
 _STOP = b"stop"
 
-Formatter = Callable[[Any], dict[str, Any]]
+Formatter = Callable[[Any], bytes]  # a finished request -> its JSON line, no newline
 
 
 class LogFile:
@@ -84,7 +82,7 @@ class LogFile:
         failed = 0
         for format_record, item in pending:
             try:
-                lines.append(orjson.dumps(format_record(item)))
+                lines.append(format_record(item))
             except Exception as error:
                 failed += 1
                 self._logs.emit(
