@@ -85,7 +85,7 @@ class FileLog(Plugin):
         prepared = self._prepared.get(route)
         if prepared is None:
             prepared = self._prepared[route] = Prepared(route)
-        return line(ctx, route, time.time() - time.monotonic(), prepared)
+        return line(ctx, time.time() - time.monotonic(), prepared)
 
 
 class _Spec(SpecBase):

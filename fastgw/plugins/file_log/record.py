@@ -45,21 +45,24 @@ def _text(value: bytes) -> str:
     return value.decode("latin-1")
 
 
+def _add(table: dict[str, str | list[str]], name: str, value: str) -> None:
+    """Kong's shape: one value, or a list once a name repeats."""
+    seen = table.get(name)
+    if seen is None:
+        table[name] = value
+    elif isinstance(seen, list):
+        seen.append(value)
+    else:
+        table[name] = [seen, value]
+
+
 def header_table(
     pairs: Iterable[tuple[str, str]], redact: frozenset[str]
 ) -> dict[str, str | list[str]]:
     """Kong's shape: one value, or a list when a name repeats; names lower case."""
     table: dict[str, str | list[str]] = {}
     for name, value in pairs:
-        if name in redact:
-            value = REDACTED
-        seen = table.get(name)
-        if seen is None:
-            table[name] = value
-        elif isinstance(seen, list):
-            seen.append(value)
-        else:
-            table[name] = [seen, value]
+        _add(table, name, REDACTED if name in redact else value)
     return table
 
 
@@ -86,14 +89,7 @@ def response_headers(fields: bytes) -> dict[str, str | list[str]]:
         if not colon:
             continue
         name = name.lower()
-        value = REDACTED if name in REDACTED_RESPONSE_HEADERS else value.strip()
-        seen = table.get(name)
-        if seen is None:
-            table[name] = value
-        elif isinstance(seen, list):
-            seen.append(value)
-        else:
-            table[name] = [seen, value]
+        _add(table, name, REDACTED if name in REDACTED_RESPONSE_HEADERS else value.strip())
     return table
 
 
@@ -136,12 +132,7 @@ SERVICE_FIELDS = (
 ROUTE_FIELDS = ("name", "paths", "hosts", "methods", "strip_path", "preserve_host")
 
 
-def build(
-    ctx: LogContext,
-    route: RouteInfo,
-    epoch_offset: float,
-    prepared: Prepared,
-) -> dict[str, Any]:
+def build(ctx: LogContext, epoch_offset: float, prepared: Prepared) -> dict[str, Any]:
     """The record of `ctx` without its route's part (`line` adds it). `epoch_offset` turns
     its monotonic times into epoch seconds; `prepared` is what was made of its route, once."""
     query, querystring = redact_query(ctx.query) if ctx.query else ("", {})
@@ -196,10 +187,10 @@ def build(
     return record
 
 
-def line(ctx: LogContext, route: RouteInfo, epoch_offset: float, prepared: Prepared) -> bytes:
+def line(ctx: LogContext, epoch_offset: float, prepared: Prepared) -> bytes:
     """The record of `ctx` as one JSON line (without its newline): the request's part
     serialized, the route's part (serialized once, in `prepared`) spliced on."""
-    return orjson.dumps(build(ctx, route, epoch_offset, prepared))[:-1] + prepared.tail
+    return orjson.dumps(build(ctx, epoch_offset, prepared))[:-1] + prepared.tail
 
 
 class Prepared:
