@@ -373,8 +373,10 @@ async def test_sentinel_shares_tokens_and_rides_out_a_failover(
         master = stack.enter_context(RedisServer())
         replica = stack.enter_context(RedisServer(replica_of=master.port))
         sentinel = stack.enter_context(RedisServer(sentinel_of=("fastgw", master.port)))
-        assert wait_until(lambda: "master_link_status:up" in replica.cli("INFO", "replication"))
-        assert wait_until(lambda: "slaves=1" in sentinel.cli("INFO", "sentinel"))
+        assert wait_until(
+            lambda: "master_link_status:up" in replica.cli("INFO", "replication"), timeout=20
+        ), replica.log()
+        assert wait_until(lambda: "slaves=1" in sentinel.cli("INFO", "sentinel"), timeout=20)
         record = {
             "sentinel_master": "fastgw",
             "sentinel_nodes": [{"host": "127.0.0.1", "port": sentinel.port}],

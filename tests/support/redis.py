@@ -22,6 +22,9 @@ START_TIMEOUT = 10.0
 CLUSTER_MASTERS = 3
 # The cluster bus listens on port + 10000, so data ports stay below this.
 MAX_CLUSTER_PORT = 65535 - 10000
+# Nothing persisted; and a master syncs a new replica at once: Redis 7 defaults to a diskless sync
+# that waits 5 s for more replicas to join (`repl-diskless-sync-delay`), as long as a test's wait.
+DATA_SERVER_OPTIONS = ("--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0")
 
 
 def binaries() -> tuple[str, str]:
@@ -99,7 +102,7 @@ class RedisServer:
             str(self.port),
             "--bind",
             "127.0.0.1",
-            *(() if self.sentinel_of else ("--save", "", "--appendonly", "no")),
+            *(() if self.sentinel_of else DATA_SERVER_OPTIONS),
             "--dir",
             self._dir.name,
             "--logfile",
