@@ -19,13 +19,17 @@ A route matches when each of its non-empty categories matches:
 - snis: the server name the client sent in its TLS handshake, matched like hosts (exact or one
   wildcard); as in Kong, a route's `snis` are not considered for a request that came without TLS.
 
-Among the matching (route, path) pairs the winner is, most significant first:
-1. the match weight: how many of methods, hosts, headers and paths the route sets (more first);
-2. a route without wildcard hosts (plain hosts, or none) before one with a wildcard host;
-3. more header names first;
-4. a regex path before a plain one: regex paths by `regex_priority` (higher first), plain
-   paths by length (longer first);
-5. config order (Kong leaves this tie undefined; ours is the file's order).
+Among the matching (route, path) pairs the winner is the one with the highest Kong priority, as
+Kong 3's default router computes it (`get_priority` in Kong's `kong/router/transform.lua`: a 64-bit
+number whose fields, most significant first, are compared here as a tuple):
+1. the match weight: how many of methods, hosts, headers, paths and snis the route sets;
+2. `PLAIN_HOST_ONLY`: the route has hosts and none of them is a wildcard. A route without hosts
+   does not have it, so a hosts-only route beats a catch-all `paths: ["/"]` route of the same
+   weight whatever the path lengths;
+3. the number of header names;
+4. a regex path before a plain one;
+5. a regex path's `regex_priority` (higher first), a plain path's length in bytes (longer first);
+6. config order (Kong leaves this tie to route ids; ours is the file's order).
 
 Hosts are indexed when the router is built: each exact host of the config gets one table of every
 pair that can serve it (its own pairs, those of the wildcards it matches and those without hosts),
@@ -166,14 +170,22 @@ def _header_rules(route: Route) -> tuple[_HeaderRule, ...] | None:
     return tuple(rules) or None
 
 
+# Kong caps the header count it ranks by at 255 (MAX_HEADER_COUNT in transform.lua: 8 bits).
+MAX_RANKED_HEADERS: Final = 255
+
+
 def _sort_key(route: Route, path: str | None, order: int, path_index: int) -> tuple[int, ...]:
     """Kong's priority of one (route, path) pair as a sort key, best first (see the docstring)."""
-    weight = sum(bool(field) for field in (route.methods, route.hosts, route.headers, route.paths))
-    wildcard = any("*" in host for host in route.hosts)
+    weight = sum(
+        bool(field)
+        for field in (route.methods, route.hosts, route.headers, route.paths, route.snis)
+    )
+    plain_host_only = bool(route.hosts) and not any("*" in host for host in route.hosts)
     regex = path is not None and is_regex_path(path)
-    plain_length = len(path.encode()) if path is not None else 0
+    plain_length = len(path.encode()) if path is not None and not regex else 0
     within = -route.regex_priority if regex else -plain_length
-    return (-weight, wildcard, -len(route.headers), not regex, within, order, path_index)
+    headers = min(len(route.headers), MAX_RANKED_HEADERS)
+    return (-weight, not plain_host_only, -headers, not regex, within, order, path_index)
 
 
 def _matches(

@@ -172,13 +172,14 @@ async def request(
     headers: Iterable[tuple[str, str]] = (),
     body: bytes = b"",
     timeout: float = REQUEST_TIMEOUT,
+    host: str = GATEWAY_HOST,
 ) -> Response:
     """One request on a fresh connection (Connection: close), all of it within `timeout`."""
     started = time.perf_counter()
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            head = [f"{method} {target} HTTP/1.1", f"Host: {GATEWAY_HOST}", "Connection: close"]
+            head = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
             head += [f"{name}: {value}" for name, value in headers]
             if body or method in ("POST", "PUT", "PATCH"):
                 head.append(f"Content-Length: {len(body)}")

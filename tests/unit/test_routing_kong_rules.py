@@ -84,7 +84,8 @@ PLAIN_BEFORE_WILDCARD = {
     "wild": {"hosts": ["*.example.com"], "paths": ["/"]},
     "plain": {"hosts": ["api.example.com"], "paths": ["/"]},
 }
-NO_HOST_BEFORE_WILDCARD = {
+# neither route is PLAIN_HOST_ONLY (a wildcard host, no hosts at all): the longer path wins
+WILDCARD_TIES_WITH_NO_HOST = {
     "wild": {"hosts": ["*.example.com"], "paths": ["/api"]},
     "get": {"methods": ["GET"], "paths": ["/"]},
 }
@@ -126,8 +127,9 @@ CASES = [
     (PRIORITY_3, "POST", "/", "example.com", None, "host-post-path"),
     (PLAIN_BEFORE_WILDCARD, "GET", "/", "api.example.com", None, "plain"),
     (PLAIN_BEFORE_WILDCARD, "GET", "/", "www.example.com", None, "wild"),
-    (NO_HOST_BEFORE_WILDCARD, "GET", "/api", "a.example.com", None, "get"),
-    (NO_HOST_BEFORE_WILDCARD, "POST", "/api", "a.example.com", None, "wild"),
+    (WILDCARD_TIES_WITH_NO_HOST, "GET", "/api", "a.example.com", None, "wild"),
+    (WILDCARD_TIES_WITH_NO_HOST, "GET", "/", "a.example.com", None, "get"),
+    (WILDCARD_TIES_WITH_NO_HOST, "POST", "/api", "a.example.com", None, "wild"),
     (MORE_HEADERS_FIRST, "GET", "/", "", {"a": "1", "b": "2"}, "two"),
     (MORE_HEADERS_FIRST, "GET", "/", "", {"a": "1"}, "one"),
     (REGEX_BEFORE_PLAIN, "GET", "/users/list", "", None, "regex"),
