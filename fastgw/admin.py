@@ -1,8 +1,9 @@
 """The admin listener's handler: `/status` as JSON and `/metrics` in Prometheus text format.
 
 It reads counters the proxy keeps anyway; nothing here runs on the proxy's request path. With
-`--workers N` the worker a scrape reaches asks the others for their snapshots (fastgw.workers)
-and answers for the whole instance: counters summed, as Kong's shared-memory metrics are.
+`--workers N` the worker a scrape reaches asks the others for their snapshots
+(fastgw.process.control) and answers for the whole instance: counters summed, as Kong's
+shared-memory metrics are.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fastgw import __version__, plugins
-from fastgw.gateway_stats import GatewayStats, PoolStats
 from fastgw.http import responses
 from fastgw.http.exchange import Exchange
-from fastgw.metrics import Family, counter, from_data, gauge, merge, render, to_data
+from fastgw.observability.metrics import Family, counter, from_data, gauge, merge, render, to_data
+from fastgw.observability.snapshot import GatewayStats, PoolStats
 
 if TYPE_CHECKING:
-    from fastgw.workers import Siblings
+    from fastgw.process.control import Siblings
 
 _JSON = ((b"content-type", responses.JSON_CONTENT_TYPE),)
 _TEXT = ((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),)

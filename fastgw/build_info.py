@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-# The modules on every request's path (DESIGN.md "Compiled hot path"); the rest stays Python.
+# The modules on every request's path (docs/ARCHITECTURE.md "The compiled build"); the rest
+# stays Python.
 COMPILED_MODULES = (
     "fastgw.http.server",
     "fastgw.http.exchange",
@@ -25,12 +26,13 @@ COMPILED_MODULES = (
     "fastgw.http.response_head",
     "fastgw.http.timers",
     "fastgw.http.responses",
-    "fastgw.dispatch",
-    "fastgw.pipeline",
-    "fastgw.routing",
-    "fastgw.stats",
+    "fastgw.proxy.dispatch",
+    "fastgw.plugins.api",
+    "fastgw.proxy.chain",
+    "fastgw.proxy.routing",
+    "fastgw.observability.counters",
     "fastgw.balancer.retry",
-    "fastgw.balancer.target",
+    "fastgw.proxy.targets",
     "fastgw.balancer.balancer",
     "fastgw.balancer.ring",
     "fastgw.balancer.health",

@@ -25,9 +25,9 @@ from typing import Literal, TextIO
 
 from fastgw import __version__, build_info
 from fastgw.config import GatewayConfig, load_config, parse_config, parse_listen, parse_listeners
-from fastgw.edge_config import Listener
+from fastgw.config.edge import Listener
 from fastgw.errors import ConfigError
-from fastgw.ratelog import KeyedRateLimitedLog
+from fastgw.observability.ratelog import KeyedRateLimitedLog
 
 log = logging.getLogger("fastgw")
 
@@ -269,7 +269,7 @@ def _worker(config: GatewayConfig, launch: Launch, *, supervised: Supervised | N
 
     from fastgw.admin import snapshot
     from fastgw.gateway import Gateway
-    from fastgw.workers import ControlServer, Siblings
+    from fastgw.process.control import ControlServer, Siblings
 
     async def serve() -> int:
         loop = asyncio.get_running_loop()
@@ -371,7 +371,7 @@ class Supervisor:
         self.status = 0
 
     def run(self) -> int:
-        from fastgw.workers import make_run_directory
+        from fastgw.process.control import make_run_directory
 
         self.run_dir = make_run_directory()
         wakeup_read, wakeup_write = socket.socketpair()
@@ -445,7 +445,7 @@ class Supervisor:
             self.restarts.append((time.monotonic() + RESTART_BACKOFF_SECONDS, slot))
 
     def _reload(self) -> None:
-        from fastgw.workers import reload_worker, socket_path
+        from fastgw.process.control import reload_worker, socket_path
 
         path = self.launch.config_path
         try:

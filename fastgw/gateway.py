@@ -19,20 +19,21 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastgw import plugins
 from fastgw.admin import AdminHandler
 from fastgw.config import GatewayConfig, PluginEntry
-from fastgw.dispatch import Dispatcher
-from fastgw.edge_config import Listener
-from fastgw.gateway_stats import GatewayStats, PluginStatus, PoolStats
+from fastgw.config.edge import Listener
+from fastgw.config.trust import pem_bundle
 from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
 from fastgw.http.tls import sni_contexts
 from fastgw.http.upstream import UpstreamPool
-from fastgw.pipeline import Plugin
-from fastgw.runtime import PluginSlot, build_runtime
-from fastgw.trust import pem_bundle
+from fastgw.observability.snapshot import GatewayStats, PluginStatus, PoolStats
+from fastgw.plugins import building as plugin_api
+from fastgw.plugins.api import Plugin
+from fastgw.proxy.dispatch import Dispatcher
+from fastgw.proxy.runtime import PluginSlot, build_runtime
 
 if TYPE_CHECKING:
     from fastgw.http.client import HttpClient
-    from fastgw.workers import Siblings
+    from fastgw.process.control import Siblings
 
 log = logging.getLogger("fastgw")
 
@@ -113,16 +114,16 @@ class Gateway:
 
     # -- building --------------------------------------------------------------------------------
 
-    def _plugin_runtime(self, config: GatewayConfig) -> plugins.PluginRuntime:
+    def _plugin_runtime(self, config: GatewayConfig) -> plugin_api.PluginRuntime:
         """What one new plugin instance of `config` is built with."""
-        clients: list[plugins.HttpClient] = []
+        clients: list[plugin_api.HttpClient] = []
 
-        def http_client(verify_tls: bool, keepalive: bool) -> plugins.HttpClient:
+        def http_client(verify_tls: bool, keepalive: bool) -> plugin_api.HttpClient:
             client = idp_client(config, verify_tls, keepalive)
             clients.append(client)
             return client
 
-        return plugins.PluginRuntime(
+        return plugin_api.PluginRuntime(
             http_client=http_client,
             spawn=self.spawn,
             consumers=config.consumers,
@@ -397,12 +398,12 @@ async def probe_plugins(config: GatewayConfig) -> list[tuple[str, str, str]]:
     (`PluginSpec.probe`); the HTTP clients it used are closed before returning."""
     clients: list[HttpClient] = []
 
-    def http_client(verify_tls: bool, keepalive: bool) -> plugins.HttpClient:
+    def http_client(verify_tls: bool, keepalive: bool) -> plugin_api.HttpClient:
         client = idp_client(config, verify_tls, keepalive)
         clients.append(client)
         return client
 
-    runtime = plugins.PluginRuntime(http_client=http_client, consumers=config.consumers)
+    runtime = plugin_api.PluginRuntime(http_client=http_client, consumers=config.consumers)
     entries: list[PluginEntry] = list(config.plugins)
     for service in config.services:
         entries += service.plugins
@@ -424,7 +425,7 @@ async def probe_plugins(config: GatewayConfig) -> list[tuple[str, str, str]]:
 
 def idp_client(config: GatewayConfig, verify_tls: bool, keepalive: bool) -> HttpClient:
     """An HTTP client for a plugin's calls to an IdP: the system trust store plus every
-    `ca_certificates` entry of the config (fastgw/trust.py)."""
+    `ca_certificates` entry of the config (fastgw/config/trust.py)."""
     from fastgw.http.client import HttpClient  # only configs with such plugins need it
 
     client = HttpClient(verify_tls=verify_tls, keepalive=keepalive)
@@ -460,7 +461,7 @@ def raise_open_file_limit() -> tuple[int, int]:
     return soft, hard
 
 
-async def _close_clients(clients: Iterable[plugins.HttpClient]) -> None:
+async def _close_clients(clients: Iterable[plugin_api.HttpClient]) -> None:
     for client in clients:
         try:
             await client.close()

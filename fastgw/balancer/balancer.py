@@ -11,7 +11,7 @@ from typing import Final, Protocol
 
 from fastgw.balancer.health import Thresholds
 from fastgw.balancer.ring import ConsistentHashing, LeastConnections, RoundRobin
-from fastgw.balancer.target import UpstreamTarget
+from fastgw.proxy.targets import UpstreamTarget
 
 ROUND_ROBIN: Final = "round-robin"
 LEAST_CONNECTIONS: Final = "least-connections"

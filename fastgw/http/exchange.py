@@ -20,7 +20,6 @@ from mypy_extensions import trait
 from fastgw.balancer.balancer import NO_PEER_MESSAGE, Balancer
 from fastgw.balancer.health import TCP_FAILURE, TIMEOUT
 from fastgw.balancer.retry import GIVE_UP, RESEND_STALE, after_lost, may_retry_connect
-from fastgw.balancer.target import ConnectFailed, UpstreamTarget
 from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
 from fastgw.http.response_head import ForwardedHead
 from fastgw.http.responses import (
@@ -32,6 +31,7 @@ from fastgw.http.responses import (
 )
 from fastgw.http.upstream import ResponseSink, UpstreamConnection
 from fastgw.http.vocabulary import NO_BODY_STATUSES
+from fastgw.proxy.targets import ConnectFailed, UpstreamTarget
 
 log = logging.getLogger("fastgw.http")
 
@@ -242,7 +242,7 @@ class Exchange(ResponseSink):
         """The whole response is out (what still arrives of the request body is dropped)."""
         return self.phase >= COMPLETE
 
-    # -- the plugin context (fastgw.pipeline.RequestContext) -------------------------------------
+    # -- the plugin context (fastgw.plugins.api.RequestContext) ---------------------------------
 
     @property
     def client_ip(self) -> str:

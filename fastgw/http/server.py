@@ -18,7 +18,7 @@ from fastgw.http.responses import build_response, error_parts
 from fastgw.http.timers import TICK_SECONDS, Ticker
 from fastgw.http.tls import server_name_of
 from fastgw.http.vocabulary import connection_tokens, host_without_port
-from fastgw.ratelog import RateLimitedLog
+from fastgw.observability.ratelog import RateLimitedLog
 
 log = logging.getLogger("fastgw.http")
 

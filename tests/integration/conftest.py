@@ -199,7 +199,7 @@ class EmbeddedGateway:
         import uvloop
 
         from fastgw.config import parse_config
-        from fastgw.edge_config import Listener
+        from fastgw.config.edge import Listener
         from fastgw.gateway import Gateway
         from fastgw.http.tls import CertificatePair
 

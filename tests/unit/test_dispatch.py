@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
-from test_server_protocol import FakeTransport
 
 from fastgw.config import parse_config
 from fastgw.gateway import Gateway
 from fastgw.http.exchange import Exchange
+from tests.support.wire import FakeTransport
 
 Handler = Callable[[Exchange], Awaitable[None] | None]
 

@@ -19,13 +19,13 @@ import pytest
 import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_server_protocol import FakeTransport
 
 from fastgw.config import Limits, parse_config
 from fastgw.gateway import Gateway
 from fastgw.http.exchange import Exchange
 from fastgw.http.server import Server, ServerConnection
 from fastgw.http.timers import Ticker
+from tests.support.wire import FakeTransport
 
 # Small limits, so that random input reaches every one of them.
 LIMITS = {

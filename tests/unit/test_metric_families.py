@@ -7,7 +7,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastgw.metrics import (
+from fastgw.observability.counters import UPSTREAM_LATENCY_BUCKETS, RouteStats, StatsOptions
+from fastgw.observability.metrics import (
     Family,
     Histogram,
     counter,
@@ -19,7 +20,6 @@ from fastgw.metrics import (
     to_data,
     untyped,
 )
-from fastgw.stats import UPSTREAM_LATENCY_BUCKETS, RouteStats, StatsOptions
 
 
 def worker(requests: int, latency_ms: float) -> list[Family]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 
-from fastgw.pipeline import Chain, Plugin, RequestContext
+from fastgw.plugins.api import Plugin, RequestContext
+from fastgw.proxy.chain import Chain
 
 
 class Ctx:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from fastgw.ratelog import MAX_KEYS, KeyedRateLimitedLog, RateLimitedLog
+from fastgw.observability.ratelog import MAX_KEYS, KeyedRateLimitedLog, RateLimitedLog
 
 
 class Clock:

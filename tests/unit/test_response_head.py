@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from test_server_protocol import Harness
 
 from fastgw.http.response_head import forward_head
 from fastgw.http.upstream import UpstreamConnection
 from fastgw.http.vocabulary import MAX_RESPONSE_HEAD
+from tests.support.wire import Harness
 
 
 def exchange_for(h: Harness, method: bytes = b"GET") -> UpstreamConnection:

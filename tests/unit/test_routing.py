@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from fastgw.config import Route
-from fastgw.routing import Router, needs_normalizing, normalize_path, upstream_path
+from fastgw.proxy.routing import Router, needs_normalizing, normalize_path, upstream_path
 
 
 def route(

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from fastgw.balancer.target import UpstreamTarget
 from fastgw.config import Route
-from fastgw.dispatch import RouteTarget
+from fastgw.config.patterns import compile_path_regex
 from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamPool
-from fastgw.routing import Router, compile_path_regex, upstream_path, upstream_path_v1
+from fastgw.proxy.dispatch import RouteTarget
+from fastgw.proxy.routing import Router, upstream_path, upstream_path_v1
+from fastgw.proxy.targets import UpstreamTarget
 
 
 def kong_route(name: str, spec: dict[str, Any]) -> Route:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from fastgw.config import Route
-from fastgw.routing import Router
+from fastgw.proxy.routing import Router
 
 # -- Kong's get_priority, transliterated ----------------------------------------------------------
 

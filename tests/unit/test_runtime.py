@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastgw.config import parse_config
 from fastgw.http.timers import Ticker
-from fastgw.plugins import PluginRuntime
-from fastgw.runtime import build_runtime
+from fastgw.plugins.building import PluginRuntime
+from fastgw.proxy.runtime import build_runtime
 
 
 def config(message: str, port: int = 9, route: str = "/a") -> str:

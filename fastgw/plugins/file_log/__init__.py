@@ -12,10 +12,10 @@ import re
 import time
 from typing import Any
 
-from fastgw.metrics import Family, counter
-from fastgw.pipeline import LogContext, Plugin, RouteInfo
-from fastgw.plugins import SpecBase
-from fastgw.schema import Reader
+from fastgw.config.schema import Reader
+from fastgw.observability.metrics import Family, counter
+from fastgw.plugins.api import LogContext, Plugin, RouteInfo
+from fastgw.plugins.building import SpecBase
 
 from . import writer
 from .record import Prepared, line

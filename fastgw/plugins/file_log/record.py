@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, quote
 
 import orjson
 
-from fastgw.pipeline import LogContext, RouteInfo
+from fastgw.plugins.api import LogContext, RouteInfo
 
 REDACTED = "REDACTED"  # Kong's word for a redacted header
 WORKSPACE = "default"

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastgw.ratelog import KeyedRateLimitedLog
+from fastgw.observability.ratelog import KeyedRateLimitedLog
 
 log = logging.getLogger("fastgw.file_log")
 

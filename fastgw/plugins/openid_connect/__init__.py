@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from fastgw.plugins import Entities, PluginRuntime
-from fastgw.schema import Reader
+from fastgw.config.schema import Reader
+from fastgw.plugins.building import Entities, PluginRuntime
 
 from .authenticator import ClientCredentialsAuthenticator, discovery_for
 from .cache import Token

@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from fastgw.consumers import Consumers
-from fastgw.metrics import Family
-from fastgw.plugins import HttpClient
-from fastgw.ratelog import KeyedRateLimitedLog
+from fastgw.config.consumers import Consumers
+from fastgw.observability.metrics import Family
+from fastgw.observability.ratelog import KeyedRateLimitedLog
+from fastgw.plugins.building import HttpClient
 
 from .cache import (
     REFRESH_RETRY_SECONDS,

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
-from fastgw.plugins import HttpClient
+from fastgw.plugins.building import HttpClient
 
 from .errors import AuthError, IdpUnavailable
 from .idp_http import call_idp

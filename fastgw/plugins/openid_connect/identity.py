@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from fastgw.consumers import Consumer, Consumers
+from fastgw.config.consumers import Consumer, Consumers
 
 from .errors import InsufficientScope
 from .schema import OidcConfig

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 
 from fastgw.http.client import HttpClientError, ProtocolError, RequestTimeout, ResponseTooLarge
-from fastgw.plugins import HttpClient, HttpResponse
+from fastgw.plugins.building import HttpClient, HttpResponse
 
 from .errors import IdpTimeout, IdpUnavailable
 from .stats import OidcStats

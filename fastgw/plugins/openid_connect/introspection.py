@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from fastgw.plugins import HttpClient
+from fastgw.plugins.building import HttpClient
 
 from .client_auth import ClientAuth, TokenRequest, client_form_request
 from .credentials import ClientCredentials

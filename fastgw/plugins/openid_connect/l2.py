@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
-from fastgw.metrics import Family, counter
-from fastgw.ratelog import RateLimitedLog
+from fastgw.observability.metrics import Family, counter
+from fastgw.observability.ratelog import RateLimitedLog
 
 from .schema import RedisConfig
 from .sealing import Sealer
@@ -497,7 +497,7 @@ def _lock_key(slot: str) -> str:
 
 
 def metric_families(stats: SharedCacheStats, instance: str) -> list[Family]:
-    """One plugin instance's shared cache counters (fastgw.metrics)."""
+    """One plugin instance's shared cache counters (fastgw.observability.metrics)."""
     lookups = counter(
         "fastgw_oidc_token_cache_l2_total",
         "Shared (Redis) token cache lookups by result.",

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
-from fastgw.metrics import Family
-from fastgw.pipeline import Plugin, RequestContext
+from fastgw.observability.metrics import Family
+from fastgw.plugins.api import Plugin, RequestContext
 
 from .authenticator import ClientCredentialsAuthenticator
 from .cache import Entry

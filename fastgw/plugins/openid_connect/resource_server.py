@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from fastgw.plugins import HttpClient
-from fastgw.ratelog import KeyedRateLimitedLog
+from fastgw.observability.ratelog import KeyedRateLimitedLog
+from fastgw.plugins.building import HttpClient
 
 from .cache import Entry, Lifetime, SingleFlight, Token, TokenCache, TtlPolicy
 from .client_auth import ClientAuth

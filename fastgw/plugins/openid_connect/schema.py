@@ -22,8 +22,17 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
-from fastgw.consumers import CONSUMER_BY, Consumer
-from fastgw.schema import Boolean, Integer, Number, Reader, Strings, Text, raise_if, read_declared
+from fastgw.config.consumers import CONSUMER_BY, Consumer
+from fastgw.config.schema import (
+    Boolean,
+    Integer,
+    Number,
+    Reader,
+    Strings,
+    Text,
+    raise_if,
+    read_declared,
+)
 
 from .jws import ASYMMETRIC_ALGS, HMAC_ALGS, RSA_ALGS
 from .kong_keys import CLOUD_AUTHENTICATION_DEFAULT, DEFAULT_ONLY, IGNORED, is_default

@@ -1,7 +1,8 @@
 """openid-connect's counters: token cache outcomes, IdP calls, single-flight joins, JWKS fetches.
 
 Compiled (the L1 hit counts on the hot path: one native integer add); everything else counts
-off it. `families` turns one instance's counters into metric families (fastgw.metrics).
+off it. `families` turns one instance's counters into metric families
+(fastgw.observability.metrics).
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from fastgw.metrics import Family, counter, gauge, histogram
-from fastgw.metrics import Histogram as HistogramValue
-from fastgw.stats import Count, Histogram
+from fastgw.observability.counters import Count, Histogram
+from fastgw.observability.metrics import Family, counter, gauge, histogram
+from fastgw.observability.metrics import Histogram as HistogramValue
 
 # IdP round trips, in seconds: a few ms on a LAN, up to the `timeout` (10 s by default).
 IDP_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from fastgw.plugins import HttpClient
+from fastgw.plugins.building import HttpClient
 
 from .client_auth import TokenRequest
 from .errors import IdpUnavailable, InsufficientScope, InvalidCredentials

@@ -1,18 +1,19 @@
 """`prometheus`: Kong's plugin of that name, its config keys and its series on /metrics.
 
-An instance decides what the gateway counts for its routes (fastgw.stats, plain integers in the
-completion step); `exposition.py` turns the counters into Kong's metric names and labels.
+An instance decides what the gateway counts for its routes (fastgw.observability.counters,
+plain integers in the completion step); `exposition.py` turns the counters into Kong's metric
+names and labels.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastgw.metrics import Family
-from fastgw.pipeline import Plugin
-from fastgw.plugins import SpecBase
-from fastgw.schema import Reader
-from fastgw.stats import StatsOptions
+from fastgw.config.schema import Reader
+from fastgw.observability.counters import StatsOptions
+from fastgw.observability.metrics import Family
+from fastgw.plugins.api import Plugin
+from fastgw.plugins.building import SpecBase
 
 from .exposition import kong_families
 

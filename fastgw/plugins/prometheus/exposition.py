@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastgw import __version__
-from fastgw.metrics import Family, Histogram, counter, gauge, histogram, untyped
-from fastgw.stats import KONG_LATENCY_BUCKETS, UPSTREAM_LATENCY_BUCKETS
-from fastgw.stats import Histogram as Observed
+from fastgw.observability.counters import KONG_LATENCY_BUCKETS, UPSTREAM_LATENCY_BUCKETS
+from fastgw.observability.counters import Histogram as Observed
+from fastgw.observability.metrics import Family, Histogram, counter, gauge, histogram, untyped
 
 if TYPE_CHECKING:
     from fastgw.gateway import GatewayStats

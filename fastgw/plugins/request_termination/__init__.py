@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 
-from fastgw.pipeline import Plugin, RequestContext
-from fastgw.plugins import SpecBase
-from fastgw.schema import Reader
+from fastgw.config.schema import Reader
+from fastgw.plugins.api import Plugin, RequestContext
+from fastgw.plugins.building import SpecBase
 
 PRIORITY = 2  # Kong's priority for request-termination
 

@@ -16,8 +16,8 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from fastgw.consumers import Consumers
-from fastgw.plugins import HttpClient
+from fastgw.config.consumers import Consumers
+from fastgw.plugins.building import HttpClient
 from fastgw.plugins.openid_connect import ClientCredentialsAuthenticator, OpenIdConnect
 from fastgw.plugins.openid_connect.plugin import Answers
 from fastgw.plugins.openid_connect.schema import from_mapping
@@ -315,7 +315,7 @@ async def make_authenticator(
 
 
 class FakeContext:
-    """Implements fastgw.pipeline.RequestContext over plain attributes."""
+    """Implements fastgw.plugins.api.RequestContext over plain attributes."""
 
     def __init__(
         self,
@@ -405,7 +405,7 @@ async def make_full_plugin(
     idp: FakeIdp, consumers: Consumers | None = None, **overrides: Any
 ) -> OpenIdConnect:
     """The plugin as SPEC builds it (bearer authenticator, preflight rule, linked consumers)."""
-    from fastgw.plugins import Entities
+    from fastgw.config.loader import Entities
     from fastgw.plugins.openid_connect import SPEC
     from fastgw.plugins.openid_connect.plugin import OpenIdConnectSkippingPreflight
     from fastgw.plugins.openid_connect.resource_server import BearerAuthenticator

@@ -20,10 +20,10 @@ from oidc_fakes import (
     run_access,
 )
 
+from fastgw.config.schema import Reader
 from fastgw.http.client import ConnectError, RequestTimeout
-from fastgw.plugins import PluginRuntime
+from fastgw.plugins.building import PluginRuntime
 from fastgw.plugins.openid_connect import SPEC, OpenIdConnect
-from fastgw.schema import Reader
 
 GOOD = basic("client-1", "secret-1")
 JSON_TYPE = b"application/json; charset=utf-8"

@@ -17,7 +17,7 @@ from oidc_fakes import (
     run_access,
 )
 
-from fastgw.consumers import Consumer, Consumers
+from fastgw.config.consumers import Consumer, Consumers
 from fastgw.http.client import ConnectError
 
 OWN_CLIENT = {

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from oidc_fakes import ISSUER, rsa_key
 
+from fastgw.config.schema import Reader, raise_if
 from fastgw.errors import ConfigError
 from fastgw.plugins.openid_connect import SPEC
 from fastgw.plugins.openid_connect.schema import OidcConfig, from_mapping
-from fastgw.schema import Reader, raise_if
 
 
 def problems(raw: dict[str, Any]) -> list[tuple[str, str]]:

@@ -3,7 +3,8 @@
 A `Family` is a name, a type, help and samples by label values; it travels between worker
 processes as JSON (`to_data`/`from_data`), families of several workers `merge` by summing, and
 `render` turns them into the Prometheus text format with prometheus_client. Nothing here runs
-on the request path: the counters themselves are plain integers (fastgw.stats, plugins' own).
+on the request path: the counters themselves are plain integers
+(fastgw.observability.counters, plugins' own).
 """
 
 from __future__ import annotations

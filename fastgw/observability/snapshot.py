@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastgw.metrics import Family
-from fastgw.stats import RouteStats
+from fastgw.observability.counters import RouteStats
+from fastgw.observability.metrics import Family
 
 
 @dataclass(frozen=True, slots=True)

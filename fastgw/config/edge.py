@@ -1,8 +1,8 @@
 """Config of the edge: listeners (plain and TLS), Kong's certificates, upstreams and targets.
 
 Read from the declarative document into frozen objects, with every problem at its key path as
-the rest of fastgw/config.py reports them; TLS pairs are checked here, so `fastgw check` names a
-bad certificate. Nothing here runs per request.
+the rest of the config reports them; TLS pairs are checked here, so `fastgw check` names a bad
+certificate. Nothing here runs per request.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from fastgw.balancer import health
 from fastgw.balancer.balancer import CONSISTENT_HASHING, LEAST_CONNECTIONS, ROUND_ROBIN
 from fastgw.balancer.health import ActiveCheck, Thresholds
+from fastgw.config.schema import Reader, join
 from fastgw.http.tls import CertificatePair, TlsError, check_pair, read_pem_file
-from fastgw.schema import Reader, join
 
 # -- listeners ------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from fastgw.schema import Reader, join
+from fastgw.config.schema import Reader, join
 
 # The namespace of derived consumer ids (a fixed, random UUID: derived ids are stable)
 CONSUMER_ID_NAMESPACE = uuid.UUID("6f1c2a8e-3d0b-4b7e-9a51-1f0c7d2e8b44")

@@ -13,19 +13,20 @@ from time import monotonic
 from typing import Final
 
 from fastgw.balancer.balancer import Balancer
-from fastgw.balancer.target import UpstreamTarget
 from fastgw.http import responses
 from fastgw.http.exchange import BODY_CHUNKED, CompletionHook, Exchange
 from fastgw.http.vocabulary import host_without_port
-from fastgw.pipeline import Chain, Plugin, RouteInfo
-from fastgw.routing import (
+from fastgw.observability.counters import RouteStats
+from fastgw.plugins.api import Plugin, RouteInfo
+from fastgw.proxy.chain import Chain
+from fastgw.proxy.routing import (
     Router,
     needs_normalizing,
     normalize_path,
     upstream_path,
     upstream_path_v1,
 )
-from fastgw.stats import RouteStats
+from fastgw.proxy.targets import UpstreamTarget
 
 _NO_ROUTE_BODY, _NO_ROUTE_HEADERS = responses.error_parts(404, responses.NO_ROUTE_MESSAGE)
 _BAD_PATH_BODY, _BAD_PATH_HEADERS = responses.error_parts(400, "Bad request: invalid path")

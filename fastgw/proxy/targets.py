@@ -20,7 +20,7 @@ from fastgw.balancer.health import (
     Thresholds,
 )
 from fastgw.http.upstream import UpstreamConnection, UpstreamPool
-from fastgw.ratelog import RateLimitedLog
+from fastgw.observability.ratelog import RateLimitedLog
 
 log = logging.getLogger("fastgw.http")
 health_log = logging.getLogger("fastgw.balancer")

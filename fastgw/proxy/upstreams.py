@@ -11,15 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 from fastgw.balancer.balancer import Balancer, HashSource
-from fastgw.balancer.checker import ActiveChecker
 from fastgw.balancer.health import HEALTHCHECKS_OFF, TargetHealth
-from fastgw.balancer.target import UpstreamTarget
 from fastgw.config import GatewayConfig, Service
-from fastgw.edge_config import Upstream
+from fastgw.config.edge import Upstream
+from fastgw.config.trust import upstream_context
 from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamPool
 from fastgw.http.vocabulary import DEFAULT_PORTS
-from fastgw.trust import upstream_context
+from fastgw.proxy.health_checks import ActiveChecker
+from fastgw.proxy.targets import UpstreamTarget
 
 log = logging.getLogger("fastgw.balancer")
 

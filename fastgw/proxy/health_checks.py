@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Sequence
 
 from fastgw.balancer.health import HTTP_FAILURE, SUCCESS, TCP_FAILURE, TIMEOUT, ActiveCheck
-from fastgw.balancer.target import UpstreamTarget
+from fastgw.proxy.targets import UpstreamTarget
 
 log = logging.getLogger("fastgw.balancer")
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastgw.schema import Reader, join
+from fastgw.config.schema import Reader, join
 
 REFERENCE_OPEN = "{vault://"
 BUILT_IN_ENV_VAULT = "env"

@@ -1,20 +1,19 @@
-"""The per-route plugin chain and the request-context API that plugins program against.
+"""What plugins program against per request: the request and log contexts, the Plugin base, the
+route as the log phase names it. Compiled with the hot path (fastgw/build_info.py).
 
-Chains are resolved once at config load (route > service > global, like Kong); running a chain
-awaits only when a plugin returns an awaitable, so a fully synchronous chain costs no task. A
-chain's `log` steps (Kong's log phase) run once the response is complete, only on routes whose
-chain has one.
+How a plugin is declared and built is fastgw.plugins.building. Nothing here knows the process,
+the wire's classes or other plugins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from mypy_extensions import mypyc_attr
 
-from fastgw.metrics import Family
-from fastgw.stats import StatsOptions
+from fastgw.observability.counters import StatsOptions
+from fastgw.observability.metrics import Family
 
 
 class RequestContext(Protocol):
@@ -143,7 +142,8 @@ class Plugin:
 
     def route_stats(self) -> StatsOptions | None:
         """What the gateway should count for the routes of this instance (per-worker request
-        counters, fastgw.stats), or None. Counting costs the log phase's clock reads."""
+        counters, fastgw.observability.counters), or None. Counting costs the log phase's clock
+        reads."""
         return None
 
     async def start(self) -> None:
@@ -153,8 +153,8 @@ class Plugin:
         """Called once when the gateway stops."""
 
     def metrics(self) -> list[Family]:
-        """Metric families for the admin listener's /metrics (fastgw.metrics; none by default).
-        With several workers the admin listener sums them over the workers."""
+        """Metric families for the admin listener's /metrics (fastgw.observability.metrics; none
+        by default). With several workers the admin listener sums them over the workers."""
         return []
 
     def status(self) -> dict[str, object]:
@@ -164,54 +164,3 @@ class Plugin:
 
     def reopen(self) -> None:
         """SIGUSR1 (logrotate's convention): reopen any file this instance writes."""
-
-
-class Chain:
-    """An ordered, immutable list of plugins for one route."""
-
-    __slots__ = ("log_plugins", "plugins", "run", "stats_options")
-
-    def __init__(self, plugins: Sequence[Plugin]) -> None:
-        # getattr, not `plugin.priority`: compiled code reads a native attribute's own slot,
-        # which a subclass outside the build that sets `priority = 9` in its class body never
-        # fills (its class attribute is what Python finds, the slot keeps the base's default)
-        self.plugins: tuple[Plugin, ...] = tuple(
-            sorted(plugins, key=lambda plugin: int(getattr(plugin, "priority")), reverse=True)  # noqa: B009
-        )
-        self.log_plugins: tuple[Plugin, ...] = tuple(
-            p
-            for p in self.plugins
-            if getattr(p, "has_log")  # noqa: B009
-        )
-        self.stats_options: StatsOptions | None = None
-        for plugin in self.plugins:
-            options = plugin.route_stats()
-            if options is not None:
-                self.stats_options = options
-                break
-        # `run(ctx)` runs the chain and returns None when every step finished synchronously,
-        # else an awaitable. A one-plugin chain (the common case) is that plugin's own step:
-        # one call less per request on the hot path.
-        self.run: Callable[[RequestContext], Awaitable[None] | None] = (
-            self.plugins[0].access if len(self.plugins) == 1 else self._run_all
-        )
-
-    def _run_all(self, ctx: RequestContext) -> Awaitable[None] | None:
-        plugins = self.plugins
-        for index in range(len(plugins)):
-            pending = plugins[index].access(ctx)
-            if pending is not None:
-                return self._finish(pending, index + 1, ctx)
-            if ctx.responded:
-                return None
-        return None
-
-    async def _finish(self, pending: Awaitable[None], start: int, ctx: RequestContext) -> None:
-        await pending
-        plugins = self.plugins
-        for index in range(start, len(plugins)):
-            if ctx.responded:
-                return
-            step = plugins[index].access(ctx)
-            if step is not None:
-                await step

@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from fastgw.schema import Reader, join
+from fastgw.config.schema import Reader, join
 
 PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
 

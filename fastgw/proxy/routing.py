@@ -49,8 +49,15 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
+from fastgw.config.patterns import (
+    HEADER_REGEX_MARK,
+    compile_header_regex,
+    compile_path_regex,
+    is_regex_path,
+)
+
 if TYPE_CHECKING:  # routing reads a Route's fields only; it needs none of the config machinery
-    from fastgw.config import Route
+    from fastgw.config.loader import Route
 
 T = TypeVar("T")
 
@@ -58,10 +65,6 @@ _SLASH: Final = 0x2F  # b"/"[0]
 _DOT: Final = 0x2E  # b"."[0]
 _PERCENT: Final = 0x25  # b"%"[0]
 
-REGEX_MARK: Final = "~"  # Kong's prefix of a regex path
-HEADER_REGEX_MARK: Final = "~*"  # Kong's prefix of a (case-insensitive) regex header value
-PATH_HANDLINGS: Final = ("v0", "v1")
-RegexError = re.error
 
 # Tables remembered for Host values no route names exactly: enough for every wildcard-matched
 # name a real config sees, bounded so that made-up Host headers cannot grow it.
@@ -124,37 +127,6 @@ def _matches_any(patterns: tuple[_Pattern, ...], name: bytes) -> bool:
         elif pattern[0] == name:
             return True
     return False
-
-
-def is_regex_path(path: str) -> bool:
-    return path.startswith(REGEX_MARK)
-
-
-def compile_path_regex(path: str) -> re.Pattern[bytes]:
-    """Kong's regex path (`~/v[0-9]+/orders`) as a pattern anchored at the path's start.
-
-    Named groups may be written `(?<name>...)` as in Kong (PCRE); percent-escapes are
-    normalized as Kong does for regex paths (unreserved ones decoded, escaped when the decoded
-    character is a regex metacharacter; the others upper-cased). Raises RegexError.
-    """
-    body = _normalize_regex_escapes(path[len(REGEX_MARK) :])
-    body = re.sub(r"\(\?<(?![=!])", "(?P<", body)
-    return re.compile(b"^" + body.encode())
-
-
-def compile_header_regex(value: str) -> re.Pattern[bytes]:
-    """A `~*regex` header value as a case-insensitive pattern. Raises RegexError."""
-    return re.compile(value[len(HEADER_REGEX_MARK) :].encode(), re.IGNORECASE)
-
-
-def _normalize_regex_escapes(body: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        char = chr(int(match.group(1), 16))
-        if char.isascii() and (char.isalnum() or char in "-._~"):
-            return re.escape(char)
-        return match.group(0).upper()
-
-    return re.sub(r"%([0-9A-Fa-f]{2})", replace, body)
 
 
 def _header_rules(route: Route) -> tuple[_HeaderRule, ...] | None:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastgw.schema import Reader
+from fastgw.config.schema import Reader
 
 # Kong entities a decK dump lists (often empty) that this gateway has no use for yet: an empty
 # list is accepted, a non-empty one is "not supported yet" (never "unknown field").

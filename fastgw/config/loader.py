@@ -10,7 +10,7 @@ key (`services[0].routes[1].paths[0]: must start with "/"`) and raised together 
 Environment substitution runs over every string value before validation: `${VAR}` and decK's
 `${{ env "VAR" }}`; `$${` stands for a literal `${`. A substituted value stays a string, as in
 Kong and decK: `port: "${PORT}"` is an error, because port needs an integer. Vault references
-(`{vault://env/NAME}`, fastgw/vaults.py) are resolved next, then everything is validated.
+(`{vault://env/NAME}`, fastgw/config/vaults.py) are resolved next, then everything is validated.
 The other entities live in their own modules: consumers.py, trust.py (`ca_certificates`),
 deck.py (`_info`, `_konnect`, `_workspace`).
 """
@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from fastgw.consumers import Consumers, read_consumers
-from fastgw.deck import Defaults, read_metadata
-from fastgw.edge_config import (
+from fastgw.config.consumers import Consumers, read_consumers
+from fastgw.config.deck import Defaults, read_metadata
+from fastgw.config.edge import (
     Certificate,
     Listener,
     Upstream,
@@ -39,23 +39,22 @@ from fastgw.edge_config import (
     read_listeners,
     read_upstreams,
 )
-from fastgw.edge_config import parse_listeners as edge_parse_listeners
-from fastgw.errors import ConfigError
-from fastgw.http.tls import CertificatePair
-from fastgw.http.vocabulary import DEFAULT_PORTS
-from fastgw.plugins import Entities
-from fastgw.plugins import names as plugin_names
-from fastgw.plugins import spec as plugin_spec
-from fastgw.routing import (
+from fastgw.config.edge import parse_listeners as edge_parse_listeners
+from fastgw.config.patterns import (
     PATH_HANDLINGS,
     RegexError,
     compile_header_regex,
     compile_path_regex,
     is_regex_path,
 )
-from fastgw.schema import Reader, join, raise_if
-from fastgw.trust import CaCertificate, read_ca_certificates
-from fastgw.vaults import read_vaults, resolve_references
+from fastgw.config.schema import Reader, join, raise_if
+from fastgw.config.trust import CaCertificate, read_ca_certificates
+from fastgw.config.vaults import read_vaults, resolve_references
+from fastgw.errors import ConfigError
+from fastgw.http.tls import CertificatePair
+from fastgw.http.vocabulary import DEFAULT_PORTS
+from fastgw.plugins import names as plugin_names
+from fastgw.plugins import spec as plugin_spec
 
 # -- defaults -------------------------------------------------------------------------------------
 
@@ -105,6 +104,13 @@ _HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
 
 
 # -- the configuration objects --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entities:
+    """The config's other entities, which a plugin's config may name (Kong's `anonymous`)."""
+
+    consumers: Consumers = field(default_factory=Consumers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,17 +14,20 @@ from typing import Any
 import orjson
 
 from fastgw import plugins
-from fastgw.balancer.target import UpstreamTarget
-from fastgw.balancer.upstreams import UpstreamSet
 from fastgw.config import GatewayConfig, Limits, PluginEntry, Route, Service
-from fastgw.dispatch import RouteLog, RouteTarget
+from fastgw.config.patterns import compile_path_regex, is_regex_path
+from fastgw.config.trust import upstream_context
 from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamPool
 from fastgw.http.vocabulary import DEFAULT_PORTS
-from fastgw.pipeline import Chain, Plugin, RouteInfo
-from fastgw.routing import Router, compile_path_regex, is_regex_path
-from fastgw.stats import RouteStats
-from fastgw.trust import upstream_context
+from fastgw.observability.counters import RouteStats
+from fastgw.plugins import building as plugin_api
+from fastgw.plugins.api import Plugin, RouteInfo
+from fastgw.proxy.chain import Chain
+from fastgw.proxy.dispatch import RouteLog, RouteTarget
+from fastgw.proxy.routing import Router
+from fastgw.proxy.targets import UpstreamTarget
+from fastgw.proxy.upstreams import UpstreamSet
 
 # Request headers every logger redacts, whatever the plugins (Kong redacts the first two).
 REDACTED_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
@@ -41,7 +44,7 @@ class PluginSlot:
     key: PluginKey
     path: str  # e.g. "services[0].plugins[0]"
     plugin: Plugin
-    clients: list[plugins.HttpClient] = field(default_factory=list)
+    clients: list[plugin_api.HttpClient] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -87,7 +90,7 @@ def route_label(route: Route) -> str:
 def build_runtime(
     config: GatewayConfig,
     ticker: Ticker,
-    plugin_runtime: Callable[[], plugins.PluginRuntime],
+    plugin_runtime: Callable[[], plugin_api.PluginRuntime],
     previous: Runtime | None = None,
 ) -> Runtime:
     """A runtime for `config`. Raises what a plugin's build raises (nothing is started).

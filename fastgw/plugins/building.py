@@ -1,0 +1,94 @@
+"""How a plugin package declares itself (`PluginSpec`) and what the gateway hands a plugin when it
+builds one: an HTTP client for calls to other services, a spawner, the consumers.
+
+Not compiled: test doubles and plugin specs subclass these classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fastgw.config.consumers import Consumers
+from fastgw.config.loader import Entities
+from fastgw.config.schema import Reader
+from fastgw.plugins.api import Plugin
+
+
+class HttpResponse(Protocol):
+    """A response as plugins read it (fastgw.http.client.Response is one: frozen, so the
+    members are read-only here)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # lower-case names
+
+    @property
+    def body(self) -> bytes: ...
+
+
+class HttpClient(Protocol):
+    """The small async HTTP client a plugin uses to talk to other services (e.g. an IdP): the
+    one declaration of its interface. fastgw.http.client.HttpClient implements it (mypy checks
+    that where the gateway hands one out); test doubles subclass this protocol, so mypy checks
+    them against it too."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        timeout: float = 10.0,
+        max_body: int = 1 << 20,
+    ) -> HttpResponse: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class PluginRuntime:
+    """What the gateway hands a plugin when building it."""
+
+    # builds an HTTP client: (verify_tls, keepalive) -> client
+    http_client: Callable[[bool, bool], HttpClient]
+    # runs `coro` in the background, tied to the gateway's lifetime
+    spawn: Callable[[Awaitable[Any]], Any] = field(default=lambda awaitable: None)
+    consumers: Consumers = field(default_factory=Consumers)
+    # the clients `http_client` made: the gateway closes them when the instance retires
+    clients: list[HttpClient] = field(default_factory=list)
+
+
+class PluginSpec(Protocol):
+    name: str
+
+    def parse_config(self, reader: Reader) -> Any:
+        """Read and validate `config` (record problems on `reader`; call `reader.finish()`)."""
+
+    def link(
+        self, config: Any, entities: Entities, path: str, problems: list[tuple[str, str]]
+    ) -> Any:
+        """`config` checked against the other entities (once all are read); may bind them."""
+
+    def build(self, config: Any, runtime: PluginRuntime) -> Plugin:
+        """A plugin instance for one configured occurrence."""
+
+    async def probe(self, config: Any, runtime: PluginRuntime) -> list[tuple[str, str, str]]:
+        """`fastgw check`'s look at what the config depends on outside (an IdP): (config key,
+        kind, message), kind "error" (the config cannot work) or "note" (not checked, why)."""
+
+
+class SpecBase:
+    """What a plugin spec does by default: nothing to link, nothing to probe."""
+
+    def link(
+        self, config: Any, entities: Entities, path: str, problems: list[tuple[str, str]]
+    ) -> Any:
+        return config
+
+    async def probe(self, config: Any, runtime: PluginRuntime) -> list[tuple[str, str, str]]:
+        return []
