@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import resource
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -28,6 +27,7 @@ from fastgw.http.upstream import UpstreamPool
 from fastgw.observability.snapshot import GatewayStats, PluginStatus, PoolStats
 from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin
+from fastgw.process.limits import client_connection_limit
 from fastgw.proxy.dispatch import Dispatcher
 from fastgw.proxy.runtime import PluginSlot, build_runtime
 
@@ -39,11 +39,6 @@ log = logging.getLogger("fastgw")
 
 # Pending connections the kernel queues per listener; nginx's default on Linux is 511.
 LISTEN_BACKLOG = 1024
-# File descriptors kept from client connections: listeners, the loop's own, logs, IdP and Redis
-# clients and, above all, one upstream connection per request in flight (nginx counts both kinds
-# against worker_connections). An eighth of the open-file limit, and at least 64.
-FD_RESERVE_MIN = 64
-FD_RESERVE_DIVISOR = 8
 
 
 Address = tuple[str, int]
@@ -434,31 +429,6 @@ def idp_client(config: GatewayConfig, verify_tls: bool, keepalive: bool) -> Http
         # that context is the one way in without changing the wire layer.
         client._ssl.load_verify_locations(cadata=pem_bundle(config.ca_certificates))
     return client
-
-
-def client_connection_limit(fd_limit: int | None = None) -> int:
-    """Client connections one listener may hold, given the process's open-file (soft) limit."""
-    if fd_limit is None:
-        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if fd_limit == resource.RLIM_INFINITY:
-            return 1 << 62
-    return max(1, fd_limit - max(FD_RESERVE_MIN, fd_limit // FD_RESERVE_DIVISOR))
-
-
-def raise_open_file_limit() -> tuple[int, int]:
-    """Raise the soft open-file limit to the hard one (as nginx's worker_rlimit_nofile would).
-
-    Returns (before, after). Idle keep-alive connections each hold a descriptor, and the usual
-    soft default of 1024 would cap the gateway at about 900 clients.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft == hard:
-        return soft, soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (OSError, ValueError):
-        return soft, soft
-    return soft, hard
 
 
 async def _close_clients(clients: Iterable[plugin_api.HttpClient]) -> None:

@@ -825,7 +825,7 @@ def test_pipeline_ends_at_a_malformed_request_after_answering_the_ones_before(
 def test_loop_errors_become_one_rate_limited_line(caplog) -> None:
     """What uvloop reports through the loop's exception handler (e.g. a failing accept) is one
     line per kind of error per 10 s, however often it happens: a client can repeat it at will."""
-    from fastgw.cli import LoopErrors
+    from fastgw.process.worker import LoopErrors
 
     handler = LoopErrors()
     error = OSError(24, "Too many open files")
