@@ -14,6 +14,7 @@ from fastgw.http.exchange import Exchange
 from fastgw.http.server import Server, ServerConnection
 from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamConnection, UpstreamPool
+from fastgw.proxy.forwarding import Direct
 from fastgw.proxy.targets import UpstreamTarget
 
 JSON = b"content-type: application/json; charset=utf-8\r\n"
@@ -92,6 +93,7 @@ class FakeHandler:
         if path.startswith(b"/proxy"):
             assert self.upstream is not None
             exchange.target = self.upstream.target
+            exchange.forwarding = self.upstream.forwarding
             return None
         exchange.respond(200, describe(exchange), [(b"content-type", b"text/plain")])
         return None
@@ -149,7 +151,8 @@ class Upstream:
         self.pool = UpstreamPool(
             "upstream.test", 80, ticker, size=8, idle_timeout=60.0, max_requests=1000
         )
-        self.target = UpstreamTarget(self.pool, b"upstream.test", 5.0, 60.0, 60.0, 0)
+        self.target = UpstreamTarget(self.pool, b"upstream.test", 5.0, 60.0, 60.0)
+        self.forwarding = Direct(self.target, retries=0)
         self.connections: list[UpstreamConnection] = []
         for _ in range(connections):
             conn = UpstreamConnection(self.pool)
