@@ -23,7 +23,6 @@ COMPILED_MODULES = (
     "fastgw.http.request",
     "fastgw.http.exchange",
     "fastgw.http.hop",
-    "fastgw.http.states",
     "fastgw.http.tunnel",
     "fastgw.http.upstream",
     "fastgw.http.vocabulary",

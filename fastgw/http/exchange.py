@@ -54,6 +54,7 @@ STREAMING: Final = 3  # the response head went to the client; its body follows
 COMPLETE: Final = 4  # the whole response is out; the rest of the request body is read and dropped
 FINISHED: Final = 5  # handed back to the connection, switched to a tunnel, or aborted
 PHASE_NAMES: Final = ("HANDLING", "CONNECTING", "WAITING", "STREAMING", "COMPLETE", "FINISHED")
+PHASE_COUNT: Final = 6  # len(PHASE_NAMES), a literal: the compiled check folds it
 # Every move an exchange makes. A local answer may come in any phase before the response
 # started (COMPLETE, or FINISHED when the request is in); an abort ends any phase; WAITING goes
 # back to CONNECTING for another attempt, and to FINISHED when the upstream switched protocols.
@@ -179,7 +180,7 @@ class Exchange(Request, ResponseSink):
 
     def _move(self, phase: int) -> None:
         """Every change of phase: checked against _PHASE_MOVES."""
-        if not _PHASE_MOVES[self.phase] >> phase & 1:
+        if not _PHASE_MOVES[self.phase * PHASE_COUNT + phase]:
             raise illegal("exchange", PHASE_NAMES, self.phase, phase)
         self.phase = phase
 

@@ -55,6 +55,7 @@ LINGERING: Final = 3  # the last answer is out and sending shut down: reads are 
 SWITCHED: Final = 4  # after a 101 the transport is a tunnel's: only its timeouts are swept here
 CLOSED: Final = 5
 STATE_NAMES: Final = ("READING", "UPGRADE_BODY", "HOLDING", "LINGERING", "SWITCHED", "CLOSED")
+STATE_COUNT: Final = 6  # len(STATE_NAMES), a literal: the compiled check folds it
 # An upgrade goes back to READING when declined (or its body breaks a limit); any state may
 # close, and every state before LINGERING may linger.
 _STATE_MOVES: Final = moves(
@@ -230,7 +231,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
 
     def _move(self, state: int) -> None:
         """Every change of state: checked against _STATE_MOVES."""
-        if not _STATE_MOVES[self.state] >> state & 1:
+        if not _STATE_MOVES[self.state * STATE_COUNT + state]:
             raise illegal("client connection", STATE_NAMES, self.state, state)
         self.state = state
 

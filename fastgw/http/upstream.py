@@ -38,6 +38,7 @@ BODY: Final = 2  # head handed on, the body is being read
 DONE: Final = 3  # the response is complete; handed on when the read that completed it is parsed
 SWITCHED: Final = 4  # a 101 switched protocols: the transport is a tunnel's now, for good
 PHASE_NAMES: Final = ("IDLE", "HEAD", "BODY", "DONE", "SWITCHED")
+PHASE_COUNT: Final = 5  # len(PHASE_NAMES), a literal: the compiled check folds it
 # A response with a body ends when it is complete (DONE, handed on after the read) or with the
 # connection (a body delimited by the close: straight back to IDLE, never reused).
 _PHASE_MOVES: Final = moves(
@@ -141,7 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _move(self, phase: int) -> None:
         """Every change of phase: checked against _PHASE_MOVES."""
-        if not _PHASE_MOVES[self.phase] >> phase & 1:
+        if not _PHASE_MOVES[self.phase * PHASE_COUNT + phase]:
             raise illegal("upstream connection", PHASE_NAMES, self.phase, phase)
         self.phase = phase
 
