@@ -21,7 +21,7 @@ from mypy_extensions import trait
 
 from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
 from fastgw.http.hop import ConnectFailed, Forwarding, Hop
-from fastgw.http.request import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, Request
+from fastgw.http.request import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, DISCARD_LIMIT, Request
 from fastgw.http.response_head import ForwardedHead
 from fastgw.http.responses import (
     CONTINUE_100,
@@ -34,15 +34,20 @@ from fastgw.http.states import illegal, moves
 from fastgw.http.upstream import ResponseSink, UpstreamConnection
 from fastgw.http.vocabulary import NO_BODY_STATUSES
 
-__all__ = ["BODY_CHUNKED", "BODY_LENGTH", "BODY_NONE", "ClientSide", "CompletionHook", "Exchange"]
+__all__ = [
+    "BODY_CHUNKED",
+    "BODY_LENGTH",
+    "BODY_NONE",
+    "DISCARD_LIMIT",
+    "ClientSide",
+    "CompletionHook",
+    "Exchange",
+]
 
 log = logging.getLogger("fastgw.http")
 
 # A request body waiting for its upstream is buffered up to this size, then the client is paused.
 BODY_BUFFER_LIMIT: Final = 64 * 1024
-# A body the client keeps sending after the gateway answered it is read and dropped up to this
-# size so the connection stays usable; past it the connection is closed.
-DISCARD_LIMIT: Final = 1024 * 1024
 
 # The exchange's phase: where its response is. The request body streams on independently of it
 # (`request_complete`); the exchange is finished once both are done, or once it gave up on the
@@ -71,9 +76,7 @@ _PHASE_MOVES: Final = moves(
 
 _CHUNK_END: Final = b"\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
-# What a WebSocket upgrade offers upstream (Kong's upstream_connection / upstream_upgrade), and
-# the fields a 101 going to the client must carry besides the upstream's end-to-end ones.
-_OFFER_UPGRADE: Final = b"connection: keep-alive, Upgrade\r\nupgrade: websocket\r\n"
+# The fields a 101 going to the client must carry besides the upstream's end-to-end ones.
 _SWITCHED: Final = b"HTTP/1.1 101 Switching Protocols\r\n"
 _SWITCHED_FIELDS: Final = b"connection: upgrade\r\nupgrade: websocket\r\n\r\n"
 
@@ -143,7 +146,6 @@ class Exchange(Request, ResponseSink):
     # The proxy's decisions for this request (fastgw.proxy.forwarding): set by the handler; the
     # shared one of the route, replaced by the request's own once an attempt failed.
     forwarding: Forwarding | None = None
-    continue_sent = False
     pending: Awaitable[None] | None = None  # what an async handler returned
     response_close_delimited = False
     upstream_held = False  # the upstream's reading is paused for a slow client
@@ -368,35 +370,10 @@ class Exchange(Request, ResponseSink):
         self.upstream = upstream
         self._move(WAITING)
         client = self.client
-        parts = [self.method, b" ", self.upstream_path]
-        if self.query:
-            parts.append(b"?")
-            parts.append(self.query)
-        if self.upstream_host is None:
-            parts.append(target.version_and_host)
-        else:
-            parts.append(b" HTTP/1.1\r\nhost: ")
-            parts.append(self.upstream_host)
-            parts.append(b"\r\n")
-        for name, value in self.headers:
-            parts.append(name)
-            parts.append(b": ")
-            parts.append(value)
-            parts.append(b"\r\n")
-        if self.upgrade:
-            parts.append(_OFFER_UPGRADE)
-        parts.append(b"x-forwarded-for: ")
-        if self.x_forwarded_for is not None:
-            parts.append(self.x_forwarded_for)
-            parts.append(b", ")
-        parts.append(client.forwarded_fields(self.host))
-        if self.body_mode == BODY_NONE and self.content_length != 0:
-            parts.append(b"\r\n")
-        else:
-            self.body_framing(parts)
+        head = self.upstream_head(target.version_and_host, client.forwarded_fields(self.host))
         upstream.send(
             self,
-            b"".join(parts),
+            head,
             target.read_timeout,
             target.write_timeout,
             self.head_request,
@@ -576,7 +553,7 @@ class Exchange(Request, ResponseSink):
         self._write_local_response()
 
     def _write_local_response(self) -> None:
-        if not self.request_complete and not self._may_discard():
+        if not self.request_complete and not self.may_discard():
             self.keep_alive = False
         data = build_response(
             self.local_status,
@@ -590,16 +567,6 @@ class Exchange(Request, ResponseSink):
             self.response_size = len(data)
         self.client.write(data)
         self._finish()
-
-    def _may_discard(self) -> bool:
-        """Whether the rest of an unread request body is worth reading to keep the connection."""
-        if self.expect_continue and not self.continue_sent:
-            return False  # the client has not sent its body and may never: do not wait for it
-        if self.body_mode == BODY_LENGTH:
-            return self.content_length - self.body_received <= DISCARD_LIMIT
-        # chunked: the rest has no known size; it is dropped as it arrives, and past
-        # DISCARD_LIMIT the connection ends (on_request_body), as any server may end one
-        return self.body_received <= DISCARD_LIMIT
 
     def _finish(self) -> None:
         """The response is out: done now, or once the rest of the request body is dropped."""

@@ -14,6 +14,13 @@ BODY_NONE: Final = 0
 BODY_LENGTH: Final = 1
 BODY_CHUNKED: Final = 2
 
+# A body the client keeps sending after the gateway answered it is read and dropped up to this
+# size so the connection stays usable; past it the connection is closed.
+DISCARD_LIMIT: Final = 1024 * 1024
+
+# What a WebSocket upgrade offers upstream (Kong's upstream_connection / upstream_upgrade).
+_OFFER_UPGRADE: Final = b"connection: keep-alive, Upgrade\r\nupgrade: websocket\r\n"
+
 
 class Request:
     """The request head as parsed (lower-case field names, bytes values) and what plugins did."""
@@ -45,6 +52,7 @@ class Request:
     body_chunks: list[bytes] = []  # never appended to: expect_body gives a body its own list
     body_buffered = 0
     body_received = 0
+    continue_sent = False  # a 100 Continue went out
     local_body = b""
     local_headers: Sequence[tuple[bytes, bytes]] = ()
     local_status = 0
@@ -136,7 +144,49 @@ class Request:
         self.local_body = body
         self.local_headers = list(headers)
 
+    def may_discard(self) -> bool:
+        """Whether the rest of an unread request body is worth reading to keep the connection."""
+        if self.expect_continue and not self.continue_sent:
+            return False  # the client has not sent its body and may never: do not wait for it
+        if self.body_mode == BODY_LENGTH:
+            return self.content_length - self.body_received <= DISCARD_LIMIT
+        # chunked: the rest has no known size; it is dropped as it arrives, and past
+        # DISCARD_LIMIT the connection ends (Exchange.on_request_body), as any server may end one
+        return self.body_received <= DISCARD_LIMIT
+
     # -- the request towards the upstream --------------------------------------------------------
+
+    def upstream_head(self, version_and_host: bytes, forwarded: bytes) -> bytes:
+        """The head (and the body so far) to send upstream. `version_and_host` ends the request
+        line and gives the upstream's Host (unless the route preserves the client's);
+        `forwarded` ends X-Forwarded-For and adds the other X-Forwarded-* fields."""
+        parts = [self.method, b" ", self.upstream_path]
+        if self.query:
+            parts.append(b"?")
+            parts.append(self.query)
+        if self.upstream_host is None:
+            parts.append(version_and_host)
+        else:
+            parts.append(b" HTTP/1.1\r\nhost: ")
+            parts.append(self.upstream_host)
+            parts.append(b"\r\n")
+        for name, value in self.headers:
+            parts.append(name)
+            parts.append(b": ")
+            parts.append(value)
+            parts.append(b"\r\n")
+        if self.upgrade:
+            parts.append(_OFFER_UPGRADE)
+        parts.append(b"x-forwarded-for: ")
+        if self.x_forwarded_for is not None:
+            parts.append(self.x_forwarded_for)
+            parts.append(b", ")
+        parts.append(forwarded)
+        if self.body_mode == BODY_NONE and self.content_length != 0:
+            parts.append(b"\r\n")
+        else:
+            self.body_framing(parts)
+        return b"".join(parts)
 
     def body_framing(self, parts: list[bytes]) -> None:
         """The end of the request head for a body, and the body received so far (taken)."""

@@ -29,6 +29,7 @@ class FakeTransport:
         self.events: list[str] = []  # "pause" / "resume" / "close" / "abort", in order
         self.closed = False
         self.half_close = False  # whether write_eof is offered (a graceful close)
+        self.protocol: object = None  # set by set_protocol (a tunnel taking over)
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return {"peername": ("203.0.113.7", 40000), "sockname": ("127.0.0.1", 8000)}.get(
@@ -56,6 +57,9 @@ class FakeTransport:
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def set_protocol(self, protocol: object) -> None:
+        self.protocol = protocol
 
     def can_write_eof(self) -> bool:
         return self.half_close
@@ -125,6 +129,10 @@ class MemoryUpstreamTransport:
         self.written = bytearray()
         self.reading = True
         self.closed = False
+        self.protocol: object = None  # set by set_protocol (a tunnel taking over)
+
+    def set_protocol(self, protocol: object) -> None:
+        self.protocol = protocol
 
     def write(self, data: bytes) -> None:
         self.written += data
