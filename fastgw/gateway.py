@@ -423,12 +423,11 @@ def idp_client(config: GatewayConfig, verify_tls: bool, keepalive: bool) -> Http
     `ca_certificates` entry of the config (fastgw/config/trust.py)."""
     from fastgw.http.client import HttpClient  # only configs with such plugins need it
 
-    client = HttpClient(verify_tls=verify_tls, keepalive=keepalive)
-    if verify_tls and config.ca_certificates:
-        # The client builds its context itself and takes no CA list yet; adding the CAs to
-        # that context is the one way in without changing the wire layer.
-        client._ssl.load_verify_locations(cadata=pem_bundle(config.ca_certificates))
-    return client
+    return HttpClient(
+        verify_tls=verify_tls,
+        keepalive=keepalive,
+        ca_pem=pem_bundle(config.ca_certificates) or None,
+    )
 
 
 async def _close_clients(clients: Iterable[plugin_api.HttpClient]) -> None:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
 from fastgw import plugins
 from fastgw.config import GatewayConfig, Limits, PluginEntry, Route, Service
 from fastgw.config.patterns import compile_path_regex, is_regex_path
-from fastgw.config.trust import upstream_context
+from fastgw.config.trust import pem_bundle
 from fastgw.http.timers import Ticker
+from fastgw.http.tls import upstream_context
 from fastgw.http.upstream import UpstreamPool
 from fastgw.http.vocabulary import DEFAULT_PORTS
 from fastgw.observability.counters import RouteStats
@@ -25,6 +25,7 @@ from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin, RouteInfo
 from fastgw.proxy.chain import Chain
 from fastgw.proxy.dispatch import RouteLog, RouteTarget
+from fastgw.proxy.forwarding import Direct, ServiceForwarding
 from fastgw.proxy.routing import Router
 from fastgw.proxy.targets import UpstreamTarget
 from fastgw.proxy.upstreams import UpstreamSet
@@ -132,11 +133,12 @@ def build_runtime(
     for service in config.services:
         balanced = edge.service_destination(service)
         target: UpstreamTarget | None
-        balancer: Any = None
+        forwarding: ServiceForwarding
         if balanced is None:
             target = pools.target(service)
+            forwarding = Direct(target, service.retries)
         else:
-            target, balancer = balanced
+            target, forwarding = balanced
         service_path = service.path.encode()
         for route in service.routes:
             chain = _chain(config, built, service, route)
@@ -149,7 +151,7 @@ def build_runtime(
                 target: UpstreamTarget | None = target,
                 service_path: bytes = service_path,
                 hook: RouteLog | None = hook,
-                balancer: Any = balancer,
+                forwarding: ServiceForwarding = forwarding,
             ) -> RouteTarget:
                 strip = path is not None and route.strip_path
                 regex = path is not None and is_regex_path(path)
@@ -157,6 +159,7 @@ def build_runtime(
                 strip_regex = compile_path_regex(path) if (path and strip and regex) else None
                 return RouteTarget(
                     target,
+                    forwarding,
                     chain,
                     prefix_len,
                     service_path,
@@ -164,7 +167,6 @@ def build_runtime(
                     hook,
                     strip_regex=strip_regex,
                     path_handling_v1=route.path_handling == "v1",
-                    balancer=balancer,
                     https_redirect=(route.https_redirect_status_code if route.requires_tls else 0),
                 )
 
@@ -285,7 +287,9 @@ class _Pools:
         else:
             context = None
             if service.protocol == "https":
-                context = upstream_context(service.tls_verify, service.ca_certificates)
+                context = upstream_context(
+                    service.tls_verify, pem_bundle(service.ca_certificates) or None
+                )
             pool = UpstreamPool(
                 service.host,
                 service.port,
@@ -306,7 +310,6 @@ class _Pools:
             connect_timeout=service.connect_timeout / 1000,
             read_timeout=service.read_timeout / 1000,
             write_timeout=service.write_timeout / 1000,
-            retries=service.retries,
         )
 
     def unused(self) -> list[UpstreamPool]:

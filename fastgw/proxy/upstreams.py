@@ -14,10 +14,12 @@ from fastgw.balancer.balancer import Balancer, HashSource
 from fastgw.balancer.health import HEALTHCHECKS_OFF, TargetHealth
 from fastgw.config import GatewayConfig, Service
 from fastgw.config.edge import Upstream
-from fastgw.config.trust import upstream_context
+from fastgw.config.trust import pem_bundle
 from fastgw.http.timers import Ticker
+from fastgw.http.tls import upstream_context
 from fastgw.http.upstream import UpstreamPool
 from fastgw.http.vocabulary import DEFAULT_PORTS
+from fastgw.proxy.forwarding import Balanced, Direct, ServiceForwarding
 from fastgw.proxy.health_checks import ActiveChecker
 from fastgw.proxy.targets import UpstreamTarget
 
@@ -34,7 +36,7 @@ class UpstreamSet:
         # one pool and one health state per (upstream, target), whichever services name it
         self._pools: dict[tuple[str, str, int], UpstreamPool] = {}
         self._health: dict[tuple[str, str, int], TargetHealth] = {}
-        self.balancers: list[Balancer] = []
+        self.balancers: list[Balancer[UpstreamTarget]] = []
         self.checkers: list[ActiveChecker] = []
         self._checked: set[str] = set()
 
@@ -44,10 +46,10 @@ class UpstreamSet:
 
     def service_destination(
         self, service: Service
-    ) -> tuple[UpstreamTarget | None, Balancer | None] | None:
+    ) -> tuple[UpstreamTarget | None, ServiceForwarding] | None:
         """None for a service whose host is no upstream's name; else where it goes: one target
-        without a balancer when nothing is left to choose (a single target, no health checks),
-        or the balancer."""
+        and its Direct forwarding when nothing is left to choose (a single target, no health
+        checks), or no target and the balancer's forwarding."""
         upstream = self.upstreams.get(service.host)
         if upstream is None:
             return None
@@ -55,7 +57,7 @@ class UpstreamSet:
         enabled = [target for target in targets if target.weight > 0]
         checked = upstream.passive is not None or upstream.active is not None
         if len(enabled) == 1 and len(targets) == 1 and not checked:
-            return enabled[0], None  # nothing to pick: the plain service's path
+            return enabled[0], Direct(enabled[0], service.retries)  # the plain service's path
         balancer = Balancer(
             upstream.name,
             targets,
@@ -70,7 +72,7 @@ class UpstreamSet:
         if upstream.active is not None and upstream.name not in self._checked:
             self._checked.add(upstream.name)
             self.checkers.append(ActiveChecker(upstream.name, balancer.targets, upstream.active))
-        return (enabled[0] if enabled else None), balancer
+        return None, Balanced(balancer, service.retries)
 
     def _target(self, upstream: Upstream, service: Service, target: Any) -> UpstreamTarget:
         limits = self.config.settings.limits
@@ -79,7 +81,9 @@ class UpstreamSet:
         if pool is None:
             context = None
             if service.protocol == "https":
-                context = upstream_context(service.tls_verify, service.ca_certificates)
+                context = upstream_context(
+                    service.tls_verify, pem_bundle(service.ca_certificates) or None
+                )
             pool = UpstreamPool(
                 target.host,
                 target.port,
@@ -104,7 +108,6 @@ class UpstreamSet:
             connect_timeout=service.connect_timeout / 1000,
             read_timeout=service.read_timeout / 1000,
             write_timeout=service.write_timeout / 1000,
-            retries=service.retries,
             name=_target_name(target.host, target.port),
             upstream_name=upstream.name,
             weight=target.weight,
