@@ -22,17 +22,10 @@ from mypy_extensions import trait
 from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
 from fastgw.http.hop import ConnectFailed, Forwarding, Hop
 from fastgw.http.request import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, DISCARD_LIMIT, Request
-from fastgw.http.response_head import ForwardedHead
-from fastgw.http.responses import (
-    CONTINUE_100,
-    STATUS_LINES,
-    build_response,
-    error_parts,
-    status_line,
-)
+from fastgw.http.response_head import ForwardedHead, client_head
+from fastgw.http.responses import CONTINUE_100, error_parts
 from fastgw.http.states import illegal, moves
 from fastgw.http.upstream import ResponseSink, UpstreamConnection
-from fastgw.http.vocabulary import NO_BODY_STATUSES
 
 __all__ = [
     "BODY_CHUNKED",
@@ -148,7 +141,6 @@ class Exchange(Request, ResponseSink):
     forwarding: Forwarding | None = None
     pending: Awaitable[None] | None = None  # what an async handler returned
     response_close_delimited = False
-    upstream_held = False  # the upstream's reading is paused for a slow client
     task: asyncio.Future[None] | None = None
     # Completion facts, kept only for an exchange with a hook (time.monotonic() seconds; 0.0 is
     # "not reached"): when the handler began, when the request went upstream if that was not
@@ -430,18 +422,17 @@ class Exchange(Request, ResponseSink):
     def upstream_write_resumed(self) -> None:
         self.client.flow.resume_reading(PAUSE_UPSTREAM)
 
+    # The upstream's reading is held while the client is slow (its flow control makes holding
+    # or releasing twice a no-op).
     def client_write_paused(self) -> None:
         upstream = self.upstream
-        if upstream is not None and not self.upstream_held:
-            self.upstream_held = True
+        if upstream is not None:
             upstream.hold()
 
     def client_write_resumed(self) -> None:
-        if self.upstream_held:
-            self.upstream_held = False
-            upstream = self.upstream
-            if upstream is not None:
-                upstream.release_hold()
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.release_hold()
 
     # -- the response, towards the client (ResponseSink) -----------------------------------------
 
@@ -450,32 +441,8 @@ class Exchange(Request, ResponseSink):
         target = self.target
         if target is not None and target.watched:
             self._responded(status)
-        parts = [STATUS_LINES.get(status) or status_line(status), head.fields]
-        if not self.request_complete:
-            # Answered before the whole body arrived: the rest of the body will most likely
-            # be cut off (see response_complete), so say now that the connection ends.
-            self.keep_alive = False
-        content_length = head.content_length
-        if self.head_request or status in NO_BODY_STATUSES:
-            if content_length is not None and status != 204:
-                parts += (b"content-length: ", content_length, b"\r\n")
-        elif content_length is not None:
-            parts += (b"content-length: ", content_length, b"\r\n")
-        else:
-            self.response_close_delimited = not head.chunked
-            if self.http_10:
-                self.keep_alive = False
-            else:
-                self.response_chunked = True
-                parts.append(b"transfer-encoding: chunked\r\n")
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n\r\n")
-        elif self.http_10:
-            parts.append(b"connection: keep-alive\r\n\r\n")
-        else:
-            parts.append(b"\r\n")
+        data, self.response_chunked, self.response_close_delimited = client_head(self, status, head)
         self._move(STREAMING)
-        data = b"".join(parts)
         if self.hook is not None:
             self.response_at = monotonic()
             self.status = status
@@ -531,7 +498,6 @@ class Exchange(Request, ResponseSink):
             if self.hook is not None:
                 self.response_size += len(_LAST_CHUNK)
         self.upstream = None
-        self.upstream_held = False
         if self.request_complete:
             if reusable:
                 upstream.pool.release(upstream)
@@ -553,16 +519,7 @@ class Exchange(Request, ResponseSink):
         self._write_local_response()
 
     def _write_local_response(self) -> None:
-        if not self.request_complete and not self.may_discard():
-            self.keep_alive = False
-        data = build_response(
-            self.local_status,
-            self.local_body,
-            self.local_headers,
-            keep_alive=self.keep_alive,
-            head_only=self.head_request,
-            http_10=self.http_10,
-        )
+        data = self.local_response()
         if self.hook is not None:
             self.response_size = len(data)
         self.client.write(data)
@@ -613,13 +570,16 @@ class Exchange(Request, ResponseSink):
             waiter.cancel()
         task = self.task
         if task is not None and not task.done():
-            task.cancel()
-            pending = self.pending
-            if inspect.iscoroutine(pending) and (
-                inspect.getcoroutinestate(pending) == inspect.CORO_CREATED
-            ):
-                pending.close()  # cancelled before it ran: not "never awaited"
+            _cancel(task, self.pending)
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
             upstream.abort()
+
+
+def _cancel(task: asyncio.Future[None], pending: Awaitable[None] | None) -> None:
+    """Cancel an exchange's task; a handler's coroutine that never ran is closed (else Python
+    warns that it was "never awaited")."""
+    task.cancel()
+    if inspect.iscoroutine(pending) and inspect.getcoroutinestate(pending) == inspect.CORO_CREATED:
+        pending.close()

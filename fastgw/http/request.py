@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from fastgw.http.responses import build_response
+
 BODY_NONE: Final = 0
 BODY_LENGTH: Final = 1
 BODY_CHUNKED: Final = 2
@@ -143,6 +145,20 @@ class Request:
         self.local_status = status
         self.local_body = body
         self.local_headers = list(headers)
+
+    def local_response(self) -> bytes:
+        """The local answer's bytes. The connection ends after it (keep_alive turns False) when
+        the rest of an unread request body is not worth reading."""
+        if not self.request_complete and not self.may_discard():
+            self.keep_alive = False
+        return build_response(
+            self.local_status,
+            self.local_body,
+            self.local_headers,
+            keep_alive=self.keep_alive,
+            head_only=self.head_request,
+            http_10=self.http_10,
+        )
 
     def may_discard(self) -> bool:
         """Whether the rest of an unread request body is worth reading to keep the connection."""

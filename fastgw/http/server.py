@@ -2,9 +2,9 @@
 httptools (fastgw/http/request_reader.py).
 
 It owns keep-alive, pipelining order, head/idle/send timeouts, lingering close, read-side flow
-control and the wait for an upgrade's answer; what to do with a request is the handler's
-business, and after a 101 the transport is a tunnel's (fastgw/http/tunnel.py). Its states and
-their moves are one table (_STATE_MOVES).
+control; what to do with a request is the handler's business, the wait for an upgrade's answer
+is fastgw/http/upgrade.py's, and after a 101 the transport is a tunnel's (fastgw/http/tunnel.py).
+Its states and their moves are one table (fastgw/http/client_states.py).
 """
 
 from __future__ import annotations
@@ -15,14 +15,25 @@ from typing import Final, Protocol, cast
 
 import httptools
 
+from fastgw.http.client_states import (
+    CLOSED,
+    HOLDING,
+    LINGERING,
+    READING,
+    STATE_COUNT,
+    STATE_MOVES,
+    STATE_NAMES,
+    SWITCHED,
+)
 from fastgw.http.exchange import ClientSide, Exchange, Handler
-from fastgw.http.flow import PAUSE_HELD, PAUSE_PIPELINE, FlowControl
+from fastgw.http.flow import PAUSE_PIPELINE, FlowControl
 from fastgw.http.request_reader import LimitExceeded, RequestReader
 from fastgw.http.responses import build_response, error_parts
-from fastgw.http.states import illegal, moves
+from fastgw.http.states import illegal
 from fastgw.http.timers import TICK_SECONDS, Ticker
 from fastgw.http.tls import server_name_of
 from fastgw.http.tunnel import Tunnel
+from fastgw.http.upgrade import UpgradeWait
 from fastgw.http.upstream import UpstreamConnection
 from fastgw.http.vocabulary import host_without_port
 from fastgw.observability.ratelog import RateLimitedLog
@@ -39,35 +50,6 @@ SEND_TIMEOUT: Final = 60.0
 # lingering_time (at most this long in all).
 LINGERING_TIMEOUT: Final = 5.0
 LINGERING_TIME: Final = 30.0
-
-# A WebSocket upgrade (offered upstream, exchange.upgrade) waits for the upstream's answer to know
-# whether the bytes after it are the next request or the tunnel's. So its body, framed by its
-# Content-Length, is counted off the connection without a parser, and what follows is held
-# unparsed (reading paused past HELD_LIMIT) until the exchange ends (then it is parsed as the next
-# requests) or the upstream switches with a 101 (then it is the first of the tunnel's bytes).
-HELD_LIMIT: Final = 64 * 1024
-
-# What the connection does with the bytes it reads, and how it ends.
-READING: Final = 0  # requests, through the reader
-UPGRADE_BODY: Final = 1  # the rest of an upgrade request's body (upgrade_left bytes)
-HOLDING: Final = 2  # after a complete upgrade request: held until its exchange decides
-LINGERING: Final = 3  # the last answer is out and sending shut down: reads are dropped
-SWITCHED: Final = 4  # after a 101 the transport is a tunnel's: only its timeouts are swept here
-CLOSED: Final = 5
-STATE_NAMES: Final = ("READING", "UPGRADE_BODY", "HOLDING", "LINGERING", "SWITCHED", "CLOSED")
-STATE_COUNT: Final = 6  # len(STATE_NAMES), a literal: the compiled check folds it
-# An upgrade goes back to READING when declined (or its body breaks a limit); any state may
-# close, and every state before LINGERING may linger.
-_STATE_MOVES: Final = moves(
-    STATE_NAMES,
-    {
-        READING: (UPGRADE_BODY, HOLDING, LINGERING, CLOSED),
-        UPGRADE_BODY: (READING, HOLDING, SWITCHED, LINGERING, CLOSED),
-        HOLDING: (READING, SWITCHED, LINGERING, CLOSED),
-        LINGERING: (CLOSED,),
-        SWITCHED: (CLOSED,),
-    },
-)
 
 
 class Limits(Protocol):
@@ -175,8 +157,6 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         "forwarded_tail",
         "fresh",
         "handler",
-        "held",
-        "held_size",
         "idle_since",
         "last_read",
         "limits",
@@ -191,8 +171,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         "ticker",
         "transport",
         "tunnel",
-        "upgrade_left",
-        "upgrading",
+        "upgrade",
         "valid_host",
     )
 
@@ -221,17 +200,13 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         self.idle_since = 0.0
         self.fresh = True
         self.last_read = 0.0
-        # a WebSocket upgrade being decided (see HELD_LIMIT), the bytes held meanwhile
-        self.upgrading: Exchange | None = None
-        self.upgrade_left = 0
-        self.held: list[bytes] = []
-        self.held_size = 0
+        self.upgrade: UpgradeWait | None = None  # a WebSocket upgrade being decided
         self.tunnel: Tunnel | None = None  # SWITCHED: the tunnel that has the transport
         self.server_name: bytes | None = None  # the SNI over TLS (b"" when none); None: plain
 
-    def _move(self, state: int) -> None:
-        """Every change of state: checked against _STATE_MOVES."""
-        if not _STATE_MOVES[self.state * STATE_COUNT + state]:
+    def move(self, state: int) -> None:
+        """Every change of state: checked against STATE_MOVES."""
+        if not STATE_MOVES[self.state * STATE_COUNT + state]:
             raise illegal("client connection", STATE_NAMES, self.state, state)
         self.state = state
 
@@ -251,7 +226,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         server = self.server
         server.accepted_total += 1
         if len(server.connections) >= server.max_connections:
-            self._move(CLOSED)
+            self.move(CLOSED)
             server.refuse(transport)
             return
         self.transport = transport  # type: ignore[assignment]
@@ -280,7 +255,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state != CLOSED:
-            self._move(CLOSED)
+            self.move(CLOSED)
         self.flow.transport = None
         self.server.connections.discard(self)
         for exchange in self.queue:
@@ -299,7 +274,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             assert self.tunnel is not None
             self.tunnel.end()  # moves to CLOSED (_tunnel_ended)
         elif state != CLOSED:
-            self._move(CLOSED)
+            self.move(CLOSED)
             self.flow.transport = None
             if self.transport is not None:
                 self.transport.close()
@@ -310,7 +285,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             self.tunnel.abort()
             return
         if self.state != CLOSED:
-            self._move(CLOSED)
+            self.move(CLOSED)
         self.flow.transport = None
         if self.transport is not None:
             self.transport.abort()  # after a close() too: what is still buffered is dropped
@@ -325,7 +300,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             self.close()
             return
         transport.write_eof()
-        self._move(LINGERING)
+        self.move(LINGERING)
         self.lingering_since = self.ticker.now or 1e-9
         # whatever paused reading, the rest is only read to be dropped now
         self.flow.resume_reading(self.flow.read_paused)
@@ -387,10 +362,12 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             return  # closing: read only to be dropped
         self.reader.count(len(data))
         if state != READING:
-            data = self._upgrade_bytes(data)
-        self._parse(data)
+            upgrade = self.upgrade
+            if upgrade is not None:
+                data = upgrade.bytes_read(data)
+        self.parse(data)
 
-    def _parse(self, data: bytes) -> None:
+    def parse(self, data: bytes) -> None:
         reader = self.reader
         self.feeding = True
         try:
@@ -404,15 +381,16 @@ class ServerConnection(asyncio.Protocol, ClientSide):
                 # callback's exception chained to the one being handled, not to its own cause.
                 data = self._parse_failed(failure, data)
                 del failure
-                if self.state != READING:
-                    data = self._upgrade_bytes(data)
+                upgrade = self.upgrade
+                if upgrade is not None:
+                    data = upgrade.bytes_read(data)
         finally:
             self.feeding = False
         if self.out:
             self.flush()
         status = reader.checked_read()
         if status:
-            self._fail(status)
+            self.fail(status)
 
     def _parse_failed(self, error: Exception, data: bytes) -> bytes:
         """Answer a parse failure of `data`; returns what is left to feed (after an Upgrade)."""
@@ -423,14 +401,10 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             exchange = reader.take_upgrade_body()
             upgrading = reader.parsing
             if upgrading is not None and upgrading.upgrade and not upgrading.finished:
-                # offered upstream: its body is counted off, what follows held (see HELD_LIMIT)
+                # offered upstream: its body is counted off, what follows held
                 reader.restart(None)
-                self.upgrading = upgrading
-                if exchange is upgrading:
-                    self._move(UPGRADE_BODY)
-                    self.upgrade_left = upgrading.content_length
-                else:
-                    self._move(HOLDING)
+                self.upgrade = UpgradeWait(self, upgrading)
+                self.upgrade.begin(exchange is upgrading)
             else:
                 # not offered upstream: an ordinary request, whose body the fresh parser reads
                 reader.restart(exchange)
@@ -438,102 +412,25 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         if isinstance(error, httptools.HttpParserCallbackError):
             cause = error.__context__ or error.__cause__
             if isinstance(cause, LimitExceeded):
-                self._fail(cause.status)
+                self.fail(cause.status)
                 return b""
             # a bug, but one a client can trigger at will: rate-limited
             _parse_bug_log.emit("request parsing failed: %r", cause, exc_info=cause)
-        self._fail(400)
+        self.fail(400)
         return b""
 
-    def _upgrade_bytes(self, data: bytes) -> bytes:
-        """Bytes read while a WebSocket upgrade is decided; returns what is left to parse."""
-        if self.state == UPGRADE_BODY:
-            exchange = self.upgrading
-            size = min(self.upgrade_left, len(data))
-            body, data = data[:size], data[size:]
-            self.upgrade_left -= size
-            try:
-                if body:
-                    self.reader.on_body(body)
-            except LimitExceeded as limit:
-                self._move(READING)
-                self.upgrading = None
-                self._fail(limit.status)
-                return b""
-            if self.upgrade_left:
-                return b""
-            self._move(HOLDING)
-            if exchange is not None:
-                exchange.on_request_complete()  # may end the exchange: then the upgrade's off
-        if self.state == HOLDING and data:
-            self.held.append(data)
-            self.held_size += len(data)
-            if self.held_size > HELD_LIMIT:
-                self.flow.pause_reading(PAUSE_HELD)
-            return b""
-        return data
-
     def start_tunnel(self, exchange: Exchange, upstream: UpstreamConnection) -> None:
-        """The upstream switched (101, queued in `out`): both transports go to a tunnel; the
-        bytes held (and what is left of the request's body) are the first of the tunnel's."""
-        if self.state not in (UPGRADE_BODY, HOLDING) or self.transport is None:
-            upstream.abort()  # the client is going: nobody to tunnel to
+        upgrade = self.upgrade
+        if upgrade is None or upgrade.exchange is not exchange:
+            upstream.abort()  # no upgrade is waiting (the client broke it off): nobody to tunnel to
             return
-        self.flush()
-        queue = self.queue
-        if queue and queue[0] is exchange:
-            del queue[0]
-        self.upgrading = None
-        self.reader.parsing = None
-        held = b"".join(self.held)
-        self.held = []
-        self.held_size = 0
-        self._move(SWITCHED)
-        upstream_transport = upstream.transport
-        assert upstream_transport is not None  # the 101 came through it
-        tunnel = Tunnel(
-            self.transport,
-            upstream_transport,
-            self.ticker,
-            upstream.read_timeout,
-            self._tunnel_ended,
-        )
-        upstream.hand_over(tunnel.upstream)
-        self.transport.set_protocol(tunnel.client)
-        self.tunnel = tunnel
-        tunnel.start(held, self.flow, upstream.flow)
-        self.flow.transport = None
+        upgrade.switch(upstream)
 
-    def _tunnel_ended(self) -> None:
-        self._move(CLOSED)
+    def tunnel_ended(self) -> None:
+        self.move(CLOSED)
         self.server.connections.discard(self)
 
-    def _upgrade_declined(self) -> None:
-        """The upgrade request ended without a switch: what it held is the next request(s)."""
-        self._move(READING)
-        self.upgrading = None
-        held = self.held
-        self.held = []
-        self.held_size = 0
-        if not held or self.ending:
-            self.flow.resume_reading(PAUSE_HELD)
-            return
-        data = b"".join(held)
-        if self.feeding:
-            # inside a read, the parser is busy: parse right after it, reading paused until then
-            # so that no later byte overtakes these
-            self.flow.pause_reading(PAUSE_HELD)
-            asyncio.get_running_loop().call_soon(self._parse_held, data)
-        else:
-            self.flow.resume_reading(PAUSE_HELD)
-            self._parse(data)
-
-    def _parse_held(self, data: bytes) -> None:
-        self.flow.resume_reading(PAUSE_HELD)
-        if not self.ending:
-            self._parse(data)
-
-    def _fail(self, status: int) -> None:
+    def fail(self, status: int) -> None:
         """The client sent something unusable: answer `status` (in order) and close."""
         if self.ending:
             return  # the rest of a read that arrived after we decided to close
@@ -600,8 +497,9 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             self.flush()
         if self.flow.read_paused & PAUSE_PIPELINE and len(queue) <= 1:
             self.flow.resume_reading(PAUSE_PIPELINE)
-        if exchange is self.upgrading and self.state == HOLDING:
-            self._upgrade_declined()
+        upgrade = self.upgrade
+        if upgrade is not None and exchange is upgrade.exchange and self.state == HOLDING:
+            upgrade.declined()
 
     # -- timeouts (called by the ticker's sweep) -------------------------------------------------
 

@@ -765,7 +765,7 @@ def test_a_move_its_table_does_not_allow_raises() -> None:
         conn._move(BODY)
     h.conn.state = LINGERING
     with pytest.raises(IllegalTransition, match="LINGERING may not move to HOLDING"):
-        h.conn._move(HOLDING)
+        h.conn.move(HOLDING)
 
 
 SWITCHED_101 = (
