@@ -22,6 +22,7 @@ from mypy_extensions import trait
 from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
 from fastgw.http.hop import ConnectFailed, Forwarding, Hop
 from fastgw.http.request import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, DISCARD_LIMIT, Request
+from fastgw.http.response_edits import ResponseEdits
 from fastgw.http.response_head import ForwardedHead
 from fastgw.http.responses import (
     CONTINUE_100,
@@ -450,7 +451,11 @@ class Exchange(Request, ResponseSink):
         target = self.target
         if target is not None and target.watched:
             self._responded(status)
-        parts = [STATUS_LINES.get(status) or status_line(status), head.fields]
+        fields = head.fields
+        edits = self.response_edits
+        if edits is not None:
+            fields = self._edited(edits, status, fields)
+        parts = [STATUS_LINES.get(status) or status_line(status), fields]
         if not self.request_complete:
             # Answered before the whole body arrived: the rest of the body will most likely
             # be cut off (see response_complete), so say now that the connection ends.
@@ -480,8 +485,15 @@ class Exchange(Request, ResponseSink):
             self.response_at = monotonic()
             self.status = status
             self.response_size = len(data)
-            self.response_fields = head.fields
+            self.response_fields = fields
         self.client.write(data)
+
+    @staticmethod
+    def _edited(edits: ResponseEdits, status: int, fields: bytes) -> bytes:
+        """The upstream's field lines as the plugins' edits and filters leave them."""
+        for response_filter in edits.filters:
+            response_filter.response_head(status, fields, edits)
+        return edits.apply(fields)
 
     def _responded(self, status: int) -> None:
         """A watched hop's status, for its passive health check."""
@@ -490,6 +502,9 @@ class Exchange(Request, ResponseSink):
             forwarding.responded(self, status)
 
     def response_body(self, data: bytes) -> None:
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            self._filter_body(edits, data)
         client = self.client
         if not self.response_chunked:
             client.write(data)
@@ -515,6 +530,9 @@ class Exchange(Request, ResponseSink):
         self.upstream = None
         self.keep_alive = False
         self._move(FINISHED)
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            self._end_filters(edits, False)
         if self.hook is not None:
             # the log phase sees the handshake (as Kong logs a WebSocket upgrade): 101
             self.response_at = monotonic()
@@ -526,6 +544,9 @@ class Exchange(Request, ResponseSink):
         client.start_tunnel(self, upstream)
 
     def response_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            self._end_filters(edits, True)
         if self.response_chunked:
             self.client.write(_LAST_CHUNK)
             if self.hook is not None:
@@ -555,10 +576,16 @@ class Exchange(Request, ResponseSink):
     def _write_local_response(self) -> None:
         if not self.request_complete and not self.may_discard():
             self.keep_alive = False
+        headers = self.local_headers
+        edits = self.response_edits
+        if edits is not None:
+            if edits.filters:
+                self._end_filters(edits, False)  # filters watch what the upstream answers
+            headers = self.local_headers = edits.apply_to(headers)
         data = build_response(
             self.local_status,
             self.local_body,
-            self.local_headers,
+            headers,
             keep_alive=self.keep_alive,
             head_only=self.head_request,
             http_10=self.http_10,
@@ -567,6 +594,29 @@ class Exchange(Request, ResponseSink):
             self.response_size = len(data)
         self.client.write(data)
         self._finish()
+
+    @staticmethod
+    def _filter_body(edits: ResponseEdits, data: bytes) -> None:
+        for response_filter in edits.filters:
+            try:
+                response_filter.response_body(data)
+            except Exception:
+                log.exception("response filter failed; it sees no more of this response")
+                edits.filters = [f for f in edits.filters if f is not response_filter]
+
+    @staticmethod
+    def _end_filters(edits: ResponseEdits, complete: bool) -> None:
+        """Tell the filters once how their response ended."""
+        filters = edits.filters
+        edits.filters = []
+        for response_filter in filters:
+            try:
+                if complete:
+                    response_filter.response_complete()
+                else:
+                    response_filter.response_aborted()
+            except Exception:
+                log.exception("response filter failed")
 
     def _finish(self) -> None:
         """The response is out: done now, or once the rest of the request body is dropped."""
@@ -606,6 +656,9 @@ class Exchange(Request, ResponseSink):
         if self.phase == FINISHED:
             return
         self._move(FINISHED)
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            self._end_filters(edits, False)
         if self.hook is not None:
             self._complete()
         waiter = self.body_waiter

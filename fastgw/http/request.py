@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from mypy_extensions import trait
+
+from fastgw.http.response_edits import ResponseEdits, ResponseFilter
+
 BODY_NONE: Final = 0
 BODY_LENGTH: Final = 1
 BODY_CHUNKED: Final = 2
@@ -20,6 +24,15 @@ DISCARD_LIMIT: Final = 1024 * 1024
 
 # What a WebSocket upgrade offers upstream (Kong's upstream_connection / upstream_upgrade).
 _OFFER_UPGRADE: Final = b"connection: keep-alive, Upgrade\r\nupgrade: websocket\r\n"
+
+
+@trait
+class Principal:
+    """Who the layers above authenticated for this request (Kong's authenticated consumer and
+    credential, fastgw.plugins.api.Authenticated). The wire only carries it, for the log phase
+    and the forwarding's consistent hashing."""
+
+    __slots__ = ()
 
 
 class Request:
@@ -57,6 +70,12 @@ class Request:
     local_headers: Sequence[tuple[bytes, bytes]] = ()
     local_status = 0
     upgrade = False  # a WebSocket upgrade request: offered upstream, a 101 makes a tunnel
+    # Set by an authentication plugin (Kong's kong.client.authenticate); None: nobody did.
+    principal: Principal | None = None
+    # What plugins change in the response (fastgw/http/response_edits.py); None: nothing.
+    response_edits: ResponseEdits | None = None
+    # Values the plugins of one request share (Kong's kong.ctx.shared); made on first use.
+    shared_values: dict[str, object] | None = None
 
     def __init__(
         self,
@@ -135,6 +154,32 @@ class Request:
         self.body_buffered = len(body)
         self.body_mode = BODY_LENGTH
         self.content_length = len(body)
+
+    def shared(self) -> dict[str, object]:
+        """Values the plugins of this request share (Kong's kong.ctx.shared)."""
+        values = self.shared_values
+        if values is None:
+            values = self.shared_values = {}
+        return values
+
+    def edits(self) -> ResponseEdits:
+        """The response's edits, made on first use."""
+        edits = self.response_edits
+        if edits is None:
+            edits = self.response_edits = ResponseEdits()
+        return edits
+
+    def set_response_header(self, name: bytes, value: bytes) -> None:
+        self.edits().set(name, value)
+
+    def add_response_header(self, name: bytes, value: bytes) -> None:
+        self.edits().add(name, value)
+
+    def remove_response_header(self, name: bytes) -> None:
+        self.edits().remove(name)
+
+    def add_response_filter(self, response_filter: ResponseFilter) -> None:
+        self.edits().filters.append(response_filter)
 
     def respond(
         self, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
