@@ -193,6 +193,30 @@ class RouteInfo:
         self.sensitive_headers = sensitive_headers
 
 
+class StoreUsage:
+    """One bounded in-memory store of a plugin (a token cache, rate-limit counters, a response
+    cache): what it holds against its bound. Kong exports its shared dicts this way
+    (kong_memory_lua_shared_dict_bytes / _total_bytes); every store keyed by client input has a
+    bound and reports it here. `used_bytes` may be an estimate (entries times their typical size)
+    where the store is bounded by entries; `capacity_entries` is 0 for a store bounded in bytes."""
+
+    __slots__ = ("capacity_bytes", "capacity_entries", "entries", "name", "used_bytes")
+
+    def __init__(
+        self,
+        name: str,
+        used_bytes: int,
+        capacity_bytes: int,
+        entries: int = 0,
+        capacity_entries: int = 0,
+    ) -> None:
+        self.name = name  # e.g. "openid-connect token cache (services[0].plugins[0])"
+        self.used_bytes = used_bytes
+        self.capacity_bytes = capacity_bytes
+        self.entries = entries
+        self.capacity_entries = capacity_entries
+
+
 # Plugins outside the compiled build (request-termination, a user's own) subclass Plugin.
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Plugin:
@@ -238,6 +262,10 @@ class Plugin:
         """What /status reports about this instance (JSON values; numbers are summed over the
         workers, booleans and-ed, other values taken from the first)."""
         return {}
+
+    def stores(self) -> list[StoreUsage]:
+        """The instance's bounded in-memory stores and their use (none by default)."""
+        return []
 
     def reopen(self) -> None:
         """SIGUSR1 (logrotate's convention): reopen any file this instance writes."""
