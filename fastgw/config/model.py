@@ -277,6 +277,11 @@ class GatewayConfig:
             for route in service.routes:
                 yield service, route
 
+    def warning_lines(self) -> list[str]:
+        """What `fastgw check` prints after its summary (and `fastgw run` logs at start and on
+        reload): one line per warning, like ConfigError.lines for problems."""
+        return [f"{path}: warning: {message}" for path, message in self.warnings]
+
     def plugin_entries(self) -> Iterator[PluginEntry]:
         """Every plugin entry: the global ones, then each service's followed by its routes',
         in config order (the one traversal of what is configured)."""

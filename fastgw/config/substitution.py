@@ -37,10 +37,10 @@ class Substitution:
         self.problems = problems
         self._reported: set[int] = set()
 
-    def walk(self, value: Any, path: str, vaults: Mapping[str, EnvVault] | None) -> Any:
-        """A copy of `value` with every string substituted (vault references too, unless
-        `vaults` is None)."""
-        return self._walk(value, path, vaults, expand=True)
+    def walk(self, value: Any, key: str, vaults: Mapping[str, EnvVault] | None) -> Any:
+        """A copy of the value of the document's top-level `key` with every string substituted
+        (vault references too, unless `vaults` is None)."""
+        return self._walk(value, key, vaults, expand=key not in ANNOTATION_KEYS)
 
     def report_unplaced(self) -> None:
         """The decK templates that failed outside any value: reported with their line."""
