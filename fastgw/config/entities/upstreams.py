@@ -13,6 +13,7 @@ from fastgw.config.model import Target, Upstream
 from fastgw.config.schema import (
     FALSY,
     TAGS,
+    Check,
     Checked,
     Ignored,
     Integer,
@@ -82,7 +83,7 @@ def _no_latency(reader: Reader, values: dict[str, Any]) -> None:
         reader.error("algorithm", "latency is not supported yet")
 
 
-def _hash(key: str, header_key: str, query_key: str) -> Any:
+def _hash(key: str, header_key: str, query_key: str) -> Check:
     """The check of one hash source (hash_on or hash_fallback) and the header or query
     argument it names; it leaves the source "none" when it cannot be used."""
 
