@@ -10,16 +10,18 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastgw import plugins
 from fastgw.admin import AdminHandler
-from fastgw.config import GatewayConfig, PluginEntry
-from fastgw.config.edge import Listener
+from fastgw.config import CertificatePair, GatewayConfig, Listener, PluginEntry
 from fastgw.config.trust import pem_bundle
+from fastgw.http import tls
 from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
 from fastgw.http.tls import sni_contexts
@@ -92,9 +94,7 @@ class Gateway:
         self._started = False
         self._proxy_servers = 0  # the first servers are the proxy listeners, then the admin
         self.tls = (
-            sni_contexts(settings.ssl_certificate, config.certificates)
-            if any(listener.ssl for listener in self.listeners)
-            else None
+            _server_context(config) if any(listener.ssl for listener in self.listeners) else None
         )
         # replaced by a reload, stopped or closed after a drain
         self._retiring: list[PluginSlot] = []
@@ -446,3 +446,23 @@ def _bound(servers: list[asyncio.base_events.Server]) -> list[tuple[str, int]]:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 result.append((address[0], address[1]))
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _WireCertificate:
+    pair: tls.CertificatePair
+    snis: tuple[str, ...]
+
+
+def _wire_pair(pair: CertificatePair) -> tls.CertificatePair:
+    """Config's certificate pair as the wire's type (the wire imports nothing of config)."""
+    return tls.CertificatePair(pair.cert, pair.key, pair.cert_alt, pair.key_alt)
+
+
+def _server_context(config: GatewayConfig) -> ssl.SSLContext:
+    """The HTTPS listeners' context: the default certificate, and each certificate entity's."""
+    default = config.settings.ssl_certificate
+    return sni_contexts(
+        None if default is None else _wire_pair(default),
+        [_WireCertificate(_wire_pair(item.pair), item.snis) for item in config.certificates],
+    )

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fastgw.balancer.balancer import Balancer, HashSource
-from fastgw.balancer.health import HEALTHCHECKS_OFF, TargetHealth
-from fastgw.config import GatewayConfig, Service
-from fastgw.config.edge import Upstream
+from fastgw.balancer.health import HEALTHCHECKS_OFF, ActiveCheck, TargetHealth, Thresholds
+from fastgw.config import ActiveHealthcheck, CheckThresholds, GatewayConfig, Service, Upstream
 from fastgw.config.trust import pem_bundle
 from fastgw.http.timers import Ticker
 from fastgw.http.tls import upstream_context
@@ -66,12 +65,13 @@ class UpstreamSet:
             hash_fallback=HashSource(upstream.hash_fallback, upstream.hash_fallback_name.encode()),
             slots=upstream.slots,
             threshold=upstream.threshold,
-            passive=upstream.passive,
+            passive=_passive(upstream),
         )
         self.balancers.append(balancer)
         if upstream.active is not None and upstream.name not in self._checked:
             self._checked.add(upstream.name)
-            self.checkers.append(ActiveChecker(upstream.name, balancer.targets, upstream.active))
+            active = _active_check(upstream.active)
+            self.checkers.append(ActiveChecker(upstream.name, balancer.targets, active))
         return None, Balanced(balancer, service.retries)
 
     def _target(self, upstream: Upstream, service: Service, target: Any) -> UpstreamTarget:
@@ -111,7 +111,7 @@ class UpstreamSet:
             name=_target_name(target.host, target.port),
             upstream_name=upstream.name,
             weight=target.weight,
-            passive=upstream.passive,
+            passive=_passive(upstream),
         )
         # the health of a target is one, whichever services name its upstream
         built.health = self._health.setdefault(key, built.health)
@@ -162,3 +162,34 @@ class UpstreamSet:
 def _target_name(host: str, port: int) -> str:
     """Kong's `target`: host:port, an IPv6 address in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _thresholds(config: CheckThresholds) -> Thresholds:
+    """A health check's thresholds as the balancer counts them (config's data, its types)."""
+    return Thresholds(
+        config.healthy_statuses,
+        config.successes,
+        config.unhealthy_statuses,
+        config.http_failures,
+        config.tcp_failures,
+        config.timeouts,
+    )
+
+
+def _passive(upstream: Upstream) -> Thresholds | None:
+    return None if upstream.passive is None else _thresholds(upstream.passive)
+
+
+def _active_check(config: ActiveHealthcheck) -> ActiveCheck:
+    return ActiveCheck(
+        check_type=config.check_type,
+        timeout=config.timeout,
+        concurrency=config.concurrency,
+        http_path=config.http_path,
+        https_sni=config.https_sni,
+        https_verify_certificate=config.https_verify_certificate,
+        headers=config.headers,
+        healthy_interval=config.healthy_interval,
+        unhealthy_interval=config.unhealthy_interval,
+        thresholds=_thresholds(config.thresholds),
+    )
