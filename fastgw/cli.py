@@ -118,9 +118,7 @@ def _check(path: str, config: GatewayConfig) -> int:
         print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
         return 1
     routes = sum(len(service.routes) for service in config.services)
-    plugins = len(config.plugins) + sum(
-        len(s.plugins) + sum(len(r.plugins) for r in s.routes) for s in config.services
-    )
+    plugins = sum(1 for _ in config.plugin_entries())
     print(
         f"{path}: ok ({len(config.services)} services, {routes} routes, {plugins} plugins, "
         f"{len(config.consumers)} consumers)"

@@ -13,11 +13,9 @@ from typing import Any
 from fastgw.balancer.balancer import Balancer, HashSource
 from fastgw.balancer.health import HEALTHCHECKS_OFF, ActiveCheck, TargetHealth, Thresholds
 from fastgw.config import ActiveHealthcheck, CheckThresholds, GatewayConfig, Service, Upstream
-from fastgw.config.trust import pem_bundle
 from fastgw.http.timers import Ticker
-from fastgw.http.tls import upstream_context
 from fastgw.http.upstream import UpstreamPool
-from fastgw.http.vocabulary import DEFAULT_PORTS
+from fastgw.proxy import pools
 from fastgw.proxy.forwarding import Balanced, Direct, ServiceForwarding
 from fastgw.proxy.health_checks import ActiveChecker
 from fastgw.proxy.targets import UpstreamTarget
@@ -75,39 +73,25 @@ class UpstreamSet:
         return None, Balanced(balancer, service.retries)
 
     def _target(self, upstream: Upstream, service: Service, target: Any) -> UpstreamTarget:
-        limits = self.config.settings.limits
         key = (upstream.name, target.host, target.port)
         pool = self._pools.get(key)
         if pool is None:
-            context = None
-            if service.protocol == "https":
-                context = upstream_context(
-                    service.tls_verify, pem_bundle(service.ca_certificates) or None
-                )
-            pool = UpstreamPool(
+            pool = self._pools[key] = pools.new_pool(
+                service,
                 target.host,
                 target.port,
+                upstream.host_header or target.host,
+                self.config.settings.limits,
                 self.ticker,
-                ssl_context=context,
-                server_hostname=upstream.host_header or target.host,
-                size=limits.upstream_pool_size,
-                idle_timeout=limits.upstream_idle_timeout,
-                max_requests=limits.upstream_max_requests or 2**62,
             )
-            self._pools[key] = pool
         if upstream.host_header is not None:
-            host = upstream.host_header
+            host = upstream.host_header.encode("idna")
         else:
-            # Kong: the target's host, with its port unless the protocol's default
-            host = target.host if ":" not in target.host else f"[{target.host}]"
-            if target.port != DEFAULT_PORTS[service.protocol]:
-                host = f"{host}:{target.port}"
-        built = UpstreamTarget(
+            host = pools.host_header(target.host, target.port, service.protocol)
+        built = pools.target(
             pool,
-            host.encode("idna"),
-            connect_timeout=service.connect_timeout / 1000,
-            read_timeout=service.read_timeout / 1000,
-            write_timeout=service.write_timeout / 1000,
+            host,
+            service,
             name=_target_name(target.host, target.port),
             upstream_name=upstream.name,
             weight=target.weight,
