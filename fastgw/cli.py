@@ -118,13 +118,13 @@ def _check(path: str, config: GatewayConfig) -> int:
         print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
         return 1
     routes = sum(len(service.routes) for service in config.services)
-    plugins = len(config.plugins) + sum(
-        len(s.plugins) + sum(len(r.plugins) for r in s.routes) for s in config.services
-    )
+    plugins = sum(1 for _ in config.plugin_entries())
     print(
         f"{path}: ok ({len(config.services)} services, {routes} routes, {plugins} plugins, "
         f"{len(config.consumers)} consumers)"
     )
+    for line in config.warning_lines():
+        print(line)
     return 0
 
 
@@ -133,6 +133,8 @@ def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
+    for line in config.warning_lines():
+        log.warning("%s", line)
     try:
         listen = parse_listeners(args.listen, "--listen") if args.listen else None
         admin: tuple[str, int] | Literal["off"] | None = None  # None: the config's
@@ -258,6 +260,9 @@ class _WorkerSignals:
                 log.error("reload: %s", line)
             log.error("reload: %s is invalid; nothing changed", path)
             return "; ".join(problems)
+        if text is None:  # a supervisor logged those of the text it sends
+            for line in new.warning_lines():
+                log.warning("reload: %s", line)
         try:
             await self.gateway.reload(new)
         except Exception as error:

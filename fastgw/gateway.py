@@ -10,16 +10,18 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastgw import plugins
 from fastgw.admin import AdminHandler
-from fastgw.config import GatewayConfig, PluginEntry
-from fastgw.config.edge import Listener
+from fastgw.config import CertificatePair, GatewayConfig, Listener
 from fastgw.config.trust import pem_bundle
+from fastgw.http import tls
 from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
 from fastgw.http.tls import sni_contexts
@@ -92,9 +94,7 @@ class Gateway:
         self._started = False
         self._proxy_servers = 0  # the first servers are the proxy listeners, then the admin
         self.tls = (
-            sni_contexts(settings.ssl_certificate, config.certificates)
-            if any(listener.ssl for listener in self.listeners)
-            else None
+            _server_context(config) if any(listener.ssl for listener in self.listeners) else None
         )
         # replaced by a reload, stopped or closed after a drain
         self._retiring: list[PluginSlot] = []
@@ -111,19 +111,7 @@ class Gateway:
 
     def _plugin_runtime(self, config: GatewayConfig) -> plugin_api.PluginRuntime:
         """What one new plugin instance of `config` is built with."""
-        clients: list[plugin_api.HttpClient] = []
-
-        def http_client(verify_tls: bool, keepalive: bool) -> plugin_api.HttpClient:
-            client = idp_client(config, verify_tls, keepalive)
-            clients.append(client)
-            return client
-
-        return plugin_api.PluginRuntime(
-            http_client=http_client,
-            spawn=self.spawn,
-            consumers=config.consumers,
-            clients=clients,
-        )
+        return plugin_runtime(config, self.spawn)
 
     @property
     def plugins(self) -> list[Plugin]:
@@ -391,31 +379,38 @@ class Gateway:
 async def probe_plugins(config: GatewayConfig) -> list[tuple[str, str, str]]:
     """(config path, kind, message) for what each enabled plugin finds outside the config
     (`PluginSpec.probe`); the HTTP clients it used are closed before returning."""
-    clients: list[HttpClient] = []
-
-    def http_client(verify_tls: bool, keepalive: bool) -> plugin_api.HttpClient:
-        client = idp_client(config, verify_tls, keepalive)
-        clients.append(client)
-        return client
-
-    runtime = plugin_api.PluginRuntime(http_client=http_client, consumers=config.consumers)
-    entries: list[PluginEntry] = list(config.plugins)
-    for service in config.services:
-        entries += service.plugins
-        for route in service.routes:
-            entries += route.plugins
+    runtime = plugin_runtime(config)
     findings: list[tuple[str, str, str]] = []
     try:
-        for entry in entries:
+        for entry in config.plugin_entries():
             spec = plugins.spec(entry.name)
             if spec is None or not entry.enabled:
                 continue
             for key, kind, message in await spec.probe(entry.config, runtime):
                 findings.append((f"{entry.path}.config.{key}", kind, message))
     finally:
-        for client in clients:
-            await client.close()
+        await _close_clients(runtime.clients)
     return findings
+
+
+def plugin_runtime(
+    config: GatewayConfig, spawn: Callable[[Awaitable[Any]], Any] | None = None
+) -> plugin_api.PluginRuntime:
+    """What a plugin instance of `config` is built with; the HTTP clients it makes are listed
+    in the runtime's `clients` (closed when the instance retires)."""
+    clients: list[plugin_api.HttpClient] = []
+
+    def http_client(verify_tls: bool, keepalive: bool) -> plugin_api.HttpClient:
+        client = idp_client(config, verify_tls, keepalive)
+        clients.append(client)
+        return client
+
+    runtime = plugin_api.PluginRuntime(
+        http_client=http_client, consumers=config.consumers, clients=clients
+    )
+    if spawn is not None:
+        runtime.spawn = spawn
+    return runtime
 
 
 def idp_client(config: GatewayConfig, verify_tls: bool, keepalive: bool) -> HttpClient:
@@ -446,3 +441,23 @@ def _bound(servers: list[asyncio.base_events.Server]) -> list[tuple[str, int]]:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 result.append((address[0], address[1]))
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _WireCertificate:
+    pair: tls.CertificatePair
+    snis: tuple[str, ...]
+
+
+def _wire_pair(pair: CertificatePair) -> tls.CertificatePair:
+    """Config's certificate pair as the wire's type (the wire imports nothing of config)."""
+    return tls.CertificatePair(pair.cert, pair.key, pair.cert_alt, pair.key_alt)
+
+
+def _server_context(config: GatewayConfig) -> ssl.SSLContext:
+    """The HTTPS listeners' context: the default certificate, and each certificate entity's."""
+    default = config.settings.ssl_certificate
+    return sni_contexts(
+        None if default is None else _wire_pair(default),
+        [_WireCertificate(_wire_pair(item.pair), item.snis) for item in config.certificates],
+    )

@@ -21,7 +21,15 @@ from mypy_extensions import trait
 
 from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
 from fastgw.http.hop import ConnectFailed, Forwarding, Hop
-from fastgw.http.request import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, DISCARD_LIMIT, Request
+from fastgw.http.request import (
+    BODY_BUFFER_LIMIT,
+    BODY_CHUNKED,
+    BODY_LENGTH,
+    BODY_NONE,
+    DISCARD_LIMIT,
+    Request,
+)
+from fastgw.http.response_edits import edited_fields, end_filters, filter_body
 from fastgw.http.response_head import ForwardedHead, client_head
 from fastgw.http.responses import CONTINUE_100, error_parts
 from fastgw.http.states import illegal, moves
@@ -38,9 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fastgw.http")
-
-# A request body waiting for its upstream is buffered up to this size, then the client is paused.
-BODY_BUFFER_LIMIT: Final = 64 * 1024
 
 # The exchange's phase: where its response is. The request body streams on independently of it
 # (`request_complete`); the exchange is finished once both are done, or once it gave up on the
@@ -134,7 +139,6 @@ class Exchange(Request, ResponseSink):
 
     __slots__ = ("client", "phase", "response_chunked", "target", "upstream")
 
-    body_limit = BODY_BUFFER_LIMIT
     body_waiter: asyncio.Future[None] | None = None
     # The proxy's decisions for this request (fastgw.proxy.forwarding): set by the handler; the
     # shared one of the route, replaced by the request's own once an attempt failed.
@@ -142,18 +146,8 @@ class Exchange(Request, ResponseSink):
     pending: Awaitable[None] | None = None  # what an async handler returned
     response_close_delimited = False
     task: asyncio.Future[None] | None = None
-    # Completion facts, kept only for an exchange with a hook (time.monotonic() seconds; 0.0 is
-    # "not reached"): when the handler began, when the request went upstream if that was not
-    # at once, when the upstream's response head came, when the exchange ended.
+    # Told when the exchange is over; the completion facts (Request) are kept only with one.
     hook: CompletionHook | None = None
-    started_at = 0.0
-    sent_at = 0.0
-    response_at = 0.0
-    finished_at = 0.0
-    request_size = 0  # the head as parsed, set by the handler; the body adds body_received
-    status = 0  # the upstream's status (local answers: local_status)
-    response_size = 0  # bytes written to the client: head, body, chunk framing
-    response_fields = b""  # the upstream's response header lines as forwarded
 
     def __init__(
         self,
@@ -395,19 +389,13 @@ class Exchange(Request, ResponseSink):
             else:
                 upstream.write(chunk)
             return
-        self.body_chunks.append(chunk)
-        self.body_buffered += len(chunk)
-        if self.body_buffered > self.body_limit:
-            waiter = self.body_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        if self.buffer_chunk(chunk):
+            _wake(self.body_waiter)
             self.client.flow.pause_reading(PAUSE_BUFFER)
 
     def on_request_complete(self) -> None:
         self.request_complete = True
-        waiter = self.body_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _wake(self.body_waiter)
         upstream = self.upstream
         if upstream is not None and self.body_mode == BODY_CHUNKED:
             upstream.write(_LAST_CHUNK)
@@ -441,13 +429,19 @@ class Exchange(Request, ResponseSink):
         target = self.target
         if target is not None and target.watched:
             self._responded(status)
-        data, self.response_chunked, self.response_close_delimited = client_head(self, status, head)
+        fields = head.fields
+        edits = self.response_edits
+        if edits is not None:
+            fields = edited_fields(edits, status, fields)
+        data, self.response_chunked, self.response_close_delimited = client_head(
+            self, status, fields, head
+        )
         self._move(STREAMING)
         if self.hook is not None:
             self.response_at = monotonic()
             self.status = status
             self.response_size = len(data)
-            self.response_fields = head.fields
+            self.response_fields = fields
         self.client.write(data)
 
     def _responded(self, status: int) -> None:
@@ -457,6 +451,9 @@ class Exchange(Request, ResponseSink):
             forwarding.responded(self, status)
 
     def response_body(self, data: bytes) -> None:
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            filter_body(edits, data)
         client = self.client
         if not self.response_chunked:
             client.write(data)
@@ -482,6 +479,9 @@ class Exchange(Request, ResponseSink):
         self.upstream = None
         self.keep_alive = False
         self._move(FINISHED)
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            end_filters(edits, False)
         if self.hook is not None:
             # the log phase sees the handshake (as Kong logs a WebSocket upgrade): 101
             self.response_at = monotonic()
@@ -493,6 +493,9 @@ class Exchange(Request, ResponseSink):
         client.start_tunnel(self, upstream)
 
     def response_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            end_filters(edits, True)
         if self.response_chunked:
             self.client.write(_LAST_CHUNK)
             if self.hook is not None:
@@ -519,6 +522,11 @@ class Exchange(Request, ResponseSink):
         self._write_local_response()
 
     def _write_local_response(self) -> None:
+        edits = self.response_edits
+        if edits is not None:
+            if edits.filters:
+                end_filters(edits, False)  # filters watch what the upstream answers
+            self.local_headers = edits.apply_to(self.local_headers)
         data = self.local_response()
         if self.hook is not None:
             self.response_size = len(data)
@@ -550,19 +558,14 @@ class Exchange(Request, ResponseSink):
             except Exception:
                 log.exception("completion hook failed")
 
-    @property
-    def response_status(self) -> int:
-        """The status the client got: the local answer's, the upstream's, or 499 (nginx's
-        "client closed request") for an exchange aborted before any answer."""
-        if self.responded:
-            return self.local_status
-        return self.status or 499
-
     def abort(self) -> None:
         """The client went away: release everything without reusing the upstream connection."""
         if self.phase == FINISHED:
             return
         self._move(FINISHED)
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            end_filters(edits, False)
         if self.hook is not None:
             self._complete()
         waiter = self.body_waiter
@@ -575,6 +578,12 @@ class Exchange(Request, ResponseSink):
         self.upstream = None
         if upstream is not None:
             upstream.abort()
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    """The body a plugin waits for is in (or over its limit)."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _cancel(task: asyncio.Future[None], pending: Awaitable[None] | None) -> None:

@@ -10,11 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from mypy_extensions import trait
+
+from fastgw.http.response_edits import ResponseEdits, ResponseFilter
 from fastgw.http.responses import build_response
 
 BODY_NONE: Final = 0
 BODY_LENGTH: Final = 1
 BODY_CHUNKED: Final = 2
+
+# A request body waiting for its upstream is buffered up to this size, then the client is paused
+# (a plugin that reads the body raises it to its own limit).
+BODY_BUFFER_LIMIT: Final = 64 * 1024
 
 # A body the client keeps sending after the gateway answered it is read and dropped up to this
 # size so the connection stays usable; past it the connection is closed.
@@ -22,6 +29,15 @@ DISCARD_LIMIT: Final = 1024 * 1024
 
 # What a WebSocket upgrade offers upstream (Kong's upstream_connection / upstream_upgrade).
 _OFFER_UPGRADE: Final = b"connection: keep-alive, Upgrade\r\nupgrade: websocket\r\n"
+
+
+@trait
+class Principal:
+    """Who the layers above authenticated for this request (Kong's authenticated consumer and
+    credential, fastgw.plugins.api.Authenticated). The wire only carries it, for the log phase
+    and the forwarding's consistent hashing."""
+
+    __slots__ = ()
 
 
 class Request:
@@ -52,6 +68,7 @@ class Request:
     )
 
     body_chunks: list[bytes] = []  # never appended to: expect_body gives a body its own list
+    body_limit = BODY_BUFFER_LIMIT  # buffered past this, the client is paused
     body_buffered = 0
     body_received = 0
     continue_sent = False  # a 100 Continue went out
@@ -59,6 +76,24 @@ class Request:
     local_headers: Sequence[tuple[bytes, bytes]] = ()
     local_status = 0
     upgrade = False  # a WebSocket upgrade request: offered upstream, a 101 makes a tunnel
+    # Set by an authentication plugin (Kong's kong.client.authenticate); None: nobody did.
+    principal: Principal | None = None
+    # What plugins change in the response (fastgw/http/response_edits.py); None: nothing.
+    response_edits: ResponseEdits | None = None
+    # Values the plugins of one request share (Kong's kong.ctx.shared); made on first use.
+    shared_values: dict[str, object] | None = None
+    # Completion facts for the log phase, kept only for an exchange with a completion hook
+    # (time.monotonic() seconds; 0.0 is "not reached"): when the handler began, when the
+    # request went upstream if that was not at once, when the upstream's response head came,
+    # when the exchange ended.
+    started_at = 0.0
+    sent_at = 0.0
+    response_at = 0.0
+    finished_at = 0.0
+    request_size = 0  # the head as parsed, set by the handler; the body adds body_received
+    status = 0  # the upstream's status (local answers: local_status)
+    response_size = 0  # bytes written to the client: head, body, chunk framing
+    response_fields = b""  # the upstream's response header lines as forwarded
 
     def __init__(
         self,
@@ -130,6 +165,12 @@ class Request:
     def has_body(self) -> bool:
         return self.body_mode != BODY_NONE
 
+    def buffer_chunk(self, chunk: bytes) -> bool:
+        """Keep a piece of the body that has no upstream yet; True once over body_limit."""
+        self.body_chunks.append(chunk)
+        self.body_buffered += len(chunk)
+        return self.body_buffered > self.body_limit
+
     def replace_body(self, body: bytes) -> None:
         if not self.request_complete:
             raise RuntimeError("replace_body needs the whole body: call read_body first")
@@ -138,6 +179,32 @@ class Request:
         self.body_mode = BODY_LENGTH
         self.content_length = len(body)
 
+    def shared(self) -> dict[str, object]:
+        """Values the plugins of this request share (Kong's kong.ctx.shared)."""
+        values = self.shared_values
+        if values is None:
+            values = self.shared_values = {}
+        return values
+
+    def edits(self) -> ResponseEdits:
+        """The response's edits, made on first use."""
+        edits = self.response_edits
+        if edits is None:
+            edits = self.response_edits = ResponseEdits()
+        return edits
+
+    def set_response_header(self, name: bytes, value: bytes) -> None:
+        self.edits().set(name, value)
+
+    def add_response_header(self, name: bytes, value: bytes) -> None:
+        self.edits().add(name, value)
+
+    def remove_response_header(self, name: bytes) -> None:
+        self.edits().remove(name)
+
+    def add_response_filter(self, response_filter: ResponseFilter) -> None:
+        self.edits().filters.append(response_filter)
+
     def respond(
         self, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
@@ -145,6 +212,14 @@ class Request:
         self.local_status = status
         self.local_body = body
         self.local_headers = list(headers)
+
+    @property
+    def response_status(self) -> int:
+        """The status the client got: the local answer's, the upstream's, or 499 (nginx's
+        "client closed request") for an exchange aborted before any answer."""
+        if self.responded:
+            return self.local_status
+        return self.status or 499
 
     def local_response(self) -> bytes:
         """The local answer's bytes. The connection ends after it (keep_alive turns False) when

@@ -113,11 +113,14 @@ def _without_listed(lines: list[bytes], listed: set[bytes]) -> list[bytes]:
     return [line for line in lines if line.partition(b":")[0].lower() not in listed]
 
 
-def client_head(request: Request, status: int, head: ForwardedHead) -> tuple[bytes, bool, bool]:
-    """The client's response head for the upstream's: (its bytes, whether the body is re-chunked
-    for the client, whether the upstream's body ends with its connection). `request.keep_alive`
-    turns False when the client connection cannot outlive this response."""
-    parts = [STATUS_LINES.get(status) or status_line(status), head.fields]
+def client_head(
+    request: Request, status: int, fields: bytes, head: ForwardedHead
+) -> tuple[bytes, bool, bool]:
+    """The client's response head for the upstream's `head`, with `fields` its field lines as
+    the plugins left them: (its bytes, whether the body is re-chunked for the client, whether the
+    upstream's body ends with its connection). `request.keep_alive` turns False when the client
+    connection cannot outlive this response."""
+    parts = [STATUS_LINES.get(status) or status_line(status), fields]
     if not request.request_complete:
         # Answered before the whole body arrived: the rest of the body will most likely be cut
         # off (Exchange.response_complete), so say now that the connection ends.

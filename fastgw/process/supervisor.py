@@ -165,6 +165,8 @@ class Supervisor:
                 log.error("reload: %s", line)
             log.error("reload: %s is invalid; nothing changed", path)
             return
+        for line in config.warning_lines():
+            log.warning("reload: %s", line)
         self.config, self.text = config, text
         for pid, slot in sorted(self.children.items(), key=lambda item: item[1]):
             answer = reload_worker(socket_path(self.run_dir, slot), text)

@@ -9,8 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from fastgw.config import GatewayConfig, load_config, parse_config
-from fastgw.config.edge import Listener
+from fastgw.config import GatewayConfig, Listener, load_config, parse_config
 from fastgw.errors import ConfigError
 from fastgw.observability.ratelog import KeyedRateLimitedLog
 

@@ -18,11 +18,19 @@ from fastgw.balancer.retry import GIVE_UP, RESEND_STALE, after_lost, may_retry_c
 from fastgw.http.exchange import Exchange
 from fastgw.http.hop import CONNECT_REFUSED, CONNECT_TIMEOUT, Forwarding, Hop
 from fastgw.http.vocabulary import IDEMPOTENT_METHOD_BYTES
+from fastgw.plugins.api import Authenticated
 from fastgw.proxy.targets import UpstreamTarget
 
-# No consumer is authenticated yet (Kong's kong.client.authenticate has no counterpart in the
-# plugin API so far): consistent hashing on `consumer` takes its `hash_fallback`.
+# Nobody authenticated the request: consistent hashing on `consumer` takes its `hash_fallback`.
 NO_CONSUMER: Final = b""
+
+
+def consumer_key(exchange: Exchange) -> bytes:
+    """Who the plugins authenticated (Kong's consumer, else the credential): `hash_on: consumer`."""
+    principal = exchange.principal
+    if isinstance(principal, Authenticated):
+        return principal.hash_key
+    return NO_CONSUMER
 
 
 def _target(exchange: Exchange) -> UpstreamTarget:
@@ -94,7 +102,7 @@ class Balanced(ServiceForwarding):
         self.balancer = balancer
 
     def first_hop(self, exchange: Exchange) -> Hop | None:
-        target = self.balancer.pick(exchange, (), NO_CONSUMER)
+        target = self.balancer.pick(exchange, (), consumer_key(exchange))
         if target is None:
             exchange.respond_error(503, NO_PEER_MESSAGE)
         return target
@@ -102,7 +110,7 @@ class Balanced(ServiceForwarding):
     def next_target(
         self, exchange: Exchange, failed: UpstreamTarget, tried: tuple[UpstreamTarget, ...]
     ) -> UpstreamTarget | None:
-        return self.balancer.pick(exchange, tried, NO_CONSUMER)
+        return self.balancer.pick(exchange, tried, consumer_key(exchange))
 
 
 class Attempts(Forwarding):

@@ -11,14 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from fastgw.balancer.balancer import Balancer, HashSource
-from fastgw.balancer.health import HEALTHCHECKS_OFF, TargetHealth
-from fastgw.config import GatewayConfig, Service
-from fastgw.config.edge import Upstream
-from fastgw.config.trust import pem_bundle
+from fastgw.balancer.health import HEALTHCHECKS_OFF, ActiveCheck, TargetHealth, Thresholds
+from fastgw.config import ActiveHealthcheck, CheckThresholds, GatewayConfig, Service, Upstream
 from fastgw.http.timers import Ticker
-from fastgw.http.tls import upstream_context
 from fastgw.http.upstream import UpstreamPool
-from fastgw.http.vocabulary import DEFAULT_PORTS
+from fastgw.proxy import pools
 from fastgw.proxy.forwarding import Balanced, Direct, ServiceForwarding
 from fastgw.proxy.health_checks import ActiveChecker
 from fastgw.proxy.targets import UpstreamTarget
@@ -66,52 +63,39 @@ class UpstreamSet:
             hash_fallback=HashSource(upstream.hash_fallback, upstream.hash_fallback_name.encode()),
             slots=upstream.slots,
             threshold=upstream.threshold,
-            passive=upstream.passive,
+            passive=_passive(upstream),
         )
         self.balancers.append(balancer)
         if upstream.active is not None and upstream.name not in self._checked:
             self._checked.add(upstream.name)
-            self.checkers.append(ActiveChecker(upstream.name, balancer.targets, upstream.active))
+            active = _active_check(upstream.active)
+            self.checkers.append(ActiveChecker(upstream.name, balancer.targets, active))
         return None, Balanced(balancer, service.retries)
 
     def _target(self, upstream: Upstream, service: Service, target: Any) -> UpstreamTarget:
-        limits = self.config.settings.limits
         key = (upstream.name, target.host, target.port)
         pool = self._pools.get(key)
         if pool is None:
-            context = None
-            if service.protocol == "https":
-                context = upstream_context(
-                    service.tls_verify, pem_bundle(service.ca_certificates) or None
-                )
-            pool = UpstreamPool(
+            pool = self._pools[key] = pools.new_pool(
+                service,
                 target.host,
                 target.port,
+                upstream.host_header or target.host,
+                self.config.settings.limits,
                 self.ticker,
-                ssl_context=context,
-                server_hostname=upstream.host_header or target.host,
-                size=limits.upstream_pool_size,
-                idle_timeout=limits.upstream_idle_timeout,
-                max_requests=limits.upstream_max_requests or 2**62,
             )
-            self._pools[key] = pool
         if upstream.host_header is not None:
-            host = upstream.host_header
+            host = upstream.host_header.encode("idna")
         else:
-            # Kong: the target's host, with its port unless the protocol's default
-            host = target.host if ":" not in target.host else f"[{target.host}]"
-            if target.port != DEFAULT_PORTS[service.protocol]:
-                host = f"{host}:{target.port}"
-        built = UpstreamTarget(
+            host = pools.host_header(target.host, target.port, service.protocol)
+        built = pools.target(
             pool,
-            host.encode("idna"),
-            connect_timeout=service.connect_timeout / 1000,
-            read_timeout=service.read_timeout / 1000,
-            write_timeout=service.write_timeout / 1000,
+            host,
+            service,
             name=_target_name(target.host, target.port),
             upstream_name=upstream.name,
             weight=target.weight,
-            passive=upstream.passive,
+            passive=_passive(upstream),
         )
         # the health of a target is one, whichever services name its upstream
         built.health = self._health.setdefault(key, built.health)
@@ -162,3 +146,34 @@ class UpstreamSet:
 def _target_name(host: str, port: int) -> str:
     """Kong's `target`: host:port, an IPv6 address in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _thresholds(config: CheckThresholds) -> Thresholds:
+    """A health check's thresholds as the balancer counts them (config's data, its types)."""
+    return Thresholds(
+        config.healthy_statuses,
+        config.successes,
+        config.unhealthy_statuses,
+        config.http_failures,
+        config.tcp_failures,
+        config.timeouts,
+    )
+
+
+def _passive(upstream: Upstream) -> Thresholds | None:
+    return None if upstream.passive is None else _thresholds(upstream.passive)
+
+
+def _active_check(config: ActiveHealthcheck) -> ActiveCheck:
+    return ActiveCheck(
+        check_type=config.check_type,
+        timeout=config.timeout,
+        concurrency=config.concurrency,
+        http_path=config.http_path,
+        https_sni=config.https_sni,
+        https_verify_certificate=config.https_verify_certificate,
+        headers=config.headers,
+        healthy_interval=config.healthy_interval,
+        unhealthy_interval=config.unhealthy_interval,
+        thresholds=_thresholds(config.thresholds),
+    )

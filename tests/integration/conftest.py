@@ -219,10 +219,8 @@ class EmbeddedGateway:
 
         import uvloop
 
-        from fastgw.config import parse_config
-        from fastgw.config.edge import Listener
+        from fastgw.config import CertificatePair, Listener, parse_config
         from fastgw.gateway import Gateway
-        from fastgw.http.tls import CertificatePair
 
         self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

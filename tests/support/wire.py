@@ -8,6 +8,7 @@ No sockets. Used by the server, dispatch, response-head and fuzz tests.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from fastgw.config import Limits
 from fastgw.http.exchange import Exchange
@@ -81,9 +82,13 @@ class FakeHandler:
         self.seen: list[Exchange] = []
         self.gates: list[asyncio.Future[None]] = []
         self.upstream: Upstream | None = None  # where /proxy... goes (the harness sets it)
+        # what a test's "plugin" does first to every request (e.g. edit the response)
+        self.before: Callable[[Exchange], None] | None = None
 
     def __call__(self, exchange: Exchange) -> object:
         self.seen.append(exchange)
+        if self.before is not None:
+            self.before(exchange)
         path = exchange.path
         if path.startswith(b"/async"):
             return self._later(exchange)
