@@ -40,6 +40,9 @@ _SLASH: Final = 0x2F  # b"/"[0]
 # integer and builds (then clears) a TypeError: about 2,000 instructions per header
 _UNDERSCORE: Final = 0x5F
 _QUESTION_MARK: Final = 0x3F  # b"?"[0]
+# b"#"[0]: a fragment is the client's business; RFC 9112 §3.2's request-target has none, and an
+# upstream that reads one could see another path than the one routed
+_HASH: Final = 0x23
 
 # httptools cannot read an Upgrade request's body: its on_headers_complete tells llhttp to skip
 # the body of every request llhttp flags as an upgrade. Until the upstream agrees to switch, such
@@ -370,6 +373,8 @@ class RequestReader:
             # tunnel data; nginx answers 405 too. Closing ends the ambiguity.
             raise LimitExceeded(405)
         url = self.url
+        if _HASH in url:
+            raise LimitExceeded(400)
         host = self.host
         if url[0] == _SLASH:
             if _QUESTION_MARK in url:  # a memchr; find() would parse its arguments first

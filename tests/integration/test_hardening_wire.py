@@ -175,6 +175,11 @@ HEAD_REJECTS = [
     ("lf-in-target", b"GET /a\nb HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
     ("space-in-target", b"GET /a b HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
     ("del-in-target", b"GET /a\x7fb HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
+    # a fragment is not part of a request target (RFC 9112 §3.2), in any of its forms
+    ("fragment", b"GET /a#frag HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
+    ("fragment-after-query", b"GET /a?x=1#frag HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
+    ("fragment-empty", b"GET /a# HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
+    ("fragment-absolute", b"GET http://gw.test/a#f HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
     # Host (RFC 9112 §3.2: exactly one, valid)
     ("two-hosts", b"GET / HTTP/1.1\r\nHost: gw.test\r\nHost: evil.test\r\n\r\n", 400),
     ("host-with-path", b"GET / HTTP/1.1\r\nHost: evil.test/x\r\n\r\n", 400),

@@ -448,6 +448,14 @@ def test_absolute_form_without_path_gets_slash() -> None:
     )
 
 
+@pytest.mark.parametrize("target", [b"/a#f", b"/a?x=1#f", b"/#", b"http://h/a#f"])
+def test_a_target_with_a_fragment_is_400_and_never_handled(target: bytes) -> None:
+    h = Harness()
+    out = h.feed(b"GET %b HTTP/1.1\r\nHost: h\r\n\r\n" % target)
+    assert out == error(b"400 Bad Request", b"Bad request")
+    assert h.handler.seen == [] and h.closed
+
+
 # -- timeouts -------------------------------------------------------------------------------------
 
 
