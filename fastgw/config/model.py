@@ -33,6 +33,9 @@ DEFAULT_UPSTREAM_POOL_SIZE = 512  # Kong upstream_keepalive_pool_size
 DEFAULT_UPSTREAM_IDLE_TIMEOUT = 60.0  # Kong upstream_keepalive_idle_timeout 60s
 DEFAULT_UPSTREAM_MAX_REQUESTS = 10_000  # Kong upstream_keepalive_max_requests
 DEFAULT_DRAIN_TIMEOUT = 10.0  # long enough for in-flight requests, short enough for a deploy
+# During a drain an idle connection stays this long for a request already on its way, answered
+# with `connection: close` (Envoy's HTTP connection manager drain_timeout, 5 s)
+DEFAULT_DRAIN_GRACE = 5.0
 
 
 # -- plugins, routes, services --------------------------------------------------------------------
@@ -223,6 +226,7 @@ class Limits:
     upstream_idle_timeout: float = DEFAULT_UPSTREAM_IDLE_TIMEOUT
     upstream_max_requests: int = DEFAULT_UPSTREAM_MAX_REQUESTS
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    drain_grace: float = DEFAULT_DRAIN_GRACE
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,8 @@ class Limits(Protocol):
     def max_body_size(self) -> int: ...
     @property
     def underscores_in_headers(self) -> bool: ...
+    @property
+    def drain_grace(self) -> float: ...
 
 
 _refused_log = RateLimitedLog(log, logging.WARNING)
@@ -85,6 +87,7 @@ class Server:
         self.port = port
         self.connections: set[ServerConnection] = set()
         self.draining = False
+        self.drain_started = 0.0
         self.requests_total = 0
         # Open client connections allowed; the gateway derives it from the open-file limit so
         # that accepting never runs into EMFILE (libuv would then drop clients without a word).
@@ -114,13 +117,13 @@ class Server:
             conn.check_timeouts(late)
 
     def start_draining(self) -> None:
-        """Finish what is in flight; idle connections close now, busy ones after their response
-        (a tunnel runs on until it ends or the drain's deadline aborts it)."""
+        """Finish what is in flight and answer what still arrives, each answer with `connection:
+        close`; a connection idle past the drain's grace (limits.drain_grace) closes. A request
+        may be on its way on an idle connection when the drain begins: closing it at once, as
+        nginx does, would lose it. A tunnel runs on until it ends or the drain's deadline."""
         self.draining = True
+        self.drain_started = self.ticker.now
         for conn in tuple(self.connections):
-            if conn.idle:
-                conn.close()
-                continue
             for exchange in conn.queue:
                 if not exchange.response_started:
                     exchange.keep_alive = False  # its answer says `connection: close`
@@ -488,10 +491,8 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             self._write_error_and_close(self.error_after)
             return
         else:
+            # draining too: the next request may be on its way (Server.start_draining)
             self.idle_since = self.ticker.now
-            if self.server.draining:
-                self.close_gracefully()
-                return
         if self.out and not self.feeding:
             # Inside data_received the read's answers go out together when it returns.
             self.flush()
@@ -540,7 +541,13 @@ class ServerConnection(asyncio.Protocol, ClientSide):
                 self._write_error_and_close(408)
             return
         idle_limit = limits.head_timeout if self.fresh else limits.keepalive_timeout
-        if now - self.idle_since > idle_limit:
+        idle_since = self.idle_since
+        server = self.server
+        if server.draining:
+            # idle for the grace since the later of the drain's start and the last answer
+            idle_limit = min(idle_limit, limits.drain_grace)
+            idle_since = max(idle_since, server.drain_started)
+        if now - idle_since > idle_limit:
             self.close()
 
     def _timeout_active(self, exchange: Exchange) -> None:

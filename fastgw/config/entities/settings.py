@@ -15,6 +15,7 @@ from fastgw.config.addresses import listeners_of, split_listen
 from fastgw.config.entities.certificates import pair_checks
 from fastgw.config.model import (
     DEFAULT_ADMIN_LISTEN,
+    DEFAULT_DRAIN_GRACE,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEAD_TIMEOUT,
     DEFAULT_KEEPALIVE_TIMEOUT,
@@ -190,6 +191,7 @@ SETTINGS = Schema(
         "upstream_idle_timeout": Seconds(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
         "upstream_max_requests": Integer(DEFAULT_UPSTREAM_MAX_REQUESTS, minimum=0),
         "drain_timeout": Seconds(DEFAULT_DRAIN_TIMEOUT, zero_ok=True),
+        "drain_grace": Seconds(DEFAULT_DRAIN_GRACE, zero_ok=True),
     },
     build=_settings,
     annotations=True,  # fastgw's own section: annotated as Kong's entities are
