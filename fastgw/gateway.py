@@ -25,6 +25,7 @@ from fastgw.http import tls
 from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
 from fastgw.http.tls import sni_contexts
+from fastgw.http.tls_accept import TlsListener, listening_sockets
 from fastgw.http.upstream import UpstreamPool
 from fastgw.observability.snapshot import GatewayStats, PluginStatus, PoolStats
 from fastgw.plugins import building as plugin_api
@@ -44,6 +45,8 @@ LISTEN_BACKLOG = 1024
 
 
 Address = tuple[str, int]
+# a bound listener: the event loop's (plain, admin) or the gateway's own (TLS)
+Listening = asyncio.base_events.Server | TlsListener
 
 
 class Gateway:
@@ -89,7 +92,7 @@ class Gateway:
         self.node_id = node_id or str(uuid.uuid4())
         self.ticker = Ticker()
         self._background: set[asyncio.Task[Any]] = set()
-        self._servers: list[asyncio.base_events.Server] = []
+        self._servers: list[Listening] = []
         self._stopped = asyncio.Event()
         self._started = False
         self._proxy_servers = 0  # the first servers are the proxy listeners, then the admin
@@ -128,7 +131,7 @@ class Gateway:
         runtime = self.runtime
         return GatewayStats(
             connections_active=len(proxy.connections),
-            connections_refused=proxy.refused_total,
+            connections_refused=proxy.admission.refused_total,
             requests_total=proxy.requests_total,
             upstreams=tuple(
                 PoolStats(f"{pool.host}:{pool.port}", len(pool.idle), len(pool.busy))
@@ -137,7 +140,7 @@ class Gateway:
             + self.runtime.edge.target_stats(PoolStats),
             plugins=tuple(sorted({plugin.name for plugin in self.plugins})),
             plugin_metrics=tuple(family for plugin in self.plugins for family in plugin.metrics()),
-            connections_accepted=proxy.accepted_total,
+            connections_accepted=proxy.admission.accepted_total,
             connection_states=proxy.connection_states(),
             route_stats=tuple(runtime.route_stats.values()),
             plugin_status=tuple(
@@ -182,7 +185,7 @@ class Gateway:
             self.runtime = runtime
             self.dispatcher.swap(runtime.router, runtime.unrouted)
             # new connections get the new limits; open ones keep theirs
-            self.proxy.limits = config.settings.limits
+            self.proxy.set_limits(config.settings.limits)
             old_pools = {id(pool) for _, pool in previous.pools}
             for _, pool in runtime.pools:
                 if id(pool) not in old_pools and self._started:
@@ -282,8 +285,10 @@ class Gateway:
         self._started = True
         loop = asyncio.get_running_loop()
         # Past the open-file limit libuv accepts and drops clients without telling anyone;
-        # refusing a little earlier (Server.refuse) leaves fds for upstreams and says so.
-        self.proxy.max_connections = self.admin.max_connections = client_connection_limit()
+        # refusing a little earlier (fastgw/http/admission.py) leaves fds for upstreams and
+        # says so.
+        self.proxy.admission.max_connections = client_connection_limit()
+        self.admin.admission.max_connections = self.proxy.admission.max_connections
         self.ticker.start()
         self.ticker.add(self.proxy.sweep)
         self.ticker.add(self.admin.sweep)
@@ -291,20 +296,8 @@ class Gateway:
             self.ticker.add(pool.sweep)
         for plugin in self.plugins:
             await plugin.start()
-        limits = self.config.settings.limits
         for listener in self.listeners:
-            context = self.tls if listener.ssl else None
-            server = await loop.create_server(
-                self.proxy.protocol_factory,
-                listener.host or None,
-                listener.port,
-                reuse_port=self.reuse_port or None,
-                backlog=LISTEN_BACKLOG,
-                ssl=context,
-                # a client that connects and never completes its handshake is bound too
-                ssl_handshake_timeout=limits.head_timeout if context is not None else None,
-            )
-            self._servers.append(server)
+            self._servers.append(await self._listen(listener))
         self._proxy_servers = len(self._servers)
         self.proxy.port = self.addresses[0][1]
         self.runtime.edge.start()
@@ -317,6 +310,24 @@ class Gateway:
                 reuse_port=self.reuse_port or None,
             )
             self._servers.append(admin)
+
+    async def _listen(self, listener: Listener) -> Listening:
+        """A proxy listener. A TLS one accepts here (fastgw/http/tls_accept.py): its connections
+        count from accept and their handshake is bound by ssl_handshake_timeout."""
+        host = listener.host or None
+        if not listener.ssl:
+            return await asyncio.get_running_loop().create_server(
+                self.proxy.protocol_factory,
+                host,
+                listener.port,
+                reuse_port=self.reuse_port or None,
+                backlog=LISTEN_BACKLOG,
+            )
+        assert self.tls is not None  # built for every config with an ssl listener
+        sockets = listening_sockets(host, listener.port, self.reuse_port, LISTEN_BACKLOG)
+        return TlsListener(
+            self.proxy, sockets, self.tls, self.config.settings.limits.ssl_handshake_timeout
+        )
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -352,8 +363,13 @@ class Gateway:
         self.admin.start_draining()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (self.proxy.connections or self.admin.connections) and loop.time() < deadline:
+        while (
+            self.proxy.connections or self.proxy.admission.handshakes or self.admin.connections
+        ) and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        for server in self._servers:
+            if isinstance(server, TlsListener):
+                server.abort_handshakes()
         self.proxy.abort_all()
         self.admin.abort_all()
         for server in self._servers:
@@ -433,7 +449,7 @@ async def _close_clients(clients: Iterable[plugin_api.HttpClient]) -> None:
             log.exception("closing an HTTP client failed")
 
 
-def _bound(servers: list[asyncio.base_events.Server]) -> list[tuple[str, int]]:
+def _bound(servers: list[Listening]) -> list[tuple[str, int]]:
     result = []
     for server in servers:
         for sock in server.sockets:

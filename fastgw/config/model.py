@@ -36,6 +36,16 @@ DEFAULT_DRAIN_TIMEOUT = 10.0  # long enough for in-flight requests, short enough
 # During a drain an idle connection stays this long for a request already on its way, answered
 # with `connection: close` (Envoy's HTTP connection manager drain_timeout, 5 s)
 DEFAULT_DRAIN_GRACE = 5.0
+# A body a plugin buffers (credentials in a form) must arrive in full within this much reading
+# time (Envoy's request_timeout idea, for the bodies the gateway holds; nginx's 60 s)
+DEFAULT_REQUEST_BODY_TIMEOUT = 60.0
+# A body slower than this on average (past a 5 s grace) is cut with a 408: Kestrel's
+# MinRequestBodyDataRate default, 240 bytes/s; 0 turns it off
+DEFAULT_REQUEST_BODY_MIN_RATE = 240
+# 0: one client address may hold three quarters of a worker's client connections (nginx
+# limit_conn with a $binary_remote_addr zone, as a share instead of a number)
+DEFAULT_LIMIT_CONN_PER_ADDRESS = 0
+DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0  # nginx ssl_handshake_timeout 60s
 
 
 # -- plugins, routes, services --------------------------------------------------------------------
@@ -227,6 +237,10 @@ class Limits:
     upstream_max_requests: int = DEFAULT_UPSTREAM_MAX_REQUESTS
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     drain_grace: float = DEFAULT_DRAIN_GRACE
+    request_body_timeout: float = DEFAULT_REQUEST_BODY_TIMEOUT
+    request_body_min_rate: int = DEFAULT_REQUEST_BODY_MIN_RATE
+    limit_conn_per_address: int = DEFAULT_LIMIT_CONN_PER_ADDRESS
+    ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,10 @@ class Request:
     response_edits: ResponseEdits | None = None
     # Values the plugins of one request share (Kong's kong.ctx.shared); made on first use.
     shared_values: dict[str, object] | None = None
+    # Reading time of an incomplete body, for its deadline and rate (fastgw/http/server.py),
+    # and when the connection's sweep last counted it (0.0: reading was paused).
+    body_seconds = 0.0
+    body_checked = 0.0
     # Completion facts for the log phase, kept only for an exchange with a completion hook
     # (time.monotonic() seconds; 0.0 is "not reached"): when the handler began, when the
     # request went upstream if that was not at once, when the upstream's response head came,

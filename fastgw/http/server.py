@@ -15,6 +15,7 @@ from typing import Final, Protocol, cast
 
 import httptools
 
+from fastgw.http.admission import Admission
 from fastgw.http.client_states import (
     CLOSED,
     HOLDING,
@@ -51,6 +52,10 @@ SEND_TIMEOUT: Final = 60.0
 LINGERING_TIMEOUT: Final = 5.0
 LINGERING_TIME: Final = 30.0
 
+# A body's average rate is judged against request_body_min_rate only past this much reading time:
+# a slow start or a client's brief pause does not count (Kestrel's MinRequestBodyDataRate grace).
+MIN_RATE_GRACE: Final = 5.0
+
 
 class Limits(Protocol):
     """The wire limits a listener enforces (fastgw.config.Limits is one)."""
@@ -71,9 +76,14 @@ class Limits(Protocol):
     def underscores_in_headers(self) -> bool: ...
     @property
     def drain_grace(self) -> float: ...
+    @property
+    def request_body_timeout(self) -> float: ...
+    @property
+    def request_body_min_rate(self) -> int: ...
+    @property
+    def limit_conn_per_address(self) -> int: ...
 
 
-_refused_log = RateLimitedLog(log, logging.WARNING)
 _parse_bug_log = RateLimitedLog(log, logging.ERROR)
 
 
@@ -86,28 +96,27 @@ class Server:
         self.ticker = ticker
         self.port = port
         self.connections: set[ServerConnection] = set()
+        # which accepted connections stay: the limit (the gateway sets it from the open-file
+        # limit), the handshakes' share, the per-address limit
+        self.admission = Admission()
+        self.admission.per_address = limits.limit_conn_per_address
         self.draining = False
         self.drain_started = 0.0
         self.requests_total = 0
-        # Open client connections allowed; the gateway derives it from the open-file limit so
-        # that accepting never runs into EMFILE (libuv would then drop clients without a word).
-        self.max_connections = 1 << 62
-        self.refused_total = 0
-        self.accepted_total = 0  # refused ones included, as nginx's "accepts"
 
     def protocol_factory(self) -> ServerConnection:
         return ServerConnection(self)
 
-    def refuse(self, transport: asyncio.BaseTransport) -> None:
-        """Over max_connections: close at once (as nginx does when out of worker_connections)."""
-        self.refused_total += 1
-        _refused_log.emit(
-            "connection limit reached: %d client connections open (limit %d, from the open-file "
-            "limit); refusing new connections until some close",
-            len(self.connections),
-            self.max_connections,
-        )
-        cast(asyncio.Transport, transport).abort()
+    def set_limits(self, limits: Limits) -> None:
+        """A reload's limits: for new connections (open ones keep theirs)."""
+        self.limits = limits
+        self.admission.per_address = limits.limit_conn_per_address
+
+    def forget(self, conn: ServerConnection) -> None:
+        """`conn` closed: it no longer counts."""
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.admission.release(conn.client_ip)
 
     def sweep(self, now: float) -> None:
         # Connections stamp times from a clock up to one tick stale, so measured against `now`
@@ -226,17 +235,19 @@ class ServerConnection(asyncio.Protocol, ClientSide):
     # -- connection lifecycle --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server = self.server
-        server.accepted_total += 1
-        if len(server.connections) >= server.max_connections:
-            self.move(CLOSED)
-            server.refuse(transport)
-            return
+        """A plain connection just accepted (counted from now, or refused at once), or a TLS
+        one after its handshake (admitted at accept: fastgw/http/tls_accept.py)."""
+        client_ip = self.client_ip
+        if not client_ip:
+            client_ip = peer_address(transport)
+            if not self.server.admission.admit(client_ip, False):
+                self.move(CLOSED)
+                cast(asyncio.Transport, transport).abort()
+                return
+            self.client_ip = client_ip
         self.transport = transport  # type: ignore[assignment]
         self.flow.transport = self.transport
-        peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-        self.client_ip_bytes = self.client_ip.encode()
+        self.client_ip_bytes = client_ip.encode()
         sock = transport.get_extra_info("sockname")
         port = sock[1] if isinstance(sock, tuple) else self.server.port
         ssl_object = transport.get_extra_info("ssl_object")
@@ -260,7 +271,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         if self.state != CLOSED:
             self.move(CLOSED)
         self.flow.transport = None
-        self.server.connections.discard(self)
+        self.server.forget(self)
         for exchange in self.queue:
             exchange.abort()
         self.queue.clear()
@@ -431,7 +442,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
 
     def tunnel_ended(self) -> None:
         self.move(CLOSED)
-        self.server.connections.discard(self)
+        self.server.forget(self)
 
     def fail(self, status: int) -> None:
         """The client sent something unusable: answer `status` (in order) and close."""
@@ -525,14 +536,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             return
         if self.queue:
             exchange = self.queue[0]
-            # A body that stops arriving (nginx client_body_timeout, same value as the head's).
-            # A paused read is bounded elsewhere: by the exchange ahead (pipelining), the
-            # upstream's connect or write timeout, a plugin's own timeout.
-            if (
-                not exchange.request_complete
-                and not flow.read_paused
-                and now - self.last_read > limits.head_timeout
-            ):
+            if not exchange.request_complete and self._body_late(exchange, now):
                 self._timeout_active(exchange)
             return
         head_started = self.reader.head_started
@@ -550,6 +554,30 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         if now - idle_since > idle_limit:
             self.close()
 
+    def _body_late(self, exchange: Exchange, now: float) -> bool:
+        """Whether the body being read is too slow: no byte for head_timeout (nginx's
+        client_body_timeout, the head's value), not in full within request_body_timeout of
+        reading while a plugin waits for all of it, or slower on average than
+        request_body_min_rate past MIN_RATE_GRACE. Only time spent reading counts: a paused
+        read is bounded elsewhere (the exchange ahead, the upstream's connect or write timeout,
+        a plugin's own timeout), and a client waiting for its 100 Continue is not sending."""
+        if self.flow.read_paused or (exchange.expect_continue and not exchange.continue_sent):
+            if exchange.body_checked:
+                exchange.body_checked = 0.0
+            return False
+        limits = self.limits
+        if now - self.last_read > limits.head_timeout:
+            return True
+        last = exchange.body_checked
+        exchange.body_checked = now
+        if not last:
+            return False
+        seconds = exchange.body_seconds = exchange.body_seconds + now - last
+        if exchange.body_waiter is not None and seconds > limits.request_body_timeout:
+            return True
+        rate = limits.request_body_min_rate
+        return rate > 0 and seconds > MIN_RATE_GRACE and exchange.body_received < rate * seconds
+
     def _timeout_active(self, exchange: Exchange) -> None:
         if exchange.response_started:
             self.abort()
@@ -558,3 +586,9 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             queued.abort()
         self.queue.clear()
         self._write_error_and_close(408)
+
+
+def peer_address(transport: asyncio.BaseTransport) -> str:
+    """The client's address as the socket has it (a Unix socket or a test's: 127.0.0.1)."""
+    peer = transport.get_extra_info("peername")
+    return peer[0] if isinstance(peer, tuple) else "127.0.0.1"

@@ -21,7 +21,7 @@ services:
 def test_metrics_and_status_count_requests_and_refused_connections() -> None:
     gateway = Gateway(parse_config(CONFIG), admin_listen="off")
     gateway.proxy.requests_total = 7
-    gateway.proxy.refused_total = 3
+    gateway.proxy.admission.refused_total = 3
     admin = AdminHandler(gateway.stats)
     metrics = admin.metrics()
     assert re.search(r"^fastgw_http_requests_total 7.0$", metrics, re.M)

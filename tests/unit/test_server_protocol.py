@@ -11,6 +11,7 @@ import pytest
 from fastgw.http.exchange import DISCARD_LIMIT, FINISHED, WAITING, Exchange
 from fastgw.http.server import HOLDING, LINGERING, LINGERING_TIMEOUT
 from fastgw.http.states import IllegalTransition
+from fastgw.http.timers import TICK_SECONDS
 from fastgw.http.tunnel import TunnelEnd
 from fastgw.http.upstream import BODY, IDLE
 from tests.support.wire import (
@@ -492,6 +493,73 @@ async def test_body_that_stops_arriving_is_408() -> None:
     h.advance(5.1)
     assert h.transport.take() == error(b"408 Request Timeout", b"Request timeout")
     assert h.closed
+
+
+def tick(h: Harness, seconds: float) -> None:
+    """Time passing as the sweep sees it: one look per tick."""
+    for _ in range(round(seconds / TICK_SECONDS)):
+        h.advance(TICK_SECONDS)
+
+
+async def test_a_body_a_plugin_buffers_trickling_in_is_408_at_its_deadline() -> None:
+    """One byte a second never trips the between-bytes timeout; the whole-body deadline does."""
+    h = Harness(head_timeout=5.0, request_body_timeout=10.0, request_body_min_rate=0)
+    h.feed(b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n")
+    await settle()
+    for _ in range(10):
+        tick(h, 1.0)
+        assert h.feed(b"a") == b""
+    tick(h, 1.0)
+    assert h.transport.take() == error(b"408 Request Timeout", b"Request timeout")
+    assert h.closed
+
+
+async def test_a_streamed_body_below_the_minimum_rate_is_408_after_the_grace() -> None:
+    h = Harness(head_timeout=60.0, request_body_min_rate=100)
+    h.feed(b"POST /proxy/up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
+    assert h.upstream.sent().startswith(b"POST /proxy/up HTTP/1.1\r\n")  # streamed upstream
+    for _ in range(5):  # 10 bytes/s: far below the rate, but within the grace
+        tick(h, 1.0)
+        h.feed(b"x" * 10)
+    assert not h.closed
+    tick(h, 1.0)
+    assert h.transport.take() == error(b"408 Request Timeout", b"Request timeout")
+    assert h.closed
+
+
+def test_a_streamed_body_at_the_minimum_rate_goes_on() -> None:
+    h = Harness(head_timeout=60.0, request_body_min_rate=100)
+    h.feed(b"POST /proxy/up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
+    for _ in range(20):
+        tick(h, 1.0)
+        h.feed(b"x" * 120)
+    assert not h.closed and h.transport.take() == b""
+
+
+def test_time_with_reading_paused_does_not_count_against_the_rate() -> None:
+    """The upstream not taking the body (its buffer full) is not the client being slow."""
+    h = Harness(head_timeout=60.0, request_body_min_rate=100)
+    h.feed(b"POST /proxy/up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
+    tick(h, 1.0)
+    h.feed(b"x" * 200)
+    exchange = h.conn.queue[0]
+    exchange.upstream_write_paused()
+    for _ in range(30):
+        tick(h, 1.0)
+    exchange.upstream_write_resumed()
+    tick(h, 1.0)
+    h.feed(b"x" * 200)
+    tick(h, 1.0)
+    assert not h.closed and h.transport.take() == b""
+
+
+async def test_a_client_waiting_for_100_continue_is_not_slow() -> None:
+    h = Harness(head_timeout=5.0, request_body_min_rate=100)
+    h.feed(b"POST /async HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+    await settle()
+    for _ in range(4):
+        tick(h, 4.0)  # the gateway has not asked for the body: no timeout of the client's
+    assert not h.closed
 
 
 async def test_slow_pending_handler_is_not_a_client_timeout() -> None:
