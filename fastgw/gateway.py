@@ -31,6 +31,7 @@ from fastgw.observability.snapshot import GatewayStats, PluginStatus, PoolStats
 from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin
 from fastgw.process.limits import client_connection_limit
+from fastgw.process.memory import HeapTrimmer
 from fastgw.proxy.dispatch import Dispatcher
 from fastgw.proxy.runtime import PluginSlot, build_runtime
 
@@ -109,6 +110,7 @@ class Gateway:
         # the bound method, not the instance: calling an instance's __call__ costs more
         self.proxy = Server(self.dispatcher.handle, settings.limits, self.ticker)
         self.admin = Server(AdminHandler(self.stats, siblings).handle, settings.limits, self.ticker)
+        self.heap = HeapTrimmer(lambda: self.proxy.admission.open)
 
     # -- building --------------------------------------------------------------------------------
 
@@ -128,6 +130,7 @@ class Gateway:
 
     def stats(self) -> GatewayStats:
         proxy = self.proxy
+        admission = proxy.admission
         runtime = self.runtime
         return GatewayStats(
             connections_active=len(proxy.connections),
@@ -149,6 +152,8 @@ class Gateway:
             ),
             node_id=self.node_id,
             config_generation=self.generation,
+            client_addresses=(len(admission.addresses), admission.max_connections),
+            tls_handshakes=admission.handshakes,
         )
 
     # -- reloading -------------------------------------------------------------------------------
@@ -292,6 +297,8 @@ class Gateway:
         self.ticker.start()
         self.ticker.add(self.proxy.sweep)
         self.ticker.add(self.admin.sweep)
+        # after a flood of connections (TLS handshakes above all), RSS comes back down
+        self.ticker.add(self.heap.sweep)
         for pool in (*self.pools, *self.runtime.edge.pools):
             self.ticker.add(pool.sweep)
         for plugin in self.plugins:
