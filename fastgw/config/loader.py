@@ -34,9 +34,10 @@ from fastgw.config.documents import check_not_empty, load_document, read_text
 from fastgw.config.entities.ca_certificates import CA_CERTIFICATE
 from fastgw.config.entities.certificates import CERTIFICATE, add_certificate
 from fastgw.config.entities.consumers import CONSUMER, CONSUMER_UNIQUE
+from fastgw.config.entities.drafts import RouteDraft, ServiceDraft
 from fastgw.config.entities.plugins import TOP_LEVEL_PLUGIN, TopLevelPlugin, attach, linked
-from fastgw.config.entities.routes import TOP_LEVEL_ROUTE, RouteDraft, TopLevelRoute, add_to_service
-from fastgw.config.entities.services import SERVICE, ServiceDraft
+from fastgw.config.entities.routes import TOP_LEVEL_ROUTE, TopLevelRoute, add_to_service
+from fastgw.config.entities.services import SERVICE
 from fastgw.config.entities.settings import SETTINGS
 from fastgw.config.entities.upstreams import UPSTREAM
 from fastgw.config.entities.vaults import read_vaults
