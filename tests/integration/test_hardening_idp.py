@@ -33,7 +33,7 @@ import pytest
 from jwt.algorithms import RSAAlgorithm
 
 from fastgw.plugins.openid_connect import ClientCredentials, OpenIdConnect
-from fastgw.plugins.openid_connect.authenticator import IDP_MAX_CONCURRENCY
+from fastgw.plugins.openid_connect.admission import IDP_MAX_CONCURRENCY
 from fastgw.plugins.openid_connect.discovery import DISCOVERY_RETRY_MIN_SECONDS
 from fastgw.plugins.openid_connect.token_endpoint import MAX_TOKEN_RESPONSE_BYTES
 from tests.integration.misbehaving_idp import (

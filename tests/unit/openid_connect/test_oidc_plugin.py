@@ -1,4 +1,4 @@
-"""The openid-connect access step over a fake request context: upstream headers and answers."""
+"""The openid-connect access step over real exchanges: upstream headers and answers."""
 
 from __future__ import annotations
 
@@ -10,18 +10,24 @@ import orjson
 import pytest
 from oidc_fakes import (
     TOKEN_ENDPOINT,
+    Connection,
     FakeClock,
-    FakeContext,
     FakeHttp,
     FakeIdp,
+    answer_json,
     basic,
     config,
+    forwarded_body,
     make_plugin,
+    request_context,
+    response_header,
     run_access,
+    status_of,
 )
 
 from fastgw.config.schema import Reader
 from fastgw.http.client import ConnectError, RequestTimeout
+from fastgw.http.exchange import Exchange
 from fastgw.plugins.building import PluginRuntime
 from fastgw.plugins.openid_connect import SPEC, OpenIdConnect
 
@@ -34,10 +40,10 @@ def idp() -> FakeIdp:
     return FakeIdp(FakeHttp(), FakeClock())
 
 
-def request(authorization: bytes | None = GOOD, **options) -> FakeContext:
+def request(authorization: bytes | None = GOOD, **options) -> Exchange:
     headers = [(b"authorization", authorization)] if authorization is not None else []
     headers += options.pop("headers", [])
-    return FakeContext(headers, **options)
+    return request_context(headers, **options)
 
 
 async def test_miss_then_synchronous_hit(idp: FakeIdp) -> None:
@@ -83,10 +89,10 @@ async def test_no_credentials_is_401_with_a_challenge(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp)
     ctx = request(None)
     assert plugin.access(ctx) is None
-    assert ctx.status == 401
-    assert ctx.json == {"message": "Unauthorized"}
-    assert ctx.response_header(b"content-type") == JSON_TYPE
-    assert ctx.response_header(b"www-authenticate") == (
+    assert status_of(ctx) == 401
+    assert answer_json(ctx) == {"message": "Unauthorized"}
+    assert response_header(ctx, b"content-type") == JSON_TYPE
+    assert response_header(ctx, b"www-authenticate") == (
         b'Bearer realm="api.example.test", error="invalid_token"'
     )
     assert idp.token_calls == 0
@@ -96,7 +102,7 @@ async def test_malformed_basic_is_401(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp)
     ctx = request(b"Basic %%%")
     await run_access(plugin, ctx)
-    assert ctx.status == 401 and ctx.json == {"message": "Unauthorized"}
+    assert status_of(ctx) == 401 and answer_json(ctx) == {"message": "Unauthorized"}
 
 
 async def test_wrong_secret_is_401_then_answered_synchronously(idp: FakeIdp) -> None:
@@ -104,10 +110,10 @@ async def test_wrong_secret_is_401_then_answered_synchronously(idp: FakeIdp) -> 
     wrong = basic("client-1", "nope")
     first = request(wrong)
     await run_access(plugin, first)
-    assert first.status == 401
+    assert status_of(first) == 401
     again = request(wrong)
     assert plugin.access(again) is None  # negative cache: no await, no IdP call
-    assert again.status == 401
+    assert status_of(again) == 401
     assert idp.token_calls == 1
 
 
@@ -115,15 +121,15 @@ async def test_display_errors_appends_the_reason(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp, display_errors=True)
     ctx = request(basic("client-1", "nope"))
     await run_access(plugin, ctx)
-    assert ctx.json == {
+    assert answer_json(ctx) == {
         "message": "Unauthorized (identity provider rejected the client (invalid_client))"
     }
-    challenge = ctx.response_header(b"www-authenticate")
+    challenge = response_header(ctx, b"www-authenticate")
     assert challenge.startswith(b'Bearer realm="api.example.test", error="invalid_token"')
     assert (
         b'error_description="identity provider rejected the client (invalid_client)"' in challenge
     )
-    assert b"nope" not in ctx.response[1] and b"nope" not in challenge
+    assert b"nope" not in ctx.local_body and b"nope" not in challenge
 
 
 async def test_expose_error_code_off_and_custom_message(idp: FakeIdp) -> None:
@@ -132,17 +138,17 @@ async def test_expose_error_code_off_and_custom_message(idp: FakeIdp) -> None:
     )
     ctx = request(None, host=b"[::1]:8000")
     plugin.access(ctx)
-    assert ctx.json == {"message": "Go away"}
-    assert ctx.response_header(b"www-authenticate") == b'Bearer realm="[::1]"'
+    assert answer_json(ctx) == {"message": "Go away"}
+    assert response_header(ctx, b"www-authenticate") == b'Bearer realm="[::1]"'
 
 
 async def test_insufficient_scope_is_403(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp, scopes_required=["admin"], display_errors=False)
     ctx = request()
     await run_access(plugin, ctx)
-    assert ctx.status == 403
-    assert ctx.json == {"message": "Forbidden"}
-    assert ctx.response_header(b"www-authenticate") == (
+    assert status_of(ctx) == 403
+    assert answer_json(ctx) == {"message": "Forbidden"}
+    assert response_header(ctx, b"www-authenticate") == (
         b'Bearer realm="api.example.test", error="insufficient_scope"'
     )
 
@@ -159,9 +165,9 @@ async def test_idp_failure_blames_the_idp(idp: FakeIdp, failure, status, message
     plugin, _, _ = await make_plugin(idp)
     ctx = request()
     await run_access(plugin, ctx)
-    assert ctx.status == status
-    assert ctx.json == {"message": message}
-    assert ctx.response_header(b"www-authenticate") is None
+    assert status_of(ctx) == status
+    assert answer_json(ctx) == {"message": message}
+    assert response_header(ctx, b"www-authenticate") is None
 
 
 async def test_idp_5xx_is_502(idp: FakeIdp) -> None:
@@ -169,7 +175,7 @@ async def test_idp_5xx_is_502(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp)
     ctx = request()
     await run_access(plugin, ctx)
-    assert ctx.status == 502
+    assert status_of(ctx) == 502
 
 
 async def test_refresh_window_hit_is_synchronous_and_refreshes_once(idp: FakeIdp) -> None:
@@ -232,7 +238,7 @@ async def test_body_credentials(idp: FakeIdp, content_type, body, stripped) -> N
         await run_access(plugin, ctx)
         assert not ctx.responded
         assert ctx.get_header(b"authorization").startswith(b"Bearer ")
-        assert ctx.forwarded_body == (stripped if hide else body)
+        assert forwarded_body(ctx) == (stripped if hide else body)
 
 
 async def test_body_too_large_for_credentials_is_413_not_401(idp: FakeIdp) -> None:
@@ -243,11 +249,11 @@ async def test_body_too_large_for_credentials_is_413_not_401(idp: FakeIdp) -> No
     form = [(b"content-type", b"application/x-www-form-urlencoded")]
     ctx = request(None, body=body + b"x" * DEFAULT_CREDENTIALS_MAX_BODY_SIZE, headers=form)
     await run_access(plugin, ctx)
-    assert ctx.status == 413
-    assert ctx.json["message"] == (
+    assert status_of(ctx) == 413
+    assert answer_json(ctx)["message"] == (
         "Request body too large to read credentials (body larger than credentials_max_body_size)"
     )
-    assert ctx.response_header(b"www-authenticate") is None
+    assert response_header(ctx, b"www-authenticate") is None
     assert idp.token_calls == 0
 
 
@@ -267,7 +273,7 @@ async def test_param_type_header_only_ignores_query(idp: FakeIdp) -> None:
     query = b"client_id=client-1&client_secret=secret-1"
     ctx = request(None, query=query)
     assert plugin.access(ctx) is None  # answered at once: nothing to fetch
-    assert ctx.status == 401
+    assert status_of(ctx) == 401
     assert idp.token_calls == 0 and idp.http.calls == []  # the query was never a credential
     assert ctx.query == query  # nor read to be hidden
 
@@ -276,7 +282,7 @@ async def test_param_type_query_only_ignores_basic(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp, client_credentials_param_type=["query"])
     ctx = request(GOOD)
     assert plugin.access(ctx) is None
-    assert ctx.status == 401
+    assert status_of(ctx) == 401
     assert idp.token_calls == 0 and idp.http.calls == []
     # Basic for client-1 beside query credentials for client-2: the token is client-2's
     ctx = request(GOOD, query=b"client_id=client-2&client_secret=secret-2")
@@ -306,7 +312,7 @@ async def test_unexpected_error_is_500_and_logged(idp: FakeIdp, caplog) -> None:
     authenticator.obtain = broken  # type: ignore[method-assign]
     ctx = request()
     await run_access(plugin, ctx)
-    assert ctx.status == 500 and ctx.response_header(b"www-authenticate") is None
+    assert status_of(ctx) == 500 and response_header(ctx, b"www-authenticate") is None
     assert "unexpected error" in caplog.text
     assert "secret-1" not in caplog.text
 
@@ -356,19 +362,19 @@ async def test_one_connection_with_another_authorization_gets_its_own_token(idp:
     """The per-connection memo of the header's digest never serves one client's token for
     another client's header on the same connection."""
     plugin, _, _ = await make_plugin(idp)
-    connection: dict[object, object] = {}
-    first = request(connection_memo=connection)
+    connection = Connection()
+    first = request(connection=connection)
     await run_access(plugin, first)
     first_token = first.get_header(b"authorization")
-    other = request(basic("client-2", "secret-2"), connection_memo=connection)
+    other = request(basic("client-2", "secret-2"), connection=connection)
     await run_access(plugin, other)
     other_token = other.get_header(b"authorization")
     assert other_token is not None and other_token != first_token
     assert jwt.decode(other_token[7:], options={"verify_signature": False})["sub"] == "client-2"
-    wrong = request(basic("client-1", "not-the-secret"), connection_memo=connection)
+    wrong = request(basic("client-1", "not-the-secret"), connection=connection)
     await run_access(plugin, wrong)
-    assert wrong.status == 401
-    again = request(connection_memo=connection)
+    assert status_of(wrong) == 401
+    again = request(connection=connection)
     assert plugin.access(again) is None  # the first client's token, cached: a hit
     assert again.get_header(b"authorization") == first_token
     assert idp.token_calls == 3

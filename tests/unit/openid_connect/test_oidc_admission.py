@@ -1,0 +1,212 @@
+"""Admission to the IdP (admission.py): the bound, the classes of work in priority order, round
+robin over caller addresses, bounded queues, the one deadline, the known-good set."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from oidc_fakes import until
+
+from fastgw.plugins.openid_connect.admission import (
+    KNOWN,
+    NO_SOURCE,
+    REFRESH,
+    UNKNOWN,
+    Admission,
+    IdpCall,
+    KnownGood,
+    source_of,
+)
+from fastgw.plugins.openid_connect.errors import IdpBusy, IdpTimeout, TooManyWaiting
+
+LONG = 60.0  # a deadline no test reaches
+
+
+def call(kind: int, source: str = "192.0.2.1", timeout: float = LONG) -> IdpCall:
+    return IdpCall.starting_now(kind, source, timeout)
+
+
+class Grants:
+    """Asks for slots in the background and records the order they are granted in."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+        self.order: list[str] = []
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def ask(self, name: str, kind: int, source: str = "192.0.2.1") -> asyncio.Task[None]:
+        async def wait() -> None:
+            await self.admission.acquire(call(kind, source))
+            self.order.append(name)
+
+        task = asyncio.ensure_future(wait())
+        self.tasks.append(task)
+        return task
+
+    async def settle(self, waiting: int) -> None:
+        """Until every asker is either granted or waiting (`waiting` of them)."""
+        await until(lambda: self.admission.in_flight + waiting_count(self.admission) >= waiting)
+
+
+def waiting_count(admission: Admission) -> int:
+    waiting = admission.status()["waiting"]
+    assert isinstance(waiting, dict)
+    return sum(waiting.values())
+
+
+def test_sources_are_addresses_and_ipv6_subscribers() -> None:
+    assert source_of("203.0.113.7") == "203.0.113.7"
+    assert source_of("::ffff:203.0.113.7") == "203.0.113.7"
+    # one /64 is one caller, however many addresses it uses
+    assert source_of("2001:db8:1:2::1") == source_of("2001:db8:1:2:ffff::9")
+    assert source_of("2001:db8:1:2::1") != source_of("2001:db8:1:3::1")
+    assert source_of("fe80::1%eth0") == source_of("fe80::2")
+    assert source_of("") == "" and source_of("not an address:") == "not an address:"
+
+
+async def test_unknown_work_holds_half_the_slots_known_three_quarters_refresh_all() -> None:
+    admission = Admission(slots=8)
+    for _ in range(4):
+        await admission.acquire(call(UNKNOWN))
+    grants = Grants(admission)
+    grants.ask("unknown", UNKNOWN)
+    await grants.settle(5)
+    assert grants.order == [] and admission.in_flight == 4  # unknown's half is taken
+    for _ in range(2):
+        await admission.acquire(call(KNOWN))  # known + unknown up to three quarters
+    grants.ask("known", KNOWN)
+    await grants.settle(8)
+    assert grants.order == [] and admission.in_flight == 6
+    for _ in range(2):
+        await admission.acquire(call(REFRESH, NO_SOURCE))  # refreshes take what is left
+    assert admission.in_flight == 8
+    admission.release(REFRESH)  # the last quarter is kept for refreshes: no one else takes it
+    assert admission.in_flight == 7
+    await admission.acquire(call(REFRESH, NO_SOURCE))
+    admission.release(UNKNOWN)  # below three quarters again: known goes first
+    await until(lambda: grants.order == ["known"])
+    admission.release(KNOWN)  # unknown below its half, and the sum below three quarters
+    await until(lambda: grants.order == ["known", "unknown"])
+    assert admission.in_flight == 8
+
+
+async def test_a_freed_slot_goes_to_refresh_then_known_then_unknown() -> None:
+    admission = Admission(slots=4)
+    for _ in range(2):
+        await admission.acquire(call(UNKNOWN))
+    for _ in range(2):
+        await admission.acquire(call(REFRESH, NO_SOURCE))
+    grants = Grants(admission)
+    grants.ask("unknown", UNKNOWN)
+    grants.ask("known", KNOWN)
+    grants.ask("refresh", REFRESH, NO_SOURCE)
+    await grants.settle(7)
+    admission.release(REFRESH)
+    await until(lambda: grants.order == ["refresh"])
+    admission.release(REFRESH)
+    await until(lambda: grants.order == ["refresh", "known"])
+    admission.release(UNKNOWN)
+    await until(lambda: grants.order == ["refresh", "known", "unknown"])
+
+
+async def test_each_address_gets_its_turn_whatever_another_has_queued() -> None:
+    admission = Admission(slots=2)  # one slot for unknown work
+    await admission.acquire(call(UNKNOWN, "198.51.100.1"))
+    grants = Grants(admission)
+    for index in range(5):
+        grants.ask(f"flood-{index}", UNKNOWN, "198.51.100.1")
+    grants.ask("other", UNKNOWN, "203.0.113.9")
+    await grants.settle(7)
+    for expected in (["flood-0"], ["flood-0", "other"], ["flood-0", "other", "flood-1"]):
+        admission.release(UNKNOWN)
+        await until(lambda expected=expected: grants.order == expected)
+
+
+async def test_full_queues_answer_at_once() -> None:
+    admission = Admission(slots=4, queue_limit=4, source_limit=2)
+    for _ in range(2):  # unknown work's half
+        await admission.acquire(call(UNKNOWN, "198.51.100.1"))
+    grants = Grants(admission)
+    grants.ask("a1", UNKNOWN, "198.51.100.1")
+    grants.ask("a2", UNKNOWN, "198.51.100.1")
+    await grants.settle(4)
+    with pytest.raises(TooManyWaiting) as limited:
+        await admission.acquire(call(UNKNOWN, "198.51.100.1"))
+    assert limited.value.status == 429
+    grants.ask("b1", UNKNOWN, "203.0.113.1")
+    grants.ask("c1", UNKNOWN, "203.0.113.2")
+    await grants.settle(6)
+    with pytest.raises(IdpBusy) as busy:
+        await admission.acquire(call(UNKNOWN, "203.0.113.3"))
+    assert busy.value.status == 503 and not isinstance(busy.value, TooManyWaiting)
+    assert admission.stats.source_limited[UNKNOWN] == 1 and admission.stats.busy[UNKNOWN] == 1
+    await admission.acquire(call(KNOWN))  # another class has its own queue (and a slot here)
+    for task in grants.tasks:
+        task.cancel()
+    await asyncio.gather(*grants.tasks, return_exceptions=True)
+    assert waiting_count(admission) == 0
+
+
+async def test_a_waiter_gives_up_at_the_deadline_and_leaves_the_queue() -> None:
+    admission = Admission(slots=2)
+    await admission.acquire(call(UNKNOWN))
+    with pytest.raises(IdpTimeout) as timed_out:
+        await admission.acquire(call(UNKNOWN, timeout=0.01))
+    assert timed_out.value.status == 504
+    assert timed_out.value.reason == "no identity provider call slot free within 0.01 s"
+    assert waiting_count(admission) == 0 and admission.stats.timed_out[UNKNOWN] == 1
+    admission.release(UNKNOWN)
+    await admission.acquire(call(UNKNOWN))  # the slot went nowhere else
+
+
+async def test_a_slot_granted_to_a_waiter_that_left_goes_to_the_next() -> None:
+    admission = Admission(slots=2)
+    await admission.acquire(call(UNKNOWN))
+    grants = Grants(admission)
+    leaving = grants.ask("leaving", UNKNOWN)
+    grants.ask("next", UNKNOWN, "203.0.113.5")
+    await grants.settle(3)
+    admission.release(UNKNOWN)  # granted to `leaving`, which is cancelled before it resumes
+    leaving.cancel()
+    await until(lambda: grants.order == ["next"])
+    assert admission.in_flight == 1 and waiting_count(admission) == 0
+
+
+async def test_cancelled_waiters_leave_their_queue() -> None:
+    admission = Admission(slots=2)
+    await admission.acquire(call(UNKNOWN))
+    grants = Grants(admission)
+    tasks = [grants.ask(f"w{index}", UNKNOWN) for index in range(3)]
+    await grants.settle(4)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert waiting_count(admission) == 0 and admission.status()["addresses_waiting"] == 0
+
+
+def test_known_good_is_bounded_and_forgets_the_oldest() -> None:
+    known = KnownGood(capacity=3)
+    for key in ("a", "b", "c"):
+        known.add(key)
+    known.add("a")  # accepted again: now the youngest
+    known.add("d")
+    assert "b" not in known and {"a", "c", "d"} == {key for key in "abcd" if key in known}
+    assert len(known) == 3
+    known.discard("c")
+    known.discard("never-there")
+    assert len(known) == 2
+
+
+async def test_status_and_metrics_report_use_and_capacity() -> None:
+    admission = Admission(slots=4, queue_limit=8)
+    await admission.acquire(call(KNOWN))
+    status = admission.status()
+    assert status["slots"] == 4 and status["in_flight"] == 1
+    assert status["queue_capacity"] == {"refresh": 8, "known": 8, "unknown": 8}
+    families = {family.name: family for family in admission.metric_families("r1")}
+    assert families["fastgw_oidc_idp_slots"].samples == {("r1",): 4}
+    assert families["fastgw_oidc_idp_in_flight"].samples[("r1", "known")] == 1
+    admitted = families["fastgw_oidc_idp_admissions_total"].samples
+    assert admitted[("r1", "known", "admitted")] == 1
+    assert admitted[("r1", "unknown", "busy")] == 0
