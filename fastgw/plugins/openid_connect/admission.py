@@ -12,7 +12,9 @@ Within KNOWN and UNKNOWN each caller address (an IPv4 address, an IPv6 /64) has 
 a freed slot goes to the next address in turn, so a flood from some addresses leaves the others
 their turns. Each queue is bounded: a full one answers at once (IdpBusy 503, TooManyWaiting
 429 for one address's queue) instead of holding a request until its deadline. A waiter gives up
-at the miss's one deadline (`IdpCall.deadline`, the plugin's `timeout` after the miss began).
+at the miss's one deadline (`IdpCall.deadline`, the plugin's `timeout` after the miss began),
+and a waiter whose turn comes with less time left than the IdP typically takes to answer gives
+up then (`too_late`) rather than spend a slot on a call that would time out.
 
 Nothing here runs on a cache hit.
 """
@@ -46,6 +48,9 @@ QUEUE_LIMIT: Final = 1024
 SOURCE_QUEUE_LIMIT: Final = 256
 # Credentials (and tokens) remembered as good: as many as the token cache holds clients.
 KNOWN_GOOD_LIMIT: Final = 100_000
+# How much each IdP answer moves the typical answer time (an exponential moving average): a
+# fifth, so that a few answers show a slower IdP and one slow answer does not dominate.
+ANSWER_TIME_WEIGHT: Final = 0.2
 
 REFRESH: Final = 0
 KNOWN: Final = 1
@@ -195,6 +200,8 @@ class Admission:
         # the most slots a class and every class after it may hold together
         self._caps = (slots, max(1, int(slots * KNOWN_SHARE)), max(1, int(slots * UNKNOWN_SHARE)))
         self._busy = [0, 0, 0]
+        # how long the IdP typically takes to answer (seconds, learnt from its answers)
+        self.typical_answer = 0.0
         # a background refresh has no address: its class is one FIFO
         self._queues = (
             _Queue(queue_limit, queue_limit),
@@ -219,13 +226,20 @@ class Admission:
 
     async def acquire(self, call: IdpCall) -> None:
         """A slot for `call`, at once or in its turn; raises IdpBusy or TooManyWaiting when its
-        queue is full, IdpTimeout when the deadline passes first."""
+        queue is full, IdpTimeout when the deadline passes first (or comes too close to it)."""
         kind = call.kind
         queue = self._queues[kind]
         if not queue.waiting and self._may_start(kind):
             self._busy[kind] += 1
             self.stats.admitted[kind] += 1
-            return
+        else:
+            await self._wait_turn(call, queue)
+        if self.too_late(call):
+            self.release(kind)
+            raise IdpTimeout(f"no identity provider call slot free within {call.budget:g} s")
+
+    async def _wait_turn(self, call: IdpCall, queue: _Queue) -> None:
+        kind = call.kind
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             queue.push(call.source, waiter)
@@ -249,6 +263,18 @@ class Admission:
         except BaseException:  # the caller is gone (cancelled)
             self._abandon(call, waiter)
             raise
+
+    def too_late(self, call: IdpCall) -> bool:
+        """For a call holding its slot: whether it has less time left than the IdP typically
+        takes (it gives up with IdpTimeout, its slot going to the next waiter)."""
+        if call.remaining() >= self.typical_answer:
+            return False
+        self.stats.timed_out[call.kind] += 1
+        return True
+
+    def answered(self, seconds: float) -> None:
+        """The IdP answered a call (whatever it said) in `seconds`."""
+        self.typical_answer += (seconds - self.typical_answer) * ANSWER_TIME_WEIGHT
 
     def _abandon(self, call: IdpCall, waiter: asyncio.Future[None]) -> None:
         if waiter.done() and not waiter.cancelled():
@@ -281,6 +307,7 @@ class Admission:
             "waiting": {name: self._queues[i].waiting for i, name in enumerate(CLASS_NAMES)},
             "queue_capacity": {name: self._queues[i].limit for i, name in enumerate(CLASS_NAMES)},
             "addresses_waiting": sum(len(queue.by_source) for queue in self._queues[KNOWN:]),
+            "typical_answer_seconds": round(self.typical_answer, 3),
         }
 
     def metric_families(self, instance: str) -> list[Family]:

@@ -6,6 +6,7 @@ The authenticator runs `fill` inside its single-flight; nothing here runs on a c
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -219,9 +220,11 @@ class TokenFetcher:
             headers=self.config.token_headers,
             now=self._clock(),
         )
-        await self._admission.acquire(call)
+        admission = self._admission
+        await admission.acquire(call)
+        started = asyncio.get_running_loop().time()
         try:
-            return await request_token(
+            response = await request_token(
                 self._http,
                 endpoint,
                 request,
@@ -229,13 +232,18 @@ class TokenFetcher:
                 budget=call.budget,
                 stats=self._stats,
             )
+            admission.answered(asyncio.get_running_loop().time() - started)
+            return response
+        except (InvalidCredentials, InsufficientScope):
+            admission.answered(asyncio.get_running_loop().time() - started)  # an answer too
+            raise
         except IdpUnavailable as error:
             # the client is not to blame, so the answer says little: the operator needs the why
             message = f"token request failed: {error.reason}"
             self._warnings.emit(message, "%s", message)
             raise
         finally:
-            self._admission.release(call.kind)
+            admission.release(call.kind)
 
     async def _verify_issued(
         self, access_token: str, credentials: ClientCredentials, call: IdpCall

@@ -15,6 +15,7 @@ active before go ahead of never-seen ones, each miss within one deadline.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -183,9 +184,11 @@ class BearerAuthenticator:
             headers=config.introspection_headers,
             now=self.clock(),
         )
-        await self.admission.acquire(call)
+        admission = self.admission
+        await admission.acquire(call)
+        started = asyncio.get_running_loop().time()
         try:
-            return await introspect(
+            answer = await introspect(
                 self._http,
                 endpoint,
                 request,
@@ -193,12 +196,17 @@ class BearerAuthenticator:
                 budget=call.budget,
                 check_active=config.introspection_check_active,
             )
+            admission.answered(asyncio.get_running_loop().time() - started)
+            return answer
+        except InvalidCredentials:  # not active: an answer too
+            admission.answered(asyncio.get_running_loop().time() - started)
+            raise
         except IdpUnavailable as error:
             message = f"introspection failed: {error.reason}"
             self._warnings.emit(message, "%s", message)
             raise
         finally:
-            self.admission.release(call.kind)
+            admission.release(call.kind)
 
     def _entry(self, token: str, claims: dict[str, Any]) -> Entry:
         """Cached until the token's own expiry (with leeway), else `cache_ttl`, clamped by
