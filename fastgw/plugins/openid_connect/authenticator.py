@@ -416,7 +416,8 @@ class ClientCredentialsAuthenticator:
         if stale is None:
             stale = self.cache.get(key) or (self.cache.get(alias) if alias is not None else None)
         # who goes first to the IdP: credentials that were good before, then never-seen ones
-        kind = KNOWN if stale is not None or key in self.known else UNKNOWN
+        # (an entry in the L1 is no sign: the IdP may have rejected its credentials since)
+        kind = KNOWN if key in self.known else UNKNOWN
         source = source_of(client_address)
         self.waited_for_token += 1
         self.stats.misses += 1

@@ -1,7 +1,7 @@
-"""The process's token cache (L1): the entries the hot path reads and the hit itself, negative
-entries, their bounds, and the TTL math that plans each entry's life. Sans-IO (every decision
-reads `now`); compiled (build_info.COMPILED_MODULES): a hit runs here on every request.
+"""The process's token cache (L1): its entries, negative entries and their bounds, the hit path
+every cached request runs (`TokenCache.hit`), and the TTL math that plans each entry's life.
 
+Sans-IO (every decision reads `now`); compiled (build_info.COMPILED_MODULES), as the hit runs here.
 The shared cache across processes is l2.py's; the single-flight of fetches flights.py's.
 """
 
@@ -281,9 +281,6 @@ class TokenCache:
         return None
 
     # -- the slow path ----------------------------------------------------------------------------
-
-    def now(self) -> float:
-        return self._clock()
 
     def get(self, key: Hashable) -> Entry | None:
         """The entry under `key` in whatever state (due for refresh, expired, killed)."""

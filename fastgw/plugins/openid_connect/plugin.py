@@ -292,7 +292,7 @@ class OpenIdConnect(Plugin):
         if self._bearer_query and ctx.query:
             query_token = token_from_form(ctx.query)
             if query_token is not None:
-                return checked_token(query_token), None, False  # the query is always hidden
+                return checked_token(query_token), None, False  # `_hide` strips the query
         cookie_name = self._bearer_cookie
         if cookie_name is not None:
             cookies = ctx.get_header(_COOKIE)

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fastgw.config import Limits
 from fastgw.config.consumers import Consumers
+from fastgw.http.client import RequestTimeout
 from fastgw.http.exchange import BODY_LENGTH, Exchange
 from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
@@ -65,6 +66,7 @@ class Call:
     url: str
     headers: Mapping[str, str]
     body: bytes
+    timeout: float = 10.0  # what the caller gave the whole exchange
 
     @property
     def form(self) -> dict[str, str]:
@@ -76,7 +78,8 @@ Handler = Callable[[Call], Awaitable[FakeResponse] | FakeResponse]
 
 class FakeHttp(HttpClient):
     """Routes by URL to a handler (a FakeResponse, an exception to raise, or a callable); an
-    implementation of the plugins' HttpClient protocol, checked against it by mypy."""
+    implementation of the plugins' HttpClient protocol, checked against it by mypy. Like the
+    gateway's client, an answer later than `timeout` is a RequestTimeout."""
 
     def __init__(self) -> None:
         self.routes: dict[str, Any] = {}
@@ -99,7 +102,7 @@ class FakeHttp(HttpClient):
         timeout: float = 10.0,
         max_body: int = 1 << 20,
     ) -> FakeResponse:
-        call = Call(method, url, dict(headers or {}), body)
+        call = Call(method, url, dict(headers or {}), body, timeout)
         self.calls.append(call)
         answer = self.routes.get(url)
         if answer is None:
@@ -109,7 +112,11 @@ class FakeHttp(HttpClient):
         if callable(answer):
             answer = answer(call)
             if asyncio.iscoroutine(answer):
-                answer = await answer
+                try:
+                    async with asyncio.timeout(timeout):
+                        answer = await answer
+                except TimeoutError:
+                    raise RequestTimeout(f"{method} {url} took longer than {timeout:g} s") from None
             if isinstance(answer, BaseException):
                 raise answer
         return answer

@@ -1,12 +1,23 @@
 """Admission to the IdP (admission.py): the bound, the classes of work in priority order, round
-robin over caller addresses, bounded queues, the one deadline, the known-good set."""
+robin over caller addresses, bounded queues, the one deadline, the known-good set; then the same
+through the authenticator (refreshes, known clients, addresses, the deadline of a miss)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from oidc_fakes import until
+from oidc_fakes import (
+    DISCOVERY_URL,
+    TOKEN_ENDPOINT,
+    FakeClock,
+    FakeHttp,
+    FakeIdp,
+    basic,
+    json_response,
+    make_authenticator,
+    until,
+)
 
 from fastgw.plugins.openid_connect.admission import (
     KNOWN,
@@ -18,9 +29,16 @@ from fastgw.plugins.openid_connect.admission import (
     KnownGood,
     source_of,
 )
-from fastgw.plugins.openid_connect.errors import IdpBusy, IdpTimeout, TooManyWaiting
+from fastgw.plugins.openid_connect.credentials import ClientCredentials
+from fastgw.plugins.openid_connect.errors import (
+    IdpBusy,
+    IdpTimeout,
+    InvalidCredentials,
+    TooManyWaiting,
+)
 
 LONG = 60.0  # a deadline no test reaches
+GOOD = basic("client-1", "secret-1")
 
 
 def call(kind: int, source: str = "192.0.2.1", timeout: float = LONG) -> IdpCall:
@@ -210,3 +228,119 @@ async def test_status_and_metrics_report_use_and_capacity() -> None:
     admitted = families["fastgw_oidc_idp_admissions_total"].samples
     assert admitted[("r1", "known", "admitted")] == 1
     assert admitted[("r1", "unknown", "busy")] == 0
+
+
+async def test_a_waiter_whose_turn_comes_too_late_for_an_answer_gives_up() -> None:
+    admission = Admission(slots=4)
+    for _ in range(10):
+        admission.answered(1.0)  # the IdP takes about a second
+    with pytest.raises(IdpTimeout):
+        await admission.acquire(call(UNKNOWN, timeout=0.5))  # it would only time out
+    assert admission.in_flight == 0 and admission.stats.timed_out[UNKNOWN] == 1
+    await admission.acquire(call(UNKNOWN, timeout=5.0))
+    assert admission.in_flight == 1
+
+
+# -- through the authenticator --------------------------------------------------------------------
+
+
+@pytest.fixture
+def idp() -> FakeIdp:
+    return FakeIdp(FakeHttp(), FakeClock())
+
+
+def made_up(index: int) -> bytes:
+    return basic(f"made-up-{index}", "guessed")
+
+
+def token_calls_of(idp: FakeIdp) -> list[str]:
+    """The client ids of the token requests, in the order the IdP got them."""
+    return [idp.credentials_of(c)[0] for c in idp.http.calls if c.url == TOKEN_ENDPOINT]
+
+
+async def test_a_refresh_goes_ahead_of_every_waiting_unknown_id(idp: FakeIdp) -> None:
+    admission = Admission(slots=4)  # two for unknown ids, one more for known clients
+    auth, spawner = await make_authenticator(idp, admission)
+    first = await auth.authenticate(GOOD)
+    idp.gate = asyncio.Event()
+    flood = [asyncio.ensure_future(auth.authenticate(made_up(i))) for i in range(10)]
+    await until(lambda: waiting_count(admission) == 8 and admission.in_flight == 2)
+    idp.clock.advance(3600 - 30)  # the cached token is due for refresh
+    assert auth.authenticate_cached(GOOD) == first  # served, and one refresh started
+    await until(lambda: len(token_calls_of(idp)) == 4)
+    assert token_calls_of(idp)[-1] == "client-1"  # ahead of the 8 waiting
+    assert waiting_count(admission) == 8
+    idp.gate.set()
+    await spawner.drain()
+    refreshed = auth.authenticate_cached(GOOD)
+    assert refreshed is not None and refreshed.access_token != first.access_token
+    assert all(isinstance(r, InvalidCredentials) for r in await gather_quietly(flood))
+
+
+async def test_known_credentials_go_ahead_of_never_seen_ones(idp: FakeIdp) -> None:
+    admission = Admission(slots=4)
+    auth, _ = await make_authenticator(idp, admission, cache_ttl_resurrect=0)
+    await auth.authenticate(GOOD)
+    key = auth.credentials_key(ClientCredentials("client-1", "secret-1"))
+    assert key in auth.known
+    idp.clock.advance(7200)  # its token is gone; the credentials are still known-good
+    idp.gate = asyncio.Event()
+    flood = [asyncio.ensure_future(auth.authenticate(made_up(i))) for i in range(6)]
+    await until(lambda: waiting_count(admission) == 4)
+    known = asyncio.ensure_future(auth.authenticate(GOOD))
+    await until(lambda: token_calls_of(idp)[-1:] == ["client-1"])  # not behind the 4
+    idp.gate.set()
+    assert (await known).claims["sub"] == "client-1"
+    assert all(isinstance(r, InvalidCredentials) for r in await gather_quietly(flood))
+    assert len(auth.known) == 1  # rejected ids are never remembered as good
+
+
+async def test_unknown_ids_take_turns_by_caller_address(idp: FakeIdp) -> None:
+    admission = Admission(slots=2)  # one slot for unknown ids
+    auth, _ = await make_authenticator(idp, admission)
+    idp.gate = asyncio.Event()
+    flood = [
+        asyncio.ensure_future(auth.authenticate(made_up(i), client_address="198.51.100.7"))
+        for i in range(5)
+    ]
+    await until(lambda: waiting_count(admission) == 4)
+    other = asyncio.ensure_future(auth.authenticate(GOOD, client_address="203.0.113.20"))
+    await until(lambda: waiting_count(admission) == 5)
+    idp.gate.set()
+    assert (await other).claims["sub"] == "client-1"
+    await gather_quietly(flood)
+    # the other address waited one turn of the flooding one, not for its whole queue
+    assert token_calls_of(idp)[:4] == ["made-up-0", "made-up-1", "client-1", "made-up-2"]
+
+
+async def test_the_call_gets_what_is_left_of_the_misss_deadline(idp: FakeIdp) -> None:
+    admission = Admission(slots=2)
+    auth, _ = await make_authenticator(idp, admission, timeout=2000)
+    idp.gate = asyncio.Event()
+    first = asyncio.ensure_future(auth.authenticate(GOOD))
+    second = asyncio.ensure_future(auth.authenticate(basic("client-2", "secret-2")))
+    await until(lambda: waiting_count(admission) == 1)
+    idp.gate.set()
+    await asyncio.gather(first, second)
+    calls = [c for c in idp.http.calls if c.url == TOKEN_ENDPOINT]
+    assert calls[0].timeout <= 2.0
+    assert calls[1].timeout < calls[0].timeout  # it waited for its slot within the same 2 s
+
+
+async def test_the_deadline_bounds_the_wait_for_discovery(idp: FakeIdp) -> None:
+    gate = asyncio.Event()
+
+    async def hanging(_call: object) -> object:
+        await gate.wait()
+        return json_response({})
+
+    idp.http.route(DISCOVERY_URL, hanging)
+    auth, _ = await make_authenticator(idp, timeout=50)
+    with pytest.raises(IdpTimeout) as timed_out:
+        await auth.authenticate(GOOD)
+    assert timed_out.value.reason == "discovery did not answer within 0.05 s"
+    gate.set()
+
+
+async def gather_quietly(tasks: list[asyncio.Task[object]]) -> list[object]:
+    return await asyncio.gather(*tasks, return_exceptions=True)

@@ -18,11 +18,13 @@ from oidc_fakes import (
     basic,
     config,
     forwarded_body,
+    make_full_plugin,
     make_plugin,
     request_context,
     response_header,
     run_access,
     status_of,
+    until,
 )
 
 from fastgw.config.schema import Reader
@@ -30,6 +32,8 @@ from fastgw.http.client import ConnectError, RequestTimeout
 from fastgw.http.exchange import Exchange
 from fastgw.plugins.building import PluginRuntime
 from fastgw.plugins.openid_connect import SPEC, OpenIdConnect
+from fastgw.plugins.openid_connect.admission import Admission
+from fastgw.plugins.openid_connect.answers import TOO_MANY_WAITING_MESSAGE
 
 GOOD = basic("client-1", "secret-1")
 JSON_TYPE = b"application/json; charset=utf-8"
@@ -378,3 +382,121 @@ async def test_one_connection_with_another_authorization_gets_its_own_token(idp:
     assert plugin.access(again) is None  # the first client's token, cached: a hit
     assert again.get_header(b"authorization") == first_token
     assert idp.token_calls == 3
+
+
+# -- hide_credentials beyond the source used ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"a=1&client_id=client-1&client_secret=stray&b=2",
+        b"a=1&client%5Fsecret=stray&b=2",  # the same name, escaped
+    ],
+)
+async def test_query_credentials_beside_a_basic_header_are_hidden(idp: FakeIdp, query) -> None:
+    plugin, _, _ = await make_plugin(idp)
+    for attempt in ("miss", "hit"):
+        ctx = request(query=query)
+        synchronous = await run_access(plugin, ctx)
+        assert synchronous is (attempt == "hit")
+        assert ctx.query == b"a=1&b=2" and not ctx.responded
+        assert ctx.get_header(b"authorization").startswith(b"Bearer ey")
+
+
+async def test_query_without_credentials_is_forwarded_as_it_came(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp)
+    for _ in range(2):
+        ctx = request(query=b"client=1&secret_santa=2&&x=%41")
+        await run_access(plugin, ctx)
+        assert ctx.query == b"client=1&secret_santa=2&&x=%41"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"hide_credentials": False}, {"client_credentials_param_type": ["header"]}],
+    ids=["asked-to-forward", "query-not-a-source"],
+)
+async def test_query_credentials_are_kept_when_not_the_plugins_to_hide(
+    idp: FakeIdp, options
+) -> None:
+    plugin, _, _ = await make_plugin(idp, **options)
+    query = b"client_id=client-2&client_secret=secret-2"
+    for _ in range(2):
+        ctx = request(query=query)
+        await run_access(plugin, ctx)
+        assert ctx.query == query and not ctx.responded
+
+
+# -- what loggers redact --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"auth_methods": ["client_credentials"]}, {b"authorization"}),
+        (
+            {"auth_methods": ["client_credentials"], "upstream_access_token_header": "x-token"},
+            {b"x-token"},
+        ),
+        ({"auth_methods": ["bearer"]}, {b"authorization", b"access-token", b"x-access-token"}),
+        (
+            {"auth_methods": ["bearer"], "bearer_token_header_name": "X-Api-Token"},
+            {b"authorization", b"x-api-token"},
+        ),
+    ],
+)
+async def test_sensitive_headers_name_every_header_the_plugin_reads_tokens_from(
+    idp: FakeIdp, options, expected
+) -> None:
+    plugin = await make_full_plugin(idp, **options)
+    assert plugin.sensitive_headers == expected
+
+
+# -- a busy IdP -----------------------------------------------------------------------------------
+
+
+def started(plugin: OpenIdConnect, ctx: Exchange) -> asyncio.Future[None]:
+    pending = plugin.access(ctx)
+    assert pending is not None  # a miss
+    return asyncio.ensure_future(pending)
+
+
+async def test_full_queues_answer_at_once_503_or_429_with_retry_after(idp: FakeIdp) -> None:
+    admission = Admission(slots=2, queue_limit=2, source_limit=1)  # one slot for unknown ids
+    plugin, _, _ = await make_plugin(idp, admission)
+    idp.gate = asyncio.Event()
+    flooder = "198.51.100.7"
+    calling = request(basic("a", "1"), client_ip=flooder)
+    waiting = request(basic("b", "2"), client_ip=flooder)
+    pending = [started(plugin, calling), started(plugin, waiting)]
+    await until(lambda: admission.in_flight == 1 and admission.status()["waiting"]["unknown"] == 1)
+    limited = request(basic("c", "3"), client_ip=flooder)
+    await run_access(plugin, limited)
+    assert status_of(limited) == 429
+    assert answer_json(limited) == {"message": TOO_MANY_WAITING_MESSAGE}
+    assert response_header(limited, b"retry-after") == b"1"
+    assert response_header(limited, b"www-authenticate") is None
+    other = request(basic("d", "4"), client_ip="203.0.113.8")  # fills the class's queue
+    pending.append(started(plugin, other))
+    await until(lambda: admission.status()["waiting"]["unknown"] == 2)
+    busy = request(basic("e", "5"), client_ip="203.0.113.9")
+    await run_access(plugin, busy)
+    assert status_of(busy) == 503 and answer_json(busy) == {"message": "identity provider busy"}
+    assert response_header(busy, b"retry-after") == b"1"
+    idp.gate.set()
+    await asyncio.gather(*pending)
+    assert [status_of(ctx) for ctx in (calling, waiting, other)] == [401, 401, 401]
+
+
+async def test_status_reports_every_store_with_its_capacity(idp: FakeIdp) -> None:
+    plugin = await make_full_plugin(idp, auth_methods=["client_credentials", "bearer"])
+    await run_access(plugin, request())
+    status = plugin.status()
+    assert status["cached_clients"] == 1 and status["cache_capacity"] == 100_000
+    assert status["known_clients"] == 1 and status["known_clients_capacity"] == 100_000
+    assert status["cached_tokens"] == 0 and status["known_tokens_capacity"] == 100_000
+    admission = status["idp_admission"]
+    assert isinstance(admission, dict) and admission["slots"] == 16
+    names = {family.name for family in plugin.metrics()}
+    assert {"fastgw_oidc_idp_admissions_total", "fastgw_oidc_known_good_tokens"} <= names

@@ -330,3 +330,35 @@ async def test_basic_then_bearer_on_one_route(idp: FakeIdp) -> None:
     await run_access(plugin, ctx)
     assert ctx.get_header(b"authorization") == b"Bearer " + own.encode()
     assert idp.token_calls == 1
+
+
+async def test_a_body_the_plugin_read_loses_every_credential_it_recognises(idp: FakeIdp) -> None:
+    """hide_credentials: whichever source authenticated, a body the plugin read leaves without
+    the client credentials and the bearer token it could have read there."""
+    plugin = await make_full_plugin(
+        idp, auth_methods=["client_credentials", "bearer"], client_auth=["client_secret_post"]
+    )
+    token = idp.key.mint(claims(idp.clock()))
+    body = f"q=1&access_token={token}&client_id=client-1&client_secret=secret-1".encode()
+    ctx = request_context([(b"content-type", b"application/x-www-form-urlencoded")], body=body)
+    await run_access(plugin, ctx)
+    assert not ctx.responded and forwarded_body(ctx) == b"q=1"
+    assert ctx.get_header(b"authorization") == b"Bearer " + token.encode()
+
+
+async def test_tokens_that_were_active_go_ahead_of_never_seen_ones(idp: FakeIdp) -> None:
+    plugin = await make_full_plugin(
+        idp, auth_methods=["introspection"], cache_introspection=False, **OWN_CLIENT
+    )
+    assert plugin.bearer is not None
+    known = idp.issue_opaque("opaque-known")
+    await run_access(plugin, bearer(known))
+    assert plugin.bearer.key(known) in plugin.bearer.known
+    inactive = bearer("made-up-opaque")
+    await run_access(plugin, inactive)
+    assert status_of(inactive) == 401
+    assert plugin.bearer.key("made-up-opaque") not in plugin.bearer.known
+    idp.opaque[known]["active"] = False  # revoked: no longer known-good
+    revoked = bearer(known)
+    await run_access(plugin, revoked)
+    assert status_of(revoked) == 401 and plugin.bearer.key(known) not in plugin.bearer.known
