@@ -241,6 +241,8 @@ class ClientCredentialsAuthenticator:
                 if last
                 else None
             ),
+            # fetches under way (each within its deadline): waiting for a slot, or at the IdP
+            "token_fetches": len(self._flights),
             "idp_admission": self.admission.status(),
         }
 

@@ -237,6 +237,7 @@ class BearerAuthenticator:
             "negative_tokens_capacity": self.cache.max_entries,
             "known_tokens": len(self.known),
             "known_tokens_capacity": self.known.capacity,
+            "token_checks": len(self._flights),  # under way, each within its deadline
         }
 
     def metrics(self, instance: str) -> list[Family]:
