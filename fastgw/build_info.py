@@ -19,7 +19,11 @@ from types import ModuleType
 # stays Python.
 COMPILED_MODULES = (
     "fastgw.http.server",
+    "fastgw.http.request_reader",
+    "fastgw.http.request",
     "fastgw.http.exchange",
+    "fastgw.http.hop",
+    "fastgw.http.tunnel",
     "fastgw.http.upstream",
     "fastgw.http.vocabulary",
     "fastgw.http.flow",
@@ -27,6 +31,7 @@ COMPILED_MODULES = (
     "fastgw.http.timers",
     "fastgw.http.responses",
     "fastgw.proxy.dispatch",
+    "fastgw.proxy.forwarding",
     "fastgw.plugins.api",
     "fastgw.proxy.chain",
     "fastgw.proxy.routing",

@@ -9,3 +9,9 @@ class ConfigError(Exception):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         super().__init__("\n".join(f"{path}: {reason}" for path, reason in problems))
+
+    def lines(self, source: str) -> list[str]:
+        """What `fastgw check` prints: one line per problem, then the count for `source`."""
+        lines = [f"{path}: {reason}" for path, reason in self.problems]
+        lines.append(f"{source}: {len(self.problems)} error(s)")
+        return lines

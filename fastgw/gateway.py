@@ -9,18 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import resource
 import socket
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastgw import plugins
 from fastgw.admin import AdminHandler
-from fastgw.config import GatewayConfig, PluginEntry
-from fastgw.config.edge import Listener
+from fastgw.config import CertificatePair, GatewayConfig, Listener
 from fastgw.config.trust import pem_bundle
+from fastgw.http import tls
 from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
 from fastgw.http.tls import sni_contexts
@@ -28,6 +29,7 @@ from fastgw.http.upstream import UpstreamPool
 from fastgw.observability.snapshot import GatewayStats, PluginStatus, PoolStats
 from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin
+from fastgw.process.limits import client_connection_limit
 from fastgw.proxy.dispatch import Dispatcher
 from fastgw.proxy.runtime import PluginSlot, build_runtime
 
@@ -39,11 +41,6 @@ log = logging.getLogger("fastgw")
 
 # Pending connections the kernel queues per listener; nginx's default on Linux is 511.
 LISTEN_BACKLOG = 1024
-# File descriptors kept from client connections: listeners, the loop's own, logs, IdP and Redis
-# clients and, above all, one upstream connection per request in flight (nginx counts both kinds
-# against worker_connections). An eighth of the open-file limit, and at least 64.
-FD_RESERVE_MIN = 64
-FD_RESERVE_DIVISOR = 8
 
 
 Address = tuple[str, int]
@@ -97,9 +94,7 @@ class Gateway:
         self._started = False
         self._proxy_servers = 0  # the first servers are the proxy listeners, then the admin
         self.tls = (
-            sni_contexts(settings.ssl_certificate, config.certificates)
-            if any(listener.ssl for listener in self.listeners)
-            else None
+            _server_context(config) if any(listener.ssl for listener in self.listeners) else None
         )
         # replaced by a reload, stopped or closed after a drain
         self._retiring: list[PluginSlot] = []
@@ -116,19 +111,7 @@ class Gateway:
 
     def _plugin_runtime(self, config: GatewayConfig) -> plugin_api.PluginRuntime:
         """What one new plugin instance of `config` is built with."""
-        clients: list[plugin_api.HttpClient] = []
-
-        def http_client(verify_tls: bool, keepalive: bool) -> plugin_api.HttpClient:
-            client = idp_client(config, verify_tls, keepalive)
-            clients.append(client)
-            return client
-
-        return plugin_api.PluginRuntime(
-            http_client=http_client,
-            spawn=self.spawn,
-            consumers=config.consumers,
-            clients=clients,
-        )
+        return plugin_runtime(config, self.spawn)
 
     @property
     def plugins(self) -> list[Plugin]:
@@ -396,31 +379,38 @@ class Gateway:
 async def probe_plugins(config: GatewayConfig) -> list[tuple[str, str, str]]:
     """(config path, kind, message) for what each enabled plugin finds outside the config
     (`PluginSpec.probe`); the HTTP clients it used are closed before returning."""
-    clients: list[HttpClient] = []
-
-    def http_client(verify_tls: bool, keepalive: bool) -> plugin_api.HttpClient:
-        client = idp_client(config, verify_tls, keepalive)
-        clients.append(client)
-        return client
-
-    runtime = plugin_api.PluginRuntime(http_client=http_client, consumers=config.consumers)
-    entries: list[PluginEntry] = list(config.plugins)
-    for service in config.services:
-        entries += service.plugins
-        for route in service.routes:
-            entries += route.plugins
+    runtime = plugin_runtime(config)
     findings: list[tuple[str, str, str]] = []
     try:
-        for entry in entries:
+        for entry in config.plugin_entries():
             spec = plugins.spec(entry.name)
             if spec is None or not entry.enabled:
                 continue
             for key, kind, message in await spec.probe(entry.config, runtime):
                 findings.append((f"{entry.path}.config.{key}", kind, message))
     finally:
-        for client in clients:
-            await client.close()
+        await _close_clients(runtime.clients)
     return findings
+
+
+def plugin_runtime(
+    config: GatewayConfig, spawn: Callable[[Awaitable[Any]], Any] | None = None
+) -> plugin_api.PluginRuntime:
+    """What a plugin instance of `config` is built with; the HTTP clients it makes are listed
+    in the runtime's `clients` (closed when the instance retires)."""
+    clients: list[plugin_api.HttpClient] = []
+
+    def http_client(verify_tls: bool, keepalive: bool) -> plugin_api.HttpClient:
+        client = idp_client(config, verify_tls, keepalive)
+        clients.append(client)
+        return client
+
+    runtime = plugin_api.PluginRuntime(
+        http_client=http_client, consumers=config.consumers, clients=clients
+    )
+    if spawn is not None:
+        runtime.spawn = spawn
+    return runtime
 
 
 def idp_client(config: GatewayConfig, verify_tls: bool, keepalive: bool) -> HttpClient:
@@ -428,37 +418,11 @@ def idp_client(config: GatewayConfig, verify_tls: bool, keepalive: bool) -> Http
     `ca_certificates` entry of the config (fastgw/config/trust.py)."""
     from fastgw.http.client import HttpClient  # only configs with such plugins need it
 
-    client = HttpClient(verify_tls=verify_tls, keepalive=keepalive)
-    if verify_tls and config.ca_certificates:
-        # The client builds its context itself and takes no CA list yet; adding the CAs to
-        # that context is the one way in without changing the wire layer.
-        client._ssl.load_verify_locations(cadata=pem_bundle(config.ca_certificates))
-    return client
-
-
-def client_connection_limit(fd_limit: int | None = None) -> int:
-    """Client connections one listener may hold, given the process's open-file (soft) limit."""
-    if fd_limit is None:
-        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if fd_limit == resource.RLIM_INFINITY:
-            return 1 << 62
-    return max(1, fd_limit - max(FD_RESERVE_MIN, fd_limit // FD_RESERVE_DIVISOR))
-
-
-def raise_open_file_limit() -> tuple[int, int]:
-    """Raise the soft open-file limit to the hard one (as nginx's worker_rlimit_nofile would).
-
-    Returns (before, after). Idle keep-alive connections each hold a descriptor, and the usual
-    soft default of 1024 would cap the gateway at about 900 clients.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft == hard:
-        return soft, soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (OSError, ValueError):
-        return soft, soft
-    return soft, hard
+    return HttpClient(
+        verify_tls=verify_tls,
+        keepalive=keepalive,
+        ca_pem=pem_bundle(config.ca_certificates) or None,
+    )
 
 
 async def _close_clients(clients: Iterable[plugin_api.HttpClient]) -> None:
@@ -477,3 +441,23 @@ def _bound(servers: list[asyncio.base_events.Server]) -> list[tuple[str, int]]:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 result.append((address[0], address[1]))
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _WireCertificate:
+    pair: tls.CertificatePair
+    snis: tuple[str, ...]
+
+
+def _wire_pair(pair: CertificatePair) -> tls.CertificatePair:
+    """Config's certificate pair as the wire's type (the wire imports nothing of config)."""
+    return tls.CertificatePair(pair.cert, pair.key, pair.cert_alt, pair.key_alt)
+
+
+def _server_context(config: GatewayConfig) -> ssl.SSLContext:
+    """The HTTPS listeners' context: the default certificate, and each certificate entity's."""
+    default = config.settings.ssl_certificate
+    return sni_contexts(
+        None if default is None else _wire_pair(default),
+        [_WireCertificate(_wire_pair(item.pair), item.snis) for item in config.certificates],
+    )

@@ -1,4 +1,3 @@
-"""Where a request goes upstream and when it may go there again: targets and the retry policy.
-
-Beside the wire: the exchange asks a target for a connection; the policy here decides retries.
+"""Balancing policy, pure: the target choice (wheel, ring, least-connections), target health and
+the retry rules. No sockets, no clock, no config: fastgw.proxy.forwarding applies them per request.
 """

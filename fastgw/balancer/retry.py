@@ -1,6 +1,6 @@
 """When a request may be sent upstream again: only when the upstream cannot have processed it.
 
-Pure functions of what happened to the attempt; the target and the exchange act on the answer.
+Pure functions of what happened to the attempt; fastgw.proxy.forwarding acts on the answer.
 
 - A connection that could not be made: the request never left, any method is tried again, on
   another target where the service's upstream has one, up to the service's `retries`.
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from fastgw.http.vocabulary import IDEMPOTENT_METHOD_BYTES
-
 # What to do after an upstream connection ended before any byte of the response.
 GIVE_UP: Final = 0
 RESEND_STALE: Final = 1  # the same request on a fresh connection, not counted as a retry
@@ -38,7 +36,7 @@ def may_retry_connect(tries: int, retries: int) -> bool:
 
 
 def after_lost(
-    method: bytes,
+    idempotent: bool,
     has_body: bool,
     reused: bool,
     got_response: bool,
@@ -46,18 +44,12 @@ def after_lost(
     tries: int,
     retries: int,
 ) -> int:
-    """The connection carrying a request ended; `tries` counts the attempts made so far."""
-    if got_response or has_body or method not in IDEMPOTENT_METHOD_BYTES:
+    """The connection carrying a request ended; `idempotent`: its method is (RFC 9110 §9.2.2);
+    `tries` counts the attempts made so far."""
+    if got_response or has_body or not idempotent:
         return GIVE_UP
     if reused and not resent_stale:
         return RESEND_STALE
     if tries < connect_attempts(retries):
         return RETRY
     return GIVE_UP
-
-
-def may_resend(
-    method: bytes, has_body: bool, reused: bool, got_response: bool, resent: bool
-) -> bool:
-    """A pooled connection the upstream had already closed: resend once on a fresh one."""
-    return after_lost(method, has_body, reused, got_response, resent, 1, 0) == RESEND_STALE

@@ -1,12 +1,11 @@
 """What decK writes around the entities: `_info`, `_konnect`, `_workspace`, empty entity lists.
 
-Read at config load; `_info.defaults` is merged into services and routes before they are read.
-
 - `_info.select_tags` and `_info.default_lookup_tags` scope what `deck gateway sync` manages
   on a Kong control plane; a gateway that loads the file whole has no use for them, so they
   are accepted and ignored (checked for shape).
 - `_info.defaults.service` / `.route` give values to services and routes that do not set them,
-  as decK does when it syncs; `upstream` and `target` defaults are not supported yet.
+  as decK does when it syncs (`apply_defaults`, before the entities are read); `upstream` and
+  `target` defaults are not supported yet.
 - `_konnect` (`control_plane_name`, `runtime_group_name`) and `_workspace` name where decK
   syncs to: accepted and ignored.
 """
@@ -17,7 +16,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastgw.config.schema import Reader
+from fastgw.config.schema import (
+    FALSY,
+    TAGS,
+    Declared,
+    Reader,
+    Record,
+    Schema,
+    Text,
+    Unsupported,
+    read_schema,
+    values_of,
+)
 
 # Kong entities a decK dump lists (often empty) that this gateway has no use for yet: an empty
 # list is accepted, a non-empty one is "not supported yet" (never "unknown field").
@@ -63,52 +73,102 @@ class Defaults:
         return {**self.route, **raw}
 
 
-def read_metadata(reader: Reader) -> Defaults:
-    """`_info`, `_konnect` and `_workspace` of the document `reader` reads."""
-    reader.string("_workspace")
-    konnect = reader.mapping("_konnect")
-    konnect.string("control_plane_name")
-    konnect.string("runtime_group_name")
-    konnect.finish()
-    info = reader.mapping("_info")
-    info.strings("select_tags")
-    lookup = info.mapping("default_lookup_tags")
-    for key in list(lookup.raw):
-        lookup.strings(str(key))
-    lookup.finish()
-    defaults = _read_defaults(info.mapping("defaults"))
-    info.finish()
-    for key in UNSUPPORTED_ENTITIES:
-        value = reader.raw.get(key)
-        reader.ignore(key)
-        if value is None or value == []:
-            continue
-        if isinstance(value, list):
-            reader.error(key, "not supported yet")
-        else:
-            reader.error(key, "must be an array")
+class EntityDefaults(Declared):
+    """The defaults of one entity: any of its keys but those that name or hold entities."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> dict[str, Any]:
+        nested = reader.mapping(key)
+        values: dict[str, Any] = {}
+        for name, value in nested.raw.items():
+            nested.ignore(str(name))
+            if name in _NOT_DEFAULTABLE:
+                nested.error(str(name), "cannot be given a default")
+            elif value is not None:
+                values[str(name)] = value
+        nested.finish()
+        return values
+
+
+class TagsByEntity(Declared):
+    """`_info.default_lookup_tags`: an array of tags per entity name."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> None:
+        lookup = reader.mapping(key)
+        for name in list(lookup.raw):
+            lookup.strings(str(name))
+        lookup.finish()
+
+
+def _defaults(reader: Reader, values: dict[str, Any]) -> Defaults:
+    return Defaults(values["service"], values["route"])
+
+
+_SET_EACH = "not supported yet (set it on each upstream or target)"
+
+DEFAULTS = Schema(
+    {
+        "service": EntityDefaults(),
+        "route": EntityDefaults(),
+        "upstream": Unsupported(_SET_EACH, accepts=FALSY),
+        "target": Unsupported(_SET_EACH, accepts=FALSY),
+    },
+    build=_defaults,
+)
+
+
+def _info(reader: Reader, values: dict[str, Any]) -> Defaults:
+    defaults: Defaults = values["defaults"]
     return defaults
 
 
-def _read_defaults(reader: Reader) -> Defaults:
-    service = _entity_defaults(reader, "service")
-    route = _entity_defaults(reader, "route")
-    for key in ("upstream", "target"):
-        if reader.raw.get(key):
-            reader.error(key, "not supported yet (set it on each upstream or target)")
-        reader.ignore(key)
-    reader.finish()
-    return Defaults(service, route)
+INFO = Schema(
+    {"select_tags": TAGS, "default_lookup_tags": TagsByEntity(), "defaults": Record(DEFAULTS)},
+    build=_info,
+)
+KONNECT = Schema(
+    {"control_plane_name": Text(), "runtime_group_name": Text()},
+    build=values_of,
+)
+
+# decK's keys of the document, read with Kong's (fastgw/config/loader.py)
+METADATA: dict[str, Declared] = {
+    "_workspace": Text(),
+    "_konnect": Record(KONNECT),
+    "_info": Record(INFO),
+    **{name: Unsupported(array=True) for name in UNSUPPORTED_ENTITIES},
+}
 
 
-def _entity_defaults(reader: Reader, key: str) -> dict[str, Any]:
-    nested = reader.mapping(key)
-    values: dict[str, Any] = {}
-    for name, value in nested.raw.items():
-        nested.ignore(str(name))
-        if name in _NOT_DEFAULTABLE:
-            nested.error(str(name), "cannot be given a default")
-        elif value is not None:
-            values[str(name)] = value
-    nested.finish()
-    return values
+def apply_defaults(document: object) -> object:
+    """`document` with `_info.defaults` merged under every service and route (nested or not).
+
+    The defaults are taken quietly here: what is wrong in `_info` is reported once, when the
+    document is read; a default that cannot be used is simply not applied.
+    """
+    if not isinstance(document, Mapping):
+        return document
+    info = document.get("_info")
+    if not isinstance(info, Mapping):
+        return document
+    defaults = read_schema(Reader(info.get("defaults"), "", []), DEFAULTS)
+    if not defaults.service and not defaults.route:
+        return document
+    result = dict(document)
+    services = document.get("services")
+    if isinstance(services, list):
+        result["services"] = [_service_with(defaults, raw) for raw in services]
+    routes = document.get("routes")
+    if isinstance(routes, list):
+        result["routes"] = [defaults.for_route(raw) for raw in routes]
+    return result
+
+
+def _service_with(defaults: Defaults, raw: object) -> object:
+    service = defaults.for_service(raw)
+    if not isinstance(service, Mapping) or not isinstance(service.get("routes"), list):
+        return service
+    return {**service, "routes": [defaults.for_route(route) for route in service["routes"]]}

@@ -1,212 +1,87 @@
-"""Typed reading of config mappings: every problem is collected with the path of its key.
+"""The schema engine: how each config key is read, declared once, the way Kong's schema.lua
+files are declarations and not code.
 
-Used by the gateway config and by each plugin's own config schema, so errors read alike:
-`plugins[0].config.cache_ttl: must be an integer >= 0`.
+Every entity of the document (a `Schema` read by `read_schema`) and every plugin's config (a
+dataclass whose fields are `Annotated[type, Text()]`, read by `read_declared`) use the same
+kinds, so types, defaults, Kong's names, "not supported yet", deprecated keys and "unknown
+field" all come from the declaration:
+
+    TARGET = Schema(
+        {
+            "target": Text(required=True),
+            "weight": Integer(DEFAULT_WEIGHT, minimum=0, maximum=MAX_WEIGHT),
+            "tags": TAGS,
+            "id": Ignored(),
+        },
+        build=build_target,
+        annotations=True,  # Kong's _comment and _ignore
+    )
+
+A kind reads one key (the scalar kinds, `Strings`, `Record`, `Records`, `Unsupported`,
+`Ignored`; a module adds its own kinds for values of their own shape); `Checked` runs a check
+across keys right after one is read, `Schema.checks` after all of them; `build` makes the model
+object from what was read. A `Shorthand` is one of Kong's `shorthand_fields`: a deprecated key
+still accepted, moved to its replacement with a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
-from fastgw.errors import ConfigError
+from fastgw.config.reader import Findings, Reader, join, raise_if
 
-_MISSING: Any = object()
+__all__ = [
+    "EMPTY",
+    "FALSY",
+    "TAGS",
+    "Array",
+    "Boolean",
+    "Check",
+    "Checked",
+    "Declared",
+    "ExclusiveWith",
+    "Findings",
+    "Ignored",
+    "Integer",
+    "Number",
+    "Reader",
+    "Reading",
+    "Record",
+    "Records",
+    "Schema",
+    "Shorthand",
+    "Strings",
+    "Text",
+    "Unsupported",
+    "apply_shorthands",
+    "join",
+    "raise_if",
+    "read_declared",
+    "read_schema",
+    "values_of",
+]
 
+T = TypeVar("T")
+U = TypeVar("U")
 
-def join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
-class Reader:
-    """Reads one mapping found at `path`; unknown keys are errors when `finish` is called.
-
-    Every getter returns a usable value even when the input is bad (the default, or an empty
-    value) and records the problem, so one pass reports every error at once.
-    """
-
-    def __init__(self, raw: object, path: str, problems: list[tuple[str, str]]) -> None:
-        self.path = path
-        self.problems = problems
-        self.seen: set[str] = set()
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            self.error("", "must be a mapping")
-            raw = {}
-        self.raw: Mapping[str, Any] = raw
-
-    # -- bookkeeping ------------------------------------------------------------------------------
-
-    def key_path(self, key: str | int) -> str:
-        return join(self.path, key)
-
-    def error(self, key: str | int, reason: str) -> None:
-        self.problems.append((self.key_path(key) if key != "" else self.path or "(root)", reason))
-
-    def has(self, key: str) -> bool:
-        return self.raw.get(key) is not None
-
-    def _take(self, key: str, default: Any, required: bool) -> Any:
-        self.seen.add(key)
-        value = self.raw.get(key)
-        if value is None:
-            if required:
-                self.error(key, "is required")
-            return _MISSING if default is _MISSING else default
-        return value
-
-    def ignore(self, *keys: str) -> None:
-        """Accept `keys` without reading them (Kong fields with no meaning here)."""
-        self.seen.update(keys)
-
-    def finish(self) -> None:
-        for key in self.raw:
-            if key not in self.seen:
-                self.error(str(key), "unknown field")
-
-    # -- scalars ----------------------------------------------------------------------------------
-
-    def string(
-        self,
-        key: str,
-        default: str | None = None,
-        *,
-        required: bool = False,
-        one_of: Iterable[str] | None = None,
-        allow_empty: bool = False,
-    ) -> Any:
-        value = self._take(key, default, required)
-        if value is _MISSING or value is default:
-            return None if value is _MISSING else value
-        if not isinstance(value, str):
-            self.error(key, "must be a string")
-            return default
-        if not value and not allow_empty:
-            self.error(key, "must not be empty")
-            return default
-        if one_of is not None:
-            choices = tuple(one_of)
-            if value not in choices:
-                self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
-                return default
-        return value
-
-    def integer(
-        self,
-        key: str,
-        default: int | None = None,
-        *,
-        required: bool = False,
-        minimum: int | None = None,
-        maximum: int | None = None,
-    ) -> Any:
-        value = self._take(key, default, required)
-        if value is _MISSING or value is default:
-            return None if value is _MISSING else value
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(key, "must be an integer")
-            return default
-        return self._bounded(key, value, default, minimum, maximum)
-
-    def number(
-        self,
-        key: str,
-        default: float | None = None,
-        *,
-        required: bool = False,
-        minimum: float | None = None,
-        maximum: float | None = None,
-    ) -> Any:
-        value = self._take(key, default, required)
-        if value is _MISSING or value is default:
-            return None if value is _MISSING else value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.error(key, "must be a number")
-            return default
-        return self._bounded(key, value, default, minimum, maximum)
-
-    def _bounded(self, key: str, value: Any, default: Any, minimum: Any, maximum: Any) -> Any:
-        if minimum is not None and value < minimum:
-            self.error(key, f"must be >= {minimum}")
-            return default
-        if maximum is not None and value > maximum:
-            self.error(key, f"must be <= {maximum}")
-            return default
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self._take(key, default, False)
-        if not isinstance(value, bool):
-            self.error(key, "must be a boolean")
-            return default
-        return value
-
-    # -- collections ------------------------------------------------------------------------------
-
-    def sequence(self, key: str, *, required: bool = False) -> Sequence[Any]:
-        """A list at `key` ([] when absent); elements are checked by the caller."""
-        value = self._take(key, None, required)
-        if value is None or value is _MISSING:
-            return []
-        if not isinstance(value, list):
-            self.error(key, "must be an array")
-            return []
-        return value
-
-    def strings(
-        self,
-        key: str,
-        default: Sequence[str] = (),
-        *,
-        required: bool = False,
-        one_of: Iterable[str] | None = None,
-        scalar_ok: bool = False,
-    ) -> tuple[str, ...]:
-        """An array of non-empty strings; `scalar_ok` also takes a lone string (Kong does)."""
-        raw = self._take(key, None, required)
-        if raw is None or raw is _MISSING:
-            return tuple(default)
-        if scalar_ok and isinstance(raw, str):
-            raw = [raw]
-        if not isinstance(raw, list):
-            self.error(key, "must be an array of strings")
-            return tuple(default)
-        choices = tuple(one_of) if one_of is not None else None
-        result: list[str] = []
-        for index, item in enumerate(raw):
-            item_path = join(self.key_path(key), index)
-            if not isinstance(item, str) or not item:
-                self.problems.append((item_path, "must be a non-empty string"))
-            elif choices is not None and item not in choices:
-                self.problems.append(
-                    (item_path, f"must be one of {', '.join(choices)}; got {item!r}")
-                )
-            else:
-                result.append(item)
-        return tuple(result)
-
-    def mapping(self, key: str) -> Reader:
-        """A nested mapping at `key`, read with its own Reader (call `finish` on it)."""
-        self.seen.add(key)
-        return Reader(self.raw.get(key), self.key_path(key), self.problems)
+# A check across keys: it reads what was read so far (`values`, by key), records problems on
+# the reader, and may replace a value it rejects (by its default), so that building goes on.
+Check = Callable[[Reader, dict[str, Any]], None]
+# What `read_schema` hands each item of a list as soon as it is read (Records; the loader
+# links a top-level route to its service there, so problems come in the document's order).
+ItemHook = Callable[[Any], object]
 
 
-def raise_if(problems: list[tuple[str, str]]) -> None:
-    if problems:
-        raise ConfigError(problems)
+@dataclass(slots=True)
+class Reading:
+    """One mapping being read with a schema: the values so far and the hooks for its lists."""
 
-
-# -- declarations ---------------------------------------------------------------------------------
-# A config dataclass declares each plain field's type, default and bounds in its annotation,
-# `leeway: Annotated[float, Number(0, minimum=0)]`, under the config's own key name (Kong's,
-# where Kong has the key); `read_declared` reads them all, and the schema's parse function is
-# left with the fields derived from several keys and the checks across keys. The way Kong's
-# schema.lua files are declarations, not code.
+    values: dict[str, Any] = field(default_factory=dict)
+    each: Mapping[str, ItemHook] = field(default_factory=dict)
 
 
 class Declared:
@@ -216,6 +91,13 @@ class Declared:
 
     def read(self, reader: Reader, key: str) -> Any:
         raise NotImplementedError
+
+    def read_in(self, reader: Reader, key: str, reading: Reading) -> Any:
+        """`read`, for kinds that need the keys read before them (they override this)."""
+        return self.read(reader, key)
+
+
+# -- scalars and arrays of strings ----------------------------------------------------------------
 
 
 class Boolean(Declared):
@@ -249,9 +131,9 @@ class Number(Declared):
 
 
 class Integer(Declared):
-    """An integer; None when absent and without a default."""
+    """An integer, optionally one of `one_of`; None when absent and without a default."""
 
-    __slots__ = ("default", "maximum", "minimum")
+    __slots__ = ("default", "maximum", "minimum", "one_of", "required")
 
     def __init__(
         self,
@@ -259,19 +141,31 @@ class Integer(Declared):
         *,
         minimum: int | None = None,
         maximum: int | None = None,
+        one_of: tuple[int, ...] | None = None,
+        required: bool = False,
     ) -> None:
         self.default = default
         self.minimum = minimum
         self.maximum = maximum
+        self.one_of = one_of
+        self.required = required
 
     def read(self, reader: Reader, key: str) -> Any:
-        return reader.integer(key, self.default, minimum=self.minimum, maximum=self.maximum)
+        value = reader.integer(
+            key, self.default, required=self.required, minimum=self.minimum, maximum=self.maximum
+        )
+        if self.one_of is not None and value is not None and value not in self.one_of:
+            choices = ", ".join(map(str, self.one_of))
+            reader.error(key, f"must be one of {choices}; got {value}")
+            return self.default
+        return value
 
 
 class Text(Declared):
-    """A non-empty string, optionally one of `one_of`; None when absent and without a default."""
+    """A non-empty string (or any string, `allow_empty`), optionally one of `one_of`; None when
+    absent and without a default."""
 
-    __slots__ = ("default", "one_of", "required")
+    __slots__ = ("allow_empty", "default", "one_of", "required")
 
     def __init__(
         self,
@@ -279,28 +173,352 @@ class Text(Declared):
         *,
         one_of: tuple[str, ...] | None = None,
         required: bool = False,
+        allow_empty: bool = False,
     ) -> None:
         self.default = default
         self.one_of = one_of
         self.required = required
+        self.allow_empty = allow_empty
 
     def read(self, reader: Reader, key: str) -> Any:
-        return reader.string(key, self.default, required=self.required, one_of=self.one_of)
+        return reader.string(
+            key,
+            self.default,
+            required=self.required,
+            one_of=self.one_of,
+            allow_empty=self.allow_empty,
+        )
 
 
 class Strings(Declared):
-    """An array of non-empty strings (a lone string is taken as one, as Kong does)."""
+    """An array of non-empty strings. `lone`: a lone string is taken as one (Kong does, for
+    plugin arrays); `non_empty`: an empty array given is an error."""
 
-    __slots__ = ("default", "one_of")
+    __slots__ = ("default", "lone", "non_empty", "one_of", "required")
 
     def __init__(
-        self, default: tuple[str, ...] = (), *, one_of: tuple[str, ...] | None = None
+        self,
+        default: tuple[str, ...] = (),
+        *,
+        one_of: tuple[str, ...] | None = None,
+        lone: bool = True,
+        required: bool = False,
+        non_empty: bool = False,
     ) -> None:
         self.default = default
         self.one_of = one_of
+        self.lone = lone
+        self.required = required
+        self.non_empty = non_empty
 
     def read(self, reader: Reader, key: str) -> tuple[str, ...]:
-        return reader.strings(key, self.default, one_of=self.one_of, scalar_ok=True)
+        values = reader.strings(
+            key, self.default, required=self.required, one_of=self.one_of, scalar_ok=self.lone
+        )
+        if self.non_empty and reader.has(key) and not values:
+            reader.error(key, "must not be empty")
+        return values
+
+
+TAGS = Strings(lone=False)  # Kong's `tags` on every entity: accepted, no meaning here
+
+
+class Array(Declared):
+    """An array of anything, checked by whoever uses it ([] when absent)."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> list[Any]:
+        return list(reader.sequence(key))
+
+
+# -- Kong's keys without a use here ---------------------------------------------------------------
+
+
+class Ignored(Declared):
+    """A Kong key accepted without reading it (`id`, `created_at`: no meaning here)."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> None:
+        reader.ignore(key)
+
+
+# What decK writes for a key left unused, which an Unsupported key accepts (besides null)
+EMPTY: tuple[object, ...] = ([], {})  # an empty list or record
+FALSY: tuple[object, ...] = (False, 0, "", [], {})  # any false value: a switch off, too
+
+
+def _among(value: object, accepted: tuple[object, ...]) -> bool:
+    # by type as well: False == 0, but a false switch is not a zero count
+    return any(type(value) is type(item) and value == item for item in accepted)
+
+
+class Unsupported(Declared):
+    """A Kong key fastgw does not support yet: accepted when null or one of `accepts` (what
+    decK writes for it unused), else an error saying so (never "unknown field"). `array`: an
+    entity list, accepted empty, "must be an array" when it is something else."""
+
+    __slots__ = ("accepts", "array", "reason")
+
+    def __init__(
+        self,
+        reason: str = "not supported yet",
+        *,
+        accepts: tuple[object, ...] = (),
+        array: bool = False,
+    ) -> None:
+        self.reason = reason
+        self.accepts = ([],) if array else accepts
+        self.array = array
+
+    def read(self, reader: Reader, key: str) -> None:
+        reader.ignore(key)
+        value = reader.raw.get(key)
+        if value is None or _among(value, self.accepts):
+            return
+        if self.array and not isinstance(value, list):
+            reader.error(key, "must be an array")
+        else:
+            reader.error(key, self.reason)
+
+
+# -- records, lists of records, keys that depend on others ----------------------------------------
+
+
+class Record(Declared, Generic[T]):
+    """A nested mapping read with its own schema (absent: read as empty, so its defaults)."""
+
+    __slots__ = ("schema",)
+
+    def __init__(self, schema: Schema[T]) -> None:
+        self.schema = schema
+
+    def read(self, reader: Reader, key: str) -> T:
+        return read_schema(reader.mapping(key), self.schema)
+
+
+class Records(Declared, Generic[T]):
+    """An array of mappings, each read with `schema`; an item whose build gave None is left
+    out. `unique`: attributes of the built items no two items may share (Kong's unique keys);
+    the later item is left out, with the problem at its key."""
+
+    __slots__ = ("schema", "unique")
+
+    def __init__(self, schema: Schema[T], *, unique: tuple[str, ...] = ()) -> None:
+        self.schema = schema
+        self.unique = unique
+
+    def read_in(self, reader: Reader, key: str, reading: Reading) -> list[T]:
+        hook = reading.each.get(key)
+        items: list[T] = []
+        first_at: dict[tuple[str, object], str] = {}
+        for index, raw in enumerate(reader.sequence(key)):
+            item_reader = reader.child(raw, join(key, index))
+            item = read_schema(item_reader, self.schema)
+            if item is None or self._repeats(item, item_reader, first_at):
+                continue
+            items.append(item)
+            if hook is not None:
+                hook(item)
+        return items
+
+    def read(self, reader: Reader, key: str) -> list[T]:
+        return self.read_in(reader, key, Reading())
+
+    def _repeats(self, item: T, reader: Reader, first_at: dict[tuple[str, object], str]) -> bool:
+        for name in self.unique:
+            value = getattr(item, name)
+            if value is None:
+                continue
+            first = first_at.setdefault((name, value), reader.path)
+            if first != reader.path:
+                reader.error(name, f"is already used by {first}")
+                return True
+        return False
+
+
+class ExclusiveWith(Declared):
+    """`kind`, unless the key `other` (declared before) was given: then this key must be
+    absent (a service's `url` and its `host`), and reads as None."""
+
+    __slots__ = ("kind", "other")
+
+    def __init__(self, other: str, kind: Declared) -> None:
+        self.other = other
+        self.kind = kind
+
+    def read_in(self, reader: Reader, key: str, reading: Reading) -> Any:
+        if reading.values.get(self.other) is None:
+            return self.kind.read_in(reader, key, reading)
+        reader.ignore(key)
+        if reader.has(key):
+            reader.error(key, f"cannot be set together with {self.other}")
+        return None
+
+
+class Checked(Declared):
+    """`kind`, then `checks` across keys, right after it (so problems keep the reading order)."""
+
+    __slots__ = ("checks", "kind")
+
+    def __init__(self, kind: Declared, *checks: Check) -> None:
+        self.kind = kind
+        self.checks = checks
+
+    def read_in(self, reader: Reader, key: str, reading: Reading) -> Any:
+        reading.values[key] = self.kind.read_in(reader, key, reading)
+        for check in self.checks:
+            check(reader, reading.values)
+        return reading.values[key]
+
+
+# -- deprecated keys (Kong's shorthand_fields) ----------------------------------------------------
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Shorthand:
+    """A deprecated key Kong still accepts: its value, checked with `kind` at its own key, is
+    moved to `replaced_by` (a key path from the same mapping, e.g. ("redis", "host")) through
+    `translate`, and a warning names the replacement. Both given with different values is an
+    error (Kong's rule); the values are not quoted, as they may be secrets."""
+
+    name: str
+    replaced_by: tuple[str, ...]
+    kind: Declared
+    translate: Callable[[Any], Any] = _same
+    message: str | None = None  # the warning; default: "is deprecated, please use X instead"
+
+    @property
+    def replacement(self) -> str:
+        return ".".join(self.replaced_by)
+
+
+def apply_shorthands(reader: Reader, shorthands: tuple[Shorthand, ...]) -> None:
+    """Rewrite `reader.raw` as if each deprecated key given were written as its replacement."""
+    raw: dict[str, Any] = dict(reader.raw)
+    for shorthand in shorthands:
+        if raw.get(shorthand.name) is None:
+            continue
+        before = len(reader.problems)
+        shorthand.kind.read(reader, shorthand.name)  # checks it, at the key the user wrote
+        value = raw.pop(shorthand.name)
+        if len(reader.problems) > before:
+            continue
+        new_value = shorthand.translate(value)
+        existing = _at(raw, shorthand.replaced_by)
+        if existing is not None and existing != new_value:
+            reader.error(
+                shorthand.name,
+                "both deprecated and new field are used but their values mismatch: "
+                f"{shorthand.name} vs {shorthand.replacement}",
+            )
+            continue
+        placed = _with_value(raw, shorthand.replaced_by, new_value)
+        if placed is not None:
+            raw = placed
+        message = shorthand.message or f"is deprecated, please use {shorthand.replacement} instead"
+        reader.warn(shorthand.name, message)
+    reader.raw = raw
+
+
+def _at(raw: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = raw
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _with_value(raw: Mapping[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any] | None:
+    """A copy of `raw` with `value` at `path`; None when a mapping on the way is something
+    else (the replacement's own reading reports that shape)."""
+    head, rest = path[0], path[1:]
+    copy = dict(raw)
+    if not rest:
+        copy[head] = value
+        return copy
+    inner = raw.get(head)
+    if inner is None:
+        inner = {}
+    if not isinstance(inner, Mapping):
+        return None
+    placed = _with_value(inner, rest, value)
+    if placed is None:
+        return None
+    copy[head] = placed
+    return copy
+
+
+# -- schemas --------------------------------------------------------------------------------------
+
+
+def values_of(reader: Reader, values: dict[str, Any]) -> dict[str, Any]:
+    """The build of a schema whose caller takes the values as read."""
+    return values
+
+
+# Kong's annotations, accepted at the top level and on every entity (declarative_config.lua):
+# a comment must be a string, the ignored values an array of anything.
+ANNOTATIONS: Mapping[str, Declared] = {"_comment": Text(allow_empty=True), "_ignore": Array()}
+
+
+class Schema(Generic[T]):
+    """The keys of one mapping, in the order they are read (problems come in that order)."""
+
+    __slots__ = ("annotations", "build", "checks", "fields", "shorthands")
+
+    def __init__(
+        self,
+        fields: Mapping[str, Declared],
+        *,
+        build: Callable[[Reader, dict[str, Any]], T],
+        checks: tuple[Check, ...] = (),
+        shorthands: tuple[Shorthand, ...] = (),
+        annotations: bool = False,
+    ) -> None:
+        self.fields = dict(fields)
+        self.build = build
+        self.checks = checks
+        self.shorthands = shorthands
+        self.annotations = annotations
+
+    def extended(
+        self, fields: Mapping[str, Declared], build: Callable[[Reader, dict[str, Any]], U]
+    ) -> Schema[U]:
+        """This schema with more keys after its own (a top-level route: a route, and the
+        service it names)."""
+        return Schema(
+            {**self.fields, **fields},
+            build=build,
+            checks=self.checks,
+            shorthands=self.shorthands,
+            annotations=self.annotations,
+        )
+
+
+def read_schema(
+    reader: Reader, schema: Schema[T], *, each: Mapping[str, ItemHook] | None = None
+) -> T:
+    """Read the mapping of `reader` with `schema`: shorthands, every key in order, the checks,
+    unknown keys, then the build. `each`: hooks by key for the items of its `Records`."""
+    if schema.shorthands:
+        apply_shorthands(reader, schema.shorthands)
+    reading = Reading(each=each or {})
+    for key, kind in schema.fields.items():
+        reading.values[key] = kind.read_in(reader, key, reading)
+    if schema.annotations:
+        for key, kind in ANNOTATIONS.items():
+            kind.read(reader, key)
+    for check in schema.checks:
+        check(reader, reading.values)
+    reader.finish()
+    return schema.build(reader, reading.values)
 
 
 def read_declared(reader: Reader, cls: type) -> dict[str, Any]:

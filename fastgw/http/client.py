@@ -7,7 +7,6 @@ logs, and its errors never carry headers or bodies (they may hold secrets).
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from fastgw import __version__
+from fastgw.http.tls import client_context
 from fastgw.http.vocabulary import DEFAULT_PORTS, IDEMPOTENT_METHODS, MAX_RESPONSE_HEAD
 
 __all__ = [
@@ -311,7 +311,11 @@ class _Origin:
 
 
 class HttpClient:
-    """A pooled HTTP/1.1 client; see `request`. One instance per event loop."""
+    """A pooled HTTP/1.1 client; see `request`. One instance per event loop.
+
+    https servers are trusted by the system store plus `ca_pem` (PEM text of CA certificates);
+    `verify_tls=False` trusts any (fastgw/http/tls.py client_context).
+    """
 
     def __init__(
         self,
@@ -319,15 +323,13 @@ class HttpClient:
         verify_tls: bool = True,
         keepalive: bool = True,
         max_connections_per_host: int = 16,
+        ca_pem: str | None = None,
     ) -> None:
         if max_connections_per_host < 1:
             raise ValueError("max_connections_per_host must be >= 1")
         self._keepalive = keepalive
         self._max_connections = max_connections_per_host
-        self._ssl = ssl.create_default_context()
-        if not verify_tls:
-            self._ssl.check_hostname = False
-            self._ssl.verify_mode = ssl.CERT_NONE
+        self._ssl = client_context(verify_tls, ca_pem)
         self._origins: dict[tuple[str, str, int], _Origin] = {}
         self._open: set[_Connection] = set()
         self._closed = False

@@ -1,9 +1,11 @@
-"""One request/response exchange: the plugin-facing context, request streaming and response framing.
+"""One request/response exchange: running the handler, request streaming, response framing.
 
 The exchange streams the client's body to the upstream as it arrives and the upstream's response
 back to the client, re-framing both; it buffers only while no upstream is attached yet. It knows
-its client only as a `ClientSide` (the connection one layer up implements it) and is itself the
-`ResponseSink` its upstream connection feeds.
+its client only as a `ClientSide` (the connection one layer up implements it), is itself the
+`ResponseSink` its upstream connection feeds, and asks its `Forwarding` (declared here)
+whatever the proxy decides: where a request goes when the handler did not say, what follows a
+failed attempt. Its phases and their moves are one table (_PHASE_MOVES).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Final
 
 from mypy_extensions import trait
 
-from fastgw.balancer.balancer import NO_PEER_MESSAGE, Balancer
-from fastgw.balancer.health import TCP_FAILURE, TIMEOUT
-from fastgw.balancer.retry import GIVE_UP, RESEND_STALE, after_lost, may_retry_connect
 from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
+from fastgw.http.hop import ConnectFailed, Hop
+from fastgw.http.request import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, DISCARD_LIMIT, Request
+from fastgw.http.response_edits import ResponseEdits
 from fastgw.http.response_head import ForwardedHead
 from fastgw.http.responses import (
     CONTINUE_100,
@@ -29,21 +31,24 @@ from fastgw.http.responses import (
     error_parts,
     status_line,
 )
+from fastgw.http.states import illegal, moves
 from fastgw.http.upstream import ResponseSink, UpstreamConnection
 from fastgw.http.vocabulary import NO_BODY_STATUSES
-from fastgw.proxy.targets import ConnectFailed, UpstreamTarget
+
+__all__ = [
+    "BODY_CHUNKED",
+    "BODY_LENGTH",
+    "BODY_NONE",
+    "DISCARD_LIMIT",
+    "ClientSide",
+    "CompletionHook",
+    "Exchange",
+]
 
 log = logging.getLogger("fastgw.http")
 
-BODY_NONE: Final = 0
-BODY_LENGTH: Final = 1
-BODY_CHUNKED: Final = 2
-
 # A request body waiting for its upstream is buffered up to this size, then the client is paused.
 BODY_BUFFER_LIMIT: Final = 64 * 1024
-# A body the client keeps sending after the gateway answered it is read and dropped up to this
-# size so the connection stays usable; past it the connection is closed.
-DISCARD_LIMIT: Final = 1024 * 1024
 
 # The exchange's phase: where its response is. The request body streams on independently of it
 # (`request_complete`); the exchange is finished once both are done, or once it gave up on the
@@ -52,15 +57,27 @@ HANDLING: Final = 0  # the handler (routing, plugins) runs
 CONNECTING: Final = 1  # waiting for an upstream connection
 WAITING: Final = 2  # the request went upstream; no response head yet
 STREAMING: Final = 3  # the response head went to the client; its body follows
-TUNNEL: Final = 4  # the upstream switched protocols (101): bytes both ways until either closes
-COMPLETE: Final = 5  # the whole response is out; the rest of the request body is read and dropped
-FINISHED: Final = 6  # handed back to the connection (or aborted): nothing more happens
+COMPLETE: Final = 4  # the whole response is out; the rest of the request body is read and dropped
+FINISHED: Final = 5  # handed back to the connection, switched to a tunnel, or aborted
+PHASE_NAMES: Final = ("HANDLING", "CONNECTING", "WAITING", "STREAMING", "COMPLETE", "FINISHED")
+PHASE_COUNT: Final = 6  # len(PHASE_NAMES), a literal: the compiled check folds it
+# Every move an exchange makes. A local answer may come in any phase before the response
+# started (COMPLETE, or FINISHED when the request is in); an abort ends any phase; WAITING goes
+# back to CONNECTING for another attempt, and to FINISHED when the upstream switched protocols.
+_PHASE_MOVES: Final = moves(
+    PHASE_NAMES,
+    {
+        HANDLING: (CONNECTING, WAITING, COMPLETE, FINISHED),
+        CONNECTING: (WAITING, COMPLETE, FINISHED),
+        WAITING: (CONNECTING, STREAMING, COMPLETE, FINISHED),
+        STREAMING: (COMPLETE, FINISHED),
+        COMPLETE: (FINISHED,),
+    },
+)
 
 _CHUNK_END: Final = b"\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
-# What a WebSocket upgrade offers upstream (Kong's upstream_connection / upstream_upgrade), and
-# the fields a 101 going to the client must carry besides the upstream's end-to-end ones.
-_OFFER_UPGRADE: Final = b"connection: keep-alive, Upgrade\r\nupgrade: websocket\r\n"
+# The fields a 101 going to the client must carry besides the upstream's end-to-end ones.
 _SWITCHED: Final = b"HTTP/1.1 101 Switching Protocols\r\n"
 _SWITCHED_FIELDS: Final = b"connection: upgrade\r\nupgrade: websocket\r\n\r\n"
 
@@ -114,66 +131,59 @@ class ClientSide:
         """Drop the connection at once (a response that cannot be completed)."""
         raise NotImplementedError
 
-    def start_tunnel(self, exchange: Exchange) -> None:
-        """The exchange switched protocols and its request is complete: relay raw bytes to it."""
-        raise NotImplementedError
-
-    def end_tunnel(self) -> None:
-        """The tunnel's upstream side ended: send what is queued, then close."""
+    def start_tunnel(self, exchange: Exchange, upstream: UpstreamConnection) -> None:
+        """The upstream switched protocols (its 101 is queued): both connections become a
+        tunnel (fastgw/http/tunnel.py), the exchange is over."""
         raise NotImplementedError
 
 
-class Exchange(ResponseSink):
+@trait
+class Forwarding:
+    """What the proxy decides for one request going upstream (fastgw.proxy.forwarding): the wire
+    asks, it never chooses. Asked only when there is something to decide: where a balanced
+    request goes first, what follows a failed attempt, and, for a hop whose outcomes are watched,
+    each status and failure. A request to a plain service on a pooled connection asks nothing.
+
+    A method returning a hop sends the request there next (on a fresh connection); returning
+    None means the forwarding has answered the exchange itself (`Exchange.respond_error`).
+    """
+
+    __slots__ = ()
+
+    def first_hop(self, exchange: Exchange) -> Hop | None:
+        """Where the request goes, asked once the plugins ran when `exchange.target` is unset."""
+        raise NotImplementedError
+
+    def connect_failed(self, exchange: Exchange, failure: int) -> Hop | None:
+        """No connection to `exchange.target` (CONNECT_TIMEOUT, CONNECT_REFUSED, ...)."""
+        raise NotImplementedError
+
+    def lost(self, exchange: Exchange, reused: bool, got_response: bool) -> Hop | None:
+        """The connection carrying the request ended before the response head. `reused`: it
+        had served requests before; `got_response`: some of the response had come."""
+        raise NotImplementedError
+
+    def failed(self, exchange: Exchange, timed_out: bool) -> None:
+        """A watched hop timed out or sent what cannot be forwarded; the exchange answers."""
+        raise NotImplementedError
+
+    def responded(self, exchange: Exchange, status: int) -> None:
+        """A watched hop's response status."""
+        raise NotImplementedError
+
+
+class Exchange(Request, ResponseSink):
     """A request from the client, the plugin context for it, and the response going back."""
 
-    # What every request reads lives in slots, the cheapest attribute access in pure Python, set
-    # once in __init__. What only bodies, local answers, async plugins and failures need is a
-    # class default instead, written to the instance's __dict__ (made on first write) when it
-    # changes: a plain request never pays for setting it.
-    __slots__ = (
-        "__dict__",
-        "body_mode",
-        "client",
-        "content_length",
-        "expect_continue",
-        "head_request",
-        "headers",
-        "host",
-        "http_10",
-        "keep_alive",
-        "method",
-        "path",
-        "phase",
-        "query",
-        "request_complete",
-        "responded",
-        "response_chunked",
-        "target",
-        "upstream",
-        "upstream_host",
-        "upstream_path",
-        "x_forwarded_for",
-    )
+    __slots__ = ("client", "phase", "response_chunked", "target", "upstream")
 
-    body_buffered = 0
-    body_chunks: list[bytes] = []  # never appended to: expect_body gives a body its own list
     body_limit = BODY_BUFFER_LIMIT
-    body_received = 0
     body_waiter: asyncio.Future[None] | None = None
-    # Set by routing for a service balanced over a Kong upstream: a target is picked per try.
-    balancer: Balancer | None = None
-    # Who plugins authenticated (Kong's consumer, else the credential): consistent hashing's key.
-    consumer_id = b""
-    continue_sent = False
-    local_body = b""
-    local_headers: Sequence[tuple[bytes, bytes]] = ()
-    local_status = 0
+    # The proxy's decisions for this request (fastgw.proxy.forwarding): set by the handler; the
+    # shared one of the route, replaced by the request's own once an attempt failed.
+    forwarding: Forwarding | None = None
     pending: Awaitable[None] | None = None  # what an async handler returned
-    resent = False  # sent again on a fresh connection after a stale pooled one (retry.py)
     response_close_delimited = False
-    tried: tuple[UpstreamTarget, ...] = ()  # targets that failed this request
-    tries = 0  # attempts counted against the service's retries
-    upgrade = False  # a WebSocket upgrade request: offered upstream, a 101 makes a tunnel
     upstream_held = False  # the upstream's reading is paused for a slow client
     task: asyncio.Future[None] | None = None
     # Completion facts, kept only for an exchange with a hook (time.monotonic() seconds; 0.0 is
@@ -199,35 +209,18 @@ class Exchange(ResponseSink):
         headers: list[tuple[bytes, bytes]],
         keep_alive: bool,
     ) -> None:
-        """A bodiless HTTP/1.1 request; `expect_body` and the framing fields say otherwise."""
+        super().__init__(method, path, query, host, headers, keep_alive)
         self.client = client
-        self.method = method
-        self.path = path
-        self.upstream_path = path
-        self.query = query
-        self.host = host
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.head_request = method == b"HEAD"
-        self.http_10 = False
-        self.body_mode = BODY_NONE
-        self.request_complete = True
-        self.content_length = -1  # -1 when absent; an explicit 0 is forwarded
-        self.expect_continue = False
-        self.x_forwarded_for: bytes | None = None
         self.phase = HANDLING
-        self.responded = False
-        self.target: UpstreamTarget | None = None
-        self.upstream_host: bytes | None = None  # set by routing when the route preserves Host
+        self.target: Hop | None = None  # where the request goes (the handler or forwarding says)
         self.upstream: UpstreamConnection | None = None
         self.response_chunked = False
 
-    def expect_body(self, body_mode: int, expect_continue: bool) -> None:
-        """A body follows the head (Content-Length or chunked); it streams in later."""
-        self.body_mode = body_mode
-        self.request_complete = False
-        self.body_chunks = []
-        self.expect_continue = expect_continue
+    def _move(self, phase: int) -> None:
+        """Every change of phase: checked against _PHASE_MOVES."""
+        if not _PHASE_MOVES[self.phase * PHASE_COUNT + phase]:
+            raise illegal("exchange", PHASE_NAMES, self.phase, phase)
+        self.phase = phase
 
     @property
     def response_started(self) -> bool:
@@ -242,7 +235,7 @@ class Exchange(ResponseSink):
         """The whole response is out (what still arrives of the request body is dropped)."""
         return self.phase >= COMPLETE
 
-    # -- the plugin context (fastgw.plugins.api.RequestContext) ---------------------------------
+    # -- the plugin context: what needs the connection -------------------------------------------
 
     @property
     def client_ip(self) -> str:
@@ -251,40 +244,6 @@ class Exchange(ResponseSink):
     @property
     def connection_memo(self) -> dict[object, object]:
         return self.client.connection_memo()
-
-    def get_header(self, name: bytes) -> bytes | None:
-        for header_name, value in self.headers:
-            if header_name == name:
-                return value
-        return None
-
-    def set_header(self, name: bytes, value: bytes) -> None:
-        headers = self.headers
-        index = 0
-        for header in headers:
-            if header[0] == name:
-                break
-            index += 1
-        else:
-            headers.append((name, value))
-            return
-        headers[index] = (name, value)
-        for later in range(index + 1, len(headers)):
-            if headers[later][0] == name:
-                # a repeated header: one value replaces them all (rare, so rebuilt)
-                self.headers = headers[: index + 1] + [
-                    header for header in headers[index + 1 :] if header[0] != name
-                ]
-                return
-
-    def remove_header(self, name: bytes) -> None:
-        self.headers = [header for header in self.headers if header[0] != name]
-
-    def set_query(self, query: bytes) -> None:
-        self.query = query
-
-    def has_body(self) -> bool:
-        return self.body_mode != BODY_NONE
 
     async def read_body(self, limit: int) -> bytes | None:
         if self.body_mode == BODY_NONE:
@@ -305,22 +264,11 @@ class Exchange(ResponseSink):
             return None
         return b"".join(self.body_chunks)
 
-    def replace_body(self, body: bytes) -> None:
-        if not self.request_complete:
-            raise RuntimeError("replace_body needs the whole body: call read_body first")
-        self.body_chunks = [body]
-        self.body_buffered = len(body)
-        self.body_mode = BODY_LENGTH
-        self.content_length = len(body)
-
     def respond(
         self, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
-        self.responded = True
         self.target = None
-        self.local_status = status
-        self.local_body = body
-        self.local_headers = list(headers)
+        super().respond(status, body, headers)
 
     # -- running the handler ---------------------------------------------------------------------
 
@@ -357,27 +305,23 @@ class Exchange(ResponseSink):
         if self.responded:
             self._write_local_response()
             return
-        balancer = self.balancer
-        if balancer is not None:
-            target = balancer.pick(self)
-            if target is None:
-                self.respond_error(503, NO_PEER_MESSAGE)
+        target = self.target
+        if target is None:
+            forwarding = self.forwarding
+            if forwarding is None:
+                self.respond_error(500)  # the handler named no destination: its bug
                 return
+            target = forwarding.first_hop(self)
+            if target is None:
+                return  # answered by the forwarding (no target may take the request)
             self.target = target
-        else:
-            target = self.target
-            if target is None:
-                self.respond_error(500)
-                return
         if self.expect_continue:
             self._send_continue()
         upstream = target.pool.acquire()
         if upstream is not None:
-            self.tries = 1
             self._send_to(upstream, target)
         else:
-            self.phase = CONNECTING
-            self.task = asyncio.ensure_future(self._connect(target, True))
+            self._attempt(target)
 
     def _send_continue(self) -> None:
         if self.expect_continue and not self.continue_sent and not self.request_complete:
@@ -385,27 +329,30 @@ class Exchange(ResponseSink):
             self.client.write(CONTINUE_100)
             self.client.flush()
 
-    async def _connect(self, target: UpstreamTarget, counted: bool) -> None:
-        """Connect and send; a failed connection is tried again as the retry policy allows, on
-        another target where the service's upstream has one. `counted`: the attempt counts
-        against the service's retries (a stale pooled connection's resend does not)."""
+    # -- attempts: connecting, and what the forwarding says after a failure ----------------------
+
+    def _attempt(self, target: Hop) -> None:
+        """Send the request to `target` on a new connection."""
+        self._move(CONNECTING)
+        self.target = target
+        self.task = asyncio.ensure_future(self._connect(target))
+
+    async def _connect(self, target: Hop) -> None:
+        """Connect and send; after a failed connection, the forwarding names the next hop."""
         while True:
-            if counted:
-                self.tries += 1
-            counted = True
             try:
                 upstream = await target.connect()
             except ConnectFailed as failure:
                 if self.phase == FINISHED:
                     return
-                if not may_retry_connect(self.tries, target.retries):
-                    self.respond_error(failure.status)
+                forwarding = self.forwarding
+                if forwarding is None:
+                    self.respond_error(failure.status)  # one attempt: nobody to ask
                     return
-                next_target = self._next_target(target)
-                if next_target is None:
-                    self.respond_error(503, NO_PEER_MESSAGE)
-                    return
-                target = next_target
+                following = forwarding.connect_failed(self, failure.failure)
+                if following is None:
+                    return  # answered by the forwarding
+                self.target = target = following
                 continue
             if self.phase == FINISHED:
                 target.pool.release(upstream)
@@ -415,58 +362,54 @@ class Exchange(ResponseSink):
             self._send_to(upstream, target)
             return
 
-    def _next_target(self, failed: UpstreamTarget) -> UpstreamTarget | None:
-        """Where a retry goes: another target of the upstream if it has one, else the same."""
-        balancer = self.balancer
-        if balancer is None:
-            return failed
-        self.tried = (*self.tried, failed)
-        target = balancer.pick(self, self.tried)
-        if target is not None:
-            self.target = target
-        return target
+    def upstream_lost(self, upstream: UpstreamConnection) -> None:
+        self.upstream = None
+        phase = self.phase
+        if phase == FINISHED:
+            return
+        if phase == STREAMING:
+            if self.response_close_delimited:
+                self.response_complete(upstream, False)
+            else:
+                self.client.abort()  # a truncated response must not look complete
+            return
+        # WAITING: no response head yet; whether it goes again is the forwarding's call
+        forwarding = self.forwarding
+        if forwarding is None:
+            self.respond_error(502)
+            return
+        following = forwarding.lost(self, upstream.requests > 1, upstream.got_response_bytes)
+        if following is not None:
+            self._attempt(following)
 
-    def _retry(self, target: UpstreamTarget, counted: bool) -> None:
-        self.phase = CONNECTING
-        self.task = asyncio.ensure_future(self._connect(target, counted))
+    def upstream_failed(self, status: int) -> None:
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.abort()
+        phase = self.phase
+        if phase >= COMPLETE:
+            return
+        target = self.target
+        forwarding = self.forwarding
+        if target is not None and target.watched and forwarding is not None:
+            forwarding.failed(self, status == 504)
+        if phase == STREAMING:
+            self.client.flush()
+            self.client.abort()
+            return
+        self.respond_error(status)
 
     # -- the request, towards the upstream -------------------------------------------------------
 
-    def _send_to(self, upstream: UpstreamConnection, target: UpstreamTarget) -> None:
+    def _send_to(self, upstream: UpstreamConnection, target: Hop) -> None:
         self.upstream = upstream
-        self.phase = WAITING
+        self._move(WAITING)
         client = self.client
-        parts = [self.method, b" ", self.upstream_path]
-        if self.query:
-            parts.append(b"?")
-            parts.append(self.query)
-        if self.upstream_host is None:
-            parts.append(target.version_and_host)
-        else:
-            parts.append(b" HTTP/1.1\r\nhost: ")
-            parts.append(self.upstream_host)
-            parts.append(b"\r\n")
-        for name, value in self.headers:
-            parts.append(name)
-            parts.append(b": ")
-            parts.append(value)
-            parts.append(b"\r\n")
-        if self.upgrade:
-            parts.append(_OFFER_UPGRADE)
-        if self.x_forwarded_for is None:
-            parts.append(b"x-forwarded-for: ")
-        else:
-            parts.append(b"x-forwarded-for: ")
-            parts.append(self.x_forwarded_for)
-            parts.append(b", ")
-        parts.append(client.forwarded_fields(self.host))
-        if self.body_mode == BODY_NONE and self.content_length != 0:
-            parts.append(b"\r\n")
-        else:
-            self._body_framing(parts)
+        head = self.upstream_head(target.version_and_host, client.forwarded_fields(self.host))
         upstream.send(
             self,
-            b"".join(parts),
+            head,
             target.read_timeout,
             target.write_timeout,
             self.head_request,
@@ -479,24 +422,6 @@ class Exchange(ResponseSink):
             # The client stopped reading during an earlier (pipelined) answer and has not
             # caught up: no pause_writing will come, so hold this upstream back from the start.
             self.client_write_paused()
-
-    def _body_framing(self, parts: list[bytes]) -> None:
-        """The end of the request head for a body, and the body received so far."""
-        body_mode = self.body_mode
-        if body_mode == BODY_NONE:
-            # an explicit "content-length: 0" (e.g. an empty POST) is kept: some need it
-            parts.append(b"content-length: 0\r\n\r\n")
-            return
-        if body_mode == BODY_LENGTH:
-            parts.append(b"content-length: %d\r\n\r\n" % self.content_length)
-            parts += self.body_chunks
-        else:
-            parts.append(b"transfer-encoding: chunked\r\n\r\n")
-            for chunk in self.body_chunks:
-                parts += (b"%x\r\n" % len(chunk), chunk, _CHUNK_END)
-            if self.request_complete:
-                parts.append(_LAST_CHUNK)
-        self.body_chunks = []
 
     def on_request_body(self, chunk: bytes) -> None:
         self.body_received += len(chunk)
@@ -530,11 +455,8 @@ class Exchange(ResponseSink):
         upstream = self.upstream
         if upstream is not None and self.body_mode == BODY_CHUNKED:
             upstream.write(_LAST_CHUNK)
-        phase = self.phase
-        if phase == COMPLETE:
+        if self.phase == COMPLETE:
             self._finish()
-        elif phase == TUNNEL:
-            self.client.start_tunnel(self)  # the upstream switched before the body was in
 
     # -- flow control ----------------------------------------------------------------------------
 
@@ -562,9 +484,13 @@ class Exchange(ResponseSink):
     def response_head(self, status: int, head: ForwardedHead) -> None:
         """Write the client's response head from the upstream's."""
         target = self.target
-        if target is not None and target.passive is not None:
-            target.report_status(status)
-        parts = [STATUS_LINES.get(status) or status_line(status), head.fields]
+        if target is not None and target.watched:
+            self._responded(status)
+        fields = head.fields
+        edits = self.response_edits
+        if edits is not None:
+            fields = self._edited(edits, status, fields)
+        parts = [STATUS_LINES.get(status) or status_line(status), fields]
         if not self.request_complete:
             # Answered before the whole body arrived: the rest of the body will most likely
             # be cut off (see response_complete), so say now that the connection ends.
@@ -588,16 +514,32 @@ class Exchange(ResponseSink):
             parts.append(b"connection: keep-alive\r\n\r\n")
         else:
             parts.append(b"\r\n")
-        self.phase = STREAMING
+        self._move(STREAMING)
         data = b"".join(parts)
         if self.hook is not None:
             self.response_at = monotonic()
             self.status = status
             self.response_size = len(data)
-            self.response_fields = head.fields
+            self.response_fields = fields
         self.client.write(data)
 
+    @staticmethod
+    def _edited(edits: ResponseEdits, status: int, fields: bytes) -> bytes:
+        """The upstream's field lines as the plugins' edits and filters leave them."""
+        for response_filter in edits.filters:
+            response_filter.response_head(status, fields, edits)
+        return edits.apply(fields)
+
+    def _responded(self, status: int) -> None:
+        """A watched hop's status, for its passive health check."""
+        forwarding = self.forwarding
+        if forwarding is not None:
+            forwarding.responded(self, status)
+
     def response_body(self, data: bytes) -> None:
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            self._filter_body(edits, data)
         client = self.client
         if not self.response_chunked:
             client.write(data)
@@ -614,16 +556,18 @@ class Exchange(ResponseSink):
     def response_read(self) -> None:
         self.client.flush()
 
-    # -- a tunnel, after the upstream's 101 -------------------------------------------------------
-
-    def response_switching(self, head: ForwardedHead) -> None:
-        """The upstream took the Upgrade: the 101 goes out, then bytes flow unparsed. The
-        client's bytes join the tunnel once its request (body included) is complete."""
+    def response_switching(self, upstream: UpstreamConnection, head: ForwardedHead) -> None:
+        """The upstream took the Upgrade: the 101 goes out and the connections become a tunnel.
+        What the client still sends of the request's body goes upstream as tunnel bytes."""
         target = self.target
-        if target is not None and target.passive is not None:
-            target.report_status(101)
-        self.phase = TUNNEL
+        if target is not None and target.watched:
+            self._responded(101)
+        self.upstream = None
         self.keep_alive = False
+        self._move(FINISHED)
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            self._end_filters(edits, False)
         if self.hook is not None:
             # the log phase sees the handshake (as Kong logs a WebSocket upgrade): 101
             self.response_at = monotonic()
@@ -632,27 +576,12 @@ class Exchange(ResponseSink):
         client = self.client
         client.write(b"".join((_SWITCHED, head.fields, _SWITCHED_FIELDS)))
         client.flush()
-        if self.request_complete:
-            client.start_tunnel(self)
-
-    def tunnel_data(self, data: bytes) -> None:
-        self.client.write(data)
-        self.client.flush()
-
-    def tunnel_from_client(self, data: bytes) -> None:
-        upstream = self.upstream
-        if upstream is not None:
-            upstream.write(data)
-
-    def end_tunnel(self) -> None:
-        """The client side ended (closed or lost): the upstream gets what is buffered first."""
-        self.phase = FINISHED
-        upstream = self.upstream
-        self.upstream = None
-        if upstream is not None:
-            upstream.close_tunnel()
+        client.start_tunnel(self, upstream)
 
     def response_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            self._end_filters(edits, True)
         if self.response_chunked:
             self.client.write(_LAST_CHUNK)
             if self.hook is not None:
@@ -671,80 +600,27 @@ class Exchange(ResponseSink):
             self.keep_alive = False
         self._finish()
 
-    def upstream_lost(self, upstream: UpstreamConnection) -> None:
-        self.upstream = None
-        phase = self.phase
-        if phase == FINISHED:
-            return
-        if phase == TUNNEL:
-            self.phase = FINISHED
-            self.client.end_tunnel()
-            return
-        if phase == STREAMING:
-            if self.response_close_delimited:
-                self.response_complete(upstream, False)
-            else:
-                self.client.abort()  # a truncated response must not look complete
-            return
-        target = self.target
-        assert target is not None  # phase WAITING: sent to it
-        reused = upstream.requests > 1
-        decision = after_lost(
-            self.method,
-            self.body_mode != BODY_NONE,
-            reused,
-            upstream.got_response_bytes,
-            self.resent,
-            self.tries,
-            target.retries,
-        )
-        if decision == RESEND_STALE:
-            self.resent = True
-            self._retry(target, False)
-            return
-        if not reused:
-            target.report(TCP_FAILURE)  # closed on a fresh connection: the target's doing
-        if decision == GIVE_UP:
-            self.respond_error(502)
-            return
-        next_target = self._next_target(target)
-        if next_target is None:
-            self.respond_error(503, NO_PEER_MESSAGE)
-            return
-        self._retry(next_target, True)
-
-    def upstream_failed(self, status: int) -> None:
-        upstream = self.upstream
-        self.upstream = None
-        if upstream is not None:
-            upstream.abort()
-        phase = self.phase
-        if phase >= COMPLETE:
-            return
-        target = self.target
-        if target is not None and target.passive is not None:
-            target.report(TIMEOUT if status == 504 else TCP_FAILURE)
-        if phase in (STREAMING, TUNNEL):
-            self.phase = FINISHED if phase == TUNNEL else phase
-            self.client.flush()
-            self.client.abort()
-            return
-        self.respond_error(status)
-
-    # -- local answers ---------------------------------------------------------------------------
+    # -- local answers and the end ---------------------------------------------------------------
 
     def respond_error(self, status: int, message: str | None = None) -> None:
+        """Answer with the gateway's JSON error for `status` (Kong's wording unless `message`)."""
         body, headers = error_parts(status, message)
         self.respond(status, body, headers)
         self._write_local_response()
 
     def _write_local_response(self) -> None:
-        if not self.request_complete and not self._may_discard():
+        if not self.request_complete and not self.may_discard():
             self.keep_alive = False
+        headers = self.local_headers
+        edits = self.response_edits
+        if edits is not None:
+            if edits.filters:
+                self._end_filters(edits, False)  # filters watch what the upstream answers
+            headers = self.local_headers = edits.apply_to(headers)
         data = build_response(
             self.local_status,
             self.local_body,
-            self.local_headers,
+            headers,
             keep_alive=self.keep_alive,
             head_only=self.head_request,
             http_10=self.http_10,
@@ -754,28 +630,43 @@ class Exchange(ResponseSink):
         self.client.write(data)
         self._finish()
 
-    def _may_discard(self) -> bool:
-        """Whether the rest of an unread request body is worth reading to keep the connection."""
-        if self.expect_continue and not self.continue_sent:
-            return False  # the client has not sent its body and may never: do not wait for it
-        if self.body_mode == BODY_LENGTH:
-            return self.content_length - self.body_received <= DISCARD_LIMIT
-        # chunked: the rest has no known size; it is dropped as it arrives, and past
-        # DISCARD_LIMIT the connection ends (on_request_body), as any server may end one
-        return self.body_received <= DISCARD_LIMIT
+    @staticmethod
+    def _filter_body(edits: ResponseEdits, data: bytes) -> None:
+        for response_filter in edits.filters:
+            try:
+                response_filter.response_body(data)
+            except Exception:
+                log.exception("response filter failed; it sees no more of this response")
+                edits.filters = [f for f in edits.filters if f is not response_filter]
+
+    @staticmethod
+    def _end_filters(edits: ResponseEdits, complete: bool) -> None:
+        """Tell the filters once how their response ended."""
+        filters = edits.filters
+        edits.filters = []
+        for response_filter in filters:
+            try:
+                if complete:
+                    response_filter.response_complete()
+                else:
+                    response_filter.response_aborted()
+            except Exception:
+                log.exception("response filter failed")
 
     def _finish(self) -> None:
         """The response is out: done now, or once the rest of the request body is dropped."""
-        if self.phase < COMPLETE and self.hook is not None:
-            self.phase = COMPLETE
-            self._complete()
-        self.phase = COMPLETE
+        done = self.request_complete or not self.keep_alive
+        if self.phase != COMPLETE:
+            self._move(FINISHED if done else COMPLETE)
+            if self.hook is not None:
+                self._complete()
+        elif done:
+            self._move(FINISHED)
         client = self.client
         # An exchange's pauses must not outlive its response (nobody would lift them later);
         # what is left of the body is read and dropped.
         client.flow.resume_reading(EXCHANGE_PAUSES)
-        if self.request_complete or not self.keep_alive:
-            self.phase = FINISHED
+        if done:
             client.exchange_done(self)
 
     def _complete(self) -> None:
@@ -797,13 +688,14 @@ class Exchange(ResponseSink):
 
     def abort(self) -> None:
         """The client went away: release everything without reusing the upstream connection."""
-        if self.phase == TUNNEL:
-            self.end_tunnel()
+        if self.phase == FINISHED:
             return
-        if self.phase < COMPLETE and self.hook is not None:
-            self.phase = FINISHED
+        self._move(FINISHED)
+        edits = self.response_edits
+        if edits is not None and edits.filters:
+            self._end_filters(edits, False)
+        if self.hook is not None:
             self._complete()
-        self.phase = FINISHED
         waiter = self.body_waiter
         if waiter is not None and not waiter.done():
             waiter.cancel()

@@ -1,8 +1,10 @@
-"""Client-side TLS: the server SSLContexts of the HTTPS listeners, built once at config load.
+"""Every TLS context of the gateway, built once at config load from PEM text: the HTTPS
+listeners' server contexts, and the client contexts towards upstreams, health-check probes and
+the services plugins call (identity providers).
 
-A default certificate (kong.conf's ssl_cert / ssl_cert_key) and one context per certificate
-entity, chosen by the SNI the client sends; an unknown or missing SNI gets the default. The wire
-takes the ready context; nothing here runs per request.
+A listener has a default certificate (kong.conf's ssl_cert / ssl_cert_key) and one context per
+certificate entity, chosen by the SNI the client sends; an unknown or missing SNI gets the
+default. The wire takes the ready contexts; nothing here runs per request.
 """
 
 from __future__ import annotations
@@ -185,6 +187,44 @@ def server_name_of(ssl_object: object) -> bytes:
     """The SNI the client sent (lower case), b"" when it sent none."""
     name = getattr(ssl_object, SERVER_NAME_ATTRIBUTE, "")
     return name.encode("idna") if name and not name.isascii() else name.encode()
+
+
+# -- towards other servers ------------------------------------------------------------------------
+
+
+def _unverified() -> ssl.SSLContext:
+    """`tls_verify: false` (Kong's word): encrypted, but any certificate and name is taken."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def upstream_context(verify: bool, ca_pem: str | None = None) -> ssl.SSLContext:
+    """Towards an https service or an https health-check probe. `ca_pem` (the service's
+    `ca_certificates`, Kong's meaning) replaces the system store; without it, the system store
+    (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured, as by OpenSSL everywhere)."""
+    if not verify:
+        return _unverified()
+    if not ca_pem:
+        return ssl.create_default_context()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checks and verification on
+    context.load_verify_locations(cadata=ca_pem)
+    return context
+
+
+def client_context(verify: bool, ca_pem: str | None = None) -> ssl.SSLContext:
+    """Towards a service a plugin calls (an IdP): the system store plus `ca_pem` (every
+    configured CA certificate: how a config trusts an IdP on an internal network)."""
+    if not verify:
+        return _unverified()
+    context = ssl.create_default_context()
+    if ca_pem:
+        context.load_verify_locations(cadata=ca_pem)
+    return context
+
+
+# -- HTTPS listeners -------------------------------------------------------------------------------
 
 
 class _HasPairAndNames(Protocol):

@@ -2,7 +2,8 @@
 
 A connection serves one request at a time. It reads the response with httptools and hands its
 parts to a `ResponseSink` (the exchange, one layer up), which owns the framing towards the client;
-this module knows nothing of clients.
+this module knows nothing of clients. After a 101 it hands its transport to a tunnel
+(fastgw/http/tunnel.py). Its phases and their moves are one table (_PHASE_MOVES).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from mypy_extensions import trait
 
 from fastgw.http.flow import PAUSE_CLIENT, FlowControl
 from fastgw.http.response_head import ForwardedHead, HeadError, forward_head
+from fastgw.http.states import illegal, moves
 from fastgw.http.timers import TICK_SECONDS, Ticker
 from fastgw.http.vocabulary import MAX_RESPONSE_HEAD
 
@@ -34,7 +36,15 @@ IDLE: Final = 0  # no request: any byte from the upstream is a protocol error
 HEAD: Final = 1  # request sent, the response head is being read
 BODY: Final = 2  # head handed on, the body is being read
 DONE: Final = 3  # the response is complete; handed on when the read that completed it is parsed
-TUNNEL: Final = 4  # a 101 switched protocols: bytes both ways, unparsed, until either side closes
+SWITCHED: Final = 4  # a 101 switched protocols: the transport is a tunnel's now, for good
+PHASE_NAMES: Final = ("IDLE", "HEAD", "BODY", "DONE", "SWITCHED")
+PHASE_COUNT: Final = 5  # len(PHASE_NAMES), a literal: the compiled check folds it
+# A response with a body ends when it is complete (DONE, handed on after the read) or with the
+# connection (a body delimited by the close: straight back to IDLE, never reused).
+_PHASE_MOVES: Final = moves(
+    PHASE_NAMES,
+    {IDLE: (HEAD,), HEAD: (BODY, SWITCHED), BODY: (DONE, IDLE), DONE: (IDLE,)},
+)
 
 SWITCHING_PROTOCOLS: Final = 101
 
@@ -56,12 +66,9 @@ class ResponseSink:
         """One read of the upstream is handled: what it produced may go out now."""
         raise NotImplementedError
 
-    def response_switching(self, head: ForwardedHead) -> None:
-        """The upstream agreed to the request's Upgrade (101): a tunnel from now on."""
-        raise NotImplementedError
-
-    def tunnel_data(self, data: bytes) -> None:
-        """Bytes from the upstream after its 101, unparsed."""
+    def response_switching(self, upstream: UpstreamConnection, head: ForwardedHead) -> None:
+        """The upstream agreed to the request's Upgrade (101): the sink hands `upstream` over to
+        a tunnel (`hand_over`) before it returns."""
         raise NotImplementedError
 
     def response_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
@@ -102,6 +109,7 @@ class UpstreamConnection(asyncio.Protocol):
         "requests",
         "reusable",
         "sink",
+        "successor",
         "ticker",
         "transport",
         "upgrade",
@@ -115,6 +123,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.flow = FlowControl()
         self.parser = httptools.HttpResponseParser(self)
         self.sink: ResponseSink | None = None
+        self.successor: asyncio.Protocol | None = None  # the tunnel's end, once SWITCHED
         self.phase = IDLE
         self.closed = False
         self.requests = 0  # served on this connection, for max_requests
@@ -130,6 +139,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_data = b""
         self.head_start = 0
         self.reusable = False
+
+    def _move(self, phase: int) -> None:
+        """Every change of phase: checked against _PHASE_MOVES."""
+        if not _PHASE_MOVES[self.phase * PHASE_COUNT + phase]:
+            raise illegal("upstream connection", PHASE_NAMES, self.phase, phase)
+        self.phase = phase
 
     @property
     def got_response_bytes(self) -> bool:
@@ -205,7 +220,7 @@ class UpstreamConnection(asyncio.Protocol):
     ) -> None:
         """Attach `sink` and write its request head (and whatever body is ready)."""
         self.sink = sink
-        self.phase = HEAD
+        self._move(HEAD)
         self.requests += 1
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
@@ -215,17 +230,22 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def write(self, data: bytes) -> None:
-        """More of the request body (or, in a tunnel, of the client's bytes)."""
+        """More of the request body."""
         if not self.closed:
-            if self.phase == TUNNEL:
-                # a tunnel's idle timeout counts bytes either way (nginx proxy_read_timeout)
-                self.deadline = self.ticker.now + self.read_timeout
             self.transport.write(data)  # type: ignore[union-attr]
 
-    def close_tunnel(self) -> None:
-        """The client side of a tunnel ended: send what is buffered, then close."""
+    def hand_over(self, successor: asyncio.Protocol) -> None:
+        """After a 101: the transport is `successor`'s from now on (the pool forgets this
+        connection). What the read that brought the 101 held after it goes there too."""
+        self._move(SWITCHED)
         self.sink = None
-        self.close()
+        self.successor = successor
+        self.closed = True  # for this object: nothing it does touches the transport again
+        self.pool.forget(self)
+        self.flow.transport = None
+        transport = self.transport
+        assert transport is not None  # a 101 came through it
+        transport.set_protocol(successor)
 
     # -- receiving --------------------------------------------------------------------------------
 
@@ -242,17 +262,15 @@ class UpstreamConnection(asyncio.Protocol):
                 self.head_data += data  # a head spread over reads (rare)
             else:
                 self.head_data = data
-        elif phase == TUNNEL:
-            sink.tunnel_data(data)
-            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as switched:
             # llhttp stops after a 101's head: the rest of this read is the tunnel's
-            if self.phase == TUNNEL and self.sink is sink:
+            successor = self.successor
+            if successor is not None:
                 offset = switched.args[0] if switched.args else len(data)
                 if offset < len(data):
-                    sink.tunnel_data(data[offset:])
+                    successor.data_received(data[offset:])
                 return
             self.abort()
             sink.upstream_failed(502)
@@ -266,7 +284,7 @@ class UpstreamConnection(asyncio.Protocol):
                 sink.upstream_failed(502)
                 return
         if self.phase == DONE:
-            self.phase = IDLE
+            self._move(IDLE)
             if self.sink is sink:
                 self.sink = None
                 sink.response_complete(self, self.reusable)
@@ -282,7 +300,7 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is not None and self.phase == BODY and not self.parser.should_keep_alive():
             # A body delimited by the close (no length, not chunked) ends here.
             self.sink = None
-            self.phase = IDLE
+            self._move(IDLE)
             sink.response_complete(self, False)
         return None
 
@@ -311,7 +329,7 @@ class UpstreamConnection(asyncio.Protocol):
         lines = data[start:end].split(_CRLF)
         self.head_data = b""
         self.head_start = 0
-        self.phase = BODY
+        self._move(BODY)
         sink = self.sink
         assert sink is not None  # phase HEAD: attached
         sink.response_head(status, forward_head(lines))
@@ -327,11 +345,12 @@ class UpstreamConnection(asyncio.Protocol):
             raise HeadError("upstream switched protocols unasked")
         self.head_data = b""
         self.head_start = 0
-        self.phase = TUNNEL
         self.reusable = False
         sink = self.sink
         assert sink is not None  # phase HEAD: attached
-        sink.response_switching(forward_head(lines))
+        sink.response_switching(self, forward_head(lines))
+        if self.phase != SWITCHED:
+            raise HeadError("the 101 was not taken over")  # a sink's bug: never reused
 
     def on_body(self, body: bytes) -> None:
         if self.phase == BODY:
@@ -348,7 +367,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _finish(self, reusable: bool) -> None:
         # handed to the sink when feed_data returns (see data_received): bytes after the
         # response in the same read must be seen before the connection may go back to the pool
-        self.phase = DONE
+        self._move(DONE)
         self.deadline = 0.0
         self.reusable = reusable
 

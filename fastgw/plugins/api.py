@@ -12,8 +12,65 @@ from typing import Any, Protocol
 
 from mypy_extensions import mypyc_attr
 
+from fastgw.config.consumers import Consumer
+from fastgw.http.request import Principal
+from fastgw.http.response_edits import ResponseFilter
 from fastgw.observability.counters import StatsOptions
 from fastgw.observability.metrics import Family
+
+# -- who the caller is ----------------------------------------------------------------------------
+
+
+class Credential:
+    """What a request authenticated with: one of Kong's credential entities (a key-auth key, a
+    basic-auth user, a jwt secret), or openid-connect's virtual credential (its credential_claim).
+
+    `identifier` is what Kong sends upstream as X-Credential-Identifier ("" sends none)."""
+
+    __slots__ = ("consumer_id", "id", "identifier", "kind")
+
+    def __init__(
+        self, kind: str, id: str, identifier: str = "", consumer_id: str | None = None
+    ) -> None:
+        self.kind = kind  # the entity ("keyauth_credentials", ...) or the plugin's name
+        self.id = id
+        self.identifier = identifier
+        self.consumer_id = consumer_id
+
+
+class Authenticated(Principal):
+    """Kong's authenticated consumer and credential for one request (kong.client.authenticate):
+    set by the authentication plugin that accepted the request, read by every later step
+    (acl, rate-limiting, consistent hashing, the log record, per-consumer metrics)."""
+
+    __slots__ = ("anonymous", "consumer", "credential", "groups")
+
+    def __init__(
+        self,
+        consumer: Consumer | None,
+        credential: Credential | None,
+        groups: tuple[str, ...] = (),
+        anonymous: bool = False,
+    ) -> None:
+        self.consumer = consumer
+        self.credential = credential
+        self.groups = groups  # authenticated groups (Kong's authenticated_groups), for acl
+        self.anonymous = anonymous  # the plugin's `anonymous` consumer: nobody authenticated
+
+    @property
+    def hash_key(self) -> bytes:
+        """Consistent hashing's `hash_on: consumer` key: the consumer, else the credential."""
+        if self.consumer is not None:
+            return self.consumer.id.encode()
+        if self.credential is not None:
+            return self.credential.id.encode()
+        return b""
+
+
+def authenticated(ctx: RequestContext) -> Authenticated | None:
+    """Who the request's plugins authenticated so far (Kong's get_consumer / get_credential)."""
+    principal = ctx.principal
+    return principal if isinstance(principal, Authenticated) else None
 
 
 class RequestContext(Protocol):
@@ -28,6 +85,8 @@ class RequestContext(Protocol):
     query: bytes  # raw query string without "?", b"" when absent
     host: bytes  # Host header value, b"" when absent
     responded: bool  # a plugin answered the client; the chain stops
+    # who the request is (an `Authenticated`, set by the plugin that authenticated it)
+    principal: Principal | None
 
     @property
     def client_ip(self) -> str: ...
@@ -65,6 +124,24 @@ class RequestContext(Protocol):
         self, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
         """Answer the client directly; the upstream is not contacted."""
+
+    def shared(self) -> dict[str, object]:
+        """Values the plugins of this request share (Kong's kong.ctx.shared)."""
+
+    # The response (Kong's kong.response.* in access, applied when the head goes out, to the
+    # upstream's answer and to a local one alike):
+
+    def set_response_header(self, name: bytes, value: bytes) -> None:
+        """One response field `name` (lower case) of `value`, replacing the upstream's."""
+
+    def add_response_header(self, name: bytes, value: bytes) -> None:
+        """One more response field `name` (lower case); the upstream's stay."""
+
+    def remove_response_header(self, name: bytes) -> None:
+        """No response field `name` (lower case)."""
+
+    def add_response_filter(self, response_filter: ResponseFilter) -> None:
+        """Watch the upstream's response of this request (fastgw.http.response_edits)."""
 
 
 class LogContext(RequestContext, Protocol):
@@ -116,6 +193,30 @@ class RouteInfo:
         self.sensitive_headers = sensitive_headers
 
 
+class StoreUsage:
+    """One bounded in-memory store of a plugin (a token cache, rate-limit counters, a response
+    cache): what it holds against its bound. Kong exports its shared dicts this way
+    (kong_memory_lua_shared_dict_bytes / _total_bytes); every store keyed by client input has a
+    bound and reports it here. `used_bytes` may be an estimate (entries times their typical size)
+    where the store is bounded by entries; `capacity_entries` is 0 for a store bounded in bytes."""
+
+    __slots__ = ("capacity_bytes", "capacity_entries", "entries", "name", "used_bytes")
+
+    def __init__(
+        self,
+        name: str,
+        used_bytes: int,
+        capacity_bytes: int,
+        entries: int = 0,
+        capacity_entries: int = 0,
+    ) -> None:
+        self.name = name  # e.g. "openid-connect token cache (services[0].plugins[0])"
+        self.used_bytes = used_bytes
+        self.capacity_bytes = capacity_bytes
+        self.entries = entries
+        self.capacity_entries = capacity_entries
+
+
 # Plugins outside the compiled build (request-termination, a user's own) subclass Plugin.
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Plugin:
@@ -161,6 +262,10 @@ class Plugin:
         """What /status reports about this instance (JSON values; numbers are summed over the
         workers, booleans and-ed, other values taken from the first)."""
         return {}
+
+    def stores(self) -> list[StoreUsage]:
+        """The instance's bounded in-memory stores and their use (none by default)."""
+        return []
 
     def reopen(self) -> None:
         """SIGUSR1 (logrotate's convention): reopen any file this instance writes."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastgw.config.consumers import Consumers
-from fastgw.config.loader import Entities
+from fastgw.config.model import Entities
 from fastgw.config.schema import Reader
 from fastgw.plugins.api import Plugin
 

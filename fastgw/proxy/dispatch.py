@@ -12,9 +12,9 @@ from collections.abc import Awaitable
 from time import monotonic
 from typing import Final
 
-from fastgw.balancer.balancer import Balancer
 from fastgw.http import responses
-from fastgw.http.exchange import BODY_CHUNKED, CompletionHook, Exchange
+from fastgw.http.exchange import BODY_CHUNKED, CompletionHook, Exchange, Forwarding
+from fastgw.http.hop import Hop
 from fastgw.http.vocabulary import host_without_port
 from fastgw.observability.counters import RouteStats
 from fastgw.plugins.api import Plugin, RouteInfo
@@ -26,7 +26,6 @@ from fastgw.proxy.routing import (
     upstream_path,
     upstream_path_v1,
 )
-from fastgw.proxy.targets import UpstreamTarget
 
 _NO_ROUTE_BODY, _NO_ROUTE_HEADERS = responses.error_parts(404, responses.NO_ROUTE_MESSAGE)
 _BAD_PATH_BODY, _BAD_PATH_HEADERS = responses.error_parts(400, "Bad request: invalid path")
@@ -95,8 +94,8 @@ class RouteTarget:
     """What one (route, path) pair resolves to."""
 
     __slots__ = (
-        "balancer",
         "chain",
+        "forwarding",
         "hook",
         "https_redirect",
         "path_handling_v1",
@@ -111,7 +110,8 @@ class RouteTarget:
 
     def __init__(
         self,
-        target: UpstreamTarget | None,
+        target: Hop | None,
+        forwarding: Forwarding,
         chain: Chain | None,
         prefix_len: int,
         service_path: bytes,
@@ -119,11 +119,13 @@ class RouteTarget:
         hook: RouteLog | None = None,
         strip_regex: re.Pattern[bytes] | None = None,
         path_handling_v1: bool = False,
-        balancer: Balancer | None = None,
         https_redirect: int = 0,
     ) -> None:
-        self.target = target  # for a balanced service: where it goes when nothing else is known
-        self.balancer = balancer  # the service's Kong upstream (None: one target, nothing to pick)
+        # Where the request goes when nothing is left to choose (one target): handed to the
+        # exchange, which then asks the forwarding nothing unless an attempt fails. None for a
+        # balanced service: the forwarding picks a target once the plugins ran.
+        self.target = target
+        self.forwarding = forwarding  # fastgw.proxy.forwarding: the service's Direct or Balanced
         self.chain = chain
         self.hook = hook
         self.prefix_len = prefix_len
@@ -196,8 +198,7 @@ class Dispatcher:
             self._ask_for_https(exchange, route.https_redirect, received)
             return None
         exchange.target = route.target
-        if route.balancer is not None:
-            exchange.balancer = route.balancer
+        exchange.forwarding = route.forwarding
         hook = route.hook
         if hook is not None:
             exchange.hook = hook

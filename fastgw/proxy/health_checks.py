@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Sequence
 
 from fastgw.balancer.health import HTTP_FAILURE, SUCCESS, TCP_FAILURE, TIMEOUT, ActiveCheck
+from fastgw.http.tls import upstream_context
 from fastgw.proxy.targets import UpstreamTarget
 
 log = logging.getLogger("fastgw.balancer")
@@ -34,10 +35,7 @@ class ActiveChecker:
         self._semaphore: asyncio.Semaphore | None = None
         self._ssl: ssl.SSLContext | None = None
         if check.check_type == "https":
-            self._ssl = ssl.create_default_context()
-            if not check.https_verify_certificate:
-                self._ssl.check_hostname = False
-                self._ssl.verify_mode = ssl.CERT_NONE
+            self._ssl = upstream_context(check.https_verify_certificate)
 
     def start(self) -> None:
         self._semaphore = asyncio.Semaphore(self.check.concurrency)

@@ -57,7 +57,7 @@ from fastgw.config.patterns import (
 )
 
 if TYPE_CHECKING:  # routing reads a Route's fields only; it needs none of the config machinery
-    from fastgw.config.loader import Route
+    from fastgw.config.model import Route
 
 T = TypeVar("T")
 

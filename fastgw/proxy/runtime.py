@@ -9,22 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
 from fastgw import plugins
 from fastgw.config import GatewayConfig, Limits, PluginEntry, Route, Service
 from fastgw.config.patterns import compile_path_regex, is_regex_path
-from fastgw.config.trust import upstream_context
 from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamPool
-from fastgw.http.vocabulary import DEFAULT_PORTS
 from fastgw.observability.counters import RouteStats
 from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin, RouteInfo
+from fastgw.proxy import pools
 from fastgw.proxy.chain import Chain
 from fastgw.proxy.dispatch import RouteLog, RouteTarget
+from fastgw.proxy.forwarding import Direct, ServiceForwarding
 from fastgw.proxy.routing import Router
 from fastgw.proxy.targets import UpstreamTarget
 from fastgw.proxy.upstreams import UpstreamSet
@@ -97,33 +96,9 @@ def build_runtime(
 
     `plugin_runtime()` makes what one new plugin instance is built with (its `clients` are
     that instance's to close when it retires)."""
-    reusable: dict[PluginKey, list[PluginSlot]] = {}
-    if previous is not None:
-        for slot in previous.slots:
-            reusable.setdefault(slot.key, []).append(slot)
-    fresh: list[Plugin] = []
-    slots: list[PluginSlot] = []
-    built: dict[str, Plugin] = {}
-    for entry in _entries(config):
-        if not entry.enabled:
-            continue
-        key = plugin_key(entry)
-        kept = reusable.get(key)
-        if kept:
-            old = kept.pop(0)
-            plugin, clients = old.plugin, old.clients
-        else:
-            spec = plugins.spec(entry.name)
-            assert spec is not None  # config validation rejected unknown names
-            runtime = plugin_runtime()
-            plugin = spec.build(entry.config, runtime)
-            clients = runtime.clients
-            fresh.append(plugin)
-        plugin.instance_name = entry.path
-        built[entry.path] = plugin
-        slots.append(PluginSlot(key, entry.path, plugin, clients))
-
-    pools = _Pools(config.settings.limits, ticker, previous)
+    slots, fresh = _instances(config, plugin_runtime, previous)
+    built = {slot.path: slot.plugin for slot in slots}
+    service_pools = _Pools(config.settings.limits, ticker, previous)
     # A reload builds the upstreams afresh (their targets' health state starts again).
     edge = UpstreamSet(config, ticker)
     old_stats = previous.route_stats if previous is not None else {}
@@ -132,43 +107,17 @@ def build_runtime(
     for service in config.services:
         balanced = edge.service_destination(service)
         target: UpstreamTarget | None
-        balancer: Any = None
+        forwarding: ServiceForwarding
         if balanced is None:
-            target = pools.target(service)
+            target = service_pools.target(service)
+            forwarding = Direct(target, service.retries)
         else:
-            target, balancer = balanced
-        service_path = service.path.encode()
+            target, forwarding = balanced
         for route in service.routes:
             chain = _chain(config, built, service, route)
             hook = _route_log(service, route, chain, old_stats, route_stats)
-
-            def payload(
-                path: str | None,
-                route: Route = route,
-                chain: Chain | None = chain,
-                target: UpstreamTarget | None = target,
-                service_path: bytes = service_path,
-                hook: RouteLog | None = hook,
-                balancer: Any = balancer,
-            ) -> RouteTarget:
-                strip = path is not None and route.strip_path
-                regex = path is not None and is_regex_path(path)
-                prefix_len = len(path.encode()) if (path and strip and not regex) else 0
-                strip_regex = compile_path_regex(path) if (path and strip and regex) else None
-                return RouteTarget(
-                    target,
-                    chain,
-                    prefix_len,
-                    service_path,
-                    route.preserve_host,
-                    hook,
-                    strip_regex=strip_regex,
-                    path_handling_v1=route.path_handling == "v1",
-                    balancer=balancer,
-                    https_redirect=(route.https_redirect_status_code if route.requires_tls else 0),
-                )
-
-            entries.append((route, payload))
+            destination = _Destination(route, service, target, forwarding, chain, hook)
+            entries.append((route, destination.for_path))
 
     global_chain = _chain_of([built[e.path] for e in config.plugins if e.path in built])
     unrouted = None
@@ -187,22 +136,85 @@ def build_runtime(
         router=Router(entries),
         unrouted=unrouted,
         slots=tuple(slots),
-        pools=pools.used,
+        pools=service_pools.used,
         edge=edge,
         route_stats=route_stats,
         fresh=fresh,
         retired_plugins=retired_plugins,
-        retired_pools=pools.unused(),
+        retired_pools=service_pools.unused(),
     )
 
 
-def _entries(config: GatewayConfig) -> list[PluginEntry]:
-    entries: list[PluginEntry] = list(config.plugins)
-    for service in config.services:
-        entries += service.plugins
-        for route in service.routes:
-            entries += route.plugins
-    return entries
+def _instances(
+    config: GatewayConfig,
+    plugin_runtime: Callable[[], plugin_api.PluginRuntime],
+    previous: Runtime | None,
+) -> tuple[list[PluginSlot], list[Plugin]]:
+    """A slot per enabled plugin entry, carrying over the previous runtime's instance of an
+    unchanged config; and the instances built fresh (to start)."""
+    reusable: dict[PluginKey, list[PluginSlot]] = {}
+    if previous is not None:
+        for slot in previous.slots:
+            reusable.setdefault(slot.key, []).append(slot)
+    fresh: list[Plugin] = []
+    slots: list[PluginSlot] = []
+    for entry in config.plugin_entries():
+        if not entry.enabled:
+            continue
+        key = plugin_key(entry)
+        kept = reusable.get(key)
+        if kept:
+            old = kept.pop(0)
+            plugin, clients = old.plugin, old.clients
+        else:
+            spec = plugins.spec(entry.name)
+            assert spec is not None  # config validation rejected unknown names
+            runtime = plugin_runtime()
+            plugin = spec.build(entry.config, runtime)
+            clients = runtime.clients
+            fresh.append(plugin)
+        plugin.instance_name = entry.path
+        slots.append(PluginSlot(key, entry.path, plugin, clients))
+    return slots, fresh
+
+
+class _Destination:
+    """Where one route's requests go; `for_path` makes the router's payload of each path."""
+
+    def __init__(
+        self,
+        route: Route,
+        service: Service,
+        target: UpstreamTarget | None,
+        forwarding: ServiceForwarding,
+        chain: Chain | None,
+        hook: RouteLog | None,
+    ) -> None:
+        self.route = route
+        self.service_path = service.path.encode()
+        self.target = target
+        self.forwarding = forwarding
+        self.chain = chain
+        self.hook = hook
+
+    def for_path(self, path: str | None) -> RouteTarget:
+        route = self.route
+        strip = path is not None and route.strip_path
+        regex = path is not None and is_regex_path(path)
+        prefix_len = len(path.encode()) if (path and strip and not regex) else 0
+        strip_regex = compile_path_regex(path) if (path and strip and regex) else None
+        return RouteTarget(
+            self.target,
+            self.forwarding,
+            self.chain,
+            prefix_len,
+            self.service_path,
+            route.preserve_host,
+            self.hook,
+            strip_regex=strip_regex,
+            path_handling_v1=route.path_handling == "v1",
+            https_redirect=(route.https_redirect_status_code if route.requires_tls else 0),
+        )
 
 
 def _chain(
@@ -268,14 +280,13 @@ class _Pools:
 
     def target(self, service: Service) -> UpstreamTarget:
         limits = self.limits
-        max_requests = limits.upstream_max_requests or 2**62
         key: PoolKey = (
             service.protocol,
             service.host,
             service.port,
             limits.upstream_pool_size,
             limits.upstream_idle_timeout,
-            max_requests,
+            pools.max_requests(limits),
             service.tls_verify,
             tuple(ca.digest for ca in service.ca_certificates),
         )
@@ -283,30 +294,12 @@ class _Pools:
         if kept:
             pool = kept.pop(0)
         else:
-            context = None
-            if service.protocol == "https":
-                context = upstream_context(service.tls_verify, service.ca_certificates)
-            pool = UpstreamPool(
-                service.host,
-                service.port,
-                self.ticker,
-                ssl_context=context,
-                server_hostname=service.host,
-                size=limits.upstream_pool_size,
-                idle_timeout=limits.upstream_idle_timeout,
-                max_requests=max_requests,
+            pool = pools.new_pool(
+                service, service.host, service.port, service.host, limits, self.ticker
             )
         self.used.append((key, pool))
-        host = service.host if ":" not in service.host else f"[{service.host}]"
-        if service.port != DEFAULT_PORTS[service.protocol]:
-            host = f"{host}:{service.port}"
-        return UpstreamTarget(
-            pool,
-            host.encode("idna"),
-            connect_timeout=service.connect_timeout / 1000,
-            read_timeout=service.read_timeout / 1000,
-            write_timeout=service.write_timeout / 1000,
-            retries=service.retries,
+        return pools.target(
+            pool, pools.host_header(service.host, service.port, service.protocol), service
         )
 
     def unused(self) -> list[UpstreamPool]:

@@ -11,13 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from fastgw.balancer.balancer import Balancer, HashSource
-from fastgw.balancer.health import HEALTHCHECKS_OFF, TargetHealth
-from fastgw.config import GatewayConfig, Service
-from fastgw.config.edge import Upstream
-from fastgw.config.trust import upstream_context
+from fastgw.balancer.health import HEALTHCHECKS_OFF, ActiveCheck, TargetHealth, Thresholds
+from fastgw.config import ActiveHealthcheck, CheckThresholds, GatewayConfig, Service, Upstream
 from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamPool
-from fastgw.http.vocabulary import DEFAULT_PORTS
+from fastgw.proxy import pools
+from fastgw.proxy.forwarding import Balanced, Direct, ServiceForwarding
 from fastgw.proxy.health_checks import ActiveChecker
 from fastgw.proxy.targets import UpstreamTarget
 
@@ -34,7 +33,7 @@ class UpstreamSet:
         # one pool and one health state per (upstream, target), whichever services name it
         self._pools: dict[tuple[str, str, int], UpstreamPool] = {}
         self._health: dict[tuple[str, str, int], TargetHealth] = {}
-        self.balancers: list[Balancer] = []
+        self.balancers: list[Balancer[UpstreamTarget]] = []
         self.checkers: list[ActiveChecker] = []
         self._checked: set[str] = set()
 
@@ -44,10 +43,10 @@ class UpstreamSet:
 
     def service_destination(
         self, service: Service
-    ) -> tuple[UpstreamTarget | None, Balancer | None] | None:
+    ) -> tuple[UpstreamTarget | None, ServiceForwarding] | None:
         """None for a service whose host is no upstream's name; else where it goes: one target
-        without a balancer when nothing is left to choose (a single target, no health checks),
-        or the balancer."""
+        and its Direct forwarding when nothing is left to choose (a single target, no health
+        checks), or no target and the balancer's forwarding."""
         upstream = self.upstreams.get(service.host)
         if upstream is None:
             return None
@@ -55,7 +54,7 @@ class UpstreamSet:
         enabled = [target for target in targets if target.weight > 0]
         checked = upstream.passive is not None or upstream.active is not None
         if len(enabled) == 1 and len(targets) == 1 and not checked:
-            return enabled[0], None  # nothing to pick: the plain service's path
+            return enabled[0], Direct(enabled[0], service.retries)  # the plain service's path
         balancer = Balancer(
             upstream.name,
             targets,
@@ -64,51 +63,39 @@ class UpstreamSet:
             hash_fallback=HashSource(upstream.hash_fallback, upstream.hash_fallback_name.encode()),
             slots=upstream.slots,
             threshold=upstream.threshold,
-            passive=upstream.passive,
+            passive=_passive(upstream),
         )
         self.balancers.append(balancer)
         if upstream.active is not None and upstream.name not in self._checked:
             self._checked.add(upstream.name)
-            self.checkers.append(ActiveChecker(upstream.name, balancer.targets, upstream.active))
-        return (enabled[0] if enabled else None), balancer
+            active = _active_check(upstream.active)
+            self.checkers.append(ActiveChecker(upstream.name, balancer.targets, active))
+        return None, Balanced(balancer, service.retries)
 
     def _target(self, upstream: Upstream, service: Service, target: Any) -> UpstreamTarget:
-        limits = self.config.settings.limits
         key = (upstream.name, target.host, target.port)
         pool = self._pools.get(key)
         if pool is None:
-            context = None
-            if service.protocol == "https":
-                context = upstream_context(service.tls_verify, service.ca_certificates)
-            pool = UpstreamPool(
+            pool = self._pools[key] = pools.new_pool(
+                service,
                 target.host,
                 target.port,
+                upstream.host_header or target.host,
+                self.config.settings.limits,
                 self.ticker,
-                ssl_context=context,
-                server_hostname=upstream.host_header or target.host,
-                size=limits.upstream_pool_size,
-                idle_timeout=limits.upstream_idle_timeout,
-                max_requests=limits.upstream_max_requests or 2**62,
             )
-            self._pools[key] = pool
         if upstream.host_header is not None:
-            host = upstream.host_header
+            host = upstream.host_header.encode("idna")
         else:
-            # Kong: the target's host, with its port unless the protocol's default
-            host = target.host if ":" not in target.host else f"[{target.host}]"
-            if target.port != DEFAULT_PORTS[service.protocol]:
-                host = f"{host}:{target.port}"
-        built = UpstreamTarget(
+            host = pools.host_header(target.host, target.port, service.protocol)
+        built = pools.target(
             pool,
-            host.encode("idna"),
-            connect_timeout=service.connect_timeout / 1000,
-            read_timeout=service.read_timeout / 1000,
-            write_timeout=service.write_timeout / 1000,
-            retries=service.retries,
+            host,
+            service,
             name=_target_name(target.host, target.port),
             upstream_name=upstream.name,
             weight=target.weight,
-            passive=upstream.passive,
+            passive=_passive(upstream),
         )
         # the health of a target is one, whichever services name its upstream
         built.health = self._health.setdefault(key, built.health)
@@ -159,3 +146,34 @@ class UpstreamSet:
 def _target_name(host: str, port: int) -> str:
     """Kong's `target`: host:port, an IPv6 address in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _thresholds(config: CheckThresholds) -> Thresholds:
+    """A health check's thresholds as the balancer counts them (config's data, its types)."""
+    return Thresholds(
+        config.healthy_statuses,
+        config.successes,
+        config.unhealthy_statuses,
+        config.http_failures,
+        config.tcp_failures,
+        config.timeouts,
+    )
+
+
+def _passive(upstream: Upstream) -> Thresholds | None:
+    return None if upstream.passive is None else _thresholds(upstream.passive)
+
+
+def _active_check(config: ActiveHealthcheck) -> ActiveCheck:
+    return ActiveCheck(
+        check_type=config.check_type,
+        timeout=config.timeout,
+        concurrency=config.concurrency,
+        http_path=config.http_path,
+        https_sni=config.https_sni,
+        https_verify_certificate=config.https_verify_certificate,
+        headers=config.headers,
+        healthy_interval=config.healthy_interval,
+        unhealthy_interval=config.unhealthy_interval,
+        thresholds=_thresholds(config.thresholds),
+    )

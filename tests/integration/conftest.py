@@ -128,6 +128,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def sleeping(echo_port: int) -> list[str]:
+    """The targets of the /sleep requests the echo upstream holds right now."""
+    import json
+    import urllib.request
+
+    url = f"http://127.0.0.1:{echo_port}/_sleeping"
+    with urllib.request.urlopen(url, timeout=SOCKET_TIMEOUT) as answer:
+        return list(json.load(answer)["sleeping"])
+
+
+def wait_upstream_holds(echo_port: int, *targets: str, timeout: float = 10.0) -> None:
+    """Until the echo upstream holds every one of `targets` (a request in flight is upstream)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = sleeping(echo_port)
+        if all(held.count(target) >= targets.count(target) for target in targets):
+            return
+        assert time.monotonic() < deadline, f"upstream holds {held}, not {targets}"
+        time.sleep(0.01)
+
+
 @pytest.fixture(scope="session")
 def closed_port() -> int:
     return free_port()
@@ -198,10 +219,8 @@ class EmbeddedGateway:
 
         import uvloop
 
-        from fastgw.config import parse_config
-        from fastgw.config.edge import Listener
+        from fastgw.config import CertificatePair, Listener, parse_config
         from fastgw.gateway import Gateway
-        from fastgw.http.tls import CertificatePair
 
         self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -8,7 +8,6 @@ import collections
 import json
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -172,6 +171,12 @@ def test_a_target_killed_under_load_fails_no_idempotent_request(make_gateway, ec
     stop = threading.Event()
     serial = iter(range(10**9))
     lock = threading.Lock()
+    answered = [0]  # requests answered so far, by any status
+
+    def load_ran(more: int) -> Callable[[], bool]:
+        """A wait for `more` answers from now on: the load is running through a phase."""
+        mark = answered[0] + more
+        return lambda: answered[0] >= mark
 
     def load() -> None:
         client = Client(gateway.port)
@@ -192,15 +197,16 @@ def test_a_target_killed_under_load_fails_no_idempotent_request(make_gateway, ec
                 failures.append(f"{number}: {error!r}")
                 client = Client(gateway.port)
                 continue
+            with lock:
+                answered[0] += 1
             if response.header("connection") == "close":
                 client = Client(gateway.port)
 
     workers = [threading.Thread(target=load) for _ in range(6)]
     for worker in workers:
         worker.start()
-    time.sleep(1.0)
+    assert gateway.wait_for(load_ran(100), timeout=30)  # all three targets serving
     b.kill()
-    time.sleep(1.5)
 
     def health(name_port: int) -> str:
         for stats in gateway.gateway.stats().upstreams:
@@ -209,9 +215,10 @@ def test_a_target_killed_under_load_fails_no_idempotent_request(make_gateway, ec
         return "?"
 
     assert gateway.wait_for(lambda: health(b.port) == "UNHEALTHY")
+    assert gateway.wait_for(load_ran(100), timeout=30)  # served by the other two meanwhile
     b.start()  # back on the same port
     assert gateway.wait_for(lambda: health(b.port) == "HEALTHY", timeout=5)
-    time.sleep(0.5)
+    assert gateway.wait_for(load_ran(50), timeout=30)  # and with b back
     stop.set()
     for worker in workers:
         worker.join(10)

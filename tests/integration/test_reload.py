@@ -24,6 +24,7 @@ from tests.integration.conftest import (
     EchoUpstream,
     EmbeddedGateway,
     free_port,
+    wait_upstream_holds,
 )
 from tests.support.idp import BASIC_CLIENT, TestIdP, basic_auth_header
 
@@ -202,9 +203,10 @@ def test_a_request_in_flight_finishes_on_the_config_it_started_with(
 
     gateway = make_gateway(config(echo.port, idp, "sleep"))
     result: list[int] = []
-    slow = threading.Thread(target=lambda: result.append(status_of(gateway.port, "/sleep?ms=800")))
+    target = "/sleep?ms=800&t=in-flight"
+    slow = threading.Thread(target=lambda: result.append(status_of(gateway.port, target)))
     slow.start()
-    time.sleep(0.3)  # the request is upstream now
+    wait_upstream_holds(echo.port, target)  # the request is upstream now
     gateway.run(gateway.gateway.reload(parse_config(config(echo.port, idp, "other"), env={})))
     assert status_of(gateway.port, "/sleep?ms=1") == 404  # new requests: the new routes
     slow.join(5)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from fastgw.http.flow import PAUSE_CLIENT
+
 pytestmark = pytest.mark.integration
 
 MB = 1024 * 1024
@@ -190,11 +192,20 @@ def proxy_connections(gateway) -> list:
     return gateway.call(lambda: list(gateway.gateway.proxy.connections))
 
 
+def upstream_held(gateway) -> bool:
+    """Whether the gateway stopped reading an upstream connection because its client is slow
+    (run on the gateway's loop)."""
+    return any(
+        conn.flow.read_paused & PAUSE_CLIENT for pool in gateway.gateway.pools for conn in pool.busy
+    )
+
+
 def test_slow_client_holds_back_the_upstream(gateway, connect) -> None:
     client = connect(gateway.port)
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     client.send(b"GET /bytes?size=%d HTTP/1.1\r\nHost: a\r\n\r\n" % (100 * MB))
-    time.sleep(0.5)  # not reading: the gateway must stop reading the upstream
+    # not reading: the gateway must stop reading the upstream, with little buffered meanwhile
+    assert gateway.wait_for(lambda: upstream_held(gateway), timeout=10)
     (conn,) = proxy_connections(gateway)
     buffered = gateway.call(lambda: conn.transport.get_write_buffer_size())
     assert buffered < 2 * MB
@@ -212,7 +223,7 @@ def test_slow_client_holds_back_the_next_pipelined_response_too(gateway, connect
         b"GET /bytes?size=%d HTTP/1.1\r\nHost: a\r\n\r\n"
         b"GET /bytes?size=%d HTTP/1.1\r\nHost: a\r\n\r\n" % (MB, 100 * MB)
     )
-    time.sleep(0.7)
+    assert gateway.wait_for(lambda: upstream_held(gateway), timeout=10)  # the second's upstream
     (conn,) = proxy_connections(gateway)
     buffered = gateway.call(lambda: conn.transport.get_write_buffer_size())
     assert buffered < 3 * MB
@@ -240,9 +251,11 @@ def test_slow_upstream_holds_back_the_client(raw_gateway, connect) -> None:
     sender = threading.Thread(target=lambda: [client.send(b) for b in blocks(size, MB)])
     sender.start()
     try:
-        time.sleep(0.5)
-        (conn,) = proxy_connections(gateway)
-        assert gateway.call(lambda: conn.flow.read_paused) != 0
+        assert gateway.wait_for(
+            lambda: any(conn.flow.read_paused for conn in gateway.gateway.proxy.connections),
+            timeout=10,
+        )
+        assert len(proxy_connections(gateway)) == 1
         upstream = gateway.call(lambda: next(iter(gateway.pool().busy)))
         assert gateway.call(lambda: upstream.transport.get_write_buffer_size()) < 2 * MB
     finally:

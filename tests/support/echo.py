@@ -5,6 +5,7 @@ It echoes what it received as JSON and has a few endpoints for streaming, slowne
   /close?size=N         close-delimited response          /sleep?ms=N     answer after N ms
   /status/N             answer with status N
   /upload               consume the body, return its size and sha256
+  /_sleeping            the targets of the /sleep requests held right now (a test waits on it)
 Run: python -m tests.support.echo --port 9000 [--name a] [--record deliveries.txt]
 """
 
@@ -14,11 +15,16 @@ import argparse
 import contextlib
 import hashlib
 import json
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 CHUNK = 64 * 1024
+
+# the targets of the /sleep requests being held (the server's threads share it)
+_sleeping: list[str] = []
+_sleeping_lock = threading.Lock()
 
 
 class EchoHandler(BaseHTTPRequestHandler):
@@ -100,8 +106,13 @@ class EchoHandler(BaseHTTPRequestHandler):
             self._send_json(200, {"size": size, "sha256": sha})
             return
         body = self._read_body()
+        if path == "/_sleeping":
+            with _sleeping_lock:
+                held = list(_sleeping)
+            self._send_json(200, {"sleeping": held})
+            return
         if path.startswith("/sleep"):
-            time.sleep(int(query.get("ms", "1000")) / 1000)
+            self._sleep(self.path, int(query.get("ms", "1000")) / 1000)
         if path.startswith("/status/"):
             status = int(path.rsplit("/", 1)[1])
             self.send_response(status)
@@ -131,6 +142,16 @@ class EchoHandler(BaseHTTPRequestHandler):
                 "body": body.decode("latin-1"),
             },
         )
+
+    @staticmethod
+    def _sleep(target: str, seconds: float) -> None:
+        with _sleeping_lock:
+            _sleeping.append(target)
+        try:
+            time.sleep(seconds)
+        finally:
+            with _sleeping_lock:
+                _sleeping.remove(target)
 
     def _stream(self, size: int, *, chunked: bool) -> None:
         self.send_response(200)

@@ -8,12 +8,14 @@ No sockets. Used by the server, dispatch, response-head and fuzz tests.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from fastgw.config import Limits
 from fastgw.http.exchange import Exchange
 from fastgw.http.server import Server, ServerConnection
 from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamConnection, UpstreamPool
+from fastgw.proxy.forwarding import Direct
 from fastgw.proxy.targets import UpstreamTarget
 
 JSON = b"content-type: application/json; charset=utf-8\r\n"
@@ -28,6 +30,7 @@ class FakeTransport:
         self.events: list[str] = []  # "pause" / "resume" / "close" / "abort", in order
         self.closed = False
         self.half_close = False  # whether write_eof is offered (a graceful close)
+        self.protocol: object = None  # set by set_protocol (a tunnel taking over)
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return {"peername": ("203.0.113.7", 40000), "sockname": ("127.0.0.1", 8000)}.get(
@@ -56,6 +59,9 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    def set_protocol(self, protocol: object) -> None:
+        self.protocol = protocol
+
     def can_write_eof(self) -> bool:
         return self.half_close
 
@@ -76,9 +82,13 @@ class FakeHandler:
         self.seen: list[Exchange] = []
         self.gates: list[asyncio.Future[None]] = []
         self.upstream: Upstream | None = None  # where /proxy... goes (the harness sets it)
+        # what a test's "plugin" does first to every request (e.g. edit the response)
+        self.before: Callable[[Exchange], None] | None = None
 
     def __call__(self, exchange: Exchange) -> object:
         self.seen.append(exchange)
+        if self.before is not None:
+            self.before(exchange)
         path = exchange.path
         if path.startswith(b"/async"):
             return self._later(exchange)
@@ -92,6 +102,7 @@ class FakeHandler:
         if path.startswith(b"/proxy"):
             assert self.upstream is not None
             exchange.target = self.upstream.target
+            exchange.forwarding = self.upstream.forwarding
             return None
         exchange.respond(200, describe(exchange), [(b"content-type", b"text/plain")])
         return None
@@ -123,6 +134,10 @@ class MemoryUpstreamTransport:
         self.written = bytearray()
         self.reading = True
         self.closed = False
+        self.protocol: object = None  # set by set_protocol (a tunnel taking over)
+
+    def set_protocol(self, protocol: object) -> None:
+        self.protocol = protocol
 
     def write(self, data: bytes) -> None:
         self.written += data
@@ -149,7 +164,8 @@ class Upstream:
         self.pool = UpstreamPool(
             "upstream.test", 80, ticker, size=8, idle_timeout=60.0, max_requests=1000
         )
-        self.target = UpstreamTarget(self.pool, b"upstream.test", 5.0, 60.0, 60.0, 0)
+        self.target = UpstreamTarget(self.pool, b"upstream.test", 5.0, 60.0, 60.0)
+        self.forwarding = Direct(self.target, retries=0)
         self.connections: list[UpstreamConnection] = []
         for _ in range(connections):
             conn = UpstreamConnection(self.pool)

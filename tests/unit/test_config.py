@@ -765,11 +765,11 @@ def test_env_substitution_both_syntaxes() -> None:
         """
         services:
         - name: ${NAME}
-          url: http://${HOST}:${{ env "DECK_PORT" }}${{env "BASE"}}
+          url: http://${HOST}:${{ env "DECK_PORT" }}${{env "DECK_BASE"}}
           routes:
           - paths: ["/${PREFIX}", "/cost$5", "/lit$${X}"]
         """,
-        env={"NAME": "svc", "HOST": "h", "DECK_PORT": "9000", "BASE": "/b", "PREFIX": "api"},
+        env={"NAME": "svc", "HOST": "h", "DECK_PORT": "9000", "DECK_BASE": "/b", "PREFIX": "api"},
     )
     [service] = config.services
     assert (service.name, service.host, service.port, service.path) == ("svc", "h", 9000, "/b")

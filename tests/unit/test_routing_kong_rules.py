@@ -17,6 +17,7 @@ from fastgw.config.patterns import compile_path_regex
 from fastgw.http.timers import Ticker
 from fastgw.http.upstream import UpstreamPool
 from fastgw.proxy.dispatch import RouteTarget
+from fastgw.proxy.forwarding import Direct
 from fastgw.proxy.routing import Router, upstream_path, upstream_path_v1
 from fastgw.proxy.targets import UpstreamTarget
 
@@ -185,22 +186,16 @@ def test_named_groups_in_kong_syntax_compile() -> None:
     assert found is not None and found.group("version") == b"1" and found.group("user") == b"john"
 
 
-def upstream_target() -> UpstreamTarget:
-    """A real target nothing connects to: rewriting a path needs no upstream."""
+def route_target(prefix_len: int, service_path: bytes, **options: Any) -> RouteTarget:
+    """A route to a real target nothing connects to: rewriting a path needs no upstream."""
     pool = UpstreamPool("127.0.0.1", 9, Ticker(), size=1, idle_timeout=1.0, max_requests=1)
-    return UpstreamTarget(pool, b"127.0.0.1:9", 1.0, 1.0, 1.0, 0)
+    target = UpstreamTarget(pool, b"127.0.0.1:9", 1.0, 1.0, 1.0)
+    return RouteTarget(target, Direct(target, 0), None, prefix_len, service_path, False, **options)
 
 
 def test_regex_strip_path_strips_the_whole_match() -> None:
     # the Route entity's strip_path example: "/version/\d+/service"
-    target = RouteTarget(
-        upstream_target(),
-        None,
-        0,
-        b"",
-        False,
-        strip_regex=compile_path_regex(r"~/version/\d+/service"),
-    )
+    target = route_target(0, b"", strip_regex=compile_path_regex(r"~/version/\d+/service"))
     assert target.rewrite and not target.plain_rewrite
     assert target.rewritten(b"/version/1/service/path/to/resource") == b"/path/to/resource"
 
@@ -234,9 +229,7 @@ def test_kong_path_handling_table(
     prefix_len = len(route_path) if strip else 0
     join = upstream_path_v1 if handling == "v1" else upstream_path
     assert join(prefix_len, b"/s", path.encode()) == expected.encode()
-    target = RouteTarget(
-        upstream_target(), None, prefix_len, b"/s", False, path_handling_v1=handling == "v1"
-    )
+    target = route_target(prefix_len, b"/s", path_handling_v1=handling == "v1")
     assert target.rewritten(path.encode()) == expected.encode()
 
 

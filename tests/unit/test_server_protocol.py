@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from fastgw.http.exchange import DISCARD_LIMIT
-from fastgw.http.server import LINGERING_TIMEOUT
+from fastgw.http.exchange import DISCARD_LIMIT, FINISHED, WAITING, Exchange
+from fastgw.http.server import HOLDING, LINGERING, LINGERING_TIMEOUT
+from fastgw.http.states import IllegalTransition
+from fastgw.http.tunnel import TunnelEnd
+from fastgw.http.upstream import BODY, IDLE
 from tests.support.wire import (
     DENY,
     DENY_CLOSE,
@@ -745,3 +748,69 @@ def test_dropped_underscore_names_still_count_toward_the_head_size() -> None:
     out = h.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX_Pad: " + b"a" * 600 + b"\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 431 ")
     assert h.closed
+
+
+# -- state machines and the tunnel ----------------------------------------------------------------
+
+
+def test_a_move_its_table_does_not_allow_raises() -> None:
+    h = Harness()
+    exchange = Exchange(h.conn, b"GET", b"/", b"", b"h", [], True)
+    exchange.phase = FINISHED
+    with pytest.raises(IllegalTransition, match="exchange: FINISHED may not move to WAITING"):
+        exchange._move(WAITING)
+    conn = h.upstream.connections[0]
+    assert conn.phase == IDLE
+    with pytest.raises(IllegalTransition, match="IDLE may not move to BODY"):
+        conn._move(BODY)
+    h.conn.state = LINGERING
+    with pytest.raises(IllegalTransition, match="LINGERING may not move to HOLDING"):
+        h.conn._move(HOLDING)
+
+
+SWITCHED_101 = (
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
+    b"sec-websocket-accept: x\r\n\r\n"
+)
+
+
+def test_a_101_hands_both_transports_to_a_tunnel() -> None:
+    h = Harness()
+    h.feed(
+        b"GET /proxy/ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        b"early"  # sent before the answer: held, then the tunnel's first bytes
+    )
+    upstream = h.upstream.connections[0]
+    sent = h.upstream.sent()
+    assert sent.startswith(b"GET /proxy/ws HTTP/1.1\r\n") and b"upgrade: websocket" in sent
+    upstream.data_received(SWITCHED_101 + b"frame-from-upstream")
+    client_end, upstream_end = h.transport.protocol, h.upstream.transport(upstream).protocol
+    assert isinstance(client_end, TunnelEnd) and isinstance(upstream_end, TunnelEnd)
+    out = h.transport.take()
+    assert out.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert out.endswith(b"\r\n\r\nframe-from-upstream")  # the rest of the 101's read
+    assert h.upstream.sent().endswith(b"early")
+    assert h.conn.queue == [] and h.conn in h.server.connections  # still its listener's
+    assert h.upstream.pool.busy == set()  # no longer a pooled connection
+    client_end.data_received(b"to-upstream")
+    upstream_end.data_received(b"to-client")
+    assert h.upstream.sent().endswith(b"to-upstream") and h.transport.take() == b"to-client"
+    upstream_end.pause_writing()  # the upstream's buffer is full: the client waits
+    assert h.transport.events[-1] == "pause"
+    upstream_end.resume_writing()
+    assert h.transport.events[-1] == "resume"
+    upstream_end.connection_lost(None)  # the upstream ends: the client side closes after
+    assert h.closed and h.conn not in h.server.connections
+
+
+def test_an_idle_tunnel_is_dropped_after_the_read_timeout() -> None:
+    h = Harness()
+    h.feed(
+        b"GET /proxy/ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    h.upstream.connections[0].data_received(SWITCHED_101)
+    h.advance(30.0)  # read_timeout is 60 s
+    assert not h.closed
+    h.advance(31.0)
+    assert h.transport.events[-1] == "abort"
+    assert h.upstream.transport(h.upstream.connections[0]).closed

@@ -97,16 +97,16 @@ def test_each_failure_kind_has_its_threshold_and_zero_switches_it_off() -> None:
 
 def test_retry_policy_never_sends_a_request_that_may_have_been_processed_twice() -> None:
     # a POST whose connection ended before any response byte: never again
-    assert after_lost(b"POST", False, False, False, False, 1, 5) == GIVE_UP
-    assert after_lost(b"POST", True, True, False, False, 1, 5) == GIVE_UP
-    # an idempotent request with a body: its body is gone, never again
-    assert after_lost(b"PUT", True, True, False, False, 1, 5) == GIVE_UP
+    assert after_lost(False, False, False, False, False, 1, 5) == GIVE_UP
+    assert after_lost(False, True, True, False, False, 1, 5) == GIVE_UP
+    # an idempotent request (a PUT) with a body: its body is gone, never again
+    assert after_lost(True, True, True, False, False, 1, 5) == GIVE_UP
     # a response that began: never
-    assert after_lost(b"GET", False, True, True, False, 1, 5) == GIVE_UP
+    assert after_lost(True, False, True, True, False, 1, 5) == GIVE_UP
     # a stale pooled connection: once more, not counted
-    assert after_lost(b"GET", False, True, False, False, 1, 0) == RESEND_STALE
-    assert after_lost(b"GET", False, True, False, True, 1, 0) == GIVE_UP
+    assert after_lost(True, False, True, False, False, 1, 0) == RESEND_STALE
+    assert after_lost(True, False, True, False, True, 1, 0) == GIVE_UP
     # a fresh connection closed: retried within the service's retries
-    assert after_lost(b"GET", False, False, False, False, 1, 1) == RETRY
-    assert after_lost(b"GET", False, False, False, False, 2, 1) == GIVE_UP
+    assert after_lost(True, False, False, False, False, 1, 1) == RETRY
+    assert after_lost(True, False, False, False, False, 2, 1) == GIVE_UP
     assert may_retry_connect(1, 1) and not may_retry_connect(2, 1)

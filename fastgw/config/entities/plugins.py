@@ -1,0 +1,145 @@
+"""Kong's `plugins:` entity: one plugin occurrence, nested in a service or a route, or at the
+top level (global, or naming the service or route it applies to).
+
+Its `config` is read with the plugin's own declared schema, found in the plugin registry
+(fastgw.plugins): the one import of config from a layer above, because only a plugin knows the
+keys of its config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fastgw.config.entities.references import Reference
+from fastgw.config.model import Entities, PluginEntry
+from fastgw.config.schema import (
+    FALSY,
+    TAGS,
+    Boolean,
+    Checked,
+    Declared,
+    Findings,
+    Ignored,
+    Reader,
+    Reading,
+    Schema,
+    Strings,
+    Text,
+    Unsupported,
+    join,
+)
+from fastgw.plugins import names as plugin_names
+from fastgw.plugins import spec as plugin_spec
+
+
+def _known_plugin(reader: Reader, values: dict[str, Any]) -> None:
+    name = values["name"]
+    if name is not None and plugin_spec(name) is None:
+        available = ", ".join(plugin_names())
+        reader.error("name", f'unknown plugin "{name}" (available: {available})')
+        values["name"] = None
+
+
+class PluginConfig(Declared):
+    """A plugin's `config`, read by the spec of the plugin `name` names (nothing to read it
+    when the name is missing or unknown: accepted unread, the name's problem says why)."""
+
+    __slots__ = ()
+
+    def read_in(self, reader: Reader, key: str, reading: Reading) -> Any:
+        name = reading.values.get("name")
+        spec = plugin_spec(name) if name is not None else None
+        if spec is None:
+            reader.ignore(key)
+            return None
+        return spec.parse_config(reader.mapping(key))
+
+
+def _entry(reader: Reader, values: dict[str, Any]) -> PluginEntry | None:
+    if values["name"] is None:
+        return None
+    return PluginEntry(
+        name=values["name"],
+        config=values["config"],
+        enabled=values["enabled"],
+        path=reader.path,
+        raw_config=reader.raw.get("config"),
+    )
+
+
+PLUGIN: Schema[PluginEntry | None] = Schema(
+    {
+        "name": Checked(Text(required=True), _known_plugin),
+        "config": PluginConfig(),
+        "enabled": Boolean(True),
+        "tags": TAGS,
+        "instance_name": Text(),
+        "protocols": Strings(lone=False),
+        "id": Ignored(),
+        "created_at": Ignored(),
+        "updated_at": Ignored(),
+        # Kong Enterprise's dynamic plugin ordering; an empty record is what decK writes for none
+        "ordering": Unsupported(accepts=FALSY),
+    },
+    build=_entry,
+    annotations=True,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TopLevelPlugin:
+    """A top-level plugin before it is attached: to the route, else the service it names, else
+    global. `entry` is None when the plugin itself is unusable (its problem is recorded)."""
+
+    entry: PluginEntry | None
+    service: str | None
+    route: str | None
+    path: str
+
+
+def _top_level(reader: Reader, values: dict[str, Any]) -> TopLevelPlugin:
+    return TopLevelPlugin(_entry(reader, values), values["service"], values["route"], reader.path)
+
+
+_SCOPED_TO_CONSUMERS = "not supported yet (plugins scoped to consumers)"
+
+TOP_LEVEL_PLUGIN = PLUGIN.extended(
+    {
+        "service": Reference(),
+        "route": Reference(),
+        "consumer": Unsupported(_SCOPED_TO_CONSUMERS),
+        "consumer_group": Unsupported(_SCOPED_TO_CONSUMERS),
+    },
+    build=_top_level,
+)
+
+
+def attach(entry: PluginEntry, scope: list[PluginEntry], problems: Findings) -> None:
+    """Add `entry` to one scope (global, a service or a route); a name appears once per scope."""
+    for existing in scope:
+        if existing.name == entry.name:
+            problems.append(
+                (
+                    join(entry.path, "name"),
+                    f'"{entry.name}" is already configured at {existing.path}',
+                )
+            )
+            return
+    scope.append(entry)
+
+
+def scoped(entries: list[PluginEntry], problems: Findings) -> list[PluginEntry]:
+    """The plugins nested in one entity, each name once."""
+    scope: list[PluginEntry] = []
+    for entry in entries:
+        attach(entry, scope, problems)
+    return scope
+
+
+def linked(entry: PluginEntry, entities: Entities, problems: Findings) -> PluginEntry:
+    """Let the plugin check and bind what its config names in other entities (consumers)."""
+    spec = plugin_spec(entry.name)
+    if spec is None or entry.config is None:
+        return entry
+    return replace(entry, config=spec.link(entry.config, entities, entry.path, problems))

@@ -1,0 +1,196 @@
+"""fastgw's own `_fastgw` section: the listeners (Kong's proxy_listen, with kong.conf's
+ssl_cert / ssl_cert_key), the admin listener, the worker count and the wire limits.
+
+Kong keeps these in kong.conf; here they sit beside the entities they serve, and a command line
+flag overrides the listeners (fastgw/cli.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from fastgw.config.addresses import listeners_of, split_listen
+from fastgw.config.entities.certificates import pair_checks
+from fastgw.config.model import (
+    DEFAULT_ADMIN_LISTEN,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_HEAD_SIZE,
+    DEFAULT_MAX_HEADERS,
+    DEFAULT_MAX_URI_SIZE,
+    DEFAULT_UNDERSCORES_IN_HEADERS,
+    DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+    DEFAULT_UPSTREAM_MAX_REQUESTS,
+    DEFAULT_UPSTREAM_POOL_SIZE,
+    DEFAULT_WORKERS,
+    CertificatePair,
+    Limits,
+    Listener,
+    Settings,
+)
+from fastgw.config.pem import PemError, read_pem_file
+from fastgw.config.schema import Boolean, Declared, Integer, Reader, Schema, Strings, join
+
+MAX_CERTIFICATES = 2  # kong.conf's ssl_cert takes one of each key type: RSA and ECDSA
+
+
+class Listeners(Declared):
+    """Kong's proxy_listen: "host:port [ssl]" entries, a list or one comma-separated string."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> tuple[Listener, ...]:
+        reader.ignore(key)
+        raw = reader.raw.get(key)
+        default = (Listener(*DEFAULT_LISTEN),)
+        if raw is None:
+            return default
+        base = reader.key_path(key)
+        if isinstance(raw, str):
+            items: list[tuple[str, object]] = [(base, part.strip()) for part in raw.split(",")]
+        elif isinstance(raw, list):
+            items = [(join(base, index), item) for index, item in enumerate(raw)]
+        else:
+            reader.error(key, 'must be "host:port [ssl]" or a list of them')
+            return default
+        listeners = listeners_of(items, reader.problems)
+        if not listeners and not any(path.startswith(base) for path, _ in reader.problems):
+            reader.error(key, "must name at least one address")
+        return listeners or default
+
+
+def _is_off(value: object) -> bool:
+    """`off` as `--admin-listen off` takes it (YAML reads a bare off as false, which is off too)."""
+    if isinstance(value, str):
+        return value.strip().lower() == "off"
+    return value in (None, False)
+
+
+class AdminListen(Declared):
+    """The admin listener's "host:port"; `off` (or null, or false) for none."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> tuple[str, int] | None:
+        reader.ignore(key)
+        if key not in reader.raw:
+            return DEFAULT_ADMIN_LISTEN
+        raw = reader.raw[key]
+        if _is_off(raw):
+            return None
+        result = split_listen(raw)
+        if isinstance(result, str):
+            reader.error(key, result)
+            return DEFAULT_ADMIN_LISTEN
+        return result
+
+
+class Workers(Declared):
+    """How many worker processes: an integer >= 1, or "auto" (one per CPU)."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> int:
+        raw = reader.raw.get(key)
+        if raw == "auto":
+            reader.ignore(key)
+            return os.cpu_count() or 1
+        if isinstance(raw, str):
+            reader.ignore(key)
+            reader.error(key, f'must be an integer >= 1 or "auto"; got {raw!r}')
+            return DEFAULT_WORKERS
+        workers: int = reader.integer(key, DEFAULT_WORKERS, minimum=1)
+        return workers
+
+
+class Seconds(Declared):
+    """A duration in seconds, > 0 (or >= 0, `zero_ok`), read as a float."""
+
+    __slots__ = ("default", "zero_ok")
+
+    def __init__(self, default: float, *, zero_ok: bool = False) -> None:
+        self.default = default
+        self.zero_ok = zero_ok
+
+    def read(self, reader: Reader, key: str) -> float:
+        value = reader.number(key, self.default, minimum=0)
+        if value == 0 and not self.zero_ok:
+            reader.error(key, "must be > 0")
+            return self.default
+        return float(value)
+
+
+def _default_certificate(
+    reader: Reader, values: dict[str, Any], needed: bool
+) -> CertificatePair | None:
+    """kong.conf's ssl_cert / ssl_cert_key (PEM files; a list each for RSA + ECDSA)."""
+    certs, keys = values["ssl_cert"], values["ssl_cert_key"]
+    if not certs and not keys:
+        if needed:
+            reader.error("ssl_cert", "is required by a listener with the ssl flag")
+        return None
+    if len(certs) != len(keys) or len(certs) > MAX_CERTIFICATES:
+        reader.error("ssl_cert_key", "needs one key per ssl_cert (at most two: RSA and ECDSA)")
+        return None
+    texts: list[str] = []
+    for key, paths in (("ssl_cert", certs), ("ssl_cert_key", keys)):
+        for index, file in enumerate(paths):
+            where = key if len(paths) == 1 else f"{key}[{index}]"
+            try:
+                texts.append(read_pem_file(file))
+            except PemError as error:
+                reader.error(where, str(error))
+                return None
+    count = len(certs)
+    pair = CertificatePair(
+        texts[0],
+        texts[count],
+        texts[1] if count == 2 else None,
+        texts[count + 1] if count == 2 else None,
+    )
+    return pair if pair_checks(reader, "ssl_cert", pair) else None
+
+
+def _settings(reader: Reader, values: dict[str, Any]) -> Settings:
+    listeners: tuple[Listener, ...] = values["listen"]
+    ssl_certificate = _default_certificate(
+        reader, values, any(listener.ssl for listener in listeners)
+    )
+    limits = Limits(**{item.name: values[item.name] for item in dataclasses.fields(Limits)})
+    return Settings(
+        listen=(listeners[0].host, listeners[0].port),
+        admin_listen=values["admin_listen"],
+        workers=values["workers"],
+        limits=limits,
+        listeners=listeners,
+        ssl_certificate=ssl_certificate,
+    )
+
+
+SETTINGS = Schema(
+    {
+        "listen": Listeners(),
+        "ssl_cert": Strings(),
+        "ssl_cert_key": Strings(),
+        "admin_listen": AdminListen(),
+        "workers": Workers(),
+        "max_head_size": Integer(DEFAULT_MAX_HEAD_SIZE, minimum=1),
+        "max_headers": Integer(DEFAULT_MAX_HEADERS, minimum=1),
+        "max_uri_size": Integer(DEFAULT_MAX_URI_SIZE, minimum=1),
+        "head_timeout": Seconds(DEFAULT_HEAD_TIMEOUT),
+        "keepalive_timeout": Seconds(DEFAULT_KEEPALIVE_TIMEOUT),
+        "max_body_size": Integer(DEFAULT_MAX_BODY_SIZE, minimum=0),
+        "underscores_in_headers": Boolean(DEFAULT_UNDERSCORES_IN_HEADERS),
+        "upstream_pool_size": Integer(DEFAULT_UPSTREAM_POOL_SIZE, minimum=0),
+        "upstream_idle_timeout": Seconds(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
+        "upstream_max_requests": Integer(DEFAULT_UPSTREAM_MAX_REQUESTS, minimum=0),
+        "drain_timeout": Seconds(DEFAULT_DRAIN_TIMEOUT, zero_ok=True),
+    },
+    build=_settings,
+    annotations=True,  # fastgw's own section: annotated as Kong's entities are
+)

@@ -1,0 +1,252 @@
+"""A request as the client sent it and the plugins change it: the parsed head, its framing, the
+header and query edits of the plugin context (fastgw.plugins.api.RequestContext), a local answer.
+
+The base of `Exchange` (fastgw/http/exchange.py), which adds the I/O: what is here never reads
+or writes a connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from mypy_extensions import trait
+
+from fastgw.http.response_edits import ResponseEdits, ResponseFilter
+
+BODY_NONE: Final = 0
+BODY_LENGTH: Final = 1
+BODY_CHUNKED: Final = 2
+
+# A body the client keeps sending after the gateway answered it is read and dropped up to this
+# size so the connection stays usable; past it the connection is closed.
+DISCARD_LIMIT: Final = 1024 * 1024
+
+# What a WebSocket upgrade offers upstream (Kong's upstream_connection / upstream_upgrade).
+_OFFER_UPGRADE: Final = b"connection: keep-alive, Upgrade\r\nupgrade: websocket\r\n"
+
+
+@trait
+class Principal:
+    """Who the layers above authenticated for this request (Kong's authenticated consumer and
+    credential, fastgw.plugins.api.Authenticated). The wire only carries it, for the log phase
+    and the forwarding's consistent hashing."""
+
+    __slots__ = ()
+
+
+class Request:
+    """The request head as parsed (lower-case field names, bytes values) and what plugins did."""
+
+    # What every request reads lives in slots, the cheapest attribute access in pure Python, set
+    # once in __init__. What only bodies, local answers, async plugins and failures need is a
+    # class default instead, written to the instance's __dict__ (made on first write) when it
+    # changes: a plain request never pays for setting it.
+    __slots__ = (
+        "__dict__",
+        "body_mode",
+        "content_length",
+        "expect_continue",
+        "head_request",
+        "headers",
+        "host",
+        "http_10",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "request_complete",
+        "responded",
+        "upstream_host",
+        "upstream_path",
+        "x_forwarded_for",
+    )
+
+    body_chunks: list[bytes] = []  # never appended to: expect_body gives a body its own list
+    body_buffered = 0
+    body_received = 0
+    continue_sent = False  # a 100 Continue went out
+    local_body = b""
+    local_headers: Sequence[tuple[bytes, bytes]] = ()
+    local_status = 0
+    upgrade = False  # a WebSocket upgrade request: offered upstream, a 101 makes a tunnel
+    # Set by an authentication plugin (Kong's kong.client.authenticate); None: nobody did.
+    principal: Principal | None = None
+    # What plugins change in the response (fastgw/http/response_edits.py); None: nothing.
+    response_edits: ResponseEdits | None = None
+    # Values the plugins of one request share (Kong's kong.ctx.shared); made on first use.
+    shared_values: dict[str, object] | None = None
+
+    def __init__(
+        self,
+        method: bytes,
+        path: bytes,
+        query: bytes,
+        host: bytes,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> None:
+        """A bodiless HTTP/1.1 request; `expect_body` and the framing fields say otherwise."""
+        self.method = method
+        self.path = path
+        self.upstream_path = path
+        self.query = query
+        self.host = host
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.head_request = method == b"HEAD"
+        self.http_10 = False
+        self.body_mode = BODY_NONE
+        self.request_complete = True
+        self.content_length = -1  # -1 when absent; an explicit 0 is forwarded
+        self.expect_continue = False
+        self.x_forwarded_for: bytes | None = None
+        self.responded = False
+        self.upstream_host: bytes | None = None  # set by routing when the route preserves Host
+
+    def expect_body(self, body_mode: int, expect_continue: bool) -> None:
+        """A body follows the head (Content-Length or chunked); it streams in later."""
+        self.body_mode = body_mode
+        self.request_complete = False
+        self.body_chunks = []
+        self.expect_continue = expect_continue
+
+    # -- the plugin context (fastgw.plugins.api.RequestContext) ---------------------------------
+
+    def get_header(self, name: bytes) -> bytes | None:
+        for header_name, value in self.headers:
+            if header_name == name:
+                return value
+        return None
+
+    def set_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        index = 0
+        for header in headers:
+            if header[0] == name:
+                break
+            index += 1
+        else:
+            headers.append((name, value))
+            return
+        headers[index] = (name, value)
+        for later in range(index + 1, len(headers)):
+            if headers[later][0] == name:
+                # a repeated header: one value replaces them all (rare, so rebuilt)
+                self.headers = headers[: index + 1] + [
+                    header for header in headers[index + 1 :] if header[0] != name
+                ]
+                return
+
+    def remove_header(self, name: bytes) -> None:
+        self.headers = [header for header in self.headers if header[0] != name]
+
+    def set_query(self, query: bytes) -> None:
+        self.query = query
+
+    def has_body(self) -> bool:
+        return self.body_mode != BODY_NONE
+
+    def replace_body(self, body: bytes) -> None:
+        if not self.request_complete:
+            raise RuntimeError("replace_body needs the whole body: call read_body first")
+        self.body_chunks = [body]
+        self.body_buffered = len(body)
+        self.body_mode = BODY_LENGTH
+        self.content_length = len(body)
+
+    def shared(self) -> dict[str, object]:
+        """Values the plugins of this request share (Kong's kong.ctx.shared)."""
+        values = self.shared_values
+        if values is None:
+            values = self.shared_values = {}
+        return values
+
+    def edits(self) -> ResponseEdits:
+        """The response's edits, made on first use."""
+        edits = self.response_edits
+        if edits is None:
+            edits = self.response_edits = ResponseEdits()
+        return edits
+
+    def set_response_header(self, name: bytes, value: bytes) -> None:
+        self.edits().set(name, value)
+
+    def add_response_header(self, name: bytes, value: bytes) -> None:
+        self.edits().add(name, value)
+
+    def remove_response_header(self, name: bytes) -> None:
+        self.edits().remove(name)
+
+    def add_response_filter(self, response_filter: ResponseFilter) -> None:
+        self.edits().filters.append(response_filter)
+
+    def respond(
+        self, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        self.responded = True
+        self.local_status = status
+        self.local_body = body
+        self.local_headers = list(headers)
+
+    def may_discard(self) -> bool:
+        """Whether the rest of an unread request body is worth reading to keep the connection."""
+        if self.expect_continue and not self.continue_sent:
+            return False  # the client has not sent its body and may never: do not wait for it
+        if self.body_mode == BODY_LENGTH:
+            return self.content_length - self.body_received <= DISCARD_LIMIT
+        # chunked: the rest has no known size; it is dropped as it arrives, and past
+        # DISCARD_LIMIT the connection ends (Exchange.on_request_body), as any server may end one
+        return self.body_received <= DISCARD_LIMIT
+
+    # -- the request towards the upstream --------------------------------------------------------
+
+    def upstream_head(self, version_and_host: bytes, forwarded: bytes) -> bytes:
+        """The head (and the body so far) to send upstream. `version_and_host` ends the request
+        line and gives the upstream's Host (unless the route preserves the client's);
+        `forwarded` ends X-Forwarded-For and adds the other X-Forwarded-* fields."""
+        parts = [self.method, b" ", self.upstream_path]
+        if self.query:
+            parts.append(b"?")
+            parts.append(self.query)
+        if self.upstream_host is None:
+            parts.append(version_and_host)
+        else:
+            parts.append(b" HTTP/1.1\r\nhost: ")
+            parts.append(self.upstream_host)
+            parts.append(b"\r\n")
+        for name, value in self.headers:
+            parts.append(name)
+            parts.append(b": ")
+            parts.append(value)
+            parts.append(b"\r\n")
+        if self.upgrade:
+            parts.append(_OFFER_UPGRADE)
+        parts.append(b"x-forwarded-for: ")
+        if self.x_forwarded_for is not None:
+            parts.append(self.x_forwarded_for)
+            parts.append(b", ")
+        parts.append(forwarded)
+        if self.body_mode == BODY_NONE and self.content_length != 0:
+            parts.append(b"\r\n")
+        else:
+            self.body_framing(parts)
+        return b"".join(parts)
+
+    def body_framing(self, parts: list[bytes]) -> None:
+        """The end of the request head for a body, and the body received so far (taken)."""
+        body_mode = self.body_mode
+        if body_mode == BODY_NONE:
+            # an explicit "content-length: 0" (e.g. an empty POST) is kept: some need it
+            parts.append(b"content-length: 0\r\n\r\n")
+            return
+        if body_mode == BODY_LENGTH:
+            parts.append(b"content-length: %d\r\n\r\n" % self.content_length)
+            parts += self.body_chunks
+        else:
+            parts.append(b"transfer-encoding: chunked\r\n\r\n")
+            for chunk in self.body_chunks:
+                parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+            if self.request_complete:
+                parts.append(b"0\r\n\r\n")
+        self.body_chunks = []
