@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from fastgw.observability.metrics import Family, counter, gauge
+from fastgw.plugins.api import StoreUsage
 
 from .errors import IdpBusy, IdpTimeout, TooManyWaiting
 
@@ -48,6 +49,10 @@ QUEUE_LIMIT: Final = 1024
 SOURCE_QUEUE_LIMIT: Final = 256
 # Credentials (and tokens) remembered as good: as many as the token cache holds clients.
 KNOWN_GOOD_LIMIT: Final = 100_000
+# What one known-good digest (a str or bytes key in a dict) and one waiter (its future, its
+# place in a queue) typically hold in memory: for the stores' reports, which estimate bytes.
+KNOWN_GOOD_KEY_BYTES = 120
+WAITER_BYTES = 300
 # How much each IdP answer moves the typical answer time (an exponential moving average): a
 # fifth, so that a few answers show a slower IdP and one slow answer does not dominate.
 ANSWER_TIME_WEIGHT: Final = 0.2
@@ -129,6 +134,12 @@ class KnownGood:
 
     def discard(self, key: Hashable) -> None:
         self._keys.pop(key, None)
+
+    def usage(self, name: str) -> StoreUsage:
+        used, bound = len(self._keys), self.capacity
+        return StoreUsage(
+            name, used * KNOWN_GOOD_KEY_BYTES, bound * KNOWN_GOOD_KEY_BYTES, used, bound
+        )
 
 
 class _Queue:
@@ -309,6 +320,12 @@ class Admission:
             "addresses_waiting": sum(len(queue.by_source) for queue in self._queues[KNOWN:]),
             "typical_answer_seconds": round(self.typical_answer, 3),
         }
+
+    def usage(self, name: str) -> StoreUsage:
+        """Every class's waiters against the queues' bounds."""
+        waiting = sum(queue.waiting for queue in self._queues)
+        bound = sum(queue.limit for queue in self._queues)
+        return StoreUsage(name, waiting * WAITER_BYTES, bound * WAITER_BYTES, waiting, bound)
 
     def metric_families(self, instance: str) -> list[Family]:
         stats = self.stats

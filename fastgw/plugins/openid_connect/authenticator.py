@@ -19,6 +19,7 @@ import orjson
 from fastgw.config.consumers import Consumers
 from fastgw.observability.metrics import Family
 from fastgw.observability.ratelog import KeyedRateLimitedLog
+from fastgw.plugins.api import StoreUsage
 from fastgw.plugins.building import HttpClient
 
 from .admission import (
@@ -245,6 +246,16 @@ class ClientCredentialsAuthenticator:
             "token_fetches": len(self._flights),
             "idp_admission": self.admission.status(),
         }
+
+    def stores(self, where: str) -> list[StoreUsage]:
+        """The bounded stores keyed by what callers send: the token cache, the rejections,
+        the known-good credentials, the IdP admission queues (`where`: the instance's place)."""
+        stores = self.cache.usage(
+            f"openid-connect token cache ({where})", f"openid-connect rejections ({where})"
+        )
+        stores.append(self.known.usage(f"openid-connect known-good clients ({where})"))
+        stores.append(self.admission.usage(f"openid-connect IdP admission queues ({where})"))
+        return stores
 
     def _spawn_task(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastgw.plugins.api import StoreUsage
+
 from .credentials import ClientCredentials
 from .errors import AuthError
 from .schema import OidcConfig
@@ -26,6 +28,12 @@ from .stats import OidcStats
 # JWT in its header bytes, its claims), so the bound keeps the cache under ~300 MiB even when
 # filled; only real clients get positive entries, and random credentials only negative ones.
 L1_MAX_ENTRIES = 100_000
+# What one client's entry typically holds in memory (both keys, the token's header bytes, its
+# claims), and one key of a remembered rejection (the key, an error without its traceback): for
+# the stores' reports, which count entries (rejections by key, as they are bounded) and estimate
+# bytes.
+ENTRY_BYTES = 2560
+REJECTION_BYTES = 200
 # A client presenting a Basic header is found under two keys (the raw-header alias the hot path
 # uses and the canonical Kong-shaped key), so the L1's key bound is twice its client bound.
 L1_KEYS_PER_CLIENT = 2
@@ -314,6 +322,17 @@ class TokenCache:
     def clients(self) -> int:
         """Distinct cached entries (a client is under one or two keys)."""
         return len({id(entry) for entry in self.entries.values()})
+
+    def usage(self, what: str, rejected: str) -> list[StoreUsage]:
+        """The entries and the rejections against their bound (bytes estimated per entry)."""
+        bound = self.max_entries
+        clients, rejections = self.clients(), len(self.rejections)
+        return [
+            StoreUsage(what, clients * ENTRY_BYTES, bound * ENTRY_BYTES, clients, bound),
+            StoreUsage(
+                rejected, rejections * REJECTION_BYTES, bound * REJECTION_BYTES, rejections, bound
+            ),
+        ]
 
 
 def _entry_alive_until(entry: Entry) -> float:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from fastgw.observability.metrics import Family
-from fastgw.plugins.api import Plugin, RequestContext
+from fastgw.plugins.api import Plugin, RequestContext, StoreUsage
 
 from .answers import Answers
 from .authenticator import ClientCredentialsAuthenticator
@@ -148,6 +148,13 @@ class OpenIdConnect(Plugin):
         if self.bearer is not None:
             families += self.bearer.metrics(self.instance_name or str(self.authenticator.instance))
         return families
+
+    def stores(self) -> list[StoreUsage]:
+        where = self.instance_name or str(self.authenticator.instance)
+        stores = self.authenticator.stores(where)
+        if self.bearer is not None:
+            stores += self.bearer.stores(where)
+        return stores
 
     def status(self) -> dict[str, object]:
         status = self.authenticator.status()

@@ -24,6 +24,7 @@ from typing import Any
 
 from fastgw.observability.metrics import Family
 from fastgw.observability.ratelog import KeyedRateLimitedLog
+from fastgw.plugins.api import StoreUsage
 from fastgw.plugins.building import HttpClient
 
 from .admission import KNOWN, UNKNOWN, Admission, IdpCall, KnownGood, known_good_families, source_of
@@ -242,6 +243,15 @@ class BearerAuthenticator:
 
     def metrics(self, instance: str) -> list[Family]:
         return known_good_families(self.known, instance, "tokens")
+
+    def stores(self, where: str) -> list[StoreUsage]:
+        """Callers' tokens: cached, rejected, known-good (the admission is the plugin's)."""
+        stores = self.cache.usage(
+            f"openid-connect bearer token cache ({where})",
+            f"openid-connect rejected tokens ({where})",
+        )
+        stores.append(self.known.usage(f"openid-connect known-good tokens ({where})"))
+        return stores
 
     def close(self) -> None:
         self._flights.cancel_all()

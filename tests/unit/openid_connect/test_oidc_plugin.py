@@ -500,3 +500,31 @@ async def test_status_reports_every_store_with_its_capacity(idp: FakeIdp) -> Non
     assert isinstance(admission, dict) and admission["slots"] == 16
     names = {family.name for family in plugin.metrics()}
     assert {"fastgw_oidc_idp_admissions_total", "fastgw_oidc_known_good_tokens"} <= names
+
+
+async def test_stores_report_every_bounded_store_against_its_bound(idp: FakeIdp) -> None:
+    plugin = await make_full_plugin(idp, auth_methods=["client_credentials", "bearer"])
+    plugin.instance_name = "services[0].plugins[0]"
+    await run_access(plugin, request())
+    await run_access(plugin, request(basic("client-1", "wrong")))
+    stores = {store.name: store for store in plugin.stores()}
+    where = "(services[0].plugins[0])"
+    assert set(stores) == {
+        f"openid-connect {what} {where}"
+        for what in (
+            "token cache",
+            "rejections",
+            "known-good clients",
+            "IdP admission queues",
+            "bearer token cache",
+            "rejected tokens",
+            "known-good tokens",
+        )
+    }
+    tokens = stores[f"openid-connect token cache {where}"]
+    assert (tokens.entries, tokens.capacity_entries) == (1, 100_000)
+    assert 0 < tokens.used_bytes < tokens.capacity_bytes
+    assert stores[f"openid-connect rejections {where}"].entries == 2  # by key: header, Kong's
+    assert stores[f"openid-connect known-good clients {where}"].entries == 1
+    queues = stores[f"openid-connect IdP admission queues {where}"]
+    assert (queues.entries, queues.capacity_entries) == (0, 3 * 1024)
