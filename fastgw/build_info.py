@@ -42,6 +42,7 @@ COMPILED_MODULES = (
     "fastgw.balancer.ring",
     "fastgw.balancer.health",
     "fastgw.plugins.openid_connect.plugin",
+    "fastgw.plugins.openid_connect.cache",
     "fastgw.plugins.openid_connect.stats",
     "fastgw.plugins.file_log.record",
 )
