@@ -128,6 +128,16 @@ class RequestContext(Protocol):
     ) -> None:
         """Answer the client directly; the upstream is not contacted."""
 
+    def respond_prepared(
+        self,
+        status: int,
+        body: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        fields: bytes,
+    ) -> None:
+        """`respond`, with `headers` also written out as `fields` ("name: value\r\n" each), made
+        once and kept by the plugin (a cached response): sent as they are unless edited."""
+
     def shared(self) -> dict[str, object]:
         """Values the plugins of this request share (Kong's kong.ctx.shared)."""
 
