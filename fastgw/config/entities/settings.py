@@ -25,7 +25,6 @@ from fastgw.config.model import (
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_URI_SIZE,
     DEFAULT_MEMORY_STORES,
-    MemoryStores,
     DEFAULT_UNDERSCORES_IN_HEADERS,
     DEFAULT_UPSTREAM_IDLE_TIMEOUT,
     DEFAULT_UPSTREAM_MAX_REQUESTS,
@@ -34,6 +33,7 @@ from fastgw.config.model import (
     CertificatePair,
     Limits,
     Listener,
+    MemoryStores,
     Settings,
 )
 from fastgw.config.pem import PemError, read_pem_file

@@ -75,17 +75,11 @@ class Cors(Plugin):
         self._allow_headers = ",".join(config.headers).encode() if config.headers else None
         self._allow_methods = ",".join(config.methods).encode()
         self._max_age = _number(config.max_age) if config.max_age is not None else None
-        self._expose = (
-            ",".join(config.exposed_headers).encode() if config.exposed_headers else None
-        )
+        self._expose = ",".join(config.exposed_headers).encode() if config.exposed_headers else None
 
     def access(self, ctx: RequestContext) -> None:
         origin = ctx.get_header(_ORIGIN)
-        if (
-            ctx.method == _OPTIONS
-            and origin
-            and ctx.get_header(_REQUEST_METHOD) is not None
-        ):
+        if ctx.method == _OPTIONS and origin and ctx.get_header(_REQUEST_METHOD) is not None:
             if not self.config.preflight_continue:
                 self._preflight(ctx, origin)
             return  # continued preflights are proxied untouched, without CORS fields

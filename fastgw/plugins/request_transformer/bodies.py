@@ -91,7 +91,7 @@ def _edit_mapping(
                 params[entry.name] = render(_template(entry))
                 changed = True
     for entry in config.add.body:
-        existing = params.get(entry.name, None)
+        existing = params.get(entry.name)
         if entry.name not in params or (add_if_false and existing is False):
             params[entry.name] = render(_template(entry))
             changed = True

@@ -59,7 +59,7 @@ def _entries(family: Family) -> tuple[Entry, ...]:
 class Env:
     """The template environment of one request (Kong's lazily loaded tables)."""
 
-    __slots__ = ("_captures", "_ctx", "_patterns", "_query", "_headers")
+    __slots__ = ("_captures", "_ctx", "_headers", "_patterns", "_query")
 
     def __init__(
         self, ctx: RequestContext, patterns: tuple[re.Pattern[bytes], ...], headers: bool
@@ -117,9 +117,7 @@ class RequestTransformer(Plugin):
     name = "request-transformer"
     priority = PRIORITY
 
-    def __init__(
-        self, transform: Transform, patterns: tuple[re.Pattern[bytes], ...] = ()
-    ) -> None:
+    def __init__(self, transform: Transform, patterns: tuple[re.Pattern[bytes], ...] = ()) -> None:
         self.transform = transform
         self.config = transform.config
         # the regex paths of the route this instance serves, in the router's order
@@ -161,9 +159,7 @@ class RequestTransformer(Plugin):
             return None
         return self._with_body(ctx, env, kind, fold)
 
-    async def _with_body(
-        self, ctx: RequestContext, env: Env, kind: str | None, fold: bool
-    ) -> None:
+    async def _with_body(self, ctx: RequestContext, env: Env, kind: str | None, fold: bool) -> None:
         body = await ctx.read_body(MAX_BODY_SIZE)
         if body is None:
             self.transform.bodies_too_large += 1
@@ -227,6 +223,7 @@ class RequestTransformer(Plugin):
             else:
                 args[entry.name] = [existing, value]
         ctx.set_query(encode_query(args))
+
 
 _ERROR_BODY, _ERROR_HEADERS = error_parts(500)
 

@@ -69,7 +69,9 @@ class Template:
                 continue
             value: Value = None
             for operand in part:
-                value = operand.key if not operand.table else lookup(operand.table, operand.key)
+                value = (
+                    str(operand.key) if not operand.table else lookup(operand.table, operand.key)
+                )
                 if value is not None and value is not False:
                     break  # Lua's `or`: only nil and false give way
             pieces.append(_text(value))
