@@ -364,3 +364,24 @@ def test_directives_and_media_types() -> None:
     star = parse_media_type("text/*")
     plain = parse_media_type("text/plain")
     assert star is not None and plain is not None and media_type_matches(star, plain)
+
+
+async def test_a_reload_keeps_the_store_and_what_it_holds() -> None:
+    text = """
+_format_version: "3.0"
+services:
+  - name: api
+    url: http://127.0.0.1:9
+    routes: [{name: api, paths: [/api]}]
+plugins:
+  - name: proxy-cache
+    config: {strategy: memory, cache_ttl: TTL}
+"""
+    call = Counted(GatewayWire(text.replace("TTL", "300")))
+    call(get("/api/kept"))
+    before = call.w.plugin("proxy-cache")
+    await call.w.gateway.reload(parse_config(text.replace("TTL", "600"), env={}))
+    after = call.w.plugin("proxy-cache")
+    assert after is not before and isinstance(after, ProxyCache)
+    assert call(get("/api/kept")).get("x-cache-status") == "Hit"
+    assert call.upstream_requests == 1
