@@ -59,7 +59,7 @@ def _entries(family: Family) -> tuple[Entry, ...]:
 class Env:
     """The template environment of one request (Kong's lazily loaded tables)."""
 
-    __slots__ = ("_captures", "_ctx", "_headers", "_patterns", "_query")
+    __slots__ = ("_captures", "_ctx", "_headers", "_patterns", "_query", "_raw_query")
 
     def __init__(
         self, ctx: RequestContext, patterns: tuple[re.Pattern[bytes], ...], headers: bool
@@ -68,12 +68,13 @@ class Env:
         self._patterns = patterns
         # as the request came, before this plugin's edits (only when a template reads them)
         self._headers = list(ctx.headers) if headers else []
+        self._raw_query = ctx.query  # the query as it came (a form body may join it later)
         self._query: Args | None = None
         self._captures: dict[str | int, str] | None = None
 
     def query(self) -> Args:
         if self._query is None:
-            self._query = decode_args(self._ctx.query)
+            self._query = decode_args(self._raw_query)
         return self._query
 
     def lookup(self, table: str, key: str | int) -> Value:

@@ -115,9 +115,10 @@ def test_methods_statuses_and_content_types_not_configured_bypass() -> None:
         "Bypass"
     )
     # Kong's exact match: parameters must be the configured ones
-    assert call(get("/api/c"), Content_Type="application/json; charset=utf-8").get(
-        "x-cache-status"
-    ) == "Bypass"
+    assert (
+        call(get("/api/c"), Content_Type="application/json; charset=utf-8").get("x-cache-status")
+        == "Bypass"
+    )
     assert call(get("/api/c")).get("x-cache-status") == "Miss"  # nothing stored before
     assert call(get("/api/p", method="POST")).get("x-cache-status") == "Bypass"
     assert call.upstream_requests == 5
