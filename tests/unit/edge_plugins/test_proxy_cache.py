@@ -386,3 +386,27 @@ plugins:
     assert after is not before and isinstance(after, ProxyCache)
     assert call(get("/api/kept")).get("x-cache-status") == "Hit"
     assert call.upstream_requests == 1
+
+
+def test_a_hit_gets_the_other_plugins_fields_made_for_it_not_stored_ones() -> None:
+    """cors runs before proxy-cache: its fields go on each hit, for that request's Origin."""
+    call = Counted(
+        GatewayWire("""
+_format_version: "3.0"
+services:
+  - name: api
+    url: http://127.0.0.1:9
+    routes: [{name: api, paths: [/api]}]
+plugins:
+  - name: proxy-cache
+    config: {strategy: memory}
+  - name: cors
+    config: {origins: [http://a.test, http://b.test]}
+""")
+    )
+    call(get("/api/c", "Origin: http://a.test"), Content_Type="application/json", Vary="Accept")
+    hit = call(get("/api/c", "Origin: http://b.test"))
+    assert hit.get("x-cache-status") == "Hit"
+    assert hit.all("access-control-allow-origin") == ["http://b.test"]
+    assert hit.all("vary") == ["Accept", "Origin"]
+    assert call.upstream_requests == 1
