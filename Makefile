@@ -9,7 +9,7 @@ PY := $(BIN)/python
 IDP_DEPS := tests/idp/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: install redis-server promtool run test test-unit test-integration bench bench-locust bench-curves lint format clean
+.PHONY: install redis-server promtool run test test-unit test-integration bench bench-locust bench-curves lint format clean wheel
 
 # The hot modules (fastgw/build_info.py) are compiled with mypyc where a C compiler exists, in
 # place and inside the venv (mypyc type-checks against the installed dependencies, which pip's
@@ -88,6 +88,11 @@ bench-curves: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/curves.py
 
+# A binary wheel with the hot modules compiled (pip's isolated build installs mypy and the
+# runtime dependencies it type-checks against); installing it needs no compiler.
+wheel:
+	$(PYTHON) -m pip wheel --no-deps -w dist .
+
 lint: install
 	$(BIN)/ruff check fastgw tests bench
 	$(BIN)/ruff format --check fastgw tests bench
@@ -97,5 +102,5 @@ format: install
 	$(BIN)/ruff check --fix fastgw tests bench
 
 clean:
-	rm -rf $(VENV) tests/idp/node_modules .pytest_cache bench/results build
+	rm -rf $(VENV) tests/idp/node_modules .pytest_cache bench/results build dist
 	find . -name '*.so' -not -path './.venv/*' -not -path './tests/idp/*' -delete

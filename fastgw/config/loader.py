@@ -34,9 +34,10 @@ from fastgw.config.documents import check_not_empty, load_document, read_text
 from fastgw.config.entities.ca_certificates import CA_CERTIFICATE
 from fastgw.config.entities.certificates import CERTIFICATE, add_certificate
 from fastgw.config.entities.consumers import CONSUMER, CONSUMER_UNIQUE
+from fastgw.config.entities.drafts import RouteDraft, ServiceDraft
 from fastgw.config.entities.plugins import TOP_LEVEL_PLUGIN, TopLevelPlugin, attach, linked
-from fastgw.config.entities.routes import TOP_LEVEL_ROUTE, RouteDraft, TopLevelRoute, add_to_service
-from fastgw.config.entities.services import SERVICE, ServiceDraft
+from fastgw.config.entities.routes import TOP_LEVEL_ROUTE, TopLevelRoute, add_to_service
+from fastgw.config.entities.services import SERVICE
 from fastgw.config.entities.settings import SETTINGS
 from fastgw.config.entities.upstreams import UPSTREAM
 from fastgw.config.entities.vaults import read_vaults
@@ -158,7 +159,7 @@ def _read(document: Any, source: str, problems: Findings, warnings: Findings) ->
         },
     )
     consumers = Consumers(tuple(values["consumers"]))
-    entities = Entities(consumers=consumers)
+    entities = Entities(consumers=consumers, memory_stores=values["_fastgw"].memory_stores)
     return GatewayConfig(
         services=assembly.services(entities),
         plugins=tuple(linked(entry, entities, problems) for entry in assembly.global_plugins),

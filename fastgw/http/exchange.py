@@ -3,7 +3,7 @@
 The exchange streams the client's body to the upstream as it arrives and the upstream's response
 back to the client, re-framing both; it buffers only while no upstream is attached yet. It knows
 its client only as a `ClientSide` (the connection one layer up implements it), is itself the
-`ResponseSink` its upstream connection feeds, and asks its `Forwarding` (fastgw/http/hop.py)
+`ResponseSink` its upstream connection feeds, and asks its `Forwarding` (declared here)
 whatever the proxy decides: where a request goes when the handler did not say, what follows a
 failed attempt. Its phases and their moves are one table (_PHASE_MOVES).
 """
@@ -20,7 +20,7 @@ from typing import Final
 from mypy_extensions import trait
 
 from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
-from fastgw.http.hop import ConnectFailed, Forwarding, Hop
+from fastgw.http.hop import ConnectFailed, Hop
 from fastgw.http.request import (
     BODY_BUFFER_LIMIT,
     BODY_CHUNKED,
@@ -131,6 +131,41 @@ class ClientSide:
     def start_tunnel(self, exchange: Exchange, upstream: UpstreamConnection) -> None:
         """The upstream switched protocols (its 101 is queued): both connections become a
         tunnel (fastgw/http/tunnel.py), the exchange is over."""
+        raise NotImplementedError
+
+
+@trait
+class Forwarding:
+    """What the proxy decides for one request going upstream (fastgw.proxy.forwarding): the wire
+    asks, it never chooses. Asked only when there is something to decide: where a balanced
+    request goes first, what follows a failed attempt, and, for a hop whose outcomes are watched,
+    each status and failure. A request to a plain service on a pooled connection asks nothing.
+
+    A method returning a hop sends the request there next (on a fresh connection); returning
+    None means the forwarding has answered the exchange itself (`Exchange.respond_error`).
+    """
+
+    __slots__ = ()
+
+    def first_hop(self, exchange: Exchange) -> Hop | None:
+        """Where the request goes, asked once the plugins ran when `exchange.target` is unset."""
+        raise NotImplementedError
+
+    def connect_failed(self, exchange: Exchange, failure: int) -> Hop | None:
+        """No connection to `exchange.target` (CONNECT_TIMEOUT, CONNECT_REFUSED, ...)."""
+        raise NotImplementedError
+
+    def lost(self, exchange: Exchange, reused: bool, got_response: bool) -> Hop | None:
+        """The connection carrying the request ended before the response head. `reused`: it
+        had served requests before; `got_response`: some of the response had come."""
+        raise NotImplementedError
+
+    def failed(self, exchange: Exchange, timed_out: bool) -> None:
+        """A watched hop timed out or sent what cannot be forwarded; the exchange answers."""
+        raise NotImplementedError
+
+    def responded(self, exchange: Exchange, status: int) -> None:
+        """A watched hop's response status."""
         raise NotImplementedError
 
 
@@ -527,6 +562,7 @@ class Exchange(Request, ResponseSink):
             if edits.filters:
                 end_filters(edits, False)  # filters watch what the upstream answers
             self.local_headers = edits.apply_to(self.local_headers)
+            self.local_fields = None  # prepared for the headers as they were
         data = self.local_response()
         if self.hook is not None:
             self.response_size = len(data)

@@ -1,25 +1,19 @@
-"""Where one attempt of a request goes upstream (`Hop`), and the trait through which the proxy
-decides the attempts of a request (`Forwarding`): the wire asks, it never chooses.
+"""Where one attempt of a request goes upstream (`Hop`): the pool, the Host line, the timeouts,
+and why a connection to it could not be made.
 
-The exchange sends to `exchange.target`, a hop. It asks its `Forwarding` (fastgw.proxy.forwarding
-implements it) only when there is something to decide: where a balanced request goes first, what
-follows a failed attempt, and, for a hop whose outcomes are watched, each status and failure.
-A request to a plain service on a pooled connection asks nothing.
+The exchange sends to `exchange.target`, a hop; what follows a failed attempt is its
+`Forwarding`'s to decide (fastgw/http/exchange.py declares the trait, fastgw.proxy.forwarding
+implements it).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-from typing import TYPE_CHECKING, Final
-
-from mypy_extensions import trait
+from typing import Final
 
 from fastgw.http.upstream import UpstreamConnection, UpstreamPool
 from fastgw.observability.ratelog import RateLimitedLog
-
-if TYPE_CHECKING:
-    from fastgw.http.exchange import Exchange
 
 log = logging.getLogger("fastgw.http")
 _out_of_fds_log = RateLimitedLog(log, logging.ERROR)
@@ -98,35 +92,3 @@ class Hop:
     def in_flight(self) -> int:
         """Requests on their way to or at this hop (one per busy connection)."""
         return len(self.pool.busy) + self.connecting
-
-
-@trait
-class Forwarding:
-    """What the proxy decides for one request going upstream.
-
-    A method returning a hop sends the request there next (on a fresh connection); returning
-    None means the forwarding has answered the exchange itself (`Exchange.respond_error`).
-    """
-
-    __slots__ = ()
-
-    def first_hop(self, exchange: Exchange) -> Hop | None:
-        """Where the request goes, asked once the plugins ran when `exchange.target` is unset."""
-        raise NotImplementedError
-
-    def connect_failed(self, exchange: Exchange, failure: int) -> Hop | None:
-        """No connection to `exchange.target` (CONNECT_TIMEOUT, CONNECT_REFUSED, ...)."""
-        raise NotImplementedError
-
-    def lost(self, exchange: Exchange, reused: bool, got_response: bool) -> Hop | None:
-        """The connection carrying the request ended before the response head. `reused`: it
-        had served requests before; `got_response`: some of the response had come."""
-        raise NotImplementedError
-
-    def failed(self, exchange: Exchange, timed_out: bool) -> None:
-        """A watched hop timed out or sent what cannot be forwarded; the exchange answers."""
-        raise NotImplementedError
-
-    def responded(self, exchange: Exchange, status: int) -> None:
-        """A watched hop's response status."""
-        raise NotImplementedError

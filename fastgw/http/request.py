@@ -13,7 +13,7 @@ from typing import Final
 from mypy_extensions import trait
 
 from fastgw.http.response_edits import ResponseEdits, ResponseFilter
-from fastgw.http.responses import build_response
+from fastgw.http.responses import build_prepared, build_response
 
 BODY_NONE: Final = 0
 BODY_LENGTH: Final = 1
@@ -74,6 +74,9 @@ class Request:
     continue_sent = False  # a 100 Continue went out
     local_body = b""
     local_headers: Sequence[tuple[bytes, bytes]] = ()
+    # the local answer's fields already written out ("name: value\r\n" each), when the plugin
+    # that answered keeps them so (a cached response): written as they are if nothing edits them
+    local_fields: bytes | None = None
     local_status = 0
     upgrade = False  # a WebSocket upgrade request: offered upstream, a 101 makes a tunnel
     # Set by an authentication plugin (Kong's kong.client.authenticate); None: nobody did.
@@ -230,6 +233,16 @@ class Request:
         the rest of an unread request body is not worth reading."""
         if not self.request_complete and not self.may_discard():
             self.keep_alive = False
+        fields = self.local_fields
+        if fields is not None:
+            return build_prepared(
+                self.local_status,
+                self.local_body,
+                fields,
+                keep_alive=self.keep_alive,
+                head_only=self.head_request,
+                http_10=self.http_10,
+            )
         return build_response(
             self.local_status,
             self.local_body,
@@ -238,6 +251,17 @@ class Request:
             head_only=self.head_request,
             http_10=self.http_10,
         )
+
+    def respond_prepared(
+        self,
+        status: int,
+        body: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        fields: bytes,
+    ) -> None:
+        """`respond`, with `headers` also written out as `fields` (kept by the caller)."""
+        self.respond(status, body, headers)
+        self.local_fields = fields
 
     def may_discard(self) -> bool:
         """Whether the rest of an unread request body is worth reading to keep the connection."""

@@ -26,7 +26,7 @@ from fastgw.http.client_states import (
     STATE_NAMES,
     SWITCHED,
 )
-from fastgw.http.exchange import ClientSide, Exchange, Handler
+from fastgw.http.exchange import Exchange, Handler
 from fastgw.http.flow import PAUSE_PIPELINE, FlowControl
 from fastgw.http.request_reader import LimitExceeded, RequestReader
 from fastgw.http.responses import build_response, error_parts
@@ -34,7 +34,7 @@ from fastgw.http.states import illegal
 from fastgw.http.timers import TICK_SECONDS, Ticker
 from fastgw.http.tls import server_name_of
 from fastgw.http.tunnel import Tunnel
-from fastgw.http.upgrade import UpgradeWait
+from fastgw.http.upgrade import UpgradeWait, WaitingConnection
 from fastgw.http.upstream import UpstreamConnection
 from fastgw.http.vocabulary import host_without_port
 from fastgw.observability.ratelog import RateLimitedLog
@@ -107,6 +107,13 @@ class Server:
     def protocol_factory(self) -> ServerConnection:
         return ServerConnection(self)
 
+    def admitted_connection(self, client_ip: str) -> ServerConnection:
+        """A connection admitted at accept (a TLS one: fastgw/http/tls_accept.py), whose
+        connection_made does not count it again."""
+        conn = ServerConnection(self)
+        conn.client_ip = client_ip
+        return conn
+
     def set_limits(self, limits: Limits) -> None:
         """A reload's limits: for new connections (open ones keep theirs)."""
         self.limits = limits
@@ -154,7 +161,7 @@ class Server:
         return reading, writing, len(self.connections) - reading - writing
 
 
-class ServerConnection(asyncio.Protocol, ClientSide):
+class ServerConnection(asyncio.Protocol, WaitingConnection):
     """One client connection. The reader's requests queue here; the first queued one is active."""
 
     # Slots: an idle connection is mostly this object and its reader (CPython stops sharing a
@@ -439,6 +446,12 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             upstream.abort()  # no upgrade is waiting (the client broke it off): nobody to tunnel to
             return
         upgrade.switch(upstream)
+
+    def upgrade_over(self) -> None:
+        self.upgrade = None
+
+    def tunnel_started(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
 
     def tunnel_ended(self) -> None:
         self.move(CLOSED)

@@ -16,12 +16,10 @@ import errno
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
+from fastgw.http.admission import Admission
 from fastgw.observability.ratelog import RateLimitedLog
-
-if TYPE_CHECKING:
-    from fastgw.http.server import Server
 
 log = logging.getLogger("fastgw.http")
 
@@ -37,6 +35,18 @@ _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
 _accept_log = RateLimitedLog(log, logging.ERROR)
 
 
+class Listening(Protocol):
+    """What a TLS listener needs of the listener state it serves (fastgw/http/server.py)."""
+
+    admission: Admission
+    draining: bool
+
+    def admitted_connection(self, client_ip: str) -> asyncio.Protocol:
+        """A client connection that knows it was admitted at accept (connection_made does not
+        count it again)."""
+        ...
+
+
 class TlsListener:
     """One or more bound sockets (one per address family) whose connections speak TLS.
 
@@ -46,7 +56,7 @@ class TlsListener:
 
     def __init__(
         self,
-        server: Server,
+        server: Listening,
         sockets: list[socket.socket],
         context: ssl.SSLContext,
         handshake_timeout: float,
@@ -89,8 +99,7 @@ class TlsListener:
     async def _handshake(self, client: socket.socket, client_ip: str) -> None:
         server = self.server
         admission = server.admission
-        conn = server.protocol_factory()
-        conn.client_ip = client_ip  # admitted here: connection_made does not count it again
+        conn = server.admitted_connection(client_ip)
         client.setblocking(False)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:

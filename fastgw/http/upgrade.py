@@ -8,17 +8,17 @@ whether the bytes after it are the next request or the tunnel's (RFC 9110 §7.8)
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final
+from typing import Final
+
+from mypy_extensions import trait
 
 from fastgw.http.client_states import HOLDING, READING, SWITCHED, UPGRADE_BODY
-from fastgw.http.exchange import Exchange
+from fastgw.http.exchange import ClientSide, Exchange
 from fastgw.http.flow import PAUSE_HELD
-from fastgw.http.request_reader import LimitExceeded
+from fastgw.http.request_reader import LimitExceeded, RequestReader
+from fastgw.http.timers import Ticker
 from fastgw.http.tunnel import Tunnel
 from fastgw.http.upstream import UpstreamConnection
-
-if TYPE_CHECKING:
-    from fastgw.http.server import ServerConnection
 
 # The upgrade's body, framed by its Content-Length, is counted off the connection; what follows
 # is held unparsed (reading paused past HELD_LIMIT) until the exchange ends (then it is parsed as
@@ -26,12 +26,49 @@ if TYPE_CHECKING:
 HELD_LIMIT: Final = 64 * 1024
 
 
+@trait
+class WaitingConnection(ClientSide):
+    """What the wait needs of its client connection (fastgw/http/server.py is one)."""
+
+    __slots__ = ()
+
+    state: int
+    reader: RequestReader
+    transport: asyncio.Transport | None
+    ticker: Ticker
+    queue: list[Exchange]
+    feeding: bool  # inside a read: the parser is busy
+
+    @property
+    def ending(self) -> bool:
+        raise NotImplementedError
+
+    def move(self, state: int) -> None:
+        raise NotImplementedError
+
+    def parse(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def fail(self, status: int) -> None:
+        raise NotImplementedError
+
+    def upgrade_over(self) -> None:
+        """The wait ended (declined, broken off, or switched)."""
+        raise NotImplementedError
+
+    def tunnel_started(self, tunnel: Tunnel) -> None:
+        raise NotImplementedError
+
+    def tunnel_ended(self) -> None:
+        raise NotImplementedError
+
+
 class UpgradeWait:
     """One upgrade request offered upstream, from its head until its exchange decides."""
 
     __slots__ = ("body_left", "conn", "exchange", "held", "held_size")
 
-    def __init__(self, conn: ServerConnection, exchange: Exchange) -> None:
+    def __init__(self, conn: WaitingConnection, exchange: Exchange) -> None:
         self.conn = conn
         self.exchange = exchange
         self.body_left = 0
@@ -58,7 +95,7 @@ class UpgradeWait:
                     conn.reader.on_body(body)
             except LimitExceeded as limit:
                 conn.move(READING)
-                conn.upgrade = None
+                conn.upgrade_over()
                 conn.fail(limit.status)
                 return b""
             if self.body_left:
@@ -85,7 +122,7 @@ class UpgradeWait:
         queue = conn.queue
         if queue and queue[0] is self.exchange:
             del queue[0]
-        conn.upgrade = None
+        conn.upgrade_over()
         conn.reader.parsing = None
         held = b"".join(self.held)
         self.held = []
@@ -97,7 +134,7 @@ class UpgradeWait:
         )
         upstream.hand_over(tunnel.upstream)
         transport.set_protocol(tunnel.client)
-        conn.tunnel = tunnel
+        conn.tunnel_started(tunnel)
         tunnel.start(held, conn.flow, upstream.flow)
         conn.flow.transport = None
 
@@ -105,7 +142,7 @@ class UpgradeWait:
         """The upgrade request ended without a switch: what it held is the next request(s)."""
         conn = self.conn
         conn.move(READING)
-        conn.upgrade = None
+        conn.upgrade_over()
         held = self.held
         self.held = []
         flow = conn.flow

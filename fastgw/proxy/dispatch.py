@@ -13,8 +13,8 @@ from time import monotonic
 from typing import Final
 
 from fastgw.http import responses
-from fastgw.http.exchange import BODY_CHUNKED, CompletionHook, Exchange
-from fastgw.http.hop import Forwarding, Hop
+from fastgw.http.exchange import BODY_CHUNKED, CompletionHook, Exchange, Forwarding
+from fastgw.http.hop import Hop
 from fastgw.http.vocabulary import host_without_port
 from fastgw.observability.counters import RouteStats
 from fastgw.plugins.api import Plugin, RouteInfo

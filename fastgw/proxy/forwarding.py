@@ -15,8 +15,8 @@ from typing import Final, cast
 from fastgw.balancer.balancer import NO_PEER_MESSAGE, Balancer
 from fastgw.balancer.health import TCP_FAILURE, TIMEOUT
 from fastgw.balancer.retry import GIVE_UP, RESEND_STALE, after_lost, may_retry_connect
-from fastgw.http.exchange import Exchange
-from fastgw.http.hop import CONNECT_REFUSED, CONNECT_TIMEOUT, Forwarding, Hop
+from fastgw.http.exchange import Exchange, Forwarding
+from fastgw.http.hop import CONNECT_REFUSED, CONNECT_TIMEOUT, Hop
 from fastgw.http.vocabulary import IDEMPOTENT_METHOD_BYTES
 from fastgw.plugins.api import Authenticated
 from fastgw.proxy.targets import UpstreamTarget

@@ -22,8 +22,10 @@
 // Test-control routes (same port, outside oidc-provider's namespace):
 //   GET  /_test/stats          -> {token_requests, token_success, token_errors,
 //                                  discovery_requests, jwks_requests, introspection_requests,
-//                                  revocation_requests, delay_ms, fail_status, kids}
-//   POST /_test/reset          -> zero the counters
+//                                  revocation_requests, delay_ms, fail_status, kids,
+//                                  token_in_flight, token_max_in_flight}
+//                                 (in flight: token requests received and not yet answered)
+//   POST /_test/reset          -> zero the counters (the in-flight maximum restarts from now)
 //   POST /_test/delay?ms=N     -> delay every later token response by N ms (0 = off)
 //   POST /_test/fail?status=N  -> answer later token requests with HTTP N + JSON error (0 = off)
 //   POST /_test/fail_introspection?status=N -> the same for introspection requests
@@ -168,6 +170,9 @@ const stats = {
   introspection_requests: 0,
   revocation_requests: 0,
 };
+// token requests being answered now, and the most at once since the last reset
+let tokenInFlight = 0;
+let tokenMaxInFlight = 0;
 let delayMs = 0;
 let failStatus = 0;
 let failIntrospection = 0;
@@ -207,11 +212,13 @@ function control(req, res, url) {
     return sendJson(res, 200, {
       ...stats, delay_ms: delayMs, fail_status: failStatus, kids, issuer,
       fail_introspection: failIntrospection,
+      token_in_flight: tokenInFlight, token_max_in_flight: tokenMaxInFlight,
     });
   }
   if (req.method !== 'POST') return sendJson(res, 405, { error: 'method_not_allowed' });
   if (route === 'reset') {
     for (const k of Object.keys(stats)) stats[k] = 0;
+    tokenMaxInFlight = tokenInFlight;
     return sendJson(res, 200, stats);
   }
   if (route === 'delay') {
@@ -260,6 +267,10 @@ const listener = async (req, res) => {
   }
   else if (path === TOKEN_PATH) {
     stats.token_requests += 1;
+    tokenInFlight += 1;
+    tokenMaxInFlight = Math.max(tokenMaxInFlight, tokenInFlight);
+    // 'close' follows 'finish', or comes alone when the client went away first
+    res.once('close', () => { tokenInFlight -= 1; });
     res.on('finish', () => {
       if (res.statusCode >= 200 && res.statusCode < 300) stats.token_success += 1;
       else stats.token_errors += 1;

@@ -173,11 +173,14 @@ async def request(
     body: bytes = b"",
     timeout: float = REQUEST_TIMEOUT,
     host: str = GATEWAY_HOST,
+    source: str | None = None,
 ) -> Response:
-    """One request on a fresh connection (Connection: close), all of it within `timeout`."""
+    """One request on a fresh connection (Connection: close), all of it within `timeout`;
+    `source` is the client's address (any of 127.0.0.0/8 reaches the gateway on Linux)."""
     started = time.perf_counter()
+    local = (source, 0) if source is not None else None
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local)
         try:
             head = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
             head += [f"{name}: {value}" for name, value in headers]

@@ -1,5 +1,6 @@
-"""Kong's file-log plugin on a real `fastgw run`: Kong's record, secrets redacted, logrotate's
-move + SIGUSR1, and a full disk or a deleted directory costing log lines, never requests."""
+"""Kong's file-log plugin on a real `fastgw run`: Kong's record, secrets redacted (the bearer
+tokens openid-connect reads from headers of its own included), logrotate's move + SIGUSR1, and a
+full disk or a deleted directory costing log lines, never requests."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Client, CliGateway, EchoUpstream, free_port
+from tests.support.idp import BASIC_CLIENT, TestIdP
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +103,56 @@ def test_each_request_is_one_kong_record_with_secrets_redacted(
     assert abs(first["started_at"] / 1000 - time.time()) < 60
     assert second["response"]["status"] == 404 and second["source"] == "kong"
     assert "route" not in second and second["latencies"]["proxy"] == -1
+
+
+def test_bearer_tokens_in_the_headers_openid_connect_reads_are_never_logged(
+    run_cli: Callable[..., CliGateway], echo: EchoUpstream, tmp_path: Path
+) -> None:
+    """X-Access-Token, Access-Token and a configured bearer_token_header_name carry a caller's
+    token: REDACTED in the record, whether the token was rejected or (hide_credentials: false)
+    accepted and forwarded."""
+    log = tmp_path / "access.log"
+    with TestIdP(alg="ES256") as idp:
+        bearer = {
+            "issuer": idp.issuer,
+            "auth_methods": ["bearer"],
+            "bearer_token_param_type": ["header"],
+            "hide_credentials": False,
+        }
+        routes = [
+            ("/kong-headers", bearer),
+            ("/own-header", {**bearer, "bearer_token_header_name": "X-Api-Token"}),
+        ]
+        document = json.loads(config(echo.port, log))
+        document["services"][0]["routes"] = [
+            {
+                "name": path.strip("/"),
+                "paths": [path],
+                "plugins": [{"name": "openid-connect", "config": oidc}],
+            }
+            for path, oidc in routes
+        ]
+        gateway = run_cli(json.dumps(document))
+        port = gateway.wait_listening()
+        valid = idp.token(*BASIC_CLIENT)["access_token"]
+        rejected = f"not.a-token.{SECRET}"
+        sent = [
+            ("/kong-headers/a", "X-Access-Token", valid, 200),
+            ("/kong-headers/b", "Access-Token", valid, 200),
+            ("/kong-headers/c", "X-Access-Token", rejected, 401),
+            ("/kong-headers/d", "Access-Token", rejected, 401),
+            ("/own-header/e", "X-Api-Token", valid, 200),
+            ("/own-header/f", "X-Api-Token", rejected, 401),
+        ]
+        for target, name, token, status in sent:
+            assert get(port, target, [(name, token)]) == status, (target, name)
+        records = read_records(log, len(sent))
+    text = log.read_text()
+    assert valid not in text and SECRET not in text
+    assert valid.rsplit(".", 1)[1] not in text  # not even the signature alone
+    for record, (target, name, _, status) in zip(records, sent, strict=True):
+        assert record["request"]["uri"] == target and record["response"]["status"] == status
+        assert record["request"]["headers"][name.lower()] == "REDACTED", record["request"]
 
 
 def test_logrotate_move_then_sigusr1_continues_in_a_new_file(

@@ -33,7 +33,7 @@ import pytest
 from jwt.algorithms import RSAAlgorithm
 
 from fastgw.plugins.openid_connect import ClientCredentials, OpenIdConnect
-from fastgw.plugins.openid_connect.authenticator import IDP_MAX_CONCURRENCY
+from fastgw.plugins.openid_connect.admission import IDP_MAX_CONCURRENCY
 from fastgw.plugins.openid_connect.discovery import DISCOVERY_RETRY_MIN_SECONDS
 from fastgw.plugins.openid_connect.token_endpoint import MAX_TOKEN_RESPONSE_BYTES
 from tests.integration.misbehaving_idp import (
@@ -821,6 +821,30 @@ async def test_callers_credentials_reach_the_upstream_only_when_asked(
     assert hidden_query.path == "/hide-on/q?q=1"
     for echo in (hidden, hidden_query):
         assert client[1] not in echo.text()
+
+
+async def test_query_credentials_beside_a_valid_basic_header_never_reach_the_upstream(
+    gw: Gateway, idp: MisbehavingIdP
+) -> None:
+    """hide_credentials strips every credential parameter the plugin reads from the query, even
+    when the request authenticated with its Basic header: on the miss and on the cache hit, the
+    parameter's name spelled as it is or percent-encoded."""
+    client = new_client(idp, "beside")
+    stray = f"stray-{uuid.uuid4().hex}"
+    SECRETS.add(stray)
+    queries = (
+        f"q=1&client_id={client[0]}&client_secret={stray}&z=2",
+        f"q=1&client%5Fsecret={stray}&z=2",  # the same name, escaped
+    )
+    for query in queries:
+        for attempt in ("miss", "hit"):
+            echo = Echo.of(await call(gw.port, f"/hide-on/{attempt}?{query}", client))
+            assert echo.path == f"/hide-on/{attempt}?q=1&z=2", (query, attempt, echo.path)
+            assert stray not in echo.text() and client[1] not in echo.text()
+            assert echo.header_values("authorization") == [f"Bearer {idp.tokens_issued[-1]}"]
+    # asked for (hide_credentials: false): forwarded as it came
+    echo = Echo.of(await call(gw.port, f"/hide-off/kept?{queries[0]}", client))
+    assert echo.path == f"/hide-off/kept?{queries[0]}"
 
 
 async def test_client_assertions_are_made_and_never_shown(gw: Gateway, idp: MisbehavingIdP) -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from fastgw.plugins.file_log.record import header_table, redact_query, response_headers
+from fastgw.plugins.file_log.record import (
+    header_table,
+    redact_query,
+    request_headers,
+    response_headers,
+)
 
 
 def test_secret_query_parameters_are_redacted_in_the_uri_and_the_table() -> None:
@@ -33,4 +38,21 @@ def test_upstream_header_lines_are_tabled_with_set_cookie_redacted() -> None:
         "set-cookie": "REDACTED",
         "x-empty": "",
         "via": ["1", "2"],
+    }
+
+
+def test_request_headers_a_plugin_reads_tokens_from_are_redacted_repeated_or_not() -> None:
+    """openid-connect's bearer headers (RouteInfo.sensitive_headers): one value each, or a name
+    given twice (the slow way), every value REDACTED."""
+    redact = frozenset({"x-access-token", "access-token"})
+    once = [(b"x-access-token", b"tok-1"), (b"access-token", b"tok-2"), (b"x-a", b"1")]
+    assert request_headers(once, redact) == {
+        "x-access-token": "REDACTED",
+        "access-token": "REDACTED",
+        "x-a": "1",
+    }
+    twice = [(b"x-access-token", b"tok-1"), (b"x-access-token", b"tok-3"), (b"x-a", b"1")]
+    assert request_headers(twice, redact) == {
+        "x-access-token": ["REDACTED", "REDACTED"],
+        "x-a": "1",
     }

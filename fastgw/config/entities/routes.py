@@ -8,13 +8,14 @@ Kong's expressions router (`expression`, `priority`) is not supported yet.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from fastgw.config.addresses import has_path_breaker, host_pattern_problem
+from fastgw.config.entities.drafts import RouteDraft, ServiceDraft
 from fastgw.config.entities.plugins import PLUGIN, scoped
 from fastgw.config.entities.references import Reference
-from fastgw.config.model import PluginEntry, Route
+from fastgw.config.model import Route
 from fastgw.config.patterns import (
     PATH_HANDLINGS,
     RegexError,
@@ -47,9 +48,6 @@ from fastgw.config.vocabulary import (
     ROUTE_PROTOCOLS,
     TLS_PROTOCOLS,
 )
-
-if TYPE_CHECKING:
-    from fastgw.config.entities.services import ServiceDraft
 
 MATCH_KEYS = ("paths", "hosts", "methods", "headers", "snis")
 # the Host header is matched by `hosts`; Kong refuses it in a route's `headers` too
@@ -161,16 +159,6 @@ def _snis_need_tls(reader: Reader, values: dict[str, Any]) -> None:
 def _matches_something(reader: Reader, values: dict[str, Any]) -> None:
     if not any(reader.raw.get(key) for key in MATCH_KEYS):
         reader.error("", "must have at least one of paths, hosts, methods, headers or snis")
-
-
-@dataclass(slots=True)
-class RouteDraft:
-    """A route while the document is assembled: its plugins still a list; `service` is set
-    when it is attached to one."""
-
-    route: Route  # plugins still empty
-    plugins: list[PluginEntry]
-    service: ServiceDraft | None = field(default=None, repr=False)
 
 
 def _draft(reader: Reader, values: dict[str, Any]) -> RouteDraft:

@@ -7,14 +7,14 @@ above resolve it); `enabled: false` drops the service with its routes and plugin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastgw.config.addresses import HOSTNAME_CHARS, has_path_breaker, is_ipv6
+from fastgw.config.entities.drafts import ServiceDraft
 from fastgw.config.entities.plugins import PLUGIN, scoped
-from fastgw.config.entities.routes import ROUTE, RouteDraft
-from fastgw.config.model import PluginEntry, Service
+from fastgw.config.entities.routes import ROUTE
+from fastgw.config.model import Service
 from fastgw.config.schema import (
     TAGS,
     Array,
@@ -116,18 +116,6 @@ class ServicePath(Declared):
             reader.error(key, 'must not contain whitespace, "?" or "#"')
             return ""
         return path
-
-
-@dataclass(slots=True)
-class ServiceDraft:
-    """A service while top-level routes and plugins are still being attached."""
-
-    service: Service  # routes, plugins and CA certificates still empty
-    enabled: bool
-    nested_routes: list[RouteDraft]  # its own, in `routes:`; the loader attaches them first
-    plugins: list[PluginEntry]
-    ca_certificates: list[object]  # ids of Kong's ca_certificates, looked up by the loader
-    routes: list[RouteDraft] = field(default_factory=list)  # every route attached to it
 
 
 def _timeout() -> Integer:

@@ -17,11 +17,13 @@ from .credentials import ClientCredentials, CredentialError, parse_basic
 from .discovery import IssuerMismatch
 from .errors import (
     AuthError,
+    IdpBusy,
     IdpTimeout,
     IdpTokenRejected,
     IdpUnavailable,
     InsufficientScope,
     InvalidCredentials,
+    TooManyWaiting,
 )
 from .plugin import OpenIdConnect, OpenIdConnectSkippingPreflight
 from .schema import OidcConfig, parse
@@ -35,6 +37,7 @@ __all__ = [
     "ClientCredentials",
     "ClientCredentialsAuthenticator",
     "CredentialError",
+    "IdpBusy",
     "IdpTimeout",
     "IdpTokenRejected",
     "IdpUnavailable",
@@ -43,6 +46,7 @@ __all__ = [
     "OidcConfig",
     "OpenIdConnect",
     "Token",
+    "TooManyWaiting",
     "parse_basic",
 ]
 
@@ -108,6 +112,8 @@ class _Spec:
                 authenticator.discovery,
                 authenticator.identity,
                 authenticator.token_prefix,
+                keys=authenticator.cache.keys,
+                admission=authenticator.admission,
                 clock=authenticator.clock,
             )
         plugin = OpenIdConnect if config.run_on_preflight else OpenIdConnectSkippingPreflight

@@ -1,27 +1,39 @@
-"""Token caching in the process: the L1 dict the hot path reads, negative entries, TTL math, and
-the single-flight of fetches. Policy is sans-IO (every decision takes `now`); the shared cache
-across processes is l2.py's.
+"""The process's token cache (L1): its entries, negative entries and their bounds, the hit path
+every cached request runs (`TokenCache.hit`), and the TTL math that plans each entry's life.
+
+Sans-IO (every decision reads `now`); compiled (build_info.COMPILED_MODULES), as the hit runs here.
+The shared cache across processes is l2.py's; the single-flight of fetches flights.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import itertools
 import math
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+import secrets
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
+
+from fastgw.plugins.api import StoreUsage
 
 from .credentials import ClientCredentials
 from .errors import AuthError
 from .schema import OidcConfig
+from .stats import OidcStats
 
 # Clients in the L1 (and, separately, in the negative cache). A cached token costs ~2-3 KiB (the
 # JWT in its header bytes, its claims), so the bound keeps the cache under ~300 MiB even when
 # filled; only real clients get positive entries, and random credentials only negative ones.
 L1_MAX_ENTRIES = 100_000
+# What one client's entry typically holds in memory (both keys, the token's header bytes, its
+# claims), and one key of a remembered rejection (the key, an error without its traceback): for
+# the stores' reports, which count entries (rejections by key, as they are bounded) and estimate
+# bytes.
+ENTRY_BYTES = 2560
+REJECTION_BYTES = 200
 # A client presenting a Basic header is found under two keys (the raw-header alias the hot path
 # uses and the canonical Kong-shaped key), so the L1's key bound is twice its client bound.
 L1_KEYS_PER_CLIENT = 2
@@ -40,9 +52,8 @@ REFRESH_AHEAD_MIN_SECONDS = 1.0
 # After a failed background refresh, hits keep serving the token this long before the next try,
 # so an IdP outage costs it one call per interval per client rather than one per request.
 REFRESH_RETRY_SECONDS = 5.0
-
-K = TypeVar("K", bound=Hashable)
-T = TypeVar("T")
+# The random prefix of header keys: 128 bits, so that no one can precompute a header's key.
+HEADER_KEY_SALT_BYTES = 16
 
 
 def credentials_cache_key(
@@ -219,16 +230,69 @@ def _evict(
     return 0
 
 
-class TokenCache:
-    """The L1: plain dicts, no lock (one event loop), bounded in entries."""
+class HeaderKeys:
+    """L1 keys for credentials as a request header carries them: SHA-256 of the raw value under
+    a per-process random prefix. One digest over bytes the request already holds (no base64
+    decode), and no secret kept as a key; copying a hasher primed with the prefix saves ~0.1 us
+    over hashing prefix + value."""
 
-    def __init__(self, *, enabled: bool = True, max_entries: int = L1_MAX_ENTRIES) -> None:
+    __slots__ = ("_primed",)
+
+    def __init__(self) -> None:
+        self._primed = hashlib.sha256(secrets.token_bytes(HEADER_KEY_SALT_BYTES))
+
+    def key(self, value: bytes) -> bytes:
+        hasher = self._primed.copy()
+        hasher.update(value)
+        return hasher.digest()
+
+
+class TokenCache:
+    """The L1: plain dicts, no lock (one event loop), bounded in entries. `hit` is the hit path
+    of every cached request; what it does not answer goes to the authenticator's slow path.
+
+    Keys are a header's digest (`header_key`, the hot path's) or the Kong-shaped credentials key;
+    `keys` may be shared with another cache, so that one digest finds a header in either.
+    """
+
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        max_entries: int = L1_MAX_ENTRIES,
+        clock: Callable[[], float] = time.time,
+        stats: OidcStats | None = None,
+        keys: HeaderKeys | None = None,
+    ) -> None:
         self.entries: dict[Hashable, Entry] = {}
         self.rejections: dict[Hashable, Rejection] = {}
         self.enabled = enabled
         self.evictions = 0  # live entries dropped at the bound (keys, not clients)
-        self._max_entries = max_entries
+        self.stats = stats if stats is not None else OidcStats()
+        self.keys = keys if keys is not None else HeaderKeys()
+        self._clock = clock  # epoch seconds: token `exp` is in those
+        self.max_entries = max_entries
         self._max_keys = max_entries * L1_KEYS_PER_CLIENT
+
+    # -- the hit path -----------------------------------------------------------------------------
+
+    def header_key(self, value: bytes) -> bytes:
+        return self.keys.key(value)
+
+    def hit(self, key: Hashable) -> Entry | None:
+        """The entry under `key` when it serves as it is (its refresh not due yet), counted as a
+        hit; None when the slow path must decide (a refresh due, expired, rejected, absent)."""
+        entry = self.entries.get(key)
+        if entry is not None and self._clock() < entry.refresh_at:
+            self.stats.hits += 1
+            return entry
+        return None
+
+    # -- the slow path ----------------------------------------------------------------------------
+
+    def get(self, key: Hashable) -> Entry | None:
+        """The entry under `key` in whatever state (due for refresh, expired, killed)."""
+        return self.entries.get(key)
 
     def store(self, keys: Iterable[Hashable], entry: Entry, now: float) -> None:
         if not self.enabled:
@@ -242,8 +306,8 @@ class TokenCache:
     def reject(self, keys: Iterable[Hashable], error: AuthError, until: float, now: float) -> None:
         rejections = self.rejections
         for key in keys:
-            if key not in rejections and len(rejections) >= self._max_entries:
-                self.evictions += _evict(rejections, self._max_entries, now, _rejection_alive_until)
+            if key not in rejections and len(rejections) >= self.max_entries:
+                self.evictions += _evict(rejections, self.max_entries, now, _rejection_alive_until)
             rejections[key] = Rejection(error, until)
 
     def rejection(self, key: Hashable, now: float) -> AuthError | None:
@@ -255,6 +319,21 @@ class TokenCache:
         del self.rejections[key]
         return None
 
+    def clients(self) -> int:
+        """Distinct cached entries (a client is under one or two keys)."""
+        return len({id(entry) for entry in self.entries.values()})
+
+    def usage(self, what: str, rejected: str) -> list[StoreUsage]:
+        """The entries and the rejections against their bound (bytes estimated per entry)."""
+        bound = self.max_entries
+        clients, rejections = self.clients(), len(self.rejections)
+        return [
+            StoreUsage(what, clients * ENTRY_BYTES, bound * ENTRY_BYTES, clients, bound),
+            StoreUsage(
+                rejected, rejections * REJECTION_BYTES, bound * REJECTION_BYTES, rejections, bound
+            ),
+        ]
+
 
 def _entry_alive_until(entry: Entry) -> float:
     return entry.stale_until
@@ -262,38 +341,3 @@ def _entry_alive_until(entry: Entry) -> float:
 
 def _rejection_alive_until(rejection: Rejection) -> float:
     return rejection.until
-
-
-class SingleFlight(Generic[K, T]):
-    """One fetch per key at a time; later callers wait for its result or its exception.
-
-    The fetch runs in its own task and callers wait through `asyncio.shield`, so a caller that is
-    cancelled (client gone) does not cancel the fetch the others are waiting for.
-    """
-
-    def __init__(self) -> None:
-        self._tasks: dict[K, asyncio.Task[T]] = {}
-        self.joins = 0  # callers that waited for a fetch already under way
-
-    def __contains__(self, key: K) -> bool:
-        return key in self._tasks
-
-    async def run(self, key: K, fetch: Callable[[], Awaitable[T]]) -> T:
-        task = self._tasks.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(fetch())  # type: ignore[arg-type]
-            self._tasks[key] = task
-            task.add_done_callback(lambda done: self._done(key, done))
-        else:
-            self.joins += 1
-        return await asyncio.shield(task)
-
-    def _done(self, key: K, task: asyncio.Task[T]) -> None:
-        if self._tasks.get(key) is task:
-            del self._tasks[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: a fetch whose waiters all left is not an error
-
-    def cancel_all(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()

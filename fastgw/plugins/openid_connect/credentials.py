@@ -108,17 +108,20 @@ def parse_form(data: bytes) -> ClientCredentials | None:
 
 def strip_form(data: bytes, names: frozenset[str] = _CREDENTIAL_PARAMS) -> bytes:
     """`data` without the parameters `names` (the credentials by default); the others keep
-    their exact bytes."""
+    their exact bytes, and `data` is returned as it is when none of `names` is in it."""
     kept = []
+    removed = False
     for pair in data.split(b"&"):
         raw_name = pair.partition(b"=")[0]
         try:
             name = _form_decode(raw_name)
         except CredentialError:
             name = ""
-        if pair and name not in names:
+        if name in names:
+            removed = True
+        elif pair:
             kept.append(pair)
-    return b"&".join(kept)
+    return b"&".join(kept) if removed else data
 
 
 # -- bodies ---------------------------------------------------------------------------------------
@@ -175,12 +178,18 @@ def strip_body(
     content_type: bytes | None = None,
     names: frozenset[str] = _CREDENTIAL_PARAMS,
 ) -> bytes:
-    """`body` without the fields `names` (the credentials by default); other bytes kept."""
-    if media_type == FORM_MEDIA_TYPE:
-        return strip_form(body, names)
-    if media_type == MULTIPART_MEDIA_TYPE:
-        return strip_multipart(body, content_type, names)
-    document = orjson.loads(body)
+    """`body` without the fields `names` (the credentials by default); other bytes kept, and
+    `body` returned as it is when it has none of `names` (or is not what its type says)."""
+    try:
+        if media_type == FORM_MEDIA_TYPE:
+            return strip_form(body, names)
+        if media_type == MULTIPART_MEDIA_TYPE:
+            return strip_multipart(body, content_type, names)
+        document = orjson.loads(body)
+    except (CredentialError, orjson.JSONDecodeError):
+        return body  # nothing the plugin could have read credentials from
+    if not isinstance(document, dict) or names.isdisjoint(document):
+        return body
     for name in names:
         document.pop(name, None)
     return orjson.dumps(document)
@@ -271,11 +280,14 @@ def multipart_fields(
 
 
 def strip_multipart(body: bytes, content_type: bytes | None, names: frozenset[str]) -> bytes:
-    boundary = multipart_boundary(content_type)
-    assert boundary is not None  # the body was parsed before being stripped
-    delimiter = b"--" + boundary
+    """Raises CredentialError for a malformed body."""
     preamble, parts, epilogue = _multipart_parts(body, content_type)
+    boundary = multipart_boundary(content_type)
+    assert boundary is not None  # _multipart_parts found it
+    delimiter = b"--" + boundary
     kept = [part for part in parts if _part_name(part)[0] not in names]
+    if len(kept) == len(parts):
+        return body
     out = [preamble]
     for index, part in enumerate(kept):
         out.append((delimiter if index == 0 else b"\r\n" + delimiter) + part)

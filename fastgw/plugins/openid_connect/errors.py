@@ -44,6 +44,22 @@ class IdpTimeout(IdpUnavailable):
     status = 504
 
 
+class IdpBusy(IdpUnavailable):
+    """The plugin's calls to the identity provider are at their bound and this caller's class of
+    work has its queue full: answered at once rather than queued. Nothing the caller sent is
+    wrong and a retry may work, so no challenge and no negative caching, as for every
+    IdpUnavailable."""
+
+    status = 503
+
+
+class TooManyWaiting(IdpBusy):
+    """This caller's address already has the most requests a class of work queues per address
+    waiting for the identity provider: the address is asked to slow down."""
+
+    status = 429
+
+
 class IdpTokenRejected(IdpUnavailable):
     """The token endpoint accepted the client's credentials (HTTP 200) but answered a token that
     fails verification: a bad signature or algorithm, an unknown key, an unknown critical header,

@@ -22,6 +22,7 @@ async def call_idp(
     *,
     what: str,
     timeout: float,
+    budget: float | None = None,
     max_body: int,
     headers: Mapping[str, str] | None = None,
     body: bytes = b"",
@@ -29,7 +30,12 @@ async def call_idp(
     endpoint: str = "token",
 ) -> HttpResponse:
     """`what` names the endpoint in errors ("token endpoint"); the URL's query never appears.
+    `timeout` bounds the call (pool wait, connect, request, response); `budget` is what errors
+    name as the timeout (a miss's whole deadline, of which `timeout` is what is left).
     `stats` counts the call under `endpoint` ("token", "discovery", "jwks")."""
+    named = timeout if budget is None else budget
+    if timeout <= 0:  # the deadline passed before the call could start: none is made
+        raise IdpTimeout(f"{what} did not answer within {named:g} s")
     started = time.monotonic()
     outcome = "error"
     try:
@@ -41,7 +47,7 @@ async def call_idp(
         return response
     except (RequestTimeout, TimeoutError):
         outcome = "timeout"
-        raise IdpTimeout(f"{what} did not answer within {timeout:g} s") from None
+        raise IdpTimeout(f"{what} did not answer within {named:g} s") from None
     except ResponseTooLarge:
         # the client stopped reading at the bound: the IdP answered, but not with a document
         outcome = "failed"

@@ -65,14 +65,22 @@ def parse_introspection_response(
 
 
 async def introspect(
-    http: HttpClient, endpoint: str, request: TokenRequest, *, timeout: float, check_active: bool
+    http: HttpClient,
+    endpoint: str,
+    request: TokenRequest,
+    *,
+    timeout: float,
+    budget: float | None = None,
+    check_active: bool,
 ) -> dict[str, Any]:
+    """`timeout`: what is left of the miss's deadline; `budget`: all of it (named in errors)."""
     response = await call_idp(
         http,
         "POST",
         endpoint,
         what="introspection endpoint",
         timeout=timeout,
+        budget=budget,
         max_body=MAX_INTROSPECTION_RESPONSE_BYTES,
         headers=request.headers,
         body=request.body,

@@ -369,12 +369,16 @@ class SharedTokenCache:
 
     # -- the fleet lock ---------------------------------------------------------------------------
 
-    async def claim(self, slot: str, unusable: Shared | None = None) -> Claim:
-        """Take the fleet lock for `slot`, or wait (bounded by the lease) for its holder's
-        outcome. A holder that dies leaves a lock that expires with its lease; a holder that
-        fails releases it, and one waiter takes over. `unusable` is an entry the caller found
-        and could not use (its token failed verification): it does not count as an outcome."""
-        deadline = self._monotonic() + self._lock_lease
+    async def claim(
+        self, slot: str, unusable: Shared | None = None, within: float | None = None
+    ) -> Claim:
+        """Take the fleet lock for `slot`, or wait (bounded by the lease, and by `within`
+        seconds: what is left of the caller's deadline) for its holder's outcome. A holder that
+        dies leaves a lock that expires with its lease; a holder that fails releases it, and one
+        waiter takes over. `unusable` is an entry the caller found and could not use (its token
+        failed verification): it does not count as an outcome."""
+        wait = self._lock_lease if within is None else min(self._lock_lease, within)
+        deadline = self._monotonic() + wait
         lock_key = _lock_key(slot)
         lease = secrets.token_bytes(16)  # only its holder can release the lock
         waited = False

@@ -1,10 +1,11 @@
 """The `openid-connect` access step: find credentials, swap them for a token (or check the
 caller's own token), answer when it fails.
 
-The client-credentials L1 hit is synchronous and allocation-light (DESIGN.md hot-path rules);
-everything else, bearer tokens and every answer to the client included, comes after it.
-Which method a request uses is decided by what it carries: a Basic Authorization header is
-client credentials; then, in Kong's order, a bearer token (header, query, body, cookie) goes to
+A cached client's request is answered by the token cache's `hit` (cache.py), synchronously and
+without allocating beyond its headers; everything else, bearer tokens and every answer to the
+client included, comes after it, through the authenticators' public calls. Which method a
+request uses is decided by what it carries: a Basic Authorization header is client credentials;
+then, in Kong's order, a bearer token (header, query, body, cookie) goes to
 `bearer`/`introspection`, and client credentials in the query or body to the grant.
 """
 
@@ -14,15 +15,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
-import orjson
-
 from fastgw.observability.metrics import Family
-from fastgw.plugins.api import Plugin, RequestContext
+from fastgw.plugins.api import Plugin, RequestContext, StoreUsage
 
+from .answers import Answers
 from .authenticator import ClientCredentialsAuthenticator
-from .cache import Entry
+from .cache import Entry, TokenCache
 from .credentials import (
     BEARER_HEADERS,
+    CLIENT_ID_PARAM,
+    CLIENT_SECRET_PARAM,
     TOKEN_PARAMS,
     ClientCredentials,
     CredentialError,
@@ -40,10 +42,9 @@ from .credentials import (
     token_from_body,
     token_from_form,
 )
-from .errors import AuthError, BodyTooLarge, IdpTokenRejected, InvalidCredentials
+from .errors import AuthError, BodyTooLarge, InvalidCredentials
 from .identity import HeaderPairs
 from .schema import OidcConfig
-from .stats import OidcStats
 
 if TYPE_CHECKING:  # built only for configs with bearer or introspection
     from .resource_server import BearerAuthenticator
@@ -52,84 +53,20 @@ logger = logging.getLogger("fastgw.oidc")
 
 PRIORITY: Final = 1050  # Kong's priority for openid-connect: after the rate limiters of the edge
 
-IDP_UNAVAILABLE_MESSAGE: Final = "identity provider unavailable"
-IDP_TIMEOUT_MESSAGE: Final = "identity provider timed out"
-# the IdP answered, but with a token that fails verification: why goes to the log, not here
-IDP_TOKEN_REJECTED_MESSAGE: Final = "token from the identity provider rejected"
-_TOKEN_REJECTED: Final = 0  # the message key of IdpTokenRejected (statuses are the others)
-INTERNAL_ERROR_MESSAGE: Final = "An unexpected error occurred"
-BODY_TOO_LARGE_MESSAGE: Final = "Request body too large to read credentials"
-
 _AUTHORIZATION: Final = b"authorization"
 _BEARER_SCHEME: Final = b"Bearer "
 _CONTENT_TYPE: Final = b"content-type"
 _COOKIE: Final = b"cookie"
 _OPTIONS: Final = b"OPTIONS"
-_JSON_CONTENT_TYPE: Final = (b"content-type", b"application/json; charset=utf-8")
-_DEFAULT_REALM: Final = b"fastgw"
-# bytes that may not appear in a quoted realm: anything but host-name characters
-_REALM_DELETE: Final = bytes(
-    byte
-    for byte in range(256)
-    if not (chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in ".-_[]:"))
-)
+# a parameter name with an escape may decode to a credential's: such a query is parsed
+_ESCAPE: Final = b"%"
 
 _NO_CREDENTIALS: Final = InvalidCredentials("no credentials in the request")
 _INTERNAL_ERROR: Final = AuthError("internal error")
 
-
-def _realm(host: bytes) -> bytes:
-    """The request's host without its port, as nginx's $host (Kong's realm)."""
-    host = host[: host.find(b"]") + 1] if host.startswith(b"[") else host.partition(b":")[0]
-    host = host.translate(None, _REALM_DELETE).lower()
-    return host or _DEFAULT_REALM
-
-
-def _quoted(text: str) -> bytes:
-    # RFC 9110 quoted-string: keep it ASCII without quotes or backslashes
-    return text.replace('"', "'").replace("\\", "/").encode("ascii", "replace")
-
-
-class Answers:
-    """Error responses, prebuilt at config time except for the realm (the request's host)."""
-
-    def __init__(self, config: OidcConfig) -> None:
-        self._display = config.display_errors
-        self._expose = config.expose_error_code
-        self._messages = {
-            401: config.unauthorized_error_message,
-            403: config.forbidden_error_message,
-            413: BODY_TOO_LARGE_MESSAGE,
-            502: IDP_UNAVAILABLE_MESSAGE,
-            504: IDP_TIMEOUT_MESSAGE,
-            500: INTERNAL_ERROR_MESSAGE,
-            _TOKEN_REJECTED: IDP_TOKEN_REJECTED_MESSAGE,
-        }
-        self._bodies = {
-            status: orjson.dumps({"message": message}) for status, message in self._messages.items()
-        }
-
-    def respond(self, ctx: RequestContext, error: AuthError) -> None:
-        status = error.status if error.status in self._messages else 500
-        kind = _TOKEN_REJECTED if isinstance(error, IdpTokenRejected) else status
-        if self._display:
-            message = f"{self._messages[kind]} ({error.reason})"
-            body = orjson.dumps({"message": message})
-        else:
-            body = self._bodies[kind]
-        headers = [_JSON_CONTENT_TYPE]
-        if error.error_code is not None:
-            # only the client's own problems get a challenge; an IdP outage is not one
-            headers.append((b"www-authenticate", self._challenge(ctx.host, error)))
-        ctx.respond(status, body, headers)
-
-    def _challenge(self, host: bytes, error: AuthError) -> bytes:
-        challenge = b'Bearer realm="' + _realm(host) + b'"'
-        if self._expose and error.error_code is not None:
-            challenge += b', error="' + error.error_code.encode() + b'"'
-            if self._display:
-                challenge += b', error_description="' + _quoted(error.reason) + b'"'
-        return challenge
+Hide = Callable[[RequestContext], None]
+# a body read once: (media type, Content-Type, the body)
+Read = tuple[bytes, bytes | None, bytes]
 
 
 class _Digest:
@@ -160,13 +97,8 @@ class OpenIdConnect(Plugin):
         self.authenticator = authenticator
         self.bearer = bearer
         self.answers = Answers(config)
-        self._stats: OidcStats = authenticator.stats
-        # the upstream token's header: loggers must not write it
-        self.sensitive_headers = frozenset({authenticator.upstream_header_name})
-        # hot-path state, bound once so that a hit costs attribute loads only
-        self._entries = authenticator.cache.entries
-        self._hasher = authenticator.header_hasher
-        self._clock = authenticator.clock
+        # the client-credentials token cache: its `hit` is the hot path
+        self._tokens: TokenCache = authenticator.cache
         self._token_header = authenticator.upstream_header_name
         # the caller's Basic header never goes upstream: replaced by the token, else removed
         self._drop_authorization = self._token_header != _AUTHORIZATION
@@ -178,12 +110,11 @@ class OpenIdConnect(Plugin):
         # where a bearer token is looked for (Kong's bearer_token_param_type)
         bearer_types = config.bearer_token_param_type if bearer is not None else frozenset()
         custom = config.bearer_token_header_name
-        self._bearer_header_name = custom.lower().encode() if custom is not None else None
         # Kong 3.15: a bearer_token_header_name is the only header looked at
         self._bearer_authorization = "header" in bearer_types and custom is None
         self._bearer_headers = (
-            (self._bearer_header_name,)
-            if self._bearer_header_name is not None
+            (custom.lower().encode(),)
+            if custom is not None
             else BEARER_HEADERS
             if "header" in bearer_types
             else ()
@@ -194,6 +125,14 @@ class OpenIdConnect(Plugin):
         self._bearer_cookie = cookie.encode() if cookie is not None else None
         self._body_limit = config.credentials_max_body_size
         self._anonymous: HeaderPairs | None = authenticator.identity.anonymous()
+        # hide_credentials: the parameters the plugin reads credentials from leave the query of
+        # every request it lets through, and the body whenever it read the body
+        self._query_names = _recognised(config, self._from_query, self._bearer_query)
+        self._body_names = _recognised(config, self._from_body, self._bearer_body)
+        self._query_literals = tuple(name.encode() for name in self._query_names)
+        # loggers must not write the upstream token, nor a bearer token the plugin reads from
+        # a header of its own (Authorization and Cookie every logger redacts)
+        self.sensitive_headers = frozenset({self._token_header, *self._bearer_headers})
 
     async def start(self) -> None:
         await self.authenticator.start()
@@ -205,10 +144,23 @@ class OpenIdConnect(Plugin):
 
     def metrics(self) -> list[Family]:
         """The token cache, IdP and shared cache counters under this instance's name."""
-        return self.authenticator.metrics(self.instance_name or None)
+        families = self.authenticator.metrics(self.instance_name or None)
+        if self.bearer is not None:
+            families += self.bearer.metrics(self.instance_name or str(self.authenticator.instance))
+        return families
+
+    def stores(self) -> list[StoreUsage]:
+        where = self.instance_name or str(self.authenticator.instance)
+        stores = self.authenticator.stores(where)
+        if self.bearer is not None:
+            stores += self.bearer.stores(where)
+        return stores
 
     def status(self) -> dict[str, object]:
-        return self.authenticator.status()
+        status = self.authenticator.status()
+        if self.bearer is not None:
+            status.update(self.bearer.status())
+        return status
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -223,33 +175,51 @@ class OpenIdConnect(Plugin):
                 if isinstance(seen, _Digest) and seen.header == raw:
                     key = seen.key
                 else:
-                    hasher = self._hasher.copy()
-                    hasher.update(raw)
-                    key = hasher.digest()
+                    key = self._tokens.header_key(raw)
                     memo[self] = _Digest(raw, key)
-                entry = self._entries.get(key)
-                if entry is not None and self._clock() < entry.refresh_at:
-                    self._stats.hits += 1
+                entry = self._tokens.hit(key)
+                if entry is not None:
                     ctx.set_header(self._token_header, entry.header_value)
                     if self._drop_authorization:
                         ctx.remove_header(_AUTHORIZATION)
                     if entry.upstream_headers:
                         self._set_claim_headers(ctx, entry)
+                    if self._query_names and ctx.query:
+                        self._hide_query(ctx)
                     return None
                 if is_basic(raw):
-                    return self._basic_slow(ctx, raw, key, entry)
+                    return self._basic_slow(ctx, raw, key)
                 if self._bearer_authorization:
                     return self._bearer_in_authorization(ctx, raw, key)
         return self._other_sources(ctx, True)
 
     # -- everything else ------------------------------------------------------------------------
 
-    def _apply(self, ctx: RequestContext, entry: Entry, *, from_header: bool) -> None:
+    def _apply(
+        self, ctx: RequestContext, entry: Entry, from_header: bool, hide: Hide | None
+    ) -> None:
         ctx.set_header(self._token_header, entry.header_value)
         if from_header and self._drop_authorization:
             ctx.remove_header(_AUTHORIZATION)
         if entry.upstream_headers:
             self._set_claim_headers(ctx, entry)
+        self._hide(ctx, hide)
+
+    def _hide(self, ctx: RequestContext, hide: Hide | None) -> None:
+        """`hide` (the source's own removal: a header, a cookie, the body read), then the
+        credential parameters of the query."""
+        if hide is not None:
+            hide(ctx)
+        if self._query_names and ctx.query:
+            self._hide_query(ctx)
+
+    def _hide_query(self, ctx: RequestContext) -> None:
+        query = ctx.query
+        # a recognised name appears as it is, or escaped: else there is nothing to strip
+        if _ESCAPE in query or any(name in query for name in self._query_literals):
+            stripped = strip_form(query, self._query_names)
+            if stripped is not query:
+                ctx.set_query(stripped)
 
     @staticmethod
     def _set_claim_headers(ctx: RequestContext, entry: Entry) -> None:
@@ -259,12 +229,7 @@ class OpenIdConnect(Plugin):
             else:
                 ctx.set_header(name, value)
 
-    def _fail(
-        self,
-        ctx: RequestContext,
-        error: AuthError,
-        hide: Callable[[RequestContext], None] | None = None,
-    ) -> None:
+    def _fail(self, ctx: RequestContext, error: AuthError, hide: Hide | None = None) -> None:
         """Answer a failed request, or (Kong's `anonymous`) let a 401/403 one through as the
         anonymous consumer, without its credentials; an IdP failure is never let through."""
         anonymous = self._anonymous
@@ -274,44 +239,29 @@ class OpenIdConnect(Plugin):
         ctx.remove_header(_AUTHORIZATION)
         for name in self._bearer_headers:
             ctx.remove_header(name)
-        if hide is not None:
-            hide(ctx)
+        self._hide(ctx, hide)
         for name, value in anonymous:
             if value is None:
                 ctx.remove_header(name)
             else:
                 ctx.set_header(name, value)
 
-    def _basic_slow(
-        self, ctx: RequestContext, raw: bytes, key: bytes, entry: Entry | None
-    ) -> Awaitable[None] | None:
-        authenticator = self.authenticator
-        now = self._clock()
+    def _basic_slow(self, ctx: RequestContext, raw: bytes, key: bytes) -> Awaitable[None] | None:
         try:
             credentials = parse_basic(raw)
         except CredentialError as problem:
             self._fail(ctx, InvalidCredentials(str(problem)))
             return None
-        if entry is not None and now < entry.expires_at:
-            # due for refresh: keep serving while one background refresh runs
-            authenticator.refresh_in_background(entry, (key,), credentials, now)
-            self._stats.hits += 1
-            self._apply(ctx, entry, from_header=True)
-            return None
-        error = authenticator.cache.rejection(key, now)
+        entry, error = self.authenticator.cached_for_header(key, credentials)
         if error is not None:
-            self._stats.negative_hits += 1
             self._fail(ctx, error)
             return None
-        return self._fetch_and_apply(ctx, credentials, key, entry, None)
+        if entry is not None:  # due for refresh: served while one background refresh runs
+            self._apply(ctx, entry, True, None)
+            return None
+        return self._fetch_and_apply(ctx, credentials, key, None)
 
     # -- bearer tokens --------------------------------------------------------------------------
-
-    def _bearer_key(self, token: str) -> bytes:
-        """The token's cache key: the digest the hot path computes for `Bearer <token>`."""
-        hasher = self._hasher.copy()
-        hasher.update(_BEARER_SCHEME + token.encode("ascii"))
-        return hasher.digest()
 
     def _bearer_in_authorization(
         self, ctx: RequestContext, raw: bytes, key: bytes
@@ -324,17 +274,17 @@ class OpenIdConnect(Plugin):
         except CredentialError as problem:
             self._fail(ctx, InvalidCredentials(str(problem)))
             return None
+        assert self.bearer is not None  # _bearer_authorization implies it
         if raw != _BEARER_SCHEME + found:
-            key = self._bearer_key(token)  # another spelling of the same token
+            key = self.bearer.key(token)  # another spelling of the same token
         return self._with_bearer(ctx, token, key, None, True)
 
     def _sync_bearer(
         self, ctx: RequestContext, check_authorization: bool
-    ) -> tuple[str, Callable[[RequestContext], None] | None, bool] | None:
+    ) -> tuple[str, Hide | None, bool] | None:
         """A bearer token from a header, the query or a cookie: (token, how to hide it, whether
         it came in Authorization). Raises CredentialError."""
         hide_credentials = self._hide_credentials
-        hide: Callable[[RequestContext], None] | None
         if check_authorization and self._bearer_authorization:
             raw = ctx.get_header(_AUTHORIZATION)
             found = bearer_from_authorization(raw) if raw is not None else None
@@ -344,16 +294,12 @@ class OpenIdConnect(Plugin):
             value = ctx.get_header(name)
             if value:
                 token = bearer_from_authorization(value) or value
-                return (
-                    checked_token(token),
-                    _header_remover(name) if hide_credentials else None,
-                    False,
-                )
+                hide = _header_remover(name) if hide_credentials else None
+                return checked_token(token), hide, False
         if self._bearer_query and ctx.query:
             query_token = token_from_form(ctx.query)
             if query_token is not None:
-                hide = _hide_query_token if hide_credentials else None
-                return checked_token(query_token), hide, False
+                return checked_token(query_token), None, False  # `_hide` strips the query
         cookie_name = self._bearer_cookie
         if cookie_name is not None:
             cookies = ctx.get_header(_COOKIE)
@@ -364,23 +310,15 @@ class OpenIdConnect(Plugin):
         return None
 
     def _with_bearer(
-        self,
-        ctx: RequestContext,
-        token: str,
-        key: bytes,
-        hide: Callable[[RequestContext], None] | None,
-        from_header: bool,
+        self, ctx: RequestContext, token: str, key: bytes, hide: Hide | None, from_header: bool
     ) -> Awaitable[None] | None:
         bearer = self.bearer
         assert bearer is not None  # only called when a bearer method is on
-        now = self._clock()
-        entry = bearer.cached(key, now)
+        entry = bearer.cached(key)
         if entry is not None:
-            self._apply(ctx, entry, from_header=from_header)
-            if hide is not None:
-                hide(ctx)
+            self._apply(ctx, entry, from_header, hide)
             return None
-        error = bearer.rejection(key, now)
+        error = bearer.rejection(key)
         if error is not None:
             self._fail(ctx, error, hide)
             return None
@@ -392,11 +330,11 @@ class OpenIdConnect(Plugin):
         bearer: BearerAuthenticator,
         token: str,
         key: bytes,
-        hide: Callable[[RequestContext], None] | None,
+        hide: Hide | None,
         from_header: bool,
     ) -> None:
         try:
-            entry = await bearer.authenticate(token, key)
+            entry = await bearer.authenticate(token, key, ctx.client_ip)
         except AuthError as error:
             self._fail(ctx, error, hide)
             return
@@ -404,9 +342,7 @@ class OpenIdConnect(Plugin):
             logger.exception("openid-connect: unexpected error while verifying a bearer token")
             self.answers.respond(ctx, _INTERNAL_ERROR)
             return
-        self._apply(ctx, entry, from_header=from_header)
-        if hide is not None:
-            hide(ctx)
+        self._apply(ctx, entry, from_header, hide)
 
     # -- the other places credentials come from -----------------------------------------------
 
@@ -415,7 +351,8 @@ class OpenIdConnect(Plugin):
     ) -> Awaitable[None] | None:
         """Kong's order past the Authorization header: a bearer token (header, query, cookie,
         then body), then client credentials in the query, then in the body."""
-        if self.bearer is not None:
+        bearer = self.bearer
+        if bearer is not None:
             try:
                 found = self._sync_bearer(ctx, check_authorization)
             except CredentialError as problem:
@@ -423,7 +360,7 @@ class OpenIdConnect(Plugin):
                 return None
             if found is not None:
                 token, hide, from_header = found
-                return self._with_bearer(ctx, token, self._bearer_key(token), hide, from_header)
+                return self._with_bearer(ctx, token, bearer.key(token), hide, from_header)
             if self._bearer_body and ctx.has_body():
                 content_type = ctx.get_header(_CONTENT_TYPE)
                 media_type = body_media_type(content_type)
@@ -432,10 +369,10 @@ class OpenIdConnect(Plugin):
         return self._client_sources(ctx)
 
     def _client_sources(
-        self, ctx: RequestContext, read: tuple[bytes, bytes | None, bytes] | None = None
+        self, ctx: RequestContext, read: Read | None = None
     ) -> Awaitable[None] | None:
         """Client credentials in the query, then the body (`read`: the body when it has been
-        read already, as (media type, Content-Type, body))."""
+        read already)."""
         if self._from_query and ctx.query:
             try:
                 credentials = parse_form(ctx.query)
@@ -443,10 +380,9 @@ class OpenIdConnect(Plugin):
                 self._fail(ctx, InvalidCredentials(str(problem)))
                 return None
             if credentials is not None:
-                hide = self._hide_query if self._hide_credentials else None
-                return self._with_credentials(ctx, credentials, hide)
+                return self._with_credentials(ctx, credentials, self._body_hider(read))
         if self._from_body and read is not None:
-            return self._body_client_credentials(ctx, *read)
+            return self._body_client_credentials(ctx, read)
         if self._from_body and ctx.has_body():
             content_type = ctx.get_header(_CONTENT_TYPE)
             media_type = body_media_type(content_type)
@@ -455,25 +391,23 @@ class OpenIdConnect(Plugin):
         self._fail(ctx, _NO_CREDENTIALS)
         return None
 
-    @staticmethod
-    def _hide_query(ctx: RequestContext) -> None:
-        ctx.set_query(strip_form(ctx.query))
+    def _body_hider(self, read: Read | None) -> Hide | None:
+        """With hide_credentials, a body the plugin read loses every credential parameter it
+        recognises, whichever source the request authenticated with."""
+        if read is None or not self._body_names:
+            return None
+        return _body_stripper(read, self._body_names)
 
     def _with_credentials(
-        self,
-        ctx: RequestContext,
-        credentials: ClientCredentials,
-        hide: Callable[[RequestContext], None] | None,
+        self, ctx: RequestContext, credentials: ClientCredentials, hide: Hide | None
     ) -> Awaitable[None] | None:
-        entry, error = self.authenticator.lookup(credentials, self._clock())
+        entry, error = self.authenticator.lookup(credentials)
         if error is not None:
             self._fail(ctx, error, hide)
             return None
         if entry is None:
-            return self._fetch_and_apply(ctx, credentials, None, None, hide)
-        self._apply(ctx, entry, from_header=False)
-        if hide is not None:
-            hide(ctx)
+            return self._fetch_and_apply(ctx, credentials, None, hide)
+        self._apply(ctx, entry, False, hide)
         return None
 
     async def _body_step(
@@ -485,7 +419,9 @@ class OpenIdConnect(Plugin):
         if body is None:
             self.answers.respond(ctx, BodyTooLarge("body larger than credentials_max_body_size"))
             return
-        if self.bearer is not None and self._bearer_body:
+        read = (media_type, content_type, body)
+        bearer = self.bearer
+        if bearer is not None and self._bearer_body:
             try:
                 found = token_from_body(media_type, body, content_type)
                 token = checked_token(found) if found is not None else None
@@ -493,20 +429,17 @@ class OpenIdConnect(Plugin):
                 self._fail(ctx, InvalidCredentials(str(problem)))
                 return
             if token is not None:
-                hide = None
-                if self._hide_credentials:
-                    hide = _body_stripper(media_type, content_type, body, TOKEN_PARAMS)
-                pending = self._with_bearer(ctx, token, self._bearer_key(token), hide, False)
+                hide = self._body_hider(read)
+                pending = self._with_bearer(ctx, token, bearer.key(token), hide, False)
                 if pending is not None:
                     await pending
                 return
-        pending = self._client_sources(ctx, (media_type, content_type, body))
+        pending = self._client_sources(ctx, read)
         if pending is not None:
             await pending
 
-    def _body_client_credentials(
-        self, ctx: RequestContext, media_type: bytes, content_type: bytes | None, body: bytes
-    ) -> Awaitable[None] | None:
+    def _body_client_credentials(self, ctx: RequestContext, read: Read) -> Awaitable[None] | None:
+        media_type, content_type, body = read
         try:
             credentials = parse_body(media_type, body, content_type)
         except CredentialError as problem:
@@ -515,21 +448,19 @@ class OpenIdConnect(Plugin):
         if credentials is None:
             self._fail(ctx, _NO_CREDENTIALS)
             return None
-        hide = None
-        if self._hide_credentials:
-            hide = _body_stripper(media_type, content_type, body, None)
-        return self._with_credentials(ctx, credentials, hide)
+        return self._with_credentials(ctx, credentials, self._body_hider(read))
 
     async def _fetch_and_apply(
         self,
         ctx: RequestContext,
         credentials: ClientCredentials,
         alias: bytes | None,
-        stale: Entry | None,
-        hide: Callable[[RequestContext], None] | None,
+        hide: Hide | None,
     ) -> None:
         try:
-            entry = await self.authenticator.obtain(credentials, alias=alias, stale=stale)
+            entry = await self.authenticator.obtain(
+                credentials, alias=alias, client_address=ctx.client_ip
+            )
         except AuthError as error:
             self._fail(ctx, error, hide)
             return
@@ -537,9 +468,7 @@ class OpenIdConnect(Plugin):
             logger.exception("openid-connect: unexpected error while obtaining a token")
             self.answers.respond(ctx, _INTERNAL_ERROR)
             return
-        self._apply(ctx, entry, from_header=alias is not None)
-        if hide is not None:
-            hide(ctx)
+        self._apply(ctx, entry, alias is not None, hide)
 
 
 class OpenIdConnectSkippingPreflight(OpenIdConnect):
@@ -552,18 +481,27 @@ class OpenIdConnectSkippingPreflight(OpenIdConnect):
         return OpenIdConnect.access(self, ctx)
 
 
-def _hide_query_token(ctx: RequestContext) -> None:
-    ctx.set_query(strip_form(ctx.query, TOKEN_PARAMS))
+def _recognised(config: OidcConfig, client_credentials: bool, bearer: bool) -> frozenset[str]:
+    """The credential parameters hide_credentials strips from one place (query or body): those
+    the plugin reads there (client credentials, a bearer token)."""
+    if not config.hide_credentials:
+        return frozenset()
+    names: set[str] = set()
+    if client_credentials:
+        names |= {CLIENT_ID_PARAM, CLIENT_SECRET_PARAM}
+    if bearer:
+        names |= TOKEN_PARAMS
+    return frozenset(names)
 
 
-def _header_remover(name: bytes) -> Callable[[RequestContext], None]:
+def _header_remover(name: bytes) -> Hide:
     def hide(ctx: RequestContext) -> None:
         ctx.remove_header(name)
 
     return hide
 
 
-def _cookie_remover(name: bytes) -> Callable[[RequestContext], None]:
+def _cookie_remover(name: bytes) -> Hide:
     def hide(ctx: RequestContext) -> None:
         cookies = ctx.get_header(_COOKIE)
         if cookies is None:
@@ -577,13 +515,12 @@ def _cookie_remover(name: bytes) -> Callable[[RequestContext], None]:
     return hide
 
 
-def _body_stripper(
-    media_type: bytes, content_type: bytes | None, body: bytes, names: frozenset[str] | None
-) -> Callable[[RequestContext], None]:
+def _body_stripper(read: Read, names: frozenset[str]) -> Hide:
+    media_type, content_type, body = read
+
     def hide(ctx: RequestContext) -> None:
-        if names is None:
-            ctx.replace_body(strip_body(media_type, body, content_type))
-        else:
-            ctx.replace_body(strip_body(media_type, body, content_type, names))
+        stripped = strip_body(media_type, body, content_type, names)
+        if stripped is not body:
+            ctx.replace_body(stripped)
 
     return hide

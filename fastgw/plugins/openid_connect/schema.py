@@ -35,15 +35,27 @@ from fastgw.config.schema import (
 )
 
 from .jws import ASYMMETRIC_ALGS, HMAC_ALGS, RSA_ALGS
+from .kinds import (
+    CLIENT_AUTH_METHODS,
+    HEADER_NAME,
+    AuthMethod,
+    Choices,
+    HeaderName,
+    TokenHeader,
+    Url,
+    Urls,
+    auth_method_problem,
+)
 from .kong_keys import CLOUD_AUTHENTICATION_DEFAULT, DEFAULT_ONLY, IGNORED, is_default
 
 DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
-# Kong's defaults (REFERENCE.md §1) unless a comment says why we differ.
+# Kong's defaults unless a comment says why we differ.
 DEFAULT_REDISCOVERY_LIFETIME = 30  # seconds
 DEFAULT_SCOPES = ("openid",)
-DEFAULT_PARAM_TYPES = ("header", "query", "body")
-# Kong's header for a token request's extra audience (Auth0 needs it for client credentials)
+# Where client credentials may come from, and by default do (Kong's)
+PARAM_TYPES = ("header", "query", "body")
+# Kong's name of a token request's extra audience (Auth0 needs it for client credentials)
 AUDIENCE_POST_ARG = "audience"
 DEFAULT_CACHE_TTL = 3600  # seconds, when the IdP gives no expiry
 # Kong has no negative cache: every wrong secret reaches the IdP. A few seconds bounds a client
@@ -86,22 +98,11 @@ DEFAULT_CREDENTIAL_CLAIM = ("sub",)  # Kong's
 # Form, JSON and multipart bodies holding credentials are tiny; a bigger body is answered 413
 # rather than read whole (reading stays bounded in memory). fastgw's own key.
 DEFAULT_CREDENTIALS_MAX_BODY_SIZE = 64 * 1024
-CLIENT_AUTH_METHODS = (
-    "client_secret_basic",
-    "client_secret_post",
-    "client_secret_jwt",
-    "private_key_jwt",
-    "none",
-)
-KONG_ONLY_CLIENT_AUTH = ("tls_client_auth", "self_signed_tls_client_auth")
 # Methods where the IdP never sees the caller's secret, so the gateway must check it itself
 GATEWAY_CHECKED_AUTH = frozenset({"private_key_jwt", "none"})
 # in the order error messages list them
 CLIENT_HMAC_ALGS = tuple(sorted(HMAC_ALGS))
 CLIENT_ASYMMETRIC_ALGS = tuple(sorted(ASYMMETRIC_ALGS))
-PARAM_TYPES = ("header", "query", "body")
-# Kong's header for a token request's extra audience (Auth0 needs it for client credentials)
-AUDIENCE_POST_ARG = "audience"
 
 # Set by the gateway on the token request; overriding them would change the grant or its auth.
 RESERVED_POST_ARGS = frozenset(
@@ -117,7 +118,6 @@ RESERVED_INTROSPECTION_ARGS = frozenset(
 RESERVED_TOKEN_HEADERS = frozenset(
     {"host", "content-length", "content-type", "transfer-encoding", "connection"}
 )
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -173,12 +173,14 @@ class OidcConfig:
     issuer: str
     discovery_url: str
     rediscovery_lifetime: Annotated[float, Number(DEFAULT_REDISCOVERY_LIFETIME, minimum=0)]
-    token_endpoint: str | None
+    token_endpoint: Annotated[str | None, Url()]
     clients: tuple[ConfiguredClient, ...]
     # for callers that are not one of `clients`: client_auth[0] / client_alg[0]
     default_client_auth: str
     default_client_alg: str | None
-    client_credentials_param_type: frozenset[str]
+    client_credentials_param_type: Annotated[
+        frozenset[str], Choices(PARAM_TYPES, one_of=PARAM_TYPES)
+    ]
     scopes: Annotated[tuple[str, ...], Strings(DEFAULT_SCOPES)]
     token_post_args: tuple[tuple[str, str], ...]
     token_headers: tuple[tuple[str, str], ...]
@@ -200,7 +202,7 @@ class OidcConfig:
     cache_ttl_resurrect: Annotated[float, Number(DEFAULT_CACHE_TTL_RESURRECT, minimum=0)]
     cluster_cache_strategy: Annotated[str, Text("off", one_of=CLUSTER_CACHE_STRATEGIES)]
     cluster_cache_redis: RedisConfig | None  # None unless the strategy is redis
-    upstream_access_token_header: str
+    upstream_access_token_header: Annotated[str, TokenHeader(DEFAULT_UPSTREAM_TOKEN_HEADER)]
     # (claim path, header name): upstream_headers_claims/_names and Kong 3.14's upstream_headers
     upstream_headers: tuple[tuple[tuple[str, ...], str], ...]
     hide_credentials: Annotated[bool, Boolean(DEFAULT_HIDE_CREDENTIALS)]
@@ -213,11 +215,13 @@ class OidcConfig:
     keepalive: Annotated[bool, Boolean(True)]
     # -- bearer and introspection (a caller's own token)
     auth_methods: frozenset[str]  # the supported ones enabled (Kong's default: all of them)
-    bearer_token_param_type: frozenset[str]
+    bearer_token_param_type: Annotated[
+        frozenset[str], Choices(DEFAULT_BEARER_PARAM_TYPES, one_of=BEARER_PARAM_TYPES)
+    ]
     bearer_token_cookie_name: Annotated[str | None, Text()]
-    bearer_token_header_name: Annotated[str | None, Text()]
-    introspection_endpoint: str | None
-    introspection_endpoint_auth_method: str | None
+    bearer_token_header_name: Annotated[str | None, HeaderName()]
+    introspection_endpoint: Annotated[str | None, Url()]
+    introspection_endpoint_auth_method: Annotated[str | None, AuthMethod()]
     introspection_hint: Annotated[str, Text(DEFAULT_INTROSPECTION_HINT)]
     introspection_token_param_name: Annotated[str, Text(DEFAULT_INTROSPECTION_TOKEN_PARAM)]
     introspection_headers: tuple[tuple[str, str], ...]
@@ -226,8 +230,8 @@ class OidcConfig:
     introspect_jwt_tokens: Annotated[bool, Boolean(False)]
     cache_introspection: Annotated[bool, Boolean(True)]
     # -- discovery and keys
-    jwks_endpoint: str | None
-    extra_jwks_uris: tuple[str, ...]
+    jwks_endpoint: Annotated[str | None, Url()]
+    extra_jwks_uris: Annotated[tuple[str, ...], Urls()]
     discovery_headers: tuple[tuple[str, str], ...]
     # -- authorization beyond scopes and audience
     claims_forbidden: Annotated[tuple[str, ...], Strings()]
@@ -285,32 +289,18 @@ class OidcConfig:
 
 
 def parse(reader: Reader) -> OidcConfig:
-    """Read the plugin's `config` mapping; problems are recorded on `reader` (then `finish`)."""
+    """Read the plugin's `config` mapping; problems are recorded on `reader` (then `finish`).
+
+    The declared fields are read by the engine; what is left is derived from several keys, or
+    checked across keys."""
     values = read_declared(reader, OidcConfig)
     issuer, discovery_url = _issuer(reader)
-    token_endpoint = _url(reader, "token_endpoint")
     clients, default_auth, default_alg = _clients(reader)
     auth_methods = _auth_methods(reader, clients)
-    param_types = reader.strings(
-        "client_credentials_param_type", DEFAULT_PARAM_TYPES, one_of=PARAM_TYPES, scalar_ok=True
-    )
-    if reader.has("client_credentials_param_type") and not param_types:
-        reader.error("client_credentials_param_type", "must not be empty")
-    post_args = _pairs(reader, "token_post_args_names", "token_post_args_values")
-    for index, (name, _) in enumerate(post_args):
-        if name in RESERVED_POST_ARGS:
-            _item_error(reader, "token_post_args_names", index, "is set by the gateway")
-    if values["audience"]:
-        post_args += ((AUDIENCE_POST_ARG, " ".join(values["audience"])),)
-    token_headers = _pairs(reader, "token_headers_names", "token_headers_values")
-    _check_header_pairs(reader, "token_headers_names", "token_headers_values", token_headers)
-    for index, (name, _) in enumerate(token_headers):
-        if name.lower() in RESERVED_TOKEN_HEADERS:
-            _item_error(reader, "token_headers_names", index, "is set by the gateway")
+    post_args, token_headers = _token_request(reader, values["audience"])
     ttl_min, ttl_max = values["cache_ttl_min"], values["cache_ttl_max"]
     if ttl_min is not None and ttl_max is not None and ttl_min > ttl_max:
         reader.error("cache_ttl_min", "must be <= cache_ttl_max")
-    upstream_header = _upstream_token_header(reader)
     upstream_headers = _upstream_headers(reader)
     redis, secret = _cluster_cache(reader, values["cluster_cache_strategy"])
     salt = reader.string("cache_tokens_salt")
@@ -319,54 +309,29 @@ def parse(reader: Reader) -> OidcConfig:
         salt = fleet_salt(secret) if secret is not None else secrets.token_urlsafe(16)
     if reader.has("cache_l2"):
         reader.error("cache_l2", "was replaced by cluster_cache_strategy: redis")
-    bearer_types = _bearer_param_types(reader, values)
-    introspection_auth = _introspection_auth(reader, clients, default_auth)
-    introspection_headers = _pairs(
-        reader, "introspection_headers_names", "introspection_headers_values"
-    )
-    _check_header_pairs(
-        reader, "introspection_headers_names", "introspection_headers_values", introspection_headers
-    )
-    introspection_args = _pairs(
-        reader, "introspection_post_args_names", "introspection_post_args_values"
-    )
-    for index, (name, _) in enumerate(introspection_args):
-        if name in RESERVED_INTROSPECTION_ARGS:
-            _item_error(reader, "introspection_post_args_names", index, "is set by the gateway")
+    _check_bearer(reader, values)
+    _check_introspection_client(reader, values, clients, default_auth)
+    introspection_headers, introspection_args = _introspection_request(reader)
     discovery_headers = _pairs(reader, "discovery_headers_names", "discovery_headers_values")
     _check_header_pairs(
         reader, "discovery_headers_names", "discovery_headers_values", discovery_headers
     )
-    extra_jwks = reader.strings("extra_jwks_uris", scalar_ok=True)
-    for index, uri in enumerate(extra_jwks):
-        if not _is_http_url(uri):
-            _item_error(reader, "extra_jwks_uris", index, "must be an http(s) URL")
     consumer_claims = _consumer_claims(reader)
-    introspection_endpoint = _url(reader, "introspection_endpoint")
-    jwks_endpoint = _url(reader, "jwks_endpoint")
     _kong_keys(reader)
     reader.finish()
     return OidcConfig(
         issuer=issuer,
         discovery_url=discovery_url,
-        token_endpoint=token_endpoint,
         clients=clients,
         default_client_auth=default_auth,
         default_client_alg=default_alg,
-        client_credentials_param_type=frozenset(param_types),
         token_post_args=post_args,
         token_headers=token_headers,
         cluster_cache_redis=redis,
-        upstream_access_token_header=upstream_header,
         upstream_headers=upstream_headers,
         auth_methods=auth_methods,
-        bearer_token_param_type=bearer_types,
-        introspection_endpoint=introspection_endpoint,
-        introspection_endpoint_auth_method=introspection_auth,
         introspection_headers=introspection_headers,
         introspection_post_args=introspection_args,
-        jwks_endpoint=jwks_endpoint,
-        extra_jwks_uris=extra_jwks,
         discovery_headers=discovery_headers,
         consumer_claims=consumer_claims,
         cache_tokens_salt=salt,
@@ -390,21 +355,9 @@ def _item_error(reader: Reader, key: str, index: int, reason: str) -> None:
     reader.problems.append((f"{reader.key_path(key)}[{index}]", reason))
 
 
-def _is_http_url(value: str) -> bool:
-    scheme, sep, rest = value.partition("://")
-    return bool(sep) and scheme.lower() in ("http", "https") and bool(rest.split("/")[0])
-
-
-def _url(reader: Reader, key: str, *, required: bool = False) -> str | None:
-    value = reader.string(key, required=required)
-    if value is not None and not _is_http_url(value):
-        reader.error(key, "must be an http(s) URL")
-        return None
-    return value
-
-
 def _issuer(reader: Reader) -> tuple[str, str]:
-    issuer = _url(reader, "issuer", required=True) or "http://invalid.invalid"
+    """(`issuer`, the discovery document's URL): derived from the one key."""
+    issuer = Url(required=True).read(reader, "issuer") or "http://invalid.invalid"
     if issuer.endswith(DISCOVERY_SUFFIX):
         # Kong accepts the discovery document's URL as `issuer`
         return issuer[: -len(DISCOVERY_SUFFIX)], issuer
@@ -434,44 +387,57 @@ def _auth_methods(reader: Reader, clients: tuple[ConfiguredClient, ...]) -> froz
     return frozenset(method for method in methods if method in SUPPORTED_AUTH_METHODS)
 
 
-def _bearer_param_types(reader: Reader, values: dict[str, Any]) -> frozenset[str]:
-    types = reader.strings(
-        "bearer_token_param_type",
-        DEFAULT_BEARER_PARAM_TYPES,
-        one_of=BEARER_PARAM_TYPES,
-        scalar_ok=True,
-    )
-    if reader.has("bearer_token_param_type") and not types:
-        reader.error("bearer_token_param_type", "must not be empty")
-    if "cookie" in types and values["bearer_token_cookie_name"] is None:
+def _check_bearer(reader: Reader, values: dict[str, Any]) -> None:
+    if "cookie" in values["bearer_token_param_type"] and values["bearer_token_cookie_name"] is None:
         reader.error(
             "bearer_token_cookie_name", "is required when bearer_token_param_type has cookie"
         )
-    if values["bearer_token_header_name"] is not None and not _HEADER_NAME.match(
-        values["bearer_token_header_name"]
-    ):
-        reader.error("bearer_token_header_name", "is not a header name")
-    return frozenset(types)
 
 
-def _introspection_auth(
-    reader: Reader, clients: tuple[ConfiguredClient, ...], default_auth: str
-) -> str | None:
-    """How the plugin's own client authenticates at the introspection endpoint (Kong: the
-    client's client_auth unless introspection_endpoint_auth_method says otherwise)."""
-    method = reader.string("introspection_endpoint_auth_method")
-    if method is not None and method not in CLIENT_AUTH_METHODS:
-        known = ", ".join(CLIENT_AUTH_METHODS)
-        if method in KONG_ONLY_CLIENT_AUTH:
-            reader.error(
-                "introspection_endpoint_auth_method",
-                f'"{method}" is not supported yet (supported: {known})',
-            )
-        else:
-            reader.error(
-                "introspection_endpoint_auth_method", f"must be one of {known}; got {method!r}"
-            )
-        return None
+def _token_request(
+    reader: Reader, audience: tuple[str, ...]
+) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """The token request's extra form fields (`audience` last) and headers."""
+    post_args = _pairs(reader, "token_post_args_names", "token_post_args_values")
+    for index, (name, _) in enumerate(post_args):
+        if name in RESERVED_POST_ARGS:
+            _item_error(reader, "token_post_args_names", index, "is set by the gateway")
+    if audience:
+        post_args += ((AUDIENCE_POST_ARG, " ".join(audience)),)
+    token_headers = _pairs(reader, "token_headers_names", "token_headers_values")
+    _check_header_pairs(reader, "token_headers_names", "token_headers_values", token_headers)
+    for index, (name, _) in enumerate(token_headers):
+        if name.lower() in RESERVED_TOKEN_HEADERS:
+            _item_error(reader, "token_headers_names", index, "is set by the gateway")
+    return post_args, token_headers
+
+
+def _introspection_request(
+    reader: Reader,
+) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """The introspection request's extra headers and form fields."""
+    headers = _pairs(reader, "introspection_headers_names", "introspection_headers_values")
+    _check_header_pairs(
+        reader, "introspection_headers_names", "introspection_headers_values", headers
+    )
+    args = _pairs(reader, "introspection_post_args_names", "introspection_post_args_values")
+    for index, (name, _) in enumerate(args):
+        if name in RESERVED_INTROSPECTION_ARGS:
+            _item_error(reader, "introspection_post_args_names", index, "is set by the gateway")
+    return headers, args
+
+
+def _check_introspection_client(
+    reader: Reader,
+    values: dict[str, Any],
+    clients: tuple[ConfiguredClient, ...],
+    default_auth: str,
+) -> None:
+    """The plugin's own client must be able to authenticate at the introspection endpoint
+    (Kong: with its client_auth unless introspection_endpoint_auth_method says otherwise)."""
+    method = values["introspection_endpoint_auth_method"]
+    if method is None and reader.has("introspection_endpoint_auth_method"):
+        return  # refused already
     listed = reader.raw.get("auth_methods")
     explicit = listed == "introspection" or (
         isinstance(listed, list)
@@ -490,7 +456,6 @@ def _introspection_auth(
             clients[0].client_secret is None
         ):
             reader.error("client_secret", f"is required for introspection with {effective}")
-    return method
 
 
 def _consumer_claims(reader: Reader) -> tuple[tuple[str, ...], ...]:
@@ -530,7 +495,7 @@ def _kong_keys(reader: Reader) -> None:
 def _upstream_headers(reader: Reader) -> tuple[tuple[tuple[str, ...], str], ...]:
     pairs = _pairs(reader, "upstream_headers_claims", "upstream_headers_names")
     for index, (_, name) in enumerate(pairs):
-        if not _HEADER_NAME.match(name):
+        if not HEADER_NAME.match(name):
             _item_error(reader, "upstream_headers_names", index, "is not a header name")
     result: list[tuple[tuple[str, ...], str]] = [((claim,), name) for claim, name in pairs]
     base = reader.key_path("upstream_headers")
@@ -539,7 +504,7 @@ def _upstream_headers(reader: Reader) -> tuple[tuple[tuple[str, ...], str], ...]
         name = record.string("header", required=True)
         path = record.strings("path", required=True)
         record.finish()
-        if name is not None and not _HEADER_NAME.match(name):
+        if name is not None and not HEADER_NAME.match(name):
             record.error("header", "is not a header name")
         elif name is not None and path:
             result.append((path, name))
@@ -566,23 +531,16 @@ def _clients(reader: Reader) -> tuple[tuple[ConfiguredClient, ...], str, str | N
     auths = reader.strings("client_auth", scalar_ok=True)
     for index, method in enumerate(auths):
         if method not in CLIENT_AUTH_METHODS:
-            known = ", ".join(CLIENT_AUTH_METHODS)
-            if method in KONG_ONLY_CLIENT_AUTH:
-                reason = f'"{method}" is not supported yet (supported: {known})'
-            else:
-                reason = f"must be one of {known}; got {method!r}"
-            _item_error(reader, "client_auth", index, reason)
+            _item_error(reader, "client_auth", index, auth_method_problem(method))
     auths = tuple(method for method in auths if method in CLIENT_AUTH_METHODS)
     # Kong's token_endpoint_auth_method: how every client authenticates at the token endpoint
     override = reader.string("token_endpoint_auth_method")
     if override is not None:
         if override in CLIENT_AUTH_METHODS:
             auths = (override,)
-        elif override in KONG_ONLY_CLIENT_AUTH:
-            reader.error("token_endpoint_auth_method", f'"{override}" is not supported yet')
         else:
-            known = ", ".join(CLIENT_AUTH_METHODS)
-            reader.error("token_endpoint_auth_method", f"must be one of {known}; got {override!r}")
+            problem = auth_method_problem(override, name_supported=False)
+            reader.error("token_endpoint_auth_method", problem)
     algs = reader.strings(
         "client_alg", one_of=CLIENT_HMAC_ALGS + CLIENT_ASYMMETRIC_ALGS, scalar_ok=True
     )
@@ -679,19 +637,10 @@ def _check_header_pairs(
     reader: Reader, names_key: str, values_key: str, pairs: tuple[tuple[str, str], ...]
 ) -> None:
     for index, (name, value) in enumerate(pairs):
-        if not _HEADER_NAME.match(name):
+        if not HEADER_NAME.match(name):
             _item_error(reader, names_key, index, "is not a header name")
         if _HEADER_VALUE_FORBIDDEN.search(value):
             _item_error(reader, values_key, index, "must not contain control characters")
-
-
-def _upstream_token_header(reader: Reader) -> str:
-    value = reader.string("upstream_access_token_header", DEFAULT_UPSTREAM_TOKEN_HEADER)
-    name, _, scheme = value.partition(":")
-    if not _HEADER_NAME.match(name) or (scheme and not _HEADER_NAME.match(scheme)):
-        reader.error("upstream_access_token_header", 'must look like "header" or "header:scheme"')
-        return DEFAULT_UPSTREAM_TOKEN_HEADER
-    return value
 
 
 def fleet_salt(secret: str) -> str:

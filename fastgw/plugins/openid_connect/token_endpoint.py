@@ -106,14 +106,18 @@ async def request_token(
     request: TokenRequest,
     *,
     timeout: float,
+    budget: float | None = None,
     stats: OidcStats | None = None,
 ) -> TokenResponse:
+    """`timeout`: what is left of the miss's deadline; `budget`: the whole of it, as an error
+    names it (default: `timeout`)."""
     response = await call_idp(
         http,
         "POST",
         token_endpoint,
         what="token endpoint",
         timeout=timeout,
+        budget=budget,
         max_body=MAX_TOKEN_RESPONSE_BYTES,
         headers=request.headers,
         body=request.body,

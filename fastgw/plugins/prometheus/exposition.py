@@ -2,7 +2,7 @@
 
 Read at scrape time only. Label values: `service` is the service's name (else its host), `route`
 the route's name (else where it is configured: Kong would show the route's id), `workspace` is
-Kong's default workspace, `consumer` empty (fastgw has no consumers yet).
+Kong's default workspace.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastgw.observability.counters import Histogram as Observed
 from fastgw.observability.metrics import Family, Histogram, counter, gauge, histogram, untyped
 
 if TYPE_CHECKING:
-    from fastgw.gateway import GatewayStats
+    from fastgw.observability.snapshot import GatewayStats
 
 WORKSPACE = "default"  # Kong's workspace when there is only one
 SUBSYSTEM = "http"

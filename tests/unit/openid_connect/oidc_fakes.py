@@ -1,4 +1,5 @@
-"""Test doubles for the openid-connect unit tests: a fake clock, IdP, HTTP client and request.
+"""Test doubles for the openid-connect unit tests: a fake clock, IdP and HTTP client, and real
+requests (the wire's Exchange on a real ServerConnection over a recording transport).
 
 No sockets: the fake HTTP client answers from a dict of handlers and counts every call.
 """
@@ -16,11 +17,18 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from fastgw.config import Limits
 from fastgw.config.consumers import Consumers
+from fastgw.http.client import RequestTimeout
+from fastgw.http.exchange import BODY_LENGTH, Exchange
+from fastgw.http.server import Server
+from fastgw.http.timers import Ticker
 from fastgw.plugins.building import HttpClient
 from fastgw.plugins.openid_connect import ClientCredentialsAuthenticator, OpenIdConnect
-from fastgw.plugins.openid_connect.plugin import Answers
+from fastgw.plugins.openid_connect.admission import Admission
+from fastgw.plugins.openid_connect.answers import Answers
 from fastgw.plugins.openid_connect.schema import from_mapping
+from tests.support.wire import FakeTransport
 
 ISSUER = "https://idp.example.test"
 TOKEN_ENDPOINT = f"{ISSUER}/token"
@@ -58,6 +66,7 @@ class Call:
     url: str
     headers: Mapping[str, str]
     body: bytes
+    timeout: float = 10.0  # what the caller gave the whole exchange
 
     @property
     def form(self) -> dict[str, str]:
@@ -69,7 +78,8 @@ Handler = Callable[[Call], Awaitable[FakeResponse] | FakeResponse]
 
 class FakeHttp(HttpClient):
     """Routes by URL to a handler (a FakeResponse, an exception to raise, or a callable); an
-    implementation of the plugins' HttpClient protocol, checked against it by mypy."""
+    implementation of the plugins' HttpClient protocol, checked against it by mypy. Like the
+    gateway's client, an answer later than `timeout` is a RequestTimeout."""
 
     def __init__(self) -> None:
         self.routes: dict[str, Any] = {}
@@ -92,7 +102,7 @@ class FakeHttp(HttpClient):
         timeout: float = 10.0,
         max_body: int = 1 << 20,
     ) -> FakeResponse:
-        call = Call(method, url, dict(headers or {}), body)
+        call = Call(method, url, dict(headers or {}), body, timeout)
         self.calls.append(call)
         answer = self.routes.get(url)
         if answer is None:
@@ -102,7 +112,11 @@ class FakeHttp(HttpClient):
         if callable(answer):
             answer = answer(call)
             if asyncio.iscoroutine(answer):
-                answer = await answer
+                try:
+                    async with asyncio.timeout(timeout):
+                        answer = await answer
+                except TimeoutError:
+                    raise RequestTimeout(f"{method} {url} took longer than {timeout:g} s") from None
             if isinstance(answer, BaseException):
                 raise answer
         return answer
@@ -298,7 +312,7 @@ class Spawner:
 
 
 async def make_authenticator(
-    idp: FakeIdp, **overrides: Any
+    idp: FakeIdp, admission: Admission | None = None, **overrides: Any
 ) -> tuple[ClientCredentialsAuthenticator, Spawner]:
     spawner = Spawner()
     authenticator = ClientCredentialsAuthenticator(
@@ -307,92 +321,94 @@ async def make_authenticator(
         spawn=spawner,
         clock=idp.clock,
         monotonic=idp.clock,
+        admission=admission,
     )
     return authenticator, spawner
 
 
-# -- a request context ----------------------------------------------------------------------------
+# -- requests: real exchanges ---------------------------------------------------------------------
 
 
-class FakeContext:
-    """Implements fastgw.plugins.api.RequestContext over plain attributes."""
+class PeerTransport(FakeTransport):
+    """The wire harness's recording transport, from a client address of the test's choosing."""
 
-    def __init__(
+    def __init__(self, client_ip: str) -> None:
+        super().__init__()
+        self.client_ip = client_ip
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "peername":
+            return (self.client_ip, 40000)
+        return super().get_extra_info(name, default)
+
+
+class Connection:
+    """A real client connection (the wire's ServerConnection over a recording transport): the
+    client of the exchanges it makes, with their address and their per-connection memo."""
+
+    def __init__(self, client_ip: str = "192.0.2.1") -> None:
+        server = Server(lambda exchange: None, Limits(), Ticker())
+        self.conn = server.protocol_factory()
+        self.conn.connection_made(PeerTransport(client_ip))  # type: ignore[arg-type]
+
+    def request(
         self,
         headers: Sequence[tuple[bytes, bytes]] = (),
         *,
         query: bytes = b"",
         body: bytes | None = None,
         host: bytes = b"api.example.test:8443",
-        connection_memo: dict[object, object] | None = None,
-    ) -> None:
-        # requests on one client connection share this (pass the same dict)
-        self.connection_memo: dict[object, object] = (
-            {} if connection_memo is None else connection_memo
-        )
-        self.method = b"POST" if body is not None else b"GET"
-        self.path = b"/resource"
-        self.query = query
-        self.host = host
-        self.client_ip = "192.0.2.1"
-        self.responded = False
-        self.headers: list[tuple[bytes, bytes]] = list(headers)
-        self.body = body
-        self.forwarded_body: bytes | None = body
-        self.response: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
-
-    def get_header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
-    def set_header(self, name: bytes, value: bytes) -> None:
-        self.remove_header(name)
-        self.headers.append((name, value))
-
-    def remove_header(self, name: bytes) -> None:
-        self.headers = [(key, value) for key, value in self.headers if key != name]
-
-    def set_query(self, query: bytes) -> None:
-        self.query = query
-
-    def has_body(self) -> bool:
-        return bool(self.body)
-
-    async def read_body(self, limit: int) -> bytes | None:
-        if self.body is None or len(self.body) > limit:
-            return None
-        return self.body
-
-    def replace_body(self, body: bytes) -> None:
-        self.forwarded_body = body
-
-    def respond(
-        self, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
-    ) -> None:
-        self.responded = True
-        self.response = (status, body, list(headers))
-
-    # helpers for assertions
-    @property
-    def status(self) -> int | None:
-        return None if self.response is None else self.response[0]
-
-    @property
-    def json(self) -> Any:
-        assert self.response is not None
-        return orjson.loads(self.response[1])
-
-    def response_header(self, name: bytes) -> bytes | None:
-        assert self.response is not None
-        for key, value in self.response[2]:
-            if key == name:
-                return value
-        return None
+        method: bytes | None = None,
+    ) -> Exchange:
+        """An exchange as the wire hands it to plugins; a body has arrived whole already."""
+        if method is None:
+            method = b"POST" if body is not None else b"GET"
+        exchange = Exchange(self.conn, method, b"/resource", query, host, list(headers), True)
+        if body:
+            exchange.expect_body(BODY_LENGTH, False)
+            exchange.content_length = len(body)
+            exchange.on_request_body(body)
+            exchange.on_request_complete()
+        return exchange
 
 
-async def run_access(plugin: OpenIdConnect, ctx: FakeContext) -> bool:
+def request_context(
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    *,
+    connection: Connection | None = None,
+    client_ip: str = "192.0.2.1",
+    **options: Any,
+) -> Exchange:
+    """A request on `connection` (requests on one connection share its memo), else on a new
+    connection from `client_ip`."""
+    return (connection or Connection(client_ip)).request(headers, **options)
+
+
+# What the plugin did to an exchange: its answer (if it made one) and what goes upstream.
+
+
+def status_of(exchange: Exchange) -> int | None:
+    return exchange.local_status if exchange.responded else None
+
+
+def answer_json(exchange: Exchange) -> Any:
+    assert exchange.responded
+    return orjson.loads(exchange.local_body)
+
+
+def response_header(exchange: Exchange, name: bytes) -> bytes | None:
+    assert exchange.responded
+    for key, value in exchange.local_headers:
+        if key == name:
+            return value
+    return None
+
+
+def forwarded_body(exchange: Exchange) -> bytes:
+    return b"".join(exchange.body_chunks)
+
+
+async def run_access(plugin: OpenIdConnect, ctx: Exchange) -> bool:
     """Runs access(); True when it finished synchronously."""
     pending = plugin.access(ctx)
     if pending is None:
@@ -425,6 +441,8 @@ async def make_full_plugin(
             authenticator.discovery,
             authenticator.identity,
             authenticator.token_prefix,
+            keys=authenticator.cache.keys,
+            admission=authenticator.admission,
             clock=idp.clock,
             monotonic=idp.clock,
         )
@@ -433,10 +451,27 @@ async def make_full_plugin(
 
 
 async def make_plugin(
-    idp: FakeIdp, **overrides: Any
+    idp: FakeIdp, admission: Admission | None = None, **overrides: Any
 ) -> tuple[OpenIdConnect, ClientCredentialsAuthenticator, Spawner]:
-    authenticator, spawner = await make_authenticator(idp, **overrides)
+    authenticator, spawner = await make_authenticator(idp, admission, **overrides)
     parsed = authenticator.config
     plugin = OpenIdConnect(parsed, authenticator)
     assert isinstance(plugin.answers, Answers)
     return plugin, authenticator, spawner
+
+
+async def until(predicate: Callable[[], bool], turns: int = 1000) -> None:
+    """Let the loop run until `predicate` holds (a state, not a time); fails if it never does."""
+    for _ in range(turns):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    assert predicate(), "the state was never reached"
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `predicate` holds, for work that waits on real timers (lock polling): checked
+    every millisecond, failing after a generous `timeout`."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.001)

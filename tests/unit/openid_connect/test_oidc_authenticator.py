@@ -18,6 +18,7 @@ from oidc_fakes import (
     config,
     json_response,
     make_authenticator,
+    until,
 )
 
 from fastgw.errors import ConfigError
@@ -30,6 +31,7 @@ from fastgw.plugins.openid_connect import (
     InvalidCredentials,
     Token,
 )
+from fastgw.plugins.openid_connect.admission import Admission
 from fastgw.plugins.openid_connect.credentials import ClientCredentials
 from fastgw.plugins.openid_connect.l2 import AiocacheStore
 from fastgw.plugins.openid_connect.schema import from_mapping
@@ -250,8 +252,7 @@ async def test_hundred_concurrent_misses_make_one_idp_call(idp: FakeIdp) -> None
     idp.gate = asyncio.Event()
     auth, _ = await make_authenticator(idp)
     waiters = [asyncio.ensure_future(auth.authenticate(GOOD)) for _ in range(100)]
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await until(lambda: idp.token_calls == 1 and auth._flights.joins == 99)
     idp.gate.set()
     tokens = await asyncio.gather(*waiters)
     assert len({token.access_token for token in tokens}) == 1
@@ -263,8 +264,7 @@ async def test_cancelled_first_caller_does_not_cancel_the_fetch(idp: FakeIdp) ->
     auth, _ = await make_authenticator(idp)
     first = asyncio.ensure_future(auth.authenticate(GOOD))
     second = asyncio.ensure_future(auth.authenticate(GOOD))
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await until(lambda: idp.token_calls == 1 and auth._flights.joins == 1)
     first.cancel()
     idp.gate.set()
     token = await second
@@ -278,8 +278,7 @@ async def test_all_waiters_get_the_same_failure(idp: FakeIdp) -> None:
     idp.token_status = 500
     auth, _ = await make_authenticator(idp)
     waiters = [asyncio.ensure_future(auth.authenticate(GOOD)) for _ in range(10)]
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await until(lambda: idp.token_calls == 1 and auth._flights.joins == 9)
     idp.gate.set()
     results = await asyncio.gather(*waiters, return_exceptions=True)
     assert all(isinstance(result, IdpUnavailable) for result in results)
@@ -287,22 +286,20 @@ async def test_all_waiters_get_the_same_failure(idp: FakeIdp) -> None:
     assert idp.token_calls == 1
 
 
-async def test_idp_concurrency_is_bounded(idp: FakeIdp, monkeypatch) -> None:
-    from fastgw.plugins.openid_connect import authenticator as module
-
-    monkeypatch.setattr(module, "IDP_MAX_CONCURRENCY", 2)
+async def test_idp_concurrency_is_bounded(idp: FakeIdp) -> None:
+    """Never-seen clients hold at most half of the IdP slots; the rest wait their turn."""
     idp.gate = asyncio.Event()
     idp.clients.update({f"c{index}": "s" for index in range(6)})
-    auth, _ = await make_authenticator(idp)
+    admission = Admission(slots=4)  # two for unknown clients
+    auth, _ = await make_authenticator(idp, admission)
     waiters = [
         asyncio.ensure_future(auth.authenticate(basic(f"c{index}", "s"))) for index in range(6)
     ]
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert idp.token_calls == 2
+    await until(lambda: admission.status()["waiting"] == {"refresh": 0, "known": 0, "unknown": 4})
+    assert idp.token_calls == 2 and admission.in_flight == 2
     idp.gate.set()
     await asyncio.gather(*waiters)
-    assert idp.token_calls == 6
+    assert idp.token_calls == 6 and admission.in_flight == 0
 
 
 SHARED = {"cluster_cache_strategy": "redis", "cluster_cache_secret": "a-secret-of-the-fleet"}
@@ -382,8 +379,7 @@ async def test_start_returns_even_when_the_idp_is_down(idp: FakeIdp) -> None:
     auth, _ = await make_authenticator(idp)
     await asyncio.wait_for(auth.start(), 1)
     discovery = auth._discovery_task
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await until(lambda: idp.http.count(DISCOVERY_URL) == 1)
     # it tried, failed, and keeps trying in the background
     assert idp.http.count(DISCOVERY_URL) == 1
     assert discovery is not None and not discovery.done()

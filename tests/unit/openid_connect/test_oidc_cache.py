@@ -13,7 +13,6 @@ from fastgw.plugins.openid_connect.cache import (
     REFRESH_AHEAD_MIN_SECONDS,
     REFRESH_RETRY_SECONDS,
     Entry,
-    SingleFlight,
     Token,
     TokenCache,
     TtlPolicy,
@@ -22,6 +21,7 @@ from fastgw.plugins.openid_connect.cache import (
 )
 from fastgw.plugins.openid_connect.credentials import ClientCredentials
 from fastgw.plugins.openid_connect.errors import IdpUnavailable, InvalidCredentials
+from fastgw.plugins.openid_connect.flights import SingleFlight
 
 POLICY = TtlPolicy(cache_ttl=3600, ttl_min=None, ttl_max=None, resurrect=0)
 

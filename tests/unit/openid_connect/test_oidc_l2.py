@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 from aiocache import SimpleMemoryCache
-from oidc_fakes import FakeClock, FakeHttp, FakeIdp, basic, config
+from oidc_fakes import FakeClock, FakeHttp, FakeIdp, basic, config, eventually
 
 from fastgw.plugins.openid_connect import ClientCredentialsAuthenticator, InvalidCredentials
 from fastgw.plugins.openid_connect.l2 import (
@@ -56,8 +56,20 @@ class FailingStore:
         pass
 
 
-def memory() -> AiocacheStore:
-    return AiocacheStore(SimpleMemoryCache())
+class CountingStore(AiocacheStore):
+    """The in-memory store, counting reads: a waiter for the lock polls with reads."""
+
+    def __init__(self) -> None:
+        super().__init__(SimpleMemoryCache())
+        self.reads = 0
+
+    async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | None]:
+        self.reads += 1
+        return await super().get_many(keys)
+
+
+def memory() -> CountingStore:
+    return CountingStore()
 
 
 def cache(store: SharedStore, clock: FakeClock | None = None) -> SharedTokenCache:
@@ -151,7 +163,9 @@ async def test_the_lock_makes_others_wait_for_the_holders_entry() -> None:
     claim = await holder.claim(slot)
     assert claim.lease is not None
     waiting = asyncio.ensure_future(waiter.claim(slot))
-    await asyncio.sleep(0.02)
+    await eventually(lambda: waiter.stats.lock_waits == 1)  # it found the lock taken
+    polled = store.reads
+    await eventually(lambda: store.reads > polled)  # and looked again, in vain
     assert not waiting.done()
     await holder.save_token(slot, SharedToken("tok", 1.0, 60.0), ttl=30)
     await holder.release(slot, claim.lease)
@@ -166,9 +180,10 @@ async def test_a_holder_that_fails_hands_the_lock_to_a_waiter() -> None:
     claim = await holder.claim(slot)
     assert claim.lease is not None
     waiting = asyncio.ensure_future(waiter.claim(slot))
-    await asyncio.sleep(0.02)
+    await eventually(lambda: waiter.stats.lock_waits == 1)
     await waiter.release(slot, b"not the lease")  # only the holder's lease releases it
-    await asyncio.sleep(0.02)
+    polled = store.reads
+    await eventually(lambda: store.reads > polled)  # the waiter looked again: still locked
     assert not waiting.done()
     await holder.release(slot, claim.lease)
     assert (await waiting).lease is not None
@@ -185,6 +200,10 @@ async def test_an_entry_written_just_before_the_lock_is_found_by_the_new_holder(
 
 
 # -- the authenticator ----------------------------------------------------------------------------
+
+
+def lock_waits(members: list[ClientCredentialsAuthenticator]) -> int:
+    return sum(member.shared.stats.lock_waits for member in members if member.shared)
 
 
 def fleet(idp: FakeIdp, store: SharedStore, size: int) -> list[ClientCredentialsAuthenticator]:
@@ -206,7 +225,8 @@ async def test_concurrent_misses_in_several_processes_make_one_token_call(idp: F
     members = fleet(idp, memory(), 3)
     idp.gate = asyncio.Event()
     waiting = [asyncio.ensure_future(member.authenticate(GOOD)) for member in members]
-    await asyncio.sleep(0.05)
+    # one holds the lock and waits for the IdP, the other two wait for its entry
+    await eventually(lambda: idp.token_calls == 1 and lock_waits(members) == 2)
     idp.gate.set()
     tokens = await asyncio.gather(*waiting)
     assert len({token.access_token for token in tokens}) == 1
@@ -256,10 +276,17 @@ async def test_refresh_ahead_takes_the_lock_so_one_process_refreshes_for_the_fle
     idp.gate = asyncio.Event()
     for member in members:
         assert member.authenticate_cached(GOOD) == first  # serving while refreshing
-    await asyncio.sleep(0.05)
+    # one member's refresh holds the lock and waits for the IdP, the other two wait for it
+    await eventually(lambda: idp.token_calls == 2 and lock_waits(members) == 2)
     idp.gate.set()
-    await asyncio.sleep(0.2)
-    refreshed = {member.authenticate_cached(GOOD).access_token for member in members}
+
+    def token_of(member: ClientCredentialsAuthenticator) -> str:
+        token = member.authenticate_cached(GOOD)
+        assert token is not None
+        return token.access_token
+
+    await eventually(lambda: all(token_of(member) != first.access_token for member in members))
+    refreshed = {token_of(member) for member in members}
     assert len(refreshed) == 1 and first.access_token not in refreshed
     assert idp.counter == 2
     assert sum(member.shared.stats.lock_waits for member in members if member.shared) == 2

@@ -1,4 +1,4 @@
-"""The openid-connect access step over a fake request context: upstream headers and answers."""
+"""The openid-connect access step over real exchanges: upstream headers and answers."""
 
 from __future__ import annotations
 
@@ -10,20 +10,30 @@ import orjson
 import pytest
 from oidc_fakes import (
     TOKEN_ENDPOINT,
+    Connection,
     FakeClock,
-    FakeContext,
     FakeHttp,
     FakeIdp,
+    answer_json,
     basic,
     config,
+    forwarded_body,
+    make_full_plugin,
     make_plugin,
+    request_context,
+    response_header,
     run_access,
+    status_of,
+    until,
 )
 
 from fastgw.config.schema import Reader
 from fastgw.http.client import ConnectError, RequestTimeout
+from fastgw.http.exchange import Exchange
 from fastgw.plugins.building import PluginRuntime
 from fastgw.plugins.openid_connect import SPEC, OpenIdConnect
+from fastgw.plugins.openid_connect.admission import Admission
+from fastgw.plugins.openid_connect.answers import TOO_MANY_WAITING_MESSAGE
 
 GOOD = basic("client-1", "secret-1")
 JSON_TYPE = b"application/json; charset=utf-8"
@@ -34,10 +44,10 @@ def idp() -> FakeIdp:
     return FakeIdp(FakeHttp(), FakeClock())
 
 
-def request(authorization: bytes | None = GOOD, **options) -> FakeContext:
+def request(authorization: bytes | None = GOOD, **options) -> Exchange:
     headers = [(b"authorization", authorization)] if authorization is not None else []
     headers += options.pop("headers", [])
-    return FakeContext(headers, **options)
+    return request_context(headers, **options)
 
 
 async def test_miss_then_synchronous_hit(idp: FakeIdp) -> None:
@@ -83,10 +93,10 @@ async def test_no_credentials_is_401_with_a_challenge(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp)
     ctx = request(None)
     assert plugin.access(ctx) is None
-    assert ctx.status == 401
-    assert ctx.json == {"message": "Unauthorized"}
-    assert ctx.response_header(b"content-type") == JSON_TYPE
-    assert ctx.response_header(b"www-authenticate") == (
+    assert status_of(ctx) == 401
+    assert answer_json(ctx) == {"message": "Unauthorized"}
+    assert response_header(ctx, b"content-type") == JSON_TYPE
+    assert response_header(ctx, b"www-authenticate") == (
         b'Bearer realm="api.example.test", error="invalid_token"'
     )
     assert idp.token_calls == 0
@@ -96,7 +106,7 @@ async def test_malformed_basic_is_401(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp)
     ctx = request(b"Basic %%%")
     await run_access(plugin, ctx)
-    assert ctx.status == 401 and ctx.json == {"message": "Unauthorized"}
+    assert status_of(ctx) == 401 and answer_json(ctx) == {"message": "Unauthorized"}
 
 
 async def test_wrong_secret_is_401_then_answered_synchronously(idp: FakeIdp) -> None:
@@ -104,10 +114,10 @@ async def test_wrong_secret_is_401_then_answered_synchronously(idp: FakeIdp) -> 
     wrong = basic("client-1", "nope")
     first = request(wrong)
     await run_access(plugin, first)
-    assert first.status == 401
+    assert status_of(first) == 401
     again = request(wrong)
     assert plugin.access(again) is None  # negative cache: no await, no IdP call
-    assert again.status == 401
+    assert status_of(again) == 401
     assert idp.token_calls == 1
 
 
@@ -115,15 +125,15 @@ async def test_display_errors_appends_the_reason(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp, display_errors=True)
     ctx = request(basic("client-1", "nope"))
     await run_access(plugin, ctx)
-    assert ctx.json == {
+    assert answer_json(ctx) == {
         "message": "Unauthorized (identity provider rejected the client (invalid_client))"
     }
-    challenge = ctx.response_header(b"www-authenticate")
+    challenge = response_header(ctx, b"www-authenticate")
     assert challenge.startswith(b'Bearer realm="api.example.test", error="invalid_token"')
     assert (
         b'error_description="identity provider rejected the client (invalid_client)"' in challenge
     )
-    assert b"nope" not in ctx.response[1] and b"nope" not in challenge
+    assert b"nope" not in ctx.local_body and b"nope" not in challenge
 
 
 async def test_expose_error_code_off_and_custom_message(idp: FakeIdp) -> None:
@@ -132,17 +142,17 @@ async def test_expose_error_code_off_and_custom_message(idp: FakeIdp) -> None:
     )
     ctx = request(None, host=b"[::1]:8000")
     plugin.access(ctx)
-    assert ctx.json == {"message": "Go away"}
-    assert ctx.response_header(b"www-authenticate") == b'Bearer realm="[::1]"'
+    assert answer_json(ctx) == {"message": "Go away"}
+    assert response_header(ctx, b"www-authenticate") == b'Bearer realm="[::1]"'
 
 
 async def test_insufficient_scope_is_403(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp, scopes_required=["admin"], display_errors=False)
     ctx = request()
     await run_access(plugin, ctx)
-    assert ctx.status == 403
-    assert ctx.json == {"message": "Forbidden"}
-    assert ctx.response_header(b"www-authenticate") == (
+    assert status_of(ctx) == 403
+    assert answer_json(ctx) == {"message": "Forbidden"}
+    assert response_header(ctx, b"www-authenticate") == (
         b'Bearer realm="api.example.test", error="insufficient_scope"'
     )
 
@@ -159,9 +169,9 @@ async def test_idp_failure_blames_the_idp(idp: FakeIdp, failure, status, message
     plugin, _, _ = await make_plugin(idp)
     ctx = request()
     await run_access(plugin, ctx)
-    assert ctx.status == status
-    assert ctx.json == {"message": message}
-    assert ctx.response_header(b"www-authenticate") is None
+    assert status_of(ctx) == status
+    assert answer_json(ctx) == {"message": message}
+    assert response_header(ctx, b"www-authenticate") is None
 
 
 async def test_idp_5xx_is_502(idp: FakeIdp) -> None:
@@ -169,7 +179,7 @@ async def test_idp_5xx_is_502(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp)
     ctx = request()
     await run_access(plugin, ctx)
-    assert ctx.status == 502
+    assert status_of(ctx) == 502
 
 
 async def test_refresh_window_hit_is_synchronous_and_refreshes_once(idp: FakeIdp) -> None:
@@ -232,7 +242,7 @@ async def test_body_credentials(idp: FakeIdp, content_type, body, stripped) -> N
         await run_access(plugin, ctx)
         assert not ctx.responded
         assert ctx.get_header(b"authorization").startswith(b"Bearer ")
-        assert ctx.forwarded_body == (stripped if hide else body)
+        assert forwarded_body(ctx) == (stripped if hide else body)
 
 
 async def test_body_too_large_for_credentials_is_413_not_401(idp: FakeIdp) -> None:
@@ -243,11 +253,11 @@ async def test_body_too_large_for_credentials_is_413_not_401(idp: FakeIdp) -> No
     form = [(b"content-type", b"application/x-www-form-urlencoded")]
     ctx = request(None, body=body + b"x" * DEFAULT_CREDENTIALS_MAX_BODY_SIZE, headers=form)
     await run_access(plugin, ctx)
-    assert ctx.status == 413
-    assert ctx.json["message"] == (
+    assert status_of(ctx) == 413
+    assert answer_json(ctx)["message"] == (
         "Request body too large to read credentials (body larger than credentials_max_body_size)"
     )
-    assert ctx.response_header(b"www-authenticate") is None
+    assert response_header(ctx, b"www-authenticate") is None
     assert idp.token_calls == 0
 
 
@@ -267,7 +277,7 @@ async def test_param_type_header_only_ignores_query(idp: FakeIdp) -> None:
     query = b"client_id=client-1&client_secret=secret-1"
     ctx = request(None, query=query)
     assert plugin.access(ctx) is None  # answered at once: nothing to fetch
-    assert ctx.status == 401
+    assert status_of(ctx) == 401
     assert idp.token_calls == 0 and idp.http.calls == []  # the query was never a credential
     assert ctx.query == query  # nor read to be hidden
 
@@ -276,7 +286,7 @@ async def test_param_type_query_only_ignores_basic(idp: FakeIdp) -> None:
     plugin, _, _ = await make_plugin(idp, client_credentials_param_type=["query"])
     ctx = request(GOOD)
     assert plugin.access(ctx) is None
-    assert ctx.status == 401
+    assert status_of(ctx) == 401
     assert idp.token_calls == 0 and idp.http.calls == []
     # Basic for client-1 beside query credentials for client-2: the token is client-2's
     ctx = request(GOOD, query=b"client_id=client-2&client_secret=secret-2")
@@ -306,7 +316,7 @@ async def test_unexpected_error_is_500_and_logged(idp: FakeIdp, caplog) -> None:
     authenticator.obtain = broken  # type: ignore[method-assign]
     ctx = request()
     await run_access(plugin, ctx)
-    assert ctx.status == 500 and ctx.response_header(b"www-authenticate") is None
+    assert status_of(ctx) == 500 and response_header(ctx, b"www-authenticate") is None
     assert "unexpected error" in caplog.text
     assert "secret-1" not in caplog.text
 
@@ -356,19 +366,165 @@ async def test_one_connection_with_another_authorization_gets_its_own_token(idp:
     """The per-connection memo of the header's digest never serves one client's token for
     another client's header on the same connection."""
     plugin, _, _ = await make_plugin(idp)
-    connection: dict[object, object] = {}
-    first = request(connection_memo=connection)
+    connection = Connection()
+    first = request(connection=connection)
     await run_access(plugin, first)
     first_token = first.get_header(b"authorization")
-    other = request(basic("client-2", "secret-2"), connection_memo=connection)
+    other = request(basic("client-2", "secret-2"), connection=connection)
     await run_access(plugin, other)
     other_token = other.get_header(b"authorization")
     assert other_token is not None and other_token != first_token
     assert jwt.decode(other_token[7:], options={"verify_signature": False})["sub"] == "client-2"
-    wrong = request(basic("client-1", "not-the-secret"), connection_memo=connection)
+    wrong = request(basic("client-1", "not-the-secret"), connection=connection)
     await run_access(plugin, wrong)
-    assert wrong.status == 401
-    again = request(connection_memo=connection)
+    assert status_of(wrong) == 401
+    again = request(connection=connection)
     assert plugin.access(again) is None  # the first client's token, cached: a hit
     assert again.get_header(b"authorization") == first_token
     assert idp.token_calls == 3
+
+
+# -- hide_credentials beyond the source used ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"a=1&client_id=client-1&client_secret=stray&b=2",
+        b"a=1&client%5Fsecret=stray&b=2",  # the same name, escaped
+    ],
+)
+async def test_query_credentials_beside_a_basic_header_are_hidden(idp: FakeIdp, query) -> None:
+    plugin, _, _ = await make_plugin(idp)
+    for attempt in ("miss", "hit"):
+        ctx = request(query=query)
+        synchronous = await run_access(plugin, ctx)
+        assert synchronous is (attempt == "hit")
+        assert ctx.query == b"a=1&b=2" and not ctx.responded
+        assert ctx.get_header(b"authorization").startswith(b"Bearer ey")
+
+
+async def test_query_without_credentials_is_forwarded_as_it_came(idp: FakeIdp) -> None:
+    plugin, _, _ = await make_plugin(idp)
+    for _ in range(2):
+        ctx = request(query=b"client=1&secret_santa=2&&x=%41")
+        await run_access(plugin, ctx)
+        assert ctx.query == b"client=1&secret_santa=2&&x=%41"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"hide_credentials": False}, {"client_credentials_param_type": ["header"]}],
+    ids=["asked-to-forward", "query-not-a-source"],
+)
+async def test_query_credentials_are_kept_when_not_the_plugins_to_hide(
+    idp: FakeIdp, options
+) -> None:
+    plugin, _, _ = await make_plugin(idp, **options)
+    query = b"client_id=client-2&client_secret=secret-2"
+    for _ in range(2):
+        ctx = request(query=query)
+        await run_access(plugin, ctx)
+        assert ctx.query == query and not ctx.responded
+
+
+# -- what loggers redact --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"auth_methods": ["client_credentials"]}, {b"authorization"}),
+        (
+            {"auth_methods": ["client_credentials"], "upstream_access_token_header": "x-token"},
+            {b"x-token"},
+        ),
+        ({"auth_methods": ["bearer"]}, {b"authorization", b"access-token", b"x-access-token"}),
+        (
+            {"auth_methods": ["bearer"], "bearer_token_header_name": "X-Api-Token"},
+            {b"authorization", b"x-api-token"},
+        ),
+    ],
+)
+async def test_sensitive_headers_name_every_header_the_plugin_reads_tokens_from(
+    idp: FakeIdp, options, expected
+) -> None:
+    plugin = await make_full_plugin(idp, **options)
+    assert plugin.sensitive_headers == expected
+
+
+# -- a busy IdP -----------------------------------------------------------------------------------
+
+
+def started(plugin: OpenIdConnect, ctx: Exchange) -> asyncio.Future[None]:
+    pending = plugin.access(ctx)
+    assert pending is not None  # a miss
+    return asyncio.ensure_future(pending)
+
+
+async def test_full_queues_answer_at_once_503_or_429_with_retry_after(idp: FakeIdp) -> None:
+    admission = Admission(slots=2, queue_limit=2, source_limit=1)  # one slot for unknown ids
+    plugin, _, _ = await make_plugin(idp, admission)
+    idp.gate = asyncio.Event()
+    flooder = "198.51.100.7"
+    calling = request(basic("a", "1"), client_ip=flooder)
+    waiting = request(basic("b", "2"), client_ip=flooder)
+    pending = [started(plugin, calling), started(plugin, waiting)]
+    await until(lambda: admission.in_flight == 1 and admission.status()["waiting"]["unknown"] == 1)
+    limited = request(basic("c", "3"), client_ip=flooder)
+    await run_access(plugin, limited)
+    assert status_of(limited) == 429
+    assert answer_json(limited) == {"message": TOO_MANY_WAITING_MESSAGE}
+    assert response_header(limited, b"retry-after") == b"1"
+    assert response_header(limited, b"www-authenticate") is None
+    other = request(basic("d", "4"), client_ip="203.0.113.8")  # fills the class's queue
+    pending.append(started(plugin, other))
+    await until(lambda: admission.status()["waiting"]["unknown"] == 2)
+    busy = request(basic("e", "5"), client_ip="203.0.113.9")
+    await run_access(plugin, busy)
+    assert status_of(busy) == 503 and answer_json(busy) == {"message": "identity provider busy"}
+    assert response_header(busy, b"retry-after") == b"1"
+    idp.gate.set()
+    await asyncio.gather(*pending)
+    assert [status_of(ctx) for ctx in (calling, waiting, other)] == [401, 401, 401]
+
+
+async def test_status_reports_every_store_with_its_capacity(idp: FakeIdp) -> None:
+    plugin = await make_full_plugin(idp, auth_methods=["client_credentials", "bearer"])
+    await run_access(plugin, request())
+    status = plugin.status()
+    assert status["cached_clients"] == 1 and status["cache_capacity"] == 100_000
+    assert status["known_clients"] == 1 and status["known_clients_capacity"] == 100_000
+    assert status["cached_tokens"] == 0 and status["known_tokens_capacity"] == 100_000
+    admission = status["idp_admission"]
+    assert isinstance(admission, dict) and admission["slots"] == 16
+    names = {family.name for family in plugin.metrics()}
+    assert {"fastgw_oidc_idp_admissions_total", "fastgw_oidc_known_good_tokens"} <= names
+
+
+async def test_stores_report_every_bounded_store_against_its_bound(idp: FakeIdp) -> None:
+    plugin = await make_full_plugin(idp, auth_methods=["client_credentials", "bearer"])
+    plugin.instance_name = "services[0].plugins[0]"
+    await run_access(plugin, request())
+    await run_access(plugin, request(basic("client-1", "wrong")))
+    stores = {store.name: store for store in plugin.stores()}
+    where = "(services[0].plugins[0])"
+    assert set(stores) == {
+        f"openid-connect {what} {where}"
+        for what in (
+            "token cache",
+            "rejections",
+            "known-good clients",
+            "IdP admission queues",
+            "bearer token cache",
+            "rejected tokens",
+            "known-good tokens",
+        )
+    }
+    tokens = stores[f"openid-connect token cache {where}"]
+    assert (tokens.entries, tokens.capacity_entries) == (1, 100_000)
+    assert 0 < tokens.used_bytes < tokens.capacity_bytes
+    assert stores[f"openid-connect rejections {where}"].entries == 2  # by key: header, Kong's
+    assert stores[f"openid-connect known-good clients {where}"].entries == 1
+    queues = stores[f"openid-connect IdP admission queues {where}"]
+    assert (queues.entries, queues.capacity_entries) == (0, 3 * 1024)

@@ -8,17 +8,21 @@ from oidc_fakes import (
     INTROSPECTION_ENDPOINT,
     JWKS_URI,
     FakeClock,
-    FakeContext,
     FakeHttp,
     FakeIdp,
     claims,
     ec_key,
+    forwarded_body,
     make_full_plugin,
+    request_context,
+    response_header,
     run_access,
+    status_of,
 )
 
 from fastgw.config.consumers import Consumer, Consumers
 from fastgw.http.client import ConnectError
+from fastgw.http.exchange import Exchange
 
 OWN_CLIENT = {
     "client_id": ["client-1"],
@@ -38,13 +42,13 @@ def idp() -> FakeIdp:
     return FakeIdp(FakeHttp(), FakeClock())
 
 
-def bearer(token: str, **options) -> FakeContext:
+def bearer(token: str, **options) -> Exchange:
     headers = [(b"authorization", b"Bearer " + token.encode()), *options.pop("headers", [])]
-    return FakeContext(headers, **options)
+    return request_context(headers, **options)
 
 
-def challenge_of(ctx: FakeContext) -> bytes | None:
-    return ctx.response_header(b"www-authenticate")
+def challenge_of(ctx: Exchange) -> bytes | None:
+    return response_header(ctx, b"www-authenticate")
 
 
 # -- bearer ---------------------------------------------------------------------------------------
@@ -68,7 +72,7 @@ async def test_the_same_token_from_the_query_finds_the_same_cache_entry(idp: Fak
     plugin = await make_full_plugin(idp, auth_methods=["bearer"])
     token = idp.key.mint(claims(idp.clock()))
     await run_access(plugin, bearer(token))
-    ctx = FakeContext(query=b"a=1&access_token=" + token.encode())
+    ctx = request_context(query=b"a=1&access_token=" + token.encode())
     assert plugin.access(ctx) is None
     assert ctx.query == b"a=1"  # hidden (hide_credentials)
     assert ctx.get_header(b"authorization") == b"Bearer " + token.encode()
@@ -88,7 +92,7 @@ async def test_refused_tokens_answer_with_kongs_codes(
     plugin = await make_full_plugin(idp, auth_methods=["bearer"], scopes_required=["read"])
     ctx = bearer(idp.key.mint(claims(idp.clock(), **claim_overrides)))
     await run_access(plugin, ctx)
-    assert ctx.status == status
+    assert status_of(ctx) == status
     code = b"invalid_token" if status == 401 else b"insufficient_scope"
     assert challenge_of(ctx) == b'Bearer realm="api.example.test", error="' + code + b'"'
 
@@ -99,7 +103,7 @@ async def test_a_refused_token_is_remembered_for_cache_ttl_neg(idp: FakeIdp) -> 
     await run_access(plugin, bearer(forged))
     fetches = idp.http.count(JWKS_URI)
     ctx = bearer(forged)
-    assert plugin.access(ctx) is None and ctx.status == 401  # answered from memory
+    assert plugin.access(ctx) is None and status_of(ctx) == 401  # answered from memory
     assert idp.http.count(JWKS_URI) == fetches
 
 
@@ -108,7 +112,7 @@ async def test_the_idp_unreachable_is_502_never_401(idp: FakeIdp) -> None:
     idp.http.route(JWKS_URI, ConnectError("refused"))
     ctx = bearer(idp.key.mint(claims(idp.clock())))
     await run_access(plugin, ctx)
-    assert ctx.status == 502 and challenge_of(ctx) is None
+    assert status_of(ctx) == 502 and challenge_of(ctx) is None
 
 
 async def test_groups_roles_and_forbidden_claims(idp: FakeIdp) -> None:
@@ -121,7 +125,7 @@ async def test_groups_roles_and_forbidden_claims(idp: FakeIdp) -> None:
     for extra in ({"groups": ["ops"]}, {"groups": ["ops", "admins"], "act": {"sub": "x"}}):
         ctx = bearer(idp.key.mint(claims(idp.clock(), **extra)))
         await run_access(plugin, ctx)
-        assert ctx.status == 403
+        assert status_of(ctx) == 403
 
 
 # -- introspection --------------------------------------------------------------------------------
@@ -150,18 +154,18 @@ async def test_inactive_is_401_and_an_introspection_failure_is_502(idp: FakeIdp)
     )
     inactive = bearer("nobody-knows-this")
     await run_access(plugin, inactive)
-    assert inactive.status == 401
+    assert status_of(inactive) == 401
     idp.introspection_status = 503
     down = bearer(idp.issue_opaque("opaque-token-2"))
     await run_access(plugin, down)
-    assert down.status == 502 and challenge_of(down) is None
+    assert status_of(down) == 502 and challenge_of(down) is None
     idp.introspection_status = 200
     idp.clients["client-1"] = (
         "rotated"  # the plugin's own client is refused: not the caller's fault
     )
     refused = bearer(idp.issue_opaque("opaque-token-3"))
     await run_access(plugin, refused)
-    assert refused.status == 502
+    assert status_of(refused) == 502
 
 
 async def test_without_cache_introspection_every_request_asks(idp: FakeIdp) -> None:
@@ -175,7 +179,7 @@ async def test_without_cache_introspection_every_request_asks(idp: FakeIdp) -> N
     idp.opaque[token]["active"] = False  # revoked
     ctx = bearer(token)
     await run_access(plugin, ctx)
-    assert ctx.status == 401
+    assert status_of(ctx) == 401
 
 
 async def test_bearer_with_introspect_jwt_tokens_catches_a_revoked_jwt(idp: FakeIdp) -> None:
@@ -189,7 +193,7 @@ async def test_bearer_with_introspect_jwt_tokens_catches_a_revoked_jwt(idp: Fake
     token = idp.key.mint(claims(idp.clock()))
     ctx = bearer(token)
     await run_access(plugin, ctx)
-    assert ctx.status == 401  # the IdP does not know it as active
+    assert status_of(ctx) == 401  # the IdP does not know it as active
     idp.opaque[token] = {"active": True}
     ok = bearer(token)
     await run_access(plugin, ok)
@@ -220,7 +224,7 @@ async def test_no_consumer_is_403_unless_optional(idp: FakeIdp) -> None:
     )
     ctx = bearer(token)
     await run_access(strict, ctx)
-    assert ctx.status == 403
+    assert status_of(ctx) == 403
     optional = await make_full_plugin(
         idp,
         CONSUMERS,
@@ -252,7 +256,7 @@ async def test_consumer_by_custom_id_and_case_insensitive_usernames(idp: FakeIdp
 
 async def test_anonymous_serves_failures_as_the_anonymous_consumer(idp: FakeIdp) -> None:
     plugin = await make_full_plugin(idp, CONSUMERS, auth_methods=["bearer"], anonymous="guest")
-    for ctx in (FakeContext(), bearer("garbage.garbage.garbage")):
+    for ctx in (request_context(), bearer("garbage.garbage.garbage")):
         await run_access(plugin, ctx)
         assert not ctx.responded
         assert ctx.get_header(b"x-anonymous-consumer") == b"true"
@@ -261,7 +265,7 @@ async def test_anonymous_serves_failures_as_the_anonymous_consumer(idp: FakeIdp)
     idp.http.route(JWKS_URI, ConnectError("refused"))
     down = bearer(idp.key.mint(claims(idp.clock(), jti="new")))
     await run_access(plugin, down)
-    assert down.status == 502  # an IdP failure is not let through as anonymous
+    assert status_of(down) == 502  # an IdP failure is not let through as anonymous
 
 
 # -- the preflight rule and token sources ---------------------------------------------------------
@@ -269,12 +273,11 @@ async def test_anonymous_serves_failures_as_the_anonymous_consumer(idp: FakeIdp)
 
 async def test_run_on_preflight_false_skips_options_only(idp: FakeIdp) -> None:
     plugin = await make_full_plugin(idp, auth_methods=["bearer"], run_on_preflight=False)
-    preflight = FakeContext()
-    preflight.method = b"OPTIONS"
+    preflight = request_context(method=b"OPTIONS")
     assert plugin.access(preflight) is None and not preflight.responded
-    get = FakeContext()
+    get = request_context()
     await run_access(plugin, get)
-    assert get.status == 401
+    assert status_of(get) == 401
 
 
 async def test_token_sources_follow_bearer_token_param_type(idp: FakeIdp) -> None:
@@ -285,16 +288,16 @@ async def test_token_sources_follow_bearer_token_param_type(idp: FakeIdp) -> Non
         bearer_token_param_type=["cookie"],
         bearer_token_cookie_name="at",
     )
-    ctx = FakeContext([(b"cookie", b"a=1; at=" + token.encode() + b"; b=2")])
+    ctx = request_context([(b"cookie", b"a=1; at=" + token.encode() + b"; b=2")])
     await run_access(cookie_only, ctx)
     assert not ctx.responded and ctx.get_header(b"cookie") == b"a=1; b=2"
     header = bearer(token)
     await run_access(cookie_only, header)
-    assert header.status == 401
+    assert status_of(header) == 401
     custom = await make_full_plugin(
         idp, auth_methods=["bearer"], bearer_token_header_name="X-Api-Token"
     )
-    ctx = FakeContext([(b"x-api-token", token.encode())])
+    ctx = request_context([(b"x-api-token", token.encode())])
     await run_access(custom, ctx)
     assert not ctx.responded and ctx.get_header(b"x-api-token") is None
     assert ctx.get_header(b"authorization") == b"Bearer " + token.encode()
@@ -303,12 +306,12 @@ async def test_token_sources_follow_bearer_token_param_type(idp: FakeIdp) -> Non
 async def test_a_body_token_is_read_and_removed(idp: FakeIdp) -> None:
     plugin = await make_full_plugin(idp, auth_methods=["bearer"])
     token = idp.key.mint(claims(idp.clock()))
-    ctx = FakeContext(
+    ctx = request_context(
         [(b"content-type", b"application/x-www-form-urlencoded")],
         body=b"q=1&access_token=" + token.encode(),
     )
     await run_access(plugin, ctx)
-    assert not ctx.responded and ctx.forwarded_body == b"q=1"
+    assert not ctx.responded and forwarded_body(ctx) == b"q=1"
 
 
 async def test_basic_then_bearer_on_one_route(idp: FakeIdp) -> None:
@@ -317,7 +320,7 @@ async def test_basic_then_bearer_on_one_route(idp: FakeIdp) -> None:
     plugin = await make_full_plugin(
         idp, auth_methods=["client_credentials", "bearer"], client_auth=["client_secret_post"]
     )
-    granted = FakeContext([(b"authorization", basic("client-1", "secret-1"))])
+    granted = request_context([(b"authorization", basic("client-1", "secret-1"))])
     await run_access(plugin, granted)
     swapped = granted.get_header(b"authorization")
     assert swapped is not None and swapped.startswith(b"Bearer ey")
@@ -327,3 +330,35 @@ async def test_basic_then_bearer_on_one_route(idp: FakeIdp) -> None:
     await run_access(plugin, ctx)
     assert ctx.get_header(b"authorization") == b"Bearer " + own.encode()
     assert idp.token_calls == 1
+
+
+async def test_a_body_the_plugin_read_loses_every_credential_it_recognises(idp: FakeIdp) -> None:
+    """hide_credentials: whichever source authenticated, a body the plugin read leaves without
+    the client credentials and the bearer token it could have read there."""
+    plugin = await make_full_plugin(
+        idp, auth_methods=["client_credentials", "bearer"], client_auth=["client_secret_post"]
+    )
+    token = idp.key.mint(claims(idp.clock()))
+    body = f"q=1&access_token={token}&client_id=client-1&client_secret=secret-1".encode()
+    ctx = request_context([(b"content-type", b"application/x-www-form-urlencoded")], body=body)
+    await run_access(plugin, ctx)
+    assert not ctx.responded and forwarded_body(ctx) == b"q=1"
+    assert ctx.get_header(b"authorization") == b"Bearer " + token.encode()
+
+
+async def test_tokens_that_were_active_go_ahead_of_never_seen_ones(idp: FakeIdp) -> None:
+    plugin = await make_full_plugin(
+        idp, auth_methods=["introspection"], cache_introspection=False, **OWN_CLIENT
+    )
+    assert plugin.bearer is not None
+    known = idp.issue_opaque("opaque-known")
+    await run_access(plugin, bearer(known))
+    assert plugin.bearer.key(known) in plugin.bearer.known
+    inactive = bearer("made-up-opaque")
+    await run_access(plugin, inactive)
+    assert status_of(inactive) == 401
+    assert plugin.bearer.key("made-up-opaque") not in plugin.bearer.known
+    idp.opaque[known]["active"] = False  # revoked: no longer known-good
+    revoked = bearer(known)
+    await run_access(plugin, revoked)
+    assert status_of(revoked) == 401 and plugin.bearer.key(known) not in plugin.bearer.known
