@@ -32,7 +32,7 @@ from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin
 from fastgw.process.limits import client_connection_limit
 from fastgw.process.memory import HeapTrimmer
-from fastgw.proxy.dispatch import Dispatcher
+from fastgw.proxy.dispatch import Dispatcher, owned_fields
 from fastgw.proxy.runtime import PluginSlot, build_runtime
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ class Gateway:
         self.dispatcher = Dispatcher(self.runtime.router, self.runtime.unrouted)
         # the bound method, not the instance: calling an instance's __call__ costs more
         self.proxy = Server(self.dispatcher.handle, settings.limits, self.ticker)
+        self.proxy.own_fields(*owned_fields(self.runtime.plugins))
         self.admin = Server(AdminHandler(self.stats, siblings).handle, settings.limits, self.ticker)
         self.heap = HeapTrimmer(lambda: self.proxy.admission.open)
 
@@ -191,6 +192,7 @@ class Gateway:
             self.config = config
             self.runtime = runtime
             self.dispatcher.swap(runtime.router, runtime.unrouted)
+            self.proxy.own_fields(*owned_fields(runtime.plugins))
             # new connections get the new limits; open ones keep theirs
             self.proxy.set_limits(config.settings.limits)
             old_pools = {id(pool) for _, pool in previous.pools}

@@ -8,6 +8,7 @@ One reader per connection (fastgw/http/server.py), whose limits it copies; a cal
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
@@ -87,10 +88,31 @@ REQUEST_SPECIAL_HEADERS: Final[dict[bytes, int]] = {
 }
 
 
+# Fields the layers above own (the proxy hands them over at build and on reload: own_fields).
+# Withheld: a client's copy is dropped, never seen by the handler nor forwarded (identity fields
+# that only the gateway may set). Owned: fields the handler sets; their "_" aliases are dropped
+# whatever underscores_in_headers says, as are the withheld ones' and the special fields'.
+_withheld: Final[set[bytes]] = set()
+_owned: Final[set[bytes]] = set()
+
+
+def own_fields(withheld: Iterable[bytes], owned: Iterable[bytes]) -> None:
+    """Which request fields the layers above own (lower case): the withheld are dropped, and
+    the "_" aliases of both. Process-wide, as the field-name cache it resets is."""
+    _withheld.clear()
+    _withheld.update(withheld)
+    _owned.clear()
+    _owned.update(owned)
+    _owned.update(_withheld)
+    _FIELD_NAMES.clear()  # classified again on first sight
+
+
 def aliases_special_header(name: bytes) -> bool:
-    """Whether `name` (lower case, with "_") reads as a header the gateway consumes or re-creates
-    once "_" is taken for "-", as CGI, WSGI and many frameworks do (HTTP_TRANSFER_ENCODING)."""
-    return name.replace(b"_", b"-") in REQUEST_SPECIAL_HEADERS
+    """Whether `name` (lower case, with "_") reads as a header the gateway consumes, re-creates
+    or owns once "_" is taken for "-", as CGI, WSGI and many frameworks do
+    (HTTP_TRANSFER_ENCODING, HTTP_X_CONSUMER_ID)."""
+    folded = name.replace(b"_", b"-")
+    return folded in REQUEST_SPECIAL_HEADERS or folded in _owned
 
 
 class _FieldName:
@@ -113,9 +135,12 @@ FIELD_NAME_CACHED_LENGTH: Final = 64
 def _field_name(raw: bytes) -> _FieldName:
     name = raw.lower()
     kind = REQUEST_SPECIAL_HEADERS.get(name, _END_TO_END)
-    if kind == _END_TO_END and _UNDERSCORE in name:
-        # dropped whatever the setting when it aliases a field the gateway owns
-        kind = _DROPPED if aliases_special_header(name) else _UNDERSCORED
+    if kind == _END_TO_END:
+        if name in _withheld:
+            kind = _DROPPED
+        elif _UNDERSCORE in name:
+            # dropped whatever the setting when it aliases a field the gateway owns
+            kind = _DROPPED if aliases_special_header(name) else _UNDERSCORED
     known = _FieldName(name, kind)
     if len(_FIELD_NAMES) < FIELD_NAMES_CACHED and len(raw) <= FIELD_NAME_CACHED_LENGTH:
         _FIELD_NAMES[raw] = known
@@ -325,8 +350,8 @@ class RequestReader:
 
     def _dropped_header(self, name: bytes, value: bytes) -> None:
         """A name with "_": dropped as nginx does by default (underscores_in_headers off), and
-        always when it aliases a header the gateway consumes, such as transfer_encoding
-        (_field_name)."""
+        always when it aliases a header the gateway consumes or owns, such as transfer_encoding
+        or x_consumer_id; or a withheld field itself (_field_name)."""
         self.framing_seen = True  # so that special_size is reset for the next request
         self.special_size += len(name) + len(value) + 4  # still part of the head's size
 

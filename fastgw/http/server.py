@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Final, Protocol, cast
 
 import httptools
@@ -28,7 +29,7 @@ from fastgw.http.client_states import (
 )
 from fastgw.http.exchange import Exchange, Handler
 from fastgw.http.flow import PAUSE_PIPELINE, FlowControl
-from fastgw.http.request_reader import LimitExceeded, RequestReader
+from fastgw.http.request_reader import LimitExceeded, RequestReader, own_fields
 from fastgw.http.responses import build_response, error_parts
 from fastgw.http.states import illegal
 from fastgw.http.timers import TICK_SECONDS, Ticker
@@ -113,6 +114,12 @@ class Server:
         conn = ServerConnection(self)
         conn.client_ip = client_ip
         return conn
+
+    @staticmethod
+    def own_fields(withheld: Iterable[bytes], owned: Iterable[bytes]) -> None:
+        """Request fields the handler owns: the withheld ones a client sends are dropped, and
+        the "_" aliases of both (fastgw/http/request_reader.py; process-wide)."""
+        own_fields(withheld, owned)
 
     def set_limits(self, limits: Limits) -> None:
         """A reload's limits: for new connections (open ones keep theirs)."""

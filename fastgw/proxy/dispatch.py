@@ -8,7 +8,7 @@ a log phase or counts requests gets a `RouteLog`, the exchange's completion hook
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from time import monotonic
 from typing import Final
 
@@ -37,6 +37,32 @@ _USE_HTTPS_426_HEADERS: Final = (
     (b"connection", b"Upgrade"),
     (b"upgrade", b"TLS/1.2, HTTP/1.1"),
 )
+
+
+# Kong's identity headers: an authentication plugin sets them for the upstream (or removes them),
+# and a client's own copy never counts. Withheld by the wire on every route: a client's copy is
+# dropped before plugins run, as is any "_" alias of them (X_Consumer_ID reads as X-Consumer-ID
+# to a CGI or WSGI upstream).
+IDENTITY_HEADERS: Final = frozenset(
+    {
+        b"x-consumer-id",
+        b"x-consumer-custom-id",
+        b"x-consumer-username",
+        b"x-credential-identifier",
+        b"x-anonymous-consumer",
+        b"x-consumer-groups",
+        b"x-authenticated-groups",
+    }
+)
+
+
+def owned_fields(plugins: Iterable[Plugin]) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    """What the wire withholds (the identity headers) and what it owns besides (the headers the
+    configured plugins set): fastgw.http.server.Server.own_fields."""
+    owned: set[bytes] = set()
+    for plugin in plugins:
+        owned |= plugin.owned_headers
+    return IDENTITY_HEADERS, frozenset(owned)
 
 
 class RouteLog(CompletionHook):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fastgw.http.exchange import DISCARD_LIMIT, FINISHED, WAITING, Exchange
-from fastgw.http.server import HOLDING, LINGERING, LINGERING_TIMEOUT
+from fastgw.http.server import HOLDING, LINGERING, LINGERING_TIMEOUT, Server
 from fastgw.http.states import IllegalTransition
 from fastgw.http.timers import TICK_SECONDS
 from fastgw.http.tunnel import TunnelEnd
@@ -848,6 +848,38 @@ def test_underscores_in_headers_keeps_names_that_alias_nothing_the_gateway_owns(
         (b"x-plain", b"2"),
         (b"host_", b"evil"),
     ]
+
+
+@pytest.fixture
+def owned_fields():
+    """Fields the layers above own, as the proxy hands them over; back to none after."""
+    yield Server.own_fields
+    Server.own_fields((), ())
+
+
+@pytest.mark.parametrize("underscores", [True, False])
+def test_withheld_fields_and_every_alias_of_owned_ones_are_dropped(
+    owned_fields, underscores: bool
+) -> None:
+    owned_fields({b"x-consumer-id"}, {b"x-user-email"})
+    h = Harness(underscores_in_headers=underscores)
+    h.feed(
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Consumer-ID: forged\r\nX_Consumer_ID: forged\r\n"
+        b"x_consumer-id: forged\r\nX_User_Email: forged\r\nX-User-Email: kept\r\n"
+        b"X_Other: 1\r\n\r\n"
+    )
+    # the owned field itself is the handler's to set or replace; only its aliases go
+    expected = [(b"x-user-email", b"kept")] + ([(b"x_other", b"1")] if underscores else [])
+    assert h.handler.seen[0].headers == expected
+
+
+def test_owning_other_fields_later_classifies_names_again(owned_fields) -> None:
+    """A reload hands over other names: a name seen before is judged by the new ones."""
+    h = Harness(underscores_in_headers=True)
+    h.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX_Token: 1\r\n\r\n")
+    owned_fields((), {b"x-token"})
+    h.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX_Token: 1\r\n\r\n")
+    assert [exchange.headers for exchange in h.handler.seen] == [[(b"x_token", b"1")], []]
 
 
 def test_dropped_underscore_names_still_count_toward_the_head_size() -> None:
