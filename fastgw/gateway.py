@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastgw import plugins
 from fastgw.admin import AdminHandler
-from fastgw.config import CertificatePair, GatewayConfig, Listener
+from fastgw.config import CertificatePair, GatewayConfig, Listener, Settings
 from fastgw.config.trust import pem_bundle
 from fastgw.http import tls
 from fastgw.http.server import Server
@@ -33,6 +33,7 @@ from fastgw.plugins.api import Plugin
 from fastgw.process.limits import client_connection_limit
 from fastgw.process.memory import HeapTrimmer
 from fastgw.proxy.dispatch import Dispatcher, owned_fields
+from fastgw.proxy.path_rules import PathRules
 from fastgw.proxy.runtime import PluginSlot, build_runtime
 
 if TYPE_CHECKING:
@@ -108,7 +109,9 @@ class Gateway:
         # what plugins keep across instances and reloads (PluginRuntime.shared)
         self._plugin_shared: dict[str, Any] = {}
         self.runtime = build_runtime(config, self.ticker, partial(self._plugin_runtime, config))
-        self.dispatcher = Dispatcher(self.runtime.router, self.runtime.unrouted)
+        self.dispatcher = Dispatcher(
+            self.runtime.router, self.runtime.unrouted, path_rules_of(settings)
+        )
         # the bound method, not the instance: calling an instance's __call__ costs more
         self.proxy = Server(self.dispatcher.handle, settings.limits, self.ticker)
         self.proxy.own_fields(*owned_fields(self.runtime.plugins))
@@ -191,7 +194,7 @@ class Gateway:
             self._warn_restart_needed(config)
             self.config = config
             self.runtime = runtime
-            self.dispatcher.swap(runtime.router, runtime.unrouted)
+            self.dispatcher.swap(runtime.router, runtime.unrouted, path_rules_of(config.settings))
             self.proxy.own_fields(*owned_fields(runtime.plugins))
             # new connections get the new limits; open ones keep theirs
             self.proxy.set_limits(config.settings.limits)
@@ -463,6 +466,10 @@ async def _close_clients(clients: Iterable[plugin_api.HttpClient]) -> None:
             await client.close()
         except Exception:
             log.exception("closing an HTTP client failed")
+
+
+def path_rules_of(settings: Settings) -> PathRules | None:
+    return PathRules.of(settings.path_with_escaped_slashes_action, settings.path_backslash_action)
 
 
 def _bound(servers: list[Listening]) -> list[tuple[str, int]]:

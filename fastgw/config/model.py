@@ -46,6 +46,10 @@ DEFAULT_REQUEST_BODY_MIN_RATE = 240
 # limit_conn with a $binary_remote_addr zone, as a share instead of a number)
 DEFAULT_LIMIT_CONN_PER_ADDRESS = 0
 DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0  # nginx ssl_handshake_timeout 60s
+# what escaped slashes and backslashes in a path do: route and forward them as they came, as
+# Kong and nginx do (Envoy's KEEP_UNCHANGED)
+PATH_ACTIONS = ("keep_unchanged", "reject_request", "unescape_and_redirect", "unescape_and_forward")
+DEFAULT_PATH_ACTION = "keep_unchanged"
 # Named memory bounds, after Kong's `lua_shared_dict` zones (kong.conf's nginx_http_lua_shared_dict
 # adds one): a plugin keeping data by name (proxy-cache's `memory.dictionary_name`) holds at most
 # that many bytes per worker. Kong always has kong_db_cache, sized by mem_cache_size (128m).
@@ -258,6 +262,10 @@ class Settings:
     # Kong's proxy_listen: every address, some with TLS (`ssl`)
     listeners: tuple[Listener, ...] = (Listener(*DEFAULT_LISTEN),)
     ssl_certificate: CertificatePair | None = None  # kong.conf's ssl_cert / ssl_cert_key
+    # Envoy's path_with_escaped_slashes_action, and the same actions for backslashes
+    # (fastgw/proxy/path_rules.py); Kong and nginx keep both
+    path_with_escaped_slashes_action: str = DEFAULT_PATH_ACTION
+    path_backslash_action: str = DEFAULT_PATH_ACTION
     # (name, bytes): the named memory bounds (DEFAULT_MEMORY_STORES and the config's own)
     memory_stores: MemoryStores = DEFAULT_MEMORY_STORES
 

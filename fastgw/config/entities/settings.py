@@ -27,6 +27,7 @@ from fastgw.config.model import (
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_URI_SIZE,
     DEFAULT_MEMORY_STORES,
+    DEFAULT_PATH_ACTION,
     DEFAULT_REQUEST_BODY_MIN_RATE,
     DEFAULT_REQUEST_BODY_TIMEOUT,
     DEFAULT_SSL_HANDSHAKE_TIMEOUT,
@@ -35,6 +36,7 @@ from fastgw.config.model import (
     DEFAULT_UPSTREAM_MAX_REQUESTS,
     DEFAULT_UPSTREAM_POOL_SIZE,
     DEFAULT_WORKERS,
+    PATH_ACTIONS,
     CertificatePair,
     Limits,
     Listener,
@@ -42,7 +44,16 @@ from fastgw.config.model import (
     Settings,
 )
 from fastgw.config.pem import PemError, read_pem_file
-from fastgw.config.schema import Boolean, Declared, Integer, Reader, Schema, Strings, join
+from fastgw.config.schema import (
+    Boolean,
+    Declared,
+    Integer,
+    Reader,
+    Schema,
+    Strings,
+    Text,
+    join,
+)
 
 MAX_CERTIFICATES = 2  # kong.conf's ssl_cert takes one of each key type: RSA and ECDSA
 # nginx's size suffixes (ngx_parse_size, what lua_shared_dict's size takes): k, m, g, any case
@@ -226,6 +237,8 @@ def _settings(reader: Reader, values: dict[str, Any]) -> Settings:
         listeners=listeners,
         ssl_certificate=ssl_certificate,
         memory_stores=values["memory_stores"],
+        path_with_escaped_slashes_action=values["path_with_escaped_slashes_action"],
+        path_backslash_action=values["path_backslash_action"],
     )
 
 
@@ -252,6 +265,8 @@ SETTINGS = Schema(
         "request_body_min_rate": Integer(DEFAULT_REQUEST_BODY_MIN_RATE, minimum=0),
         "limit_conn_per_address": Integer(DEFAULT_LIMIT_CONN_PER_ADDRESS, minimum=0),
         "ssl_handshake_timeout": Seconds(DEFAULT_SSL_HANDSHAKE_TIMEOUT),
+        "path_with_escaped_slashes_action": Text(DEFAULT_PATH_ACTION, one_of=PATH_ACTIONS),
+        "path_backslash_action": Text(DEFAULT_PATH_ACTION, one_of=PATH_ACTIONS),
         "memory_stores": NamedSizes(),
     },
     build=_settings,
