@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,12 +24,12 @@ from fastgw.http import tls
 from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
 from fastgw.http.tls import sni_contexts
-from fastgw.http.tls_accept import TlsListener, listening_sockets
 from fastgw.http.upstream import UpstreamPool
 from fastgw.observability.snapshot import GatewayStats, PluginStatus, PoolStats
 from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin
 from fastgw.process.limits import client_connection_limit
+from fastgw.process.listeners import Listening, ProxyListeners, bound_addresses
 from fastgw.process.memory import HeapTrimmer
 from fastgw.proxy.dispatch import Dispatcher, owned_fields
 from fastgw.proxy.path_rules import PathRules
@@ -42,13 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw")
 
-# Pending connections the kernel queues per listener; nginx's default on Linux is 511.
-LISTEN_BACKLOG = 1024
-
 
 Address = tuple[str, int]
-# a bound listener: the event loop's (plain, admin) or the gateway's own (TLS)
-Listening = asyncio.base_events.Server | TlsListener
 
 
 class Gateway:
@@ -94,10 +88,9 @@ class Gateway:
         self.node_id = node_id or str(uuid.uuid4())
         self.ticker = Ticker()
         self._background: set[asyncio.Task[Any]] = set()
-        self._servers: list[Listening] = []
+        self._admin_servers: list[Listening] = []  # the proxy's are in _listeners
         self._stopped = asyncio.Event()
         self._started = False
-        self._proxy_servers = 0  # the first servers are the proxy listeners, then the admin
         self.tls = (
             _server_context(config) if any(listener.ssl for listener in self.listeners) else None
         )
@@ -117,6 +110,7 @@ class Gateway:
         self.proxy.own_fields(*owned_fields(self.runtime.plugins))
         self.admin = Server(AdminHandler(self.stats, siblings).handle, settings.limits, self.ticker)
         self.heap = HeapTrimmer(lambda: self.proxy.admission.open)
+        self._listeners = ProxyListeners(self.proxy, reuse_port)
 
     # -- building --------------------------------------------------------------------------------
 
@@ -182,6 +176,7 @@ class Gateway:
                     for plugin in runtime.fresh:
                         await plugin.start()
                         started.append(plugin)
+                    await self._change_listeners(config)  # all or none: an OSError undoes it
             except BaseException:
                 for plugin in started:
                     with contextlib.suppress(Exception):
@@ -214,19 +209,33 @@ class Gateway:
                 previous.edge.stop_checks,
             )
 
+    async def _change_listeners(self, config: GatewayConfig) -> None:
+        """A reload's listen set (unless the command line gave one): the new listeners open,
+        the dropped ones stop accepting and drain their connections with the drain's grace."""
+        listeners = config.settings.listeners
+        if self._listen_overridden or listeners == self.listeners:
+            return
+        tls = self.tls
+        if tls is None and any(listener.ssl for listener in listeners):
+            tls = _server_context(config)
+        await self._listeners.change(listeners, tls, config.settings.limits.ssl_handshake_timeout)
+        self.tls = tls
+        self.listeners = listeners
+        self.listen = (listeners[0].host, listeners[0].port)
+        self.proxy.port = self.addresses[0][1]
+        log.info("reload: listening on %s", ", ".join(str(item) for item in self.bound_listeners))
+
     def _warn_restart_needed(self, config: GatewayConfig) -> None:
         old, new = self.config.settings, config.settings
         changed = []
-        if new.listen != old.listen and not self._listen_overridden:
-            changed.append("listen")
         if new.admin_listen != old.admin_listen and not self._admin_overridden:
             changed.append("admin_listen")
         if new.workers != old.workers:
             changed.append("workers")
         if changed:
             log.warning(
-                "reload: _fastgw %s changed; the listeners keep their addresses and worker "
-                "count until a restart",
+                "reload: _fastgw %s changed; the admin listener and the worker count stay as "
+                "they are until a restart",
                 ", ".join(changed),
             )
 
@@ -310,9 +319,9 @@ class Gateway:
             self.ticker.add(pool.sweep)
         for plugin in self.plugins:
             await plugin.start()
-        for listener in self.listeners:
-            self._servers.append(await self._listen(listener))
-        self._proxy_servers = len(self._servers)
+        await self._listeners.open(
+            self.listeners, self.tls, self.config.settings.limits.ssl_handshake_timeout
+        )
         self.proxy.port = self.addresses[0][1]
         self.runtime.edge.start()
         if self.admin_listen is not None:
@@ -323,45 +332,25 @@ class Gateway:
                 admin_port,
                 reuse_port=self.reuse_port or None,
             )
-            self._servers.append(admin)
-
-    async def _listen(self, listener: Listener) -> Listening:
-        """A proxy listener. A TLS one accepts here (fastgw/http/tls_accept.py): its connections
-        count from accept and their handshake is bound by ssl_handshake_timeout."""
-        host = listener.host or None
-        if not listener.ssl:
-            return await asyncio.get_running_loop().create_server(
-                self.proxy.protocol_factory,
-                host,
-                listener.port,
-                reuse_port=self.reuse_port or None,
-                backlog=LISTEN_BACKLOG,
-            )
-        assert self.tls is not None  # built for every config with an ssl listener
-        sockets = listening_sockets(host, listener.port, self.reuse_port, LISTEN_BACKLOG)
-        return TlsListener(
-            self.proxy, sockets, self.tls, self.config.settings.limits.ssl_handshake_timeout
-        )
+            self._admin_servers.append(admin)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """The bound proxy addresses (useful with port 0), in listener order."""
-        return _bound(self._servers[: self._proxy_servers])
+        return bound_addresses(self._listeners.servers)
 
     @property
     def bound_listeners(self) -> list[Listener]:
         """The proxy listeners with the ports they bound (useful with port 0)."""
         bound = []
-        for listener, server in zip(
-            self.listeners, self._servers[: self._proxy_servers], strict=True
-        ):
-            for address in _bound([server]):
+        for listener, server in self._listeners.bound:
+            for address in bound_addresses([server]):
                 bound.append(Listener(address[0], address[1], listener.ssl))
         return bound
 
     @property
     def admin_addresses(self) -> list[tuple[str, int]]:
-        return _bound(self._servers[self._proxy_servers :])
+        return bound_addresses(self._admin_servers)
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (bounded), then release everything."""
@@ -371,7 +360,8 @@ class Gateway:
         timeout = (
             self.config.settings.limits.drain_timeout if drain_timeout is None else drain_timeout
         )
-        for server in self._servers:
+        self._listeners.close()
+        for server in self._admin_servers:
             server.close()
         self.proxy.start_draining()
         self.admin.start_draining()
@@ -381,14 +371,13 @@ class Gateway:
             self.proxy.connections or self.proxy.admission.handshakes or self.admin.connections
         ) and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        for server in self._servers:
-            if isinstance(server, TlsListener):
-                server.abort_handshakes()
+        self._listeners.abort_handshakes()
         self.proxy.abort_all()
         self.admin.abort_all()
-        for server in self._servers:
+        await self._listeners.wait_closed()
+        for server in self._admin_servers:
             await server.wait_closed()
-        self._servers.clear()
+        self._admin_servers.clear()
         for task in tuple(self._background):
             task.cancel()
         if self._background:
@@ -470,16 +459,6 @@ async def _close_clients(clients: Iterable[plugin_api.HttpClient]) -> None:
 
 def path_rules_of(settings: Settings) -> PathRules | None:
     return PathRules.of(settings.path_with_escaped_slashes_action, settings.path_backslash_action)
-
-
-def _bound(servers: list[Listening]) -> list[tuple[str, int]]:
-    result = []
-    for server in servers:
-        for sock in server.sockets:
-            address = sock.getsockname()
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                result.append((address[0], address[1]))
-    return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -432,7 +432,7 @@ class RequestReader:
             conn.accept_host(host)
         server = conn.server
         exchange = Exchange(
-            conn, method, path, query, host, self.headers, keep_alive and not server.draining
+            conn, method, path, query, host, self.headers, keep_alive and not conn.drain_since
         )
         if self.framing_seen or http_10:
             self._request_framing(exchange, http_10)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final, Protocol, cast
 
 import httptools
@@ -101,8 +101,7 @@ class Server:
         # limit), the handshakes' share, the per-address limit
         self.admission = Admission()
         self.admission.per_address = limits.limit_conn_per_address
-        self.draining = False
-        self.drain_started = 0.0
+        self.draining = False  # the whole listener drains (a connection's own: drain_since)
         self.requests_total = 0
 
     def protocol_factory(self) -> ServerConnection:
@@ -139,17 +138,19 @@ class Server:
         for conn in tuple(self.connections):
             conn.check_timeouts(late)
 
-    def start_draining(self) -> None:
-        """Finish what is in flight and answer what still arrives, each answer with `connection:
-        close`; a connection idle past the drain's grace (limits.drain_grace) closes. A request
-        may be on its way on an idle connection when the drain begins: closing it at once, as
-        nginx does, would lose it. A tunnel runs on until it ends or the drain's deadline."""
-        self.draining = True
-        self.drain_started = self.ticker.now
+    def start_draining(self, only: Callable[[ServerConnection], bool] | None = None) -> None:
+        """Drain every connection (SIGTERM: new ones are refused by then), or those `only`
+        picks (the ones a listener a reload dropped accepted). Each finishes what is in flight
+        and answers what still arrives with `connection: close`, and closes once idle past
+        limits.drain_grace: a request may be on its way on an idle connection when the drain
+        begins, and closing it at once, as nginx does, would lose it. A tunnel runs on until it
+        ends or the drain's deadline."""
+        if only is None:
+            self.draining = True
+        now = self.ticker.now or 1e-9
         for conn in tuple(self.connections):
-            for exchange in conn.queue:
-                if not exchange.response_started:
-                    exchange.keep_alive = False  # its answer says `connection: close`
+            if only is None or only(conn):
+                conn.drain(now)
 
     def abort_all(self) -> None:
         for conn in tuple(self.connections):
@@ -176,6 +177,7 @@ class ServerConnection(asyncio.Protocol, WaitingConnection):
     __slots__ = (
         "client_ip",
         "client_ip_bytes",
+        "drain_since",
         "error_after",
         "feeding",
         "flow",
@@ -229,6 +231,7 @@ class ServerConnection(asyncio.Protocol, WaitingConnection):
         self.upgrade: UpgradeWait | None = None  # a WebSocket upgrade being decided
         self.tunnel: Tunnel | None = None  # SWITCHED: the tunnel that has the transport
         self.server_name: bytes | None = None  # the SNI over TLS (b"" when none); None: plain
+        self.drain_since = 0.0  # draining since then (drain); 0.0: not draining
 
     def move(self, state: int) -> None:
         """Every change of state: checked against STATE_MOVES."""
@@ -249,8 +252,7 @@ class ServerConnection(asyncio.Protocol, WaitingConnection):
     # -- connection lifecycle --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """A plain connection just accepted (counted from now, or refused at once), or a TLS
-        one after its handshake (admitted at accept: fastgw/http/tls_accept.py)."""
+        """Plain: just accepted, admitted now. TLS: handshake done, admitted at accept."""
         client_ip = self.client_ip
         if not client_ip:
             client_ip = peer_address(transport)
@@ -279,6 +281,8 @@ class ServerConnection(asyncio.Protocol, WaitingConnection):
         )
         self.forwarded_tail = self.forwarded_lines  # and X-Forwarded-Host for valid_host
         self.idle_since = self.last_read = self.ticker.now
+        if self.server.draining:
+            self.drain_since = self.ticker.now or 1e-9  # a TLS handshake finishing in a drain
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -317,6 +321,15 @@ class ServerConnection(asyncio.Protocol, WaitingConnection):
         self.flow.transport = None
         if self.transport is not None:
             self.transport.abort()  # after a close() too: what is still buffered is dropped
+
+    def drain(self, now: float) -> None:
+        """Answer what is in flight and what still arrives with `connection: close`; close once
+        idle past limits.drain_grace (Server.start_draining says why)."""
+        if not self.drain_since:
+            self.drain_since = now
+        for exchange in self.queue:
+            if not exchange.response_started:
+                exchange.keep_alive = False  # its answer says `connection: close`
 
     def close_gracefully(self) -> None:
         """Send what is queued, then stop sending; read and drop until the client closes too."""
@@ -566,11 +579,10 @@ class ServerConnection(asyncio.Protocol, WaitingConnection):
             return
         idle_limit = limits.head_timeout if self.fresh else limits.keepalive_timeout
         idle_since = self.idle_since
-        server = self.server
-        if server.draining:
+        if self.drain_since:
             # idle for the grace since the later of the drain's start and the last answer
             idle_limit = min(idle_limit, limits.drain_grace)
-            idle_since = max(idle_since, server.drain_started)
+            idle_since = max(idle_since, self.drain_since)
         if now - idle_since > idle_limit:
             self.close()
 

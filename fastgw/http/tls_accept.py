@@ -16,7 +16,7 @@ import errno
 import logging
 import socket
 import ssl
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 from fastgw.http.admission import Admission
 from fastgw.observability.ratelog import RateLimitedLog
@@ -35,13 +35,20 @@ _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
 _accept_log = RateLimitedLog(log, logging.ERROR)
 
 
+class Draining(Protocol):
+    """A client connection (fastgw/http/server.py is one): an asyncio protocol, drained when
+    its listener is being retired."""
+
+    def drain(self, now: float) -> None: ...
+
+
 class Listening(Protocol):
     """What a TLS listener needs of the listener state it serves (fastgw/http/server.py)."""
 
     admission: Admission
     draining: bool
 
-    def admitted_connection(self, client_ip: str) -> asyncio.Protocol:
+    def admitted_connection(self, client_ip: str) -> Draining:
         """A client connection that knows it was admitted at accept (connection_made does not
         count it again)."""
         ...
@@ -68,11 +75,11 @@ class TlsListener:
         self.loop = asyncio.get_running_loop()
         self.handshakes: set[asyncio.Task[None]] = set()
         self.closed = False
+        self.retiring = False  # a reload dropped it: what it still accepts drains at once
         for sock in sockets:
             self.loop.add_reader(sock.fileno(), self._accept, sock)
 
     def _accept(self, sock: socket.socket) -> None:
-        admission = self.server.admission
         for _ in range(ACCEPT_BATCH):
             try:
                 client, address = sock.accept()
@@ -84,13 +91,16 @@ class TlsListener:
                     self.loop.remove_reader(sock.fileno())
                     self.loop.call_later(ACCEPT_RETRY_SECONDS, self._resume, sock)
                 return  # anything else (ECONNABORTED: the client left first) is the client's
-            client_ip = address[0] if isinstance(address, tuple) else "127.0.0.1"
-            if self.server.draining or not admission.admit(client_ip, True):
-                client.close()
-                continue
-            task = self.loop.create_task(self._handshake(client, client_ip))
-            self.handshakes.add(task)
-            task.add_done_callback(self.handshakes.discard)
+            self._admit(client, address)
+
+    def _admit(self, client: socket.socket, address: object) -> None:
+        client_ip = address[0] if isinstance(address, tuple) else "127.0.0.1"
+        if self.server.draining or not self.server.admission.admit(client_ip, True):
+            client.close()
+            return
+        task = self.loop.create_task(self._handshake(client, client_ip))
+        self.handshakes.add(task)
+        task.add_done_callback(self.handshakes.discard)
 
     def _resume(self, sock: socket.socket) -> None:
         if not self.closed:
@@ -104,7 +114,7 @@ class TlsListener:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             await self.loop.connect_accepted_socket(
-                lambda: conn,
+                lambda: cast(asyncio.Protocol, conn),
                 client,
                 ssl=self.context,
                 ssl_handshake_timeout=self.handshake_timeout,
@@ -118,6 +128,8 @@ class TlsListener:
                 raise  # cancelled (the drain's deadline)
             return
         admission.handshake_done()  # conn has its TLS transport now (connection_made ran)
+        if self.retiring:
+            conn.drain(self.loop.time())
 
     @property
     def in_handshake(self) -> int:
@@ -126,6 +138,17 @@ class TlsListener:
     def abort_handshakes(self) -> None:
         for task in tuple(self.handshakes):
             task.cancel()
+
+    def retire(self) -> None:
+        """A reload dropped this listener: no new connection enters its queue (a backlog of 0:
+        with SO_REUSEPORT the other workers' sockets take them), what it holds is accepted and
+        drained, then it closes. Closing at once would reset the queued connections."""
+        self.retiring = True
+        for sock in self.sockets:
+            sock.listen(0)
+            for client, address in accept_queued(sock):
+                self._admit(client, address)  # type: ignore[arg-type]
+        self.close()
 
     def close(self) -> None:
         """Stop accepting (handshakes under way go on)."""
@@ -139,6 +162,18 @@ class TlsListener:
     async def wait_closed(self) -> None:
         if self.handshakes:
             await asyncio.gather(*self.handshakes, return_exceptions=True)
+
+
+def accept_queued(sock: socket.socket) -> list[tuple[socket.socket, object]]:
+    """Every connection a non-blocking listening socket holds in its queue now."""
+    accepted: list[tuple[socket.socket, object]] = []
+    while True:
+        try:
+            accepted.append(sock.accept())
+        except (BlockingIOError, InterruptedError):
+            return accepted
+        except OSError:
+            return accepted  # the client left first, or out of descriptors: nothing more now
 
 
 def listening_sockets(

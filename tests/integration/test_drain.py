@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import free_port
+
 WRK_TIMEOUT = 60.0  # wrk runs -d2s; this only bounds a hang
 MARK_AFTER = 300  # responses wrk's first thread has had before the SIGTERM goes
 
@@ -90,3 +92,34 @@ def test_no_request_is_lost_across_a_sigterm(run_cli, gateway_config, tmp_path, 
     assert counts["requests"] >= MARK_AFTER, output
     # every request that went out was answered, and answered well
     assert (counts["read"], counts["timeout"], counts["non_2xx"]) == (0, 0, 0), output
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_request_is_lost_across_a_reload_that_moves_the_listener(
+    run_cli, gateway_config, tmp_path, workers
+) -> None:
+    """The reload opens the new address and drains the old one with the same grace: wrk on the
+    old address (across the reload) and on the new one (after it) lose nothing."""
+    old, new = free_port(), free_port()
+    cli = run_cli(
+        gateway_config(listen=f'"127.0.0.1:{old}"'), "--workers", str(workers), listen=None
+    )
+    cli.wait_listening(workers)
+    wrk, mark = start_wrk(f"http://127.0.0.1:{old}/echo", tmp_path)
+    try:
+        wait_for_file(mark, wrk)
+        (tmp_path / "gateway-0.yaml").write_text(gateway_config(listen=f'"127.0.0.1:{new}"'))
+        cli.signal(signal.SIGHUP)
+        cli.log.wait_for(rf"reload: listening on 127\.0\.0\.1:{new}", workers, timeout=20)
+        before, _ = wrk.communicate(timeout=WRK_TIMEOUT)
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+    mark.unlink()
+    wrk, mark = start_wrk(f"http://127.0.0.1:{new}/echo", tmp_path)
+    after, _ = wrk.communicate(timeout=WRK_TIMEOUT)
+    for output in (before, after):
+        counts = wrk_errors(output)
+        assert counts["requests"] >= MARK_AFTER, output
+        assert (counts["read"], counts["timeout"], counts["non_2xx"]) == (0, 0, 0), output
+    assert cli.proc.poll() is None
