@@ -468,9 +468,9 @@ class Exchange(Request, ResponseSink):
         edits = self.response_edits
         if edits is not None:
             fields = edited_fields(edits, status, fields)
-        data, self.response_chunked, self.response_close_delimited = client_head(
-            self, status, fields, head
-        )
+        data, self.response_chunked, close_delimited = client_head(self, status, fields, head)
+        if close_delimited:
+            self.response_close_delimited = True  # a class default: most never write it
         self._move(STREAMING)
         if self.hook is not None:
             self.response_at = monotonic()

@@ -27,7 +27,7 @@ from fastgw.http.client_states import (
     STATE_NAMES,
     SWITCHED,
 )
-from fastgw.http.exchange import Exchange, Handler
+from fastgw.http.exchange import ClientSide, Exchange, Handler
 from fastgw.http.flow import PAUSE_PIPELINE, FlowControl
 from fastgw.http.request_reader import LimitExceeded, RequestReader, own_fields
 from fastgw.http.responses import build_response, error_parts
@@ -35,7 +35,7 @@ from fastgw.http.states import illegal
 from fastgw.http.timers import TICK_SECONDS, Ticker
 from fastgw.http.tls import server_name_of
 from fastgw.http.tunnel import Tunnel
-from fastgw.http.upgrade import UpgradeWait, WaitingConnection
+from fastgw.http.upgrade import UpgradeWait
 from fastgw.http.upstream import UpstreamConnection
 from fastgw.http.vocabulary import host_without_port
 from fastgw.observability.ratelog import RateLimitedLog
@@ -169,7 +169,7 @@ class Server:
         return reading, writing, len(self.connections) - reading - writing
 
 
-class ServerConnection(asyncio.Protocol, WaitingConnection):
+class ServerConnection(asyncio.Protocol, ClientSide):
     """One client connection. The reader's requests queue here; the first queued one is active."""
 
     # Slots: an idle connection is mostly this object and its reader (CPython stops sharing a

@@ -8,13 +8,11 @@ whether the bytes after it are the next request or the tunnel's (RFC 9110 §7.8)
 from __future__ import annotations
 
 import asyncio
-from typing import Final
-
-from mypy_extensions import trait
+from typing import Final, Protocol
 
 from fastgw.http.client_states import HOLDING, READING, SWITCHED, UPGRADE_BODY
-from fastgw.http.exchange import ClientSide, Exchange
-from fastgw.http.flow import PAUSE_HELD
+from fastgw.http.exchange import Exchange
+from fastgw.http.flow import PAUSE_HELD, FlowControl
 from fastgw.http.request_reader import LimitExceeded, RequestReader
 from fastgw.http.timers import Ticker
 from fastgw.http.tunnel import Tunnel
@@ -26,12 +24,12 @@ from fastgw.http.upstream import UpstreamConnection
 HELD_LIMIT: Final = 64 * 1024
 
 
-@trait
-class WaitingConnection(ClientSide):
-    """What the wait needs of its client connection (fastgw/http/server.py is one)."""
+class WaitingConnection(Protocol):
+    """What the wait needs of its client connection (fastgw/http/server.py is one). A protocol,
+    not a trait the connection inherits: an upgrade is rare, and a second trait would make every
+    trait call the exchange makes on its connection dearer (mypyc searches a class's traits)."""
 
-    __slots__ = ()
-
+    flow: FlowControl
     state: int
     reader: RequestReader
     transport: asyncio.Transport | None
@@ -40,27 +38,23 @@ class WaitingConnection(ClientSide):
     feeding: bool  # inside a read: the parser is busy
 
     @property
-    def ending(self) -> bool:
-        raise NotImplementedError
+    def ending(self) -> bool: ...
 
-    def move(self, state: int) -> None:
-        raise NotImplementedError
+    def move(self, state: int) -> None: ...
 
-    def parse(self, data: bytes) -> None:
-        raise NotImplementedError
+    def flush(self) -> None: ...
 
-    def fail(self, status: int) -> None:
-        raise NotImplementedError
+    def parse(self, data: bytes) -> None: ...
+
+    def fail(self, status: int) -> None: ...
 
     def upgrade_over(self) -> None:
         """The wait ended (declined, broken off, or switched)."""
-        raise NotImplementedError
+        ...
 
-    def tunnel_started(self, tunnel: Tunnel) -> None:
-        raise NotImplementedError
+    def tunnel_started(self, tunnel: Tunnel) -> None: ...
 
-    def tunnel_ended(self) -> None:
-        raise NotImplementedError
+    def tunnel_ended(self) -> None: ...
 
 
 class UpgradeWait:
