@@ -319,14 +319,14 @@ class UpstreamConnection(asyncio.Protocol):
         if end - start > MAX_RESPONSE_HEAD:
             raise HeadError("upstream response head too large")
         status = self.parser.get_status_code()
-        if status == SWITCHING_PROTOCOLS:
-            self._switch(data[start:end].split(_CRLF))
-            return
-        if status < 200:
+        if status < 200 and status != SWITCHING_PROTOCOLS:
             # 1xx (e.g. 103 Early Hints): not forwarded; the final head starts after this one.
             self.head_start = end + 4
             return
         lines = data[start:end].split(_CRLF)
+        if status == SWITCHING_PROTOCOLS:
+            self._switch(lines)
+            return
         self.head_data = b""
         self.head_start = 0
         self._move(BODY)
