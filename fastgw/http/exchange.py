@@ -581,7 +581,9 @@ class Exchange(Request, ResponseSink):
         client = self.client
         # An exchange's pauses must not outlive its response (nobody would lift them later);
         # what is left of the body is read and dropped.
-        client.flow.resume_reading(EXCHANGE_PAUSES)
+        flow = client.flow
+        if flow.read_paused & EXCHANGE_PAUSES:
+            flow.resume_reading(EXCHANGE_PAUSES)
         if done:
             client.exchange_done(self)
 

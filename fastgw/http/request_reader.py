@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
+from fastgw.http.client_states import LINGERING
 from fastgw.http.exchange import BODY_CHUNKED, BODY_LENGTH, Exchange
 from fastgw.http.timers import Ticker
 from fastgw.http.vocabulary import connection_tokens
@@ -250,9 +251,6 @@ class RequestReader:
         self.read_start = start
         self.received = start + size
 
-    def feed(self, data: bytes) -> None:
-        self.parser.feed_data(data)
-
     def checked_read(self) -> int:
         """After a read: the status to fail with (431: an endless head, 400: a chunked body's
         overhead past its bound), or 0."""
@@ -287,7 +285,7 @@ class RequestReader:
     # httptools callbacks, in the order they fire
 
     def on_message_begin(self) -> None:
-        if self.conn.ending:
+        if self.conn.state >= LINGERING:  # the connection is ending
             # Pipelined after a request that closed the connection: never run it.
             raise LimitExceeded(400)
         if self.priming:

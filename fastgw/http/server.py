@@ -414,7 +414,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         try:
             while data:
                 try:
-                    reader.feed(data)
+                    reader.parser.feed_data(data)  # the reader's callbacks run in here
                     break
                 except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
                     failure: Exception = error
@@ -524,7 +524,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         queue = self.queue
         if queue and queue[0] is exchange:
             del queue[0]
-        if self.ending:
+        if self.state >= LINGERING:  # ending
             return
         if not exchange.keep_alive:
             self.close_gracefully()

@@ -284,7 +284,7 @@ class UpstreamConnection(asyncio.Protocol):
                 sink.upstream_failed(502)
                 return
         if self.phase == DONE:
-            self._move(IDLE)
+            self.phase = IDLE  # DONE's one move (_PHASE_MOVES): nothing to check
             if self.sink is sink:
                 self.sink = None
                 sink.response_complete(self, self.reusable)
@@ -440,7 +440,8 @@ class UpstreamPool:
         if conn.requests >= self.max_requests or not self.size or self.draining:
             conn.close()
             return
-        conn.release_hold()
+        if conn.flow.read_paused:
+            conn.release_hold()
         conn.idle_since = self.ticker.now or 1e-9  # non-zero: idle
         self.idle.append(conn)  # beyond `size` too: the sweep trims (EXCESS_IDLE_GRACE)
 
