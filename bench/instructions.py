@@ -10,6 +10,7 @@ the difference per request, so start-up cancels out.
     python bench/instructions.py --oidc     # openid-connect, token-cached path (L1 hit)
     python bench/instructions.py --targets 2  # a Kong upstream balanced over 2 targets
     python bench/instructions.py --oidc --ops   # ... with prometheus (every series) + file-log
+    python bench/instructions.py --clients 100000  # token-cached, each request another client
     python bench/instructions.py --cache    # a proxy-cache hit (answered without the upstream)
     python bench/instructions.py --run N    # (internal) the measured loop itself
 Needs valgrind (apt-get install valgrind).
@@ -186,8 +187,59 @@ async def proxy_requests(
         raise SystemExit("the token was not swapped in: the harness no longer matches the code")
 
 
+def client_headers(clients: int) -> list[bytes]:
+    """`clients` distinct Basic headers as long as BASIC (client ids bench-000000, ...)."""
+    import base64
+
+    width = len("client")  # "bench-client" and "bench-000001" are as long
+    return [
+        b"Basic " + base64.b64encode(b"bench-%0*d:bench-secret" % (width, number))
+        for number in range(clients)
+    ]
+
+
+async def many_client_requests(count: int, clients: int) -> None:
+    """The token-cached path with `clients` cached clients over one connection, request i
+    carrying client i % clients: the per-connection digest memo misses on every request."""
+    from fastgw.config import parse_config
+    from fastgw.gateway import Gateway
+    from fastgw.http.upstream import UpstreamConnection
+    from fastgw.plugins.openid_connect.cache import Entry, Lifetime, Token
+
+    gateway = Gateway(parse_config(CONFIG + OIDC_PLUGIN), admin_listen="off")
+    (plugin,) = [p for p in gateway.plugins if p.name == "openid-connect"]
+    far = 4e9  # 2096: never refreshed while measuring
+    entry = Entry(
+        Token(TOKEN, far, {}), b"Bearer " + TOKEN.encode(), (), Lifetime(far, far, far, far)
+    )
+    cache = plugin.authenticator.cache  # type: ignore[attr-defined]
+    headers = client_headers(clients)
+    for header in headers:
+        cache.store((cache.header_key(header),), entry, 0.0)
+    requests = [OIDC_REQUEST.replace(BASIC, header) for header in headers]
+    (pool,) = gateway.pools
+    upstream = UpstreamConnection(pool)
+    upstream.connection_made(MemoryTransport())  # type: ignore[arg-type]
+    pool.idle.append(upstream)
+    client = gateway.proxy.protocol_factory()
+    client_transport = MemoryTransport()
+    client.connection_made(client_transport)  # type: ignore[arg-type]
+    # the order made up front: the loop costs what --oidc's does
+    for request in [requests[index % clients] for index in range(count)]:
+        client.data_received(request)
+        upstream.data_received(RESPONSE)
+    sent = upstream.transport.last_written  # type: ignore[attr-defined]
+    if not client_transport.last_written.endswith(b"ok") or b"Basic" in sent:
+        raise SystemExit("the token was not swapped in: the harness no longer matches the code")
+
+
 def instructions(
-    count: int, oidc: bool, ops: bool = False, targets: int = 0, cache: bool = False
+    count: int,
+    oidc: bool,
+    ops: bool = False,
+    targets: int = 0,
+    cache: bool = False,
+    clients: int = 0,
 ) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -196,7 +248,8 @@ def instructions(
              __file__, "--run", str(count), *(["--oidc"] if oidc else []),
              *(["--ops"] if ops else []),
              *(["--targets", str(targets)] if targets else []),
-             *(["--cache"] if cache else [])],
+             *(["--cache"] if cache else []),
+             *(["--clients", str(clients)] if clients else [])],
             cwd=REPO_ROOT, capture_output=True, text=True, check=True,
         )  # fmt: skip
     match = re.search(r"Collected : (\d+)", result.stderr)
@@ -214,6 +267,12 @@ def main() -> int:
     )
     parser.add_argument("--ops", action="store_true", help="with prometheus and file-log on")
     parser.add_argument("--cache", action="store_true", help="proxy-cache hits")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=0,
+        help="N cached clients over one connection, each request another's (digest memo misses)",
+    )
     args = parser.parse_args()
     if args.run is not None:
         sys.path.insert(0, str(REPO_ROOT))
@@ -221,13 +280,15 @@ def main() -> int:
 
         if args.cache:
             uvloop.run(cached_requests(args.run))
+        elif args.clients:
+            uvloop.run(many_client_requests(args.run, args.clients))
         else:
             uvloop.run(proxy_requests(args.run, args.oidc, args.ops, args.targets))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is missing: apt-get install valgrind", file=sys.stderr)
         return 2
-    mode = (args.oidc, args.ops, args.targets, args.cache)
+    mode = (args.oidc, args.ops, args.targets, args.cache, args.clients)
     instructions(SMALL, *mode)  # warm the bytecode caches on disk
     per_request = (instructions(LARGE, *mode) - instructions(SMALL, *mode)) / (LARGE - SMALL)
     path = "openid-connect token-cached path" if args.oidc else "plain path"
@@ -237,6 +298,8 @@ def main() -> int:
         path = f"a Kong upstream of {args.targets} target(s)"
     if args.cache:
         path = "a proxy-cache hit, no upstream"
+    if args.clients:
+        path = f"openid-connect token-cached path, {args.clients:,} clients in turn"
     print(f"{per_request:,.0f} instructions per proxied request ({path}, in-memory transports)")
     return 0
 
