@@ -29,6 +29,7 @@ from fastgw.http.upstream import UpstreamPool
 from fastgw.observability.snapshot import GatewayStats, PluginStatus, PoolStats
 from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin
+from fastgw.plugins.common.client_address import ClientAddress
 from fastgw.process.limits import client_connection_limit
 from fastgw.proxy.dispatch import Dispatcher
 from fastgw.proxy.runtime import PluginSlot, build_runtime
@@ -406,7 +407,12 @@ def plugin_runtime(
         return client
 
     runtime = plugin_api.PluginRuntime(
-        http_client=http_client, consumers=config.consumers, clients=clients
+        http_client=http_client,
+        consumers=config.consumers,
+        clients=clients,
+        client_address=ClientAddress(config.settings.real_ip),
+        namespace=config.settings.namespace,
+        server_address=config.settings.listen,
     )
     if spawn is not None:
         runtime.spawn = spawn

@@ -33,6 +33,10 @@ DEFAULT_UPSTREAM_POOL_SIZE = 512  # Kong upstream_keepalive_pool_size
 DEFAULT_UPSTREAM_IDLE_TIMEOUT = 60.0  # Kong upstream_keepalive_idle_timeout 60s
 DEFAULT_UPSTREAM_MAX_REQUESTS = 10_000  # Kong upstream_keepalive_max_requests
 DEFAULT_DRAIN_TIMEOUT = 10.0  # long enough for in-flight requests, short enough for a deploy
+DEFAULT_REAL_IP_HEADER = "X-Real-IP"  # kong.conf real_ip_header
+# What prefixes the keys fastgw writes to a shared Redis (rate-limiting's counters): gateways
+# sharing a Redis and a namespace count together, so each fleet names its own.
+DEFAULT_NAMESPACE = "fastgw"
 
 
 # -- plugins, routes, services --------------------------------------------------------------------
@@ -226,6 +230,17 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class RealIp:
+    """kong.conf's trusted_ips, real_ip_header and real_ip_recursive: the client address Kong's
+    plugins see (nginx's realip module) is the peer's, unless the peer is trusted; then it is
+    read from the header. Empty `trusted_ips` (Kong's default): always the peer's."""
+
+    trusted_ips: tuple[str, ...] = ()  # IPs and CIDR blocks, as written
+    real_ip_header: str = DEFAULT_REAL_IP_HEADER
+    real_ip_recursive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     listen: tuple[str, int] = DEFAULT_LISTEN  # the first of `listeners`
     admin_listen: tuple[str, int] | None = DEFAULT_ADMIN_LISTEN  # None: no admin listener
@@ -234,6 +249,8 @@ class Settings:
     # Kong's proxy_listen: every address, some with TLS (`ssl`)
     listeners: tuple[Listener, ...] = (Listener(*DEFAULT_LISTEN),)
     ssl_certificate: CertificatePair | None = None  # kong.conf's ssl_cert / ssl_cert_key
+    real_ip: RealIp = field(default_factory=RealIp)
+    namespace: str = DEFAULT_NAMESPACE
 
 
 # -- secrets --------------------------------------------------------------------------------------

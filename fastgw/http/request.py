@@ -70,6 +70,9 @@ class Request:
     local_headers: Sequence[tuple[bytes, bytes]] = ()
     local_status = 0
     upgrade = False  # a WebSocket upgrade request: offered upstream, a 101 makes a tunnel
+    # The client's X-Real-IP field (the wire re-creates it upstream): kong.conf's default
+    # real_ip_header, read only when the peer is trusted. None: the request had none.
+    x_real_ip: bytes | None = None
     # Set by an authentication plugin (Kong's kong.client.authenticate); None: nobody did.
     principal: Principal | None = None
     # What plugins change in the response (fastgw/http/response_edits.py); None: nothing.

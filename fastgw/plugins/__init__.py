@@ -14,9 +14,13 @@ if TYPE_CHECKING:
 
 # name -> module holding `SPEC`
 _MODULES: dict[str, str] = {
+    "correlation-id": "fastgw.plugins.correlation_id",
     "file-log": "fastgw.plugins.file_log",
+    "ip-restriction": "fastgw.plugins.ip_restriction",
     "openid-connect": "fastgw.plugins.openid_connect",
     "prometheus": "fastgw.plugins.prometheus",
+    "rate-limiting": "fastgw.plugins.rate_limiting",
+    "request-size-limiting": "fastgw.plugins.request_size_limiting",
     "request-termination": "fastgw.plugins.request_termination",
 }
 

@@ -84,9 +84,15 @@ class RequestContext(Protocol):
     path: bytes  # request path as received, without the query
     query: bytes  # raw query string without "?", b"" when absent
     host: bytes  # Host header value, b"" when absent
+    # the framing and forwarding fields the wire keeps apart from `headers`:
+    content_length: int  # the request's Content-Length, -1 when absent (chunked or no body)
+    expect_continue: bool  # the client sent Expect: 100-continue (it waits to send the body)
+    x_forwarded_for: bytes | None  # the client's X-Forwarded-For fields, joined by ", "
+    x_real_ip: bytes | None  # the client's X-Real-IP field
     responded: bool  # a plugin answered the client; the chain stops
     # who the request is (an `Authenticated`, set by the plugin that authenticated it)
     principal: Principal | None
+    shared_values: dict[str, object] | None  # `shared()` once made, else None
 
     @property
     def client_ip(self) -> str: ...
@@ -142,6 +148,30 @@ class RequestContext(Protocol):
 
     def add_response_filter(self, response_filter: ResponseFilter) -> None:
         """Watch the upstream's response of this request (fastgw.http.response_edits)."""
+
+
+# Kong's kong.log.set_serialize_value: values a plugin adds to the request's log record (Kong's
+# correlation-id writes `correlation_id`), kept among the request's shared values under this key.
+_SERIALIZE_VALUES = "kong.log.serialize_values"
+
+
+def set_serialize_value(ctx: RequestContext, key: str, value: object) -> None:
+    """Put `value` at `key` of the request's log record (Kong's set_serialize_value, mode "set":
+    a logger writes these last, over its own fields)."""
+    shared = ctx.shared()
+    values = shared.get(_SERIALIZE_VALUES)
+    if not isinstance(values, dict):
+        values = shared[_SERIALIZE_VALUES] = {}
+    values[key] = value
+
+
+def serialize_values(ctx: RequestContext) -> dict[str, object] | None:
+    """What the request's plugins added to its log record (`set_serialize_value`), or None."""
+    shared = ctx.shared_values
+    if shared is None:
+        return None
+    values = shared.get(_SERIALIZE_VALUES)
+    return values if isinstance(values, dict) else None
 
 
 class LogContext(RequestContext, Protocol):
@@ -237,6 +267,12 @@ class Plugin:
 
     def access(self, ctx: RequestContext) -> Awaitable[None] | None:
         return None
+
+    def for_route(self, service: Any, route: Any) -> Plugin:
+        """The instance as it runs on one route (fastgw.config's Service and Route), asked once
+        per route at config load: itself, unless its step depends on the route or service of
+        the request (rate-limiting's `limit_by: service`), which a request does not carry."""
+        return self
 
     def log(self, ctx: LogContext, route: RouteInfo) -> None:
         """Kong's log phase: the response is complete (set `has_log` to be called)."""

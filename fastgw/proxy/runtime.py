@@ -158,24 +158,40 @@ def _instances(
             reusable.setdefault(slot.key, []).append(slot)
     fresh: list[Plugin] = []
     slots: list[PluginSlot] = []
+    scopes = _scopes(config)
     for entry in config.plugin_entries():
         if not entry.enabled:
             continue
         key = plugin_key(entry)
         kept = reusable.get(key)
         if kept:
-            old = kept.pop(0)
+            # the one configured at the same place first: it is attached to the same scope
+            same = [index for index, slot in enumerate(kept) if slot.path == entry.path]
+            old = kept.pop(same[0] if same else 0)
             plugin, clients = old.plugin, old.clients
         else:
             spec = plugins.spec(entry.name)
             assert spec is not None  # config validation rejected unknown names
             runtime = plugin_runtime()
+            runtime.scope = scopes.get(id(entry), runtime.scope)
             plugin = spec.build(entry.config, runtime)
             clients = runtime.clients
             fresh.append(plugin)
         plugin.instance_name = entry.path
         slots.append(PluginSlot(key, entry.path, plugin, clients))
     return slots, fresh
+
+
+def _scopes(config: GatewayConfig) -> dict[int, plugin_api.PluginScope]:
+    """What each service's and route's plugin entries are attached to (by the entry's id)."""
+    scopes: dict[int, plugin_api.PluginScope] = {}
+    for service in config.services:
+        for entry in service.plugins:
+            scopes[id(entry)] = plugin_api.PluginScope(service=service)
+        for route in service.routes:
+            for entry in route.plugins:
+                scopes[id(entry)] = plugin_api.PluginScope(route=route)
+    return scopes
 
 
 class _Destination:
@@ -229,7 +245,7 @@ def _chain(
                 chosen[entry.name] = plugin
             elif not entry.enabled:
                 chosen.pop(entry.name, None)  # disabled at a narrower scope switches it off
-    return _chain_of(list(chosen.values()))
+    return _chain_of([plugin.for_route(service, route) for plugin in chosen.values()])
 
 
 def _chain_of(chosen: list[Plugin]) -> Chain | None:

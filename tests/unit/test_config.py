@@ -21,9 +21,10 @@ from fastgw.config import (
     parse_listen,
 )
 from fastgw.errors import ConfigError
+from fastgw.plugins import names as plugin_names
 
 HEADER = '_format_version: "3.0"\n'
-UNKNOWN_PLUGIN = "(available: file-log, openid-connect, prometheus, request-termination)"
+UNKNOWN_PLUGIN = f"(available: {', '.join(plugin_names())})"  # every registered plugin
 
 
 def parse(body: str, env: dict[str, str] | None = None) -> GatewayConfig:

@@ -1,5 +1,6 @@
 """fastgw's own `_fastgw` section: the listeners (Kong's proxy_listen, with kong.conf's
-ssl_cert / ssl_cert_key), the admin listener, the worker count and the wire limits.
+ssl_cert / ssl_cert_key), the admin listener, the worker count, the wire limits, the client
+address (kong.conf's trusted_ips, real_ip_header, real_ip_recursive) and the fleet's namespace.
 
 Kong keeps these in kong.conf; here they sit beside the entities they serve, and a command line
 flag overrides the listeners (fastgw/cli.py).
@@ -8,7 +9,9 @@ flag overrides the listeners (fastgw/cli.py).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from typing import Any
 
 from fastgw.config.addresses import listeners_of, split_listen
@@ -23,6 +26,8 @@ from fastgw.config.model import (
     DEFAULT_MAX_HEAD_SIZE,
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_URI_SIZE,
+    DEFAULT_NAMESPACE,
+    DEFAULT_REAL_IP_HEADER,
     DEFAULT_UNDERSCORES_IN_HEADERS,
     DEFAULT_UPSTREAM_IDLE_TIMEOUT,
     DEFAULT_UPSTREAM_MAX_REQUESTS,
@@ -31,12 +36,28 @@ from fastgw.config.model import (
     CertificatePair,
     Limits,
     Listener,
+    RealIp,
     Settings,
 )
 from fastgw.config.pem import PemError, read_pem_file
-from fastgw.config.schema import Boolean, Declared, Integer, Reader, Schema, Strings, join
+from fastgw.config.schema import (
+    Boolean,
+    Declared,
+    Integer,
+    Reader,
+    Schema,
+    Strings,
+    Text,
+    join,
+)
 
 MAX_CERTIFICATES = 2  # kong.conf's ssl_cert takes one of each key type: RSA and ECDSA
+# kong.conf's trusted_ips may name unix-socket peers; fastgw listens on TCP only, so it is inert
+UNIX_PEERS = "unix:"
+# a header name (RFC 9110 token characters)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Redis key material: Kong's entity-name characters (no ":", no space, no braces)
+_NAMESPACE = re.compile(r"^[A-Za-z0-9._~-]+$")
 
 
 class Listeners(Declared):
@@ -125,6 +146,61 @@ class Seconds(Declared):
         return float(value)
 
 
+class TrustedIps(Declared):
+    """kong.conf's trusted_ips: IPs and CIDR blocks (v4, v6) or `unix:`, a list or one
+    comma-separated string; `0.0.0.0/0,::/0` trusts every peer."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> tuple[str, ...]:
+        reader.ignore(key)
+        raw = reader.raw.get(key)
+        if raw is None:
+            return ()
+        if isinstance(raw, str):
+            items = [part.strip() for part in raw.split(",") if part.strip()]
+        elif isinstance(raw, list):
+            items = raw
+        else:
+            reader.error(key, "must be a list of IPs or CIDR blocks, or one comma-separated string")
+            return ()
+        trusted: list[str] = []
+        for item in items:
+            if item == UNIX_PEERS:
+                continue
+            try:
+                ipaddress.ip_network(str(item), strict=False)
+            except ValueError:
+                # Kong's own wording for a bad entry
+                reader.error(
+                    key,
+                    f"{key} must be a comma separated list in the form of IPv4 or IPv6 address "
+                    f"or CIDR block or 'unix:', got '{item}'",
+                )
+                continue
+            trusted.append(str(item))
+        return tuple(trusted)
+
+
+def _real_ip_header(reader: Reader, key: str, value: str) -> str:
+    if value == "proxy_protocol":
+        reader.error(
+            key, "proxy_protocol is not supported (fastgw's listeners read no PROXY header)"
+        )
+        return DEFAULT_REAL_IP_HEADER
+    if not _HEADER_NAME.match(value):
+        reader.error(key, f"must be a header name; got {value!r}")
+        return DEFAULT_REAL_IP_HEADER
+    return value
+
+
+def _namespace(reader: Reader, key: str, value: str) -> str:
+    if not _NAMESPACE.match(value):
+        reader.error(key, "must be letters, digits, '.', '_', '~' or '-'")
+        return DEFAULT_NAMESPACE
+    return value
+
+
 def _default_certificate(
     reader: Reader, values: dict[str, Any], needed: bool
 ) -> CertificatePair | None:
@@ -162,6 +238,11 @@ def _settings(reader: Reader, values: dict[str, Any]) -> Settings:
         reader, values, any(listener.ssl for listener in listeners)
     )
     limits = Limits(**{item.name: values[item.name] for item in dataclasses.fields(Limits)})
+    real_ip = RealIp(
+        trusted_ips=values["trusted_ips"],
+        real_ip_header=_real_ip_header(reader, "real_ip_header", values["real_ip_header"]),
+        real_ip_recursive=values["real_ip_recursive"],
+    )
     return Settings(
         listen=(listeners[0].host, listeners[0].port),
         admin_listen=values["admin_listen"],
@@ -169,6 +250,8 @@ def _settings(reader: Reader, values: dict[str, Any]) -> Settings:
         limits=limits,
         listeners=listeners,
         ssl_certificate=ssl_certificate,
+        real_ip=real_ip,
+        namespace=_namespace(reader, "namespace", values["namespace"]),
     )
 
 
@@ -190,6 +273,10 @@ SETTINGS = Schema(
         "upstream_idle_timeout": Seconds(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
         "upstream_max_requests": Integer(DEFAULT_UPSTREAM_MAX_REQUESTS, minimum=0),
         "drain_timeout": Seconds(DEFAULT_DRAIN_TIMEOUT, zero_ok=True),
+        "trusted_ips": TrustedIps(),
+        "real_ip_header": Text(DEFAULT_REAL_IP_HEADER),
+        "real_ip_recursive": Boolean(False),
+        "namespace": Text(DEFAULT_NAMESPACE),
     },
     build=_settings,
     annotations=True,  # fastgw's own section: annotated as Kong's entities are
