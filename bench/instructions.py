@@ -10,6 +10,7 @@ the difference per request, so start-up cancels out.
     python bench/instructions.py --oidc     # openid-connect, token-cached path (L1 hit)
     python bench/instructions.py --targets 2  # a Kong upstream balanced over 2 targets
     python bench/instructions.py --oidc --ops   # ... with prometheus (every series) + file-log
+    python bench/instructions.py --oidc --rate-limiting  # ... with rate-limiting (local policy)
     python bench/instructions.py --run N    # (internal) the measured loop itself
 Needs valgrind (apt-get install valgrind).
 """
@@ -45,6 +46,11 @@ OPS_PLUGINS = """
     config: {status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}
   - name: file-log
     config: {path: /dev/null}
+"""
+# limits no run reaches (the windows turn while it runs: every counter starts again then)
+RATE_LIMITING_PLUGIN = """
+  - name: rate-limiting
+    config: {second: 1000000000, hour: 1000000000000, policy: local}
 """
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 BASIC = b"Basic YmVuY2gtY2xpZW50OmJlbmNoLXNlY3JldA=="  # bench-client:bench-secret
@@ -105,7 +111,7 @@ upstreams:
 
 
 async def proxy_requests(
-    count: int, oidc: bool = False, ops: bool = False, targets: int = 0
+    count: int, oidc: bool = False, ops: bool = False, targets: int = 0, limited: bool = False
 ) -> None:
     from fastgw.config import parse_config
     from fastgw.gateway import Gateway
@@ -115,13 +121,14 @@ async def proxy_requests(
         text = balanced_config(targets)
     else:
         text = CONFIG
-        if oidc or ops:
+        if oidc or ops or limited:
             text += "plugins:" + (OIDC_PLUGIN.split("plugins:", 1)[1] if oidc else "\n")
             text += OPS_PLUGINS if ops else ""
+            text += RATE_LIMITING_PLUGIN if limited else ""
     gateway = Gateway(parse_config(text), admin_listen="off")
     for plugin in gateway.plugins:
-        if plugin.name == "file-log":
-            await plugin.start()  # opens its (/dev/null) file; the rest needs no start
+        if plugin.name in ("file-log", "rate-limiting"):
+            await plugin.start()  # file-log opens /dev/null, rate-limiting starts its clock
     request = REQUEST
     if oidc:
         cache_token(gateway)
@@ -148,6 +155,8 @@ async def proxy_requests(
             client.data_received(request)
             # the one the balancer picked (the harness's own cost, the same for any balancer)
             (first if first.sink is not None else second).data_received(RESPONSE)
+    if limited and b"x-ratelimit-remaining-second" not in client_transport.last_written:
+        raise SystemExit("no rate-limiting fields: the harness no longer matches the code")
     if not client_transport.last_written.endswith(b"ok"):
         raise SystemExit("the proxied response is wrong: the harness no longer matches the code")
     sent = upstream.transport.last_written  # type: ignore[union-attr]
@@ -155,13 +164,15 @@ async def proxy_requests(
         raise SystemExit("the token was not swapped in: the harness no longer matches the code")
 
 
-def instructions(count: int, oidc: bool, ops: bool = False, targets: int = 0) -> int:
+def instructions(
+    count: int, oidc: bool, ops: bool = False, targets: int = 0, limited: bool = False
+) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
              __file__, "--run", str(count), *(["--oidc"] if oidc else []),
-             *(["--ops"] if ops else []),
+             *(["--ops"] if ops else []), *(["--rate-limiting"] if limited else []),
              *(["--targets", str(targets)] if targets else [])],
             cwd=REPO_ROOT, capture_output=True, text=True, check=True,
         )  # fmt: skip
@@ -179,24 +190,30 @@ def main() -> int:
         "--targets", type=int, default=0, choices=(0, 1, 2), help="a Kong upstream of N targets"
     )
     parser.add_argument("--ops", action="store_true", help="with prometheus and file-log on")
+    parser.add_argument(
+        "--rate-limiting", action="store_true", help="with rate-limiting (policy: local) on"
+    )
     args = parser.parse_args()
+    limited = args.rate_limiting
     if args.run is not None:
         sys.path.insert(0, str(REPO_ROOT))
         import uvloop
 
-        uvloop.run(proxy_requests(args.run, args.oidc, args.ops, args.targets))
+        uvloop.run(proxy_requests(args.run, args.oidc, args.ops, args.targets, limited))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is missing: apt-get install valgrind", file=sys.stderr)
         return 2
-    instructions(SMALL, args.oidc, args.ops, args.targets)  # warm the bytecode caches on disk
-    per_request = (
-        instructions(LARGE, args.oidc, args.ops, args.targets)
-        - instructions(SMALL, args.oidc, args.ops, args.targets)
-    ) / (LARGE - SMALL)
+    measured = (args.oidc, args.ops, args.targets, limited)
+    instructions(SMALL, *measured)  # warm the bytecode caches on disk
+    per_request = (instructions(LARGE, *measured) - instructions(SMALL, *measured)) / (
+        LARGE - SMALL
+    )
     path = "openid-connect token-cached path" if args.oidc else "plain path"
     if args.ops:
         path += ", prometheus + file-log on"
+    if limited:
+        path += ", rate-limiting (local) on"
     if args.targets:
         path = f"a Kong upstream of {args.targets} target(s)"
     print(f"{per_request:,.0f} instructions per proxied request ({path}, in-memory transports)")

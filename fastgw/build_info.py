@@ -30,6 +30,7 @@ COMPILED_MODULES = (
     "fastgw.http.response_head",
     "fastgw.http.timers",
     "fastgw.http.responses",
+    "fastgw.http.edits",
     "fastgw.proxy.dispatch",
     "fastgw.proxy.forwarding",
     "fastgw.plugins.api",
@@ -45,6 +46,16 @@ COMPILED_MODULES = (
     "fastgw.plugins.openid_connect.cache",
     "fastgw.plugins.openid_connect.stats",
     "fastgw.plugins.file_log.record",
+    "fastgw.plugins.common.client_address",
+    "fastgw.plugins.common.clock",
+    "fastgw.plugins.common.networks",
+    "fastgw.plugins.rate_limiting.handler",
+    "fastgw.plugins.rate_limiting.counters",
+    "fastgw.plugins.rate_limiting.windows",
+    "fastgw.plugins.rate_limiting.stats",
+    "fastgw.plugins.ip_restriction.handler",
+    "fastgw.plugins.request_size_limiting.handler",
+    "fastgw.plugins.correlation_id.handler",
 )
 
 PURE_ENV = "FASTGW_PURE"

@@ -175,6 +175,12 @@ class Request:
     def set_response_header(self, name: bytes, value: bytes) -> None:
         self.edits().set(name, value)
 
+    def set_response_headers(self, fields: Sequence[tuple[bytes, bytes]]) -> None:
+        self.edits().set_all(fields)
+
+    def set_response_lines(self, lines: bytes, names: tuple[bytes, ...], probe: bytes) -> None:
+        self.edits().set_lines(lines, names, probe)
+
     def add_response_header(self, name: bytes, value: bytes) -> None:
         self.edits().add(name, value)
 

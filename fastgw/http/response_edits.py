@@ -2,16 +2,18 @@
 `kong.response.set_header`) or added (`add_header`), and filters that watch the response.
 
 A request no plugin touched has no `ResponseEdits` at all, and its response pays one attribute
-test. The edits apply alike to the upstream's head and to a local answer.
+test. The edits apply alike to the upstream's head and to a local answer. `ResponseFilter` stays
+out of the compiled build (plugins and tests outside it subclass it); the edits themselves are
+fastgw/http/edits.py, compiled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from mypy_extensions import trait
 
-_COLON = 0x3A  # b":"[0]
+from fastgw.http.edits import ResponseEdits
+
+__all__ = ["ResponseEdits", "ResponseFilter"]
 
 
 @trait
@@ -36,53 +38,3 @@ class ResponseFilter:
 
     def response_aborted(self) -> None:
         """The response was cut off (or never came): nothing of it is complete."""
-
-
-class ResponseEdits:
-    """Header fields to set or add, and the filters of one response."""
-
-    __slots__ = ("added", "filters", "replaced")
-
-    def __init__(self) -> None:
-        self.replaced: list[bytes] = []  # lower-case names whose upstream fields go
-        self.added: list[tuple[bytes, bytes]] = []  # (lower-case name, value), in order
-        self.filters: list[ResponseFilter] = []
-
-    def set(self, name: bytes, value: bytes) -> None:
-        """One field `name` of `value`, replacing the upstream's and earlier edits' (Kong's
-        set_header). `name` is lower case."""
-        if name not in self.replaced:
-            self.replaced.append(name)
-        self.added = [field for field in self.added if field[0] != name]
-        self.added.append((name, value))
-
-    def add(self, name: bytes, value: bytes) -> None:
-        """One more field `name` (Kong's add_header): the upstream's stay."""
-        self.added.append((name, value))
-
-    def remove(self, name: bytes) -> None:
-        """No field `name` at all (Kong's clear_header)."""
-        if name not in self.replaced:
-            self.replaced.append(name)
-        self.added = [field for field in self.added if field[0] != name]
-
-    def apply(self, fields: bytes) -> bytes:
-        """The upstream's field lines (CRLF-terminated, as forwarded) with the edits made."""
-        if self.replaced and fields:
-            kept = [
-                line for line in fields.split(b"\r\n")[:-1] if _name_of(line) not in self.replaced
-            ]
-            fields = b"".join(line + b"\r\n" for line in kept)
-        if self.added:
-            fields += b"".join(b"%b: %b\r\n" % field for field in self.added)
-        return fields
-
-    def apply_to(self, headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """A local answer's (name, value) fields with the edits made."""
-        kept = [field for field in headers if field[0].lower() not in self.replaced]
-        return kept + self.added
-
-
-def _name_of(line: bytes) -> bytes:
-    colon = line.find(_COLON)
-    return (line if colon < 0 else line[:colon]).lower()

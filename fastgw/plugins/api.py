@@ -140,6 +140,16 @@ class RequestContext(Protocol):
     def set_response_header(self, name: bytes, value: bytes) -> None:
         """One response field `name` (lower case) of `value`, replacing the upstream's."""
 
+    def set_response_headers(self, fields: Sequence[tuple[bytes, bytes]]) -> None:
+        """`set_response_header` for each (name, value) of `fields` (distinct lower-case
+        names): one call for a plugin that sets several on every request."""
+
+    def set_response_lines(self, lines: bytes, names: tuple[bytes, ...], probe: bytes) -> None:
+        """`set_response_header` for each of the fields `names` (distinct, lower case), given
+        as the CRLF-terminated field lines `lines` the plugin rendered: the cheapest way to set
+        several fields on every request. `probe`: lower-case text all of `names` contain (the
+        upstream's head is searched for it, not for each name)."""
+
     def add_response_header(self, name: bytes, value: bytes) -> None:
         """One more response field `name` (lower case); the upstream's stay."""
 

@@ -1,9 +1,11 @@
 """The worker's own counters (`policy: local`, and every policy's fallback while Redis is down):
-per period, a count per identifier for the current window, bounded in entries.
+per identifier, each period's count in its current window, bounded in entries.
 
-A window's counters go all at once when the next window begins (Kong's counters expire with
-their period). The bound holds against a flood of made-up identifiers: past it, the oldest
-counter of the period makes room (Kong's shared dict evicts its least recently used), counted.
+One dict entry per identifier holds every period's (window start, count): a request costs one
+lookup. A count from an earlier window reads as 0; when the longest period's window turns,
+every counter has expired and the dict starts afresh (Kong's counters expire with their
+period). The bound holds against a flood of made-up identifiers: past it, the oldest entry
+makes room (Kong's shared dict evicts its least recently used), counted.
 """
 
 from __future__ import annotations
@@ -12,47 +14,54 @@ from typing import Final
 
 from fastgw.plugins.api import StoreUsage
 
+from .windows import Period
+
 # Kong's kong_rate_limiting_counters zone is 12 MiB per node; an entry (an identifier of up to
-# an IPv6 address or a UUID and its count, in a dict) takes about ENTRY_BYTES here.
+# an IPv6 address or a UUID, and a window start and a count per period) takes about
+# ENTRY_BYTES here with one or two periods.
 DEFAULT_CAPACITY: Final = 100_000
-ENTRY_BYTES: Final = 160
+ENTRY_BYTES: Final = 200
 
 
 class Counters:
-    """Counts per identifier for the current window of each period (by the period's index)."""
+    """Counts per identifier: `slots(identifier)` is [start, count] for each period in turn,
+    its counts those of the current windows, changed in place by the caller."""
 
-    __slots__ = ("capacity", "counts", "evicted", "per_period", "starts")
+    __slots__ = ("capacity", "counts", "epoch", "evicted", "periods")
 
-    def __init__(self, periods: int, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, periods: tuple[Period, ...], capacity: int = DEFAULT_CAPACITY) -> None:
+        self.periods = periods
         self.capacity = capacity
-        self.per_period = max(1, capacity // max(1, periods))
-        self.counts: list[dict[str, int]] = [{} for _ in range(periods)]
-        self.starts: list[int] = [0] * periods  # the window each period's counts are for
+        self.counts: dict[str, list[int]] = {}
+        self.epoch = 0  # the longest period's window the counts belong to
         self.evicted = 0
 
-    def usage(self, index: int, start: int, identifier: str) -> int:
-        """The count of `identifier` in the window beginning at `start` (0 when none)."""
-        if self.starts[index] != start:
-            self.starts[index] = start
-            self.counts[index] = {}  # the previous window's counters all expire at once
-            return 0
-        return self.counts[index].get(identifier, 0)
-
-    def add(self, index: int, identifier: str, amount: int = 1) -> None:
-        """Count `amount` more for `identifier` (its window is the one `usage` last saw)."""
-        counts = self.counts[index]
-        count = counts.get(identifier)
-        if count is not None:
-            counts[identifier] = count + amount
-            return
-        if len(counts) >= self.per_period:
-            del counts[next(iter(counts))]  # the oldest counter of this window
-            self.evicted += 1
-        counts[identifier] = amount
+    def slots(self, identifier: str) -> list[int]:
+        """`identifier`'s [start, count] per period, each count that of its current window
+        (the periods' windows moved to the present first)."""
+        periods = self.periods
+        counts = self.counts
+        longest = periods[len(periods) - 1].start
+        if longest != self.epoch:
+            self.epoch = longest
+            counts.clear()  # every window has turned: every counter has expired
+        slots = counts.get(identifier)
+        if slots is None:
+            if len(counts) >= self.capacity:
+                del counts[next(iter(counts))]  # the oldest entry
+                self.evicted += 1
+            slots = [0] * (2 * len(periods))
+            counts[identifier] = slots
+        for index in range(len(periods)):
+            start = periods[index].start
+            if slots[2 * index] != start:
+                slots[2 * index] = start
+                slots[2 * index + 1] = 0
+        return slots
 
     @property
     def entries(self) -> int:
-        return sum(len(counts) for counts in self.counts)
+        return len(self.counts)
 
     def usage_report(self, name: str) -> StoreUsage:
         entries = self.entries

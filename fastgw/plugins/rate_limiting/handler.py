@@ -8,16 +8,15 @@ unavailable the verdict is the worker's own counters' (`fault_tolerant`), or a 5
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import Any, Final, Protocol
 
 from fastgw.http.responses import error_parts
 from fastgw.observability.metrics import Family
 from fastgw.plugins.api import Plugin, RequestContext, StoreUsage, authenticated
 from fastgw.plugins.common.client_address import ClientAddress
+from fastgw.plugins.common.clock import CLOCK
 
 from .counters import DEFAULT_CAPACITY, Counters
 from .schema import RateLimitingConfig
@@ -30,8 +29,26 @@ RATELIMIT_LIMIT: Final = b"ratelimit-limit"
 RATELIMIT_REMAINING: Final = b"ratelimit-remaining"
 RATELIMIT_RESET: Final = b"ratelimit-reset"
 RETRY_AFTER: Final = b"retry-after"
+# the fields of an allowed request, rendered as lines: every name holds _PROBE
+_CRLF: Final = b"\r\n"
+_RESET: Final = b"\r\nratelimit-reset: "
+_PROBE: Final = b"ratelimit"
 # Kong's answer when counting failed and fault_tolerant is false (an error in the phase)
 FAILED_STATUS: Final = 500
+# `limit_by`, as the hot path compares it
+_BY_CONSUMER: Final = 0
+_BY_CREDENTIAL: Final = 1
+_BY_HEADER: Final = 2
+_BY_PATH: Final = 3
+_BY_OTHER: Final = 4  # ip, and service (fixed per route: ServiceView)
+_LIMIT_BY: Final = {
+    "consumer": _BY_CONSUMER,
+    "credential": _BY_CREDENTIAL,
+    "header": _BY_HEADER,
+    "path": _BY_PATH,
+    "ip": _BY_OTHER,
+    "service": _BY_OTHER,
+}
 # a `limit_by: header` value may be a key: only its digest is kept or sent to Redis
 _HEADER_DIGEST_BYTES: Final = 16
 
@@ -66,19 +83,21 @@ class RateLimiting(Plugin):
         self.periods: tuple[Period, ...] = tuple(
             Period(name, limit) for name, limit in config.limits
         )
-        self.local = Counters(len(self.periods), capacity)
+        self.local = Counters(self.periods, capacity)
         self.redis = redis
         self.stats = stats if stats is not None else Stats()
         self._address = client_address
         self._limit_by = config.limit_by
+        self._by = _LIMIT_BY[config.limit_by]
         self._header = (config.header_name or "").lower().encode("latin-1")
         self._path = (config.path or "").encode()
-        self._fixed: str | None = None  # the identifier of a per-route view (limit_by service)
         self._hide = config.hide_client_headers
         self.fault_tolerant = config.fault_tolerant
         self._limited = error_parts(config.error_code, config.error_message)
         self._error_code = config.error_code
         self._failed = error_parts(FAILED_STATUS)
+        names = [name for p in self.periods for name in (p.limit_header, p.remaining_header)]
+        self._names = (*names, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET)
 
     # -- config load ------------------------------------------------------------------------------
 
@@ -87,17 +106,16 @@ class RateLimiting(Plugin):
         of this instance that knows it, sharing its counters."""
         if self._limit_by != "service" or service is None:
             return self
-        view = copy.copy(self)
-        view._fixed = service_id(service)
-        return view
+        return ServiceView(self, service_id(service))
 
     # -- the hot path -----------------------------------------------------------------------------
 
     def access(self, ctx: RequestContext) -> Awaitable[None] | None:
-        identifier = self._fixed
-        if identifier is None:
-            identifier = self.identify(ctx)
-        now = int(time.time())  # Kong's windows have whole-second precision
+        return self.count(ctx, self.identify(ctx))
+
+    def count(self, ctx: RequestContext, identifier: str) -> Awaitable[None] | None:
+        """Decide on `identifier`'s counts and count the request when it may go on."""
+        now = CLOCK.now()  # Kong's windows have whole-second precision
         for period in self.periods:
             if period.end <= now or now < period.start:
                 period.at(now)
@@ -109,43 +127,40 @@ class RateLimiting(Plugin):
 
     def identify(self, ctx: RequestContext) -> str:
         """Kong's get_identifier: the entity `limit_by` names, else the client's address."""
-        limit_by = self._limit_by
-        if limit_by == "consumer" or limit_by == "credential":
+        by = self._by
+        if by <= _BY_CREDENTIAL:
             who = authenticated(ctx)
             if who is not None:
-                if limit_by == "consumer" and who.consumer is not None:
+                if by == _BY_CONSUMER and who.consumer is not None:
                     return who.consumer.id
                 if who.credential is not None:
                     return who.credential.id
-        elif limit_by == "header":
+        elif by == _BY_HEADER:
             value = ctx.get_header(self._header)
             if value:
                 return "h:" + hashlib.blake2b(value, digest_size=_HEADER_DIGEST_BYTES).hexdigest()
-        elif limit_by == "path" and ctx.path == self._path:
+        elif by == _BY_PATH and ctx.path == self._path:
             return self._path.decode()
         return self._address.of(ctx)
 
     def decide_locally(self, ctx: RequestContext, identifier: str, now: int) -> None:
         """The verdict on the worker's own counters; counted when allowed."""
-        local = self.local
-        periods = self.periods
-        usages: list[float] = []
-        for index in range(len(periods)):
-            usages.append(local.usage(index, periods[index].start, identifier))
-        if self.verdict(ctx, usages, now):
-            for index in range(len(periods)):
-                local.add(index, identifier)
+        slots = self.local.slots(identifier)
+        if self.verdict(ctx, slots, now, 2):
+            for index in range(1, len(slots), 2):
+                slots[index] += 1
 
-    def verdict(self, ctx: RequestContext, usages: Sequence[float], now: int) -> bool:
-        """Kong's decision on the counts before this request, one per period: its response
-        fields, and the 429 when a period is used up. True when the request may go on."""
+    def verdict(self, ctx: RequestContext, counts: list[int], now: int, step: int = 1) -> bool:
+        """Kong's decision on the counts before this request, period i's at
+        counts[i * step + step - 1]: its response fields, and the 429 when a period is used
+        up. True when the request may go on."""
         periods = self.periods
         stop = -1
         for index in range(len(periods)):
-            if periods[index].limit - usages[index] <= 0:
+            if counts[index * step + step - 1] >= periods[index].allowance:
                 stop = index  # the longest period used up
         if not self._hide:
-            self._fields(ctx, usages, stop, now)
+            self._fields(ctx, counts, step, stop, now)
         if stop < 0:
             self.stats.allowed += 1
             return True
@@ -154,31 +169,51 @@ class RateLimiting(Plugin):
         ctx.respond(self._error_code, body, headers)
         return False
 
-    def _fields(self, ctx: RequestContext, usages: Sequence[float], stop: int, now: int) -> None:
+    def _fields(
+        self, ctx: RequestContext, counts: list[int], step: int, stop: int, now: int
+    ) -> None:
         """X-RateLimit-Limit/Remaining-<Period> for each period; RateLimit-* for the period
         with the least left (the longer one on a tie); Retry-After on a 429 (Kong's rules)."""
         periods = self.periods
+        parts: list[bytes] = []
         chosen = 0
+        chosen_text = b""
         least = 0.0
         for index in range(len(periods)):
             period = periods[index]
-            remaining = period.limit - usages[index]
-            if stop < 0 or stop == index:
-                remaining -= 1  # this request's share (Kong leaves the others' as they are)
-            if remaining < 0:
-                remaining = 0
+            used = counts[index * step + step - 1]
+            share = 1 if stop < 0 or stop == index else 0  # Kong leaves the others' as they are
+            if period.integral:
+                whole = period.allowance - used - share
+                if whole < 0:
+                    whole = 0
+                remaining = float(whole)
+                text = str(whole).encode()
+            else:
+                remaining = max(0.0, period.limit - used - share)
+                text = lua_number(remaining)
             if index == 0 or remaining <= least:  # periods go shortest first: a tie moves on
                 chosen = index
+                chosen_text = text
                 least = remaining
-            ctx.set_response_header(period.limit_header, period.limit_text)
-            ctx.set_response_header(period.remaining_header, lua_number(remaining))
-        period = periods[chosen]
-        reset = b"%d" % period.reset(now)
-        ctx.set_response_header(RATELIMIT_LIMIT, period.limit_text)
-        ctx.set_response_header(RATELIMIT_REMAINING, lua_number(least))
-        ctx.set_response_header(RATELIMIT_RESET, reset)
-        if stop >= 0:
-            ctx.set_response_header(RETRY_AFTER, reset)
+            parts.append(period.lines)
+            parts.append(text)
+            parts.append(_CRLF)
+        reset = str(periods[chosen].reset(now)).encode()
+        if stop < 0:  # the common answer: its fields rendered here, set in one call
+            parts += (periods[chosen].summary, chosen_text, _RESET, reset, _CRLF)
+            ctx.set_response_lines(b"".join(parts), self._names, _PROBE)
+            return
+        fields: list[tuple[bytes, bytes]] = []
+        for index in range(len(periods)):
+            period = periods[index]
+            fields.append((period.limit_header, period.limit_text))
+            fields.append((period.remaining_header, parts[3 * index + 1]))
+        fields.append((RATELIMIT_LIMIT, periods[chosen].limit_text))
+        fields.append((RATELIMIT_REMAINING, chosen_text))
+        fields.append((RATELIMIT_RESET, reset))
+        fields.append((RETRY_AFTER, reset))
+        ctx.set_response_headers(fields)
 
     def unavailable(self, ctx: RequestContext, identifier: str, now: int) -> None:
         """Redis could not count this request: the worker's own counters decide
@@ -194,10 +229,12 @@ class RateLimiting(Plugin):
     # -- lifecycle and reports --------------------------------------------------------------------
 
     async def start(self) -> None:
+        CLOCK.start()
         if self.redis is not None:
             await self.redis.start()
 
     async def stop(self) -> None:
+        CLOCK.stop()
         if self.redis is not None:
             await self.redis.stop()
 
@@ -225,6 +262,21 @@ class RateLimiting(Plugin):
         if self.redis is not None:
             status.update(self.redis.status())
         return status
+
+
+class ServiceView(Plugin):
+    """A rate-limiting instance on one route with `limit_by: service`: counts that service."""
+
+    name = "rate-limiting"
+    priority = PRIORITY
+
+    def __init__(self, counting: RateLimiting, service: str) -> None:
+        self.counting = counting
+        self.service = service
+        self.instance_name = counting.instance_name
+
+    def access(self, ctx: RequestContext) -> Awaitable[None] | None:
+        return self.counting.count(ctx, self.service)
 
 
 def service_id(service: Any) -> str:

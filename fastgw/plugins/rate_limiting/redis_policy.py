@@ -253,7 +253,7 @@ class Batched(RedisCounts):
     def decide(
         self, plugin: RateLimiting, ctx: RequestContext, identifier: str, now: int
     ) -> Awaitable[None] | None:
-        usages: list[float] = []
+        usages: list[int] = []
         windows = self.windows
         periods = self.periods
         for index in range(len(periods)):
@@ -296,10 +296,10 @@ class Batched(RedisCounts):
             # counted here until Redis is back: the next flush adds it to the fleet's
             self.stats.fallbacks += 1
             self._remember(identifier, [0] * len(self.periods))
-            if plugin.verdict(ctx, [0.0] * len(self.periods), now):
+            if plugin.verdict(ctx, [0] * len(self.periods), now):
                 self._count(identifier)
             return
-        allowed = all(p.limit - count > 0 for p, count in zip(self.periods, counts, strict=True))
+        allowed = all(c < p.allowance for p, c in zip(self.periods, counts, strict=True))
         # the script counted an allowed request in Redis already
         self._remember(identifier, [count + 1 if allowed else count for count in counts])
         plugin.verdict(ctx, counts, now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import math
 from typing import Final
 
 # Kong's EXPIRATION (kong/plugins/rate-limiting/expiration.lua): a month is 30 days and a year
@@ -46,24 +47,33 @@ class Period:
     window (`start` .. `end`, moved by `at`)."""
 
     __slots__ = (
+        "allowance",
         "end",
         "expiration",
+        "integral",
         "limit",
         "limit_header",
         "limit_text",
+        "lines",
         "name",
         "remaining_header",
         "start",
+        "summary",
     )
 
     def __init__(self, name: str, limit: float) -> None:
         self.name = name
         self.limit = limit
+        # requests a window lets through (Kong's `limit - usage > 0`, for whole counts)
+        self.allowance = math.ceil(limit)
+        self.integral = limit == int(limit)  # shown without a fraction: every count is whole
         self.limit_text = lua_number(limit)
         self.expiration = EXPIRATION[name]
-        title = name.capitalize()
-        self.limit_header = f"x-ratelimit-limit-{title}".lower().encode()
-        self.remaining_header = f"x-ratelimit-remaining-{title}".lower().encode()
+        self.limit_header = f"x-ratelimit-limit-{name}".encode()
+        self.remaining_header = f"x-ratelimit-remaining-{name}".encode()
+        # the field lines as rendered on every request, but for the numbers that change
+        self.lines = b"%b: %b\r\n%b: " % (self.limit_header, self.limit_text, self.remaining_header)
+        self.summary = b"ratelimit-limit: %b\r\nratelimit-remaining: " % self.limit_text
         self.start = 0
         self.end = 0
 
@@ -82,6 +92,7 @@ class Period:
 
 def lua_number(value: float) -> bytes:
     """A number as Kong's headers print it (Lua's tostring: `5`, `5.5`)."""
-    if value == int(value):
-        return b"%d" % int(value)
+    whole = int(value)
+    if value == whole:
+        return str(whole).encode()
     return (b"%.14g" % value).lower()
