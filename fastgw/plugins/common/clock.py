@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Final
 
 # Past the second's turn, so that the refresh never lands just before it.
@@ -17,18 +18,26 @@ _LATE: Final = 0.001
 
 
 class Clock:
-    """`seconds` is the current second while `running`."""
+    """`seconds` is the current second while `running`. `source` is the system clock (a test
+    sets its own, then `refresh`es)."""
 
-    __slots__ = ("_handle", "_users", "running", "seconds")
+    __slots__ = ("_handle", "_users", "running", "seconds", "source")
 
-    def __init__(self) -> None:
-        self.seconds = int(time.time())
+    def __init__(self, source: Callable[[], float] = time.time) -> None:
+        self.source = source
+        self.seconds = int(source())
         self.running = False
         self._users = 0
         self._handle: asyncio.TimerHandle | None = None
 
     def now(self) -> int:
-        return self.seconds if self.running else int(time.time())
+        return self.seconds if self.running else int(self.source())
+
+    def refresh(self) -> float:
+        """Read the source now (the loop does it as each second begins)."""
+        now = self.source()
+        self.seconds = int(now)
+        return now
 
     def start(self) -> None:
         """One more user (inside the running loop): the refreshing runs while any is left."""
@@ -46,8 +55,7 @@ class Clock:
                 self._handle = None
 
     def _tick(self) -> None:
-        now = time.time()
-        self.seconds = int(now)
+        now = self.refresh()
         loop = asyncio.get_running_loop()
         self._handle = loop.call_later(1.0 - (now - int(now)) + _LATE, self._tick)
 

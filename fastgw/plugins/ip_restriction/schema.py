@@ -35,7 +35,8 @@ def _valid_networks(key: str) -> Any:
 
 
 def _at_least_one(reader: Reader, values: dict[str, Any]) -> None:
-    if not values["allow"] and not values["deny"]:
+    # (a list given with bad entries only is reported as such, as Kong does)
+    if not reader.raw.get("allow") and not reader.raw.get("deny"):
         reader.error(
             "", "at least one of these fields must be non-empty: 'config.allow', 'config.deny'"
         )
