@@ -187,3 +187,36 @@ plugins:
 def test_kongs_docs_example_loads() -> None:
     (entry,) = parse_config(KONG_DOCS_EXAMPLE).plugins
     assert entry.config.limits == (("second", 5), ("hour", 1000))
+
+
+KONG_SPEC_SHAPE = """
+_format_version: "1.1"
+services:
+- name: bar
+  host: example.test
+  port: 3000
+  plugins:
+  - name: rate-limiting
+    config:
+      minute: 200
+      policy: redis
+      redis:
+        host: 127.0.0.1
+plugins:
+- name: correlation-id
+  id: 467f719f-a544-4a8f-bc4b-7cd12913a9d4
+  config:
+    header_name: null
+    generator: "uuid"
+    echo_downstream: false
+"""
+
+
+def test_the_shapes_of_kongs_config_spec_load() -> None:
+    loaded = parse_config(KONG_SPEC_SHAPE)
+    (service,) = loaded.services
+    (limiting,) = service.plugins
+    assert limiting.config.policy == "redis" and limiting.config.redis.host == "127.0.0.1"
+    assert limiting.config.redis.port == 6379 and limiting.config.redis.timeout == 2000
+    (correlation,) = loaded.plugins
+    assert correlation.config.header_name == "Kong-Request-ID"
