@@ -19,6 +19,8 @@ from types import ModuleType
 # stays Python.
 COMPILED_MODULES = (
     "fastgw.http.server",
+    "fastgw.http.client_states",
+    "fastgw.http.upgrade",
     "fastgw.http.request_reader",
     "fastgw.http.request",
     "fastgw.http.exchange",
@@ -56,6 +58,9 @@ COMPILED_MODULES = (
     "fastgw.plugins.ip_restriction.handler",
     "fastgw.plugins.request_size_limiting.handler",
     "fastgw.plugins.correlation_id.handler",
+    "fastgw.plugins.proxy_cache.handler",
+    "fastgw.plugins.proxy_cache.key",
+    "fastgw.plugins.proxy_cache.store",
 )
 
 PURE_ENV = "FASTGW_PURE"

@@ -37,6 +37,29 @@ DEFAULT_REAL_IP_HEADER = "X-Real-IP"  # kong.conf real_ip_header
 # What prefixes the keys fastgw writes to a shared Redis (rate-limiting's counters): gateways
 # sharing a Redis and a namespace count together, so each fleet names its own.
 DEFAULT_NAMESPACE = "fastgw"
+# During a drain an idle connection stays this long for a request already on its way, answered
+# with `connection: close` (Envoy's HTTP connection manager drain_timeout, 5 s)
+DEFAULT_DRAIN_GRACE = 5.0
+# A body a plugin buffers (credentials in a form) must arrive in full within this much reading
+# time (Envoy's request_timeout idea, for the bodies the gateway holds; nginx's 60 s)
+DEFAULT_REQUEST_BODY_TIMEOUT = 60.0
+# A body slower than this on average (past a 5 s grace) is cut with a 408: Kestrel's
+# MinRequestBodyDataRate default, 240 bytes/s; 0 turns it off
+DEFAULT_REQUEST_BODY_MIN_RATE = 240
+# 0: one client address may hold three quarters of a worker's client connections (nginx
+# limit_conn with a $binary_remote_addr zone, as a share instead of a number)
+DEFAULT_LIMIT_CONN_PER_ADDRESS = 0
+DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0  # nginx ssl_handshake_timeout 60s
+# what escaped slashes and backslashes in a path do: route and forward them as they came, as
+# Kong and nginx do (Envoy's KEEP_UNCHANGED)
+PATH_ACTIONS = ("keep_unchanged", "reject_request", "unescape_and_redirect", "unescape_and_forward")
+DEFAULT_PATH_ACTION = "keep_unchanged"
+# Named memory bounds, after Kong's `lua_shared_dict` zones (kong.conf's nginx_http_lua_shared_dict
+# adds one): a plugin keeping data by name (proxy-cache's `memory.dictionary_name`) holds at most
+# that many bytes per worker. Kong always has kong_db_cache, sized by mem_cache_size (128m).
+# (name, bytes) pairs: hashable, as the rest of the frozen model.
+MemoryStores = tuple[tuple[str, int], ...]
+DEFAULT_MEMORY_STORES: MemoryStores = (("kong_db_cache", 128 * 1024 * 1024),)
 
 
 # -- plugins, routes, services --------------------------------------------------------------------
@@ -227,6 +250,11 @@ class Limits:
     upstream_idle_timeout: float = DEFAULT_UPSTREAM_IDLE_TIMEOUT
     upstream_max_requests: int = DEFAULT_UPSTREAM_MAX_REQUESTS
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    drain_grace: float = DEFAULT_DRAIN_GRACE
+    request_body_timeout: float = DEFAULT_REQUEST_BODY_TIMEOUT
+    request_body_min_rate: int = DEFAULT_REQUEST_BODY_MIN_RATE
+    limit_conn_per_address: int = DEFAULT_LIMIT_CONN_PER_ADDRESS
+    ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +279,12 @@ class Settings:
     ssl_certificate: CertificatePair | None = None  # kong.conf's ssl_cert / ssl_cert_key
     real_ip: RealIp = field(default_factory=RealIp)
     namespace: str = DEFAULT_NAMESPACE
+    # Envoy's path_with_escaped_slashes_action, and the same actions for backslashes
+    # (fastgw/proxy/path_rules.py); Kong and nginx keep both
+    path_with_escaped_slashes_action: str = DEFAULT_PATH_ACTION
+    path_backslash_action: str = DEFAULT_PATH_ACTION
+    # (name, bytes): the named memory bounds (DEFAULT_MEMORY_STORES and the config's own)
+    memory_stores: MemoryStores = DEFAULT_MEMORY_STORES
 
 
 # -- secrets --------------------------------------------------------------------------------------
@@ -273,6 +307,13 @@ class Entities:
     """The config's other entities, which a plugin's config may name (Kong's `anonymous`)."""
 
     consumers: Consumers = field(default_factory=Consumers)
+    # `_fastgw.memory_stores`: the named memory bounds a plugin may name (proxy-cache's
+    # memory.dictionary_name), (name, bytes)
+    memory_stores: MemoryStores = DEFAULT_MEMORY_STORES
+
+    def memory_store(self, name: str) -> int | None:
+        """The bound of the memory store `name` in bytes, None when none is declared."""
+        return dict(self.memory_stores).get(name)
 
 
 @dataclass(frozen=True, slots=True)

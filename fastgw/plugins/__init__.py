@@ -15,13 +15,16 @@ if TYPE_CHECKING:
 # name -> module holding `SPEC`
 _MODULES: dict[str, str] = {
     "correlation-id": "fastgw.plugins.correlation_id",
+    "cors": "fastgw.plugins.cors",
     "file-log": "fastgw.plugins.file_log",
     "ip-restriction": "fastgw.plugins.ip_restriction",
     "openid-connect": "fastgw.plugins.openid_connect",
     "prometheus": "fastgw.plugins.prometheus",
+    "proxy-cache": "fastgw.plugins.proxy_cache",
     "rate-limiting": "fastgw.plugins.rate_limiting",
     "request-size-limiting": "fastgw.plugins.request_size_limiting",
     "request-termination": "fastgw.plugins.request_termination",
+    "request-transformer": "fastgw.plugins.request_transformer",
 }
 
 

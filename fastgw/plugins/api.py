@@ -80,10 +80,13 @@ class RequestContext(Protocol):
     `Exchange` implements this protocol directly, so a context costs no extra allocation.
     """
 
-    method: bytes  # b"GET"
+    method: bytes  # b"GET" (a plugin may change the method sent upstream)
     path: bytes  # request path as received, without the query
     query: bytes  # raw query string without "?", b"" when absent
     host: bytes  # Host header value, b"" when absent
+    upstream_path: bytes  # the path sent upstream (the route's rewrite done); a plugin may set it
+    upstream_host: bytes | None  # the Host sent upstream; None: the service's (or preserved)
+    headers: list[tuple[bytes, bytes]]  # the end-to-end fields; a plugin may replace the list
     # the framing and forwarding fields the wire keeps apart from `headers`:
     content_length: int  # the request's Content-Length, -1 when absent (chunked or no body)
     expect_continue: bool  # the client sent Expect: 100-continue (it waits to send the body)
@@ -130,6 +133,16 @@ class RequestContext(Protocol):
         self, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
         """Answer the client directly; the upstream is not contacted."""
+
+    def respond_prepared(
+        self,
+        status: int,
+        body: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        fields: bytes,
+    ) -> None:
+        """`respond`, with `headers` also written out as `fields` ("name: value\r\n" each), made
+        once and kept by the plugin (a cached response): sent as they are unless edited."""
 
     def shared(self) -> dict[str, object]:
         """Values the plugins of this request share (Kong's kong.ctx.shared)."""
@@ -192,8 +205,6 @@ class LogContext(RequestContext, Protocol):
     answered.
     """
 
-    upstream_path: bytes
-    headers: list[tuple[bytes, bytes]]  # the request's, as plugins left them
     started_at: float
     sent_at: float
     response_at: float
@@ -274,14 +285,19 @@ class Plugin:
     has_log = False  # True when `log` does something: only then do its routes run a log phase
     # request headers this plugin fills with secrets (e.g. the upstream token): loggers redact
     sensitive_headers: frozenset[bytes] = frozenset()
+    # request headers this plugin sets for the upstream (lower case): their "_" aliases a client
+    # sends are dropped whatever underscores_in_headers says (fastgw.proxy.dispatch.owned_fields)
+    owned_headers: frozenset[bytes] = frozenset()
 
     def access(self, ctx: RequestContext) -> Awaitable[None] | None:
         return None
 
     def for_route(self, service: Any, route: Any) -> Plugin:
-        """The instance as it runs on one route (fastgw.config's Service and Route), asked once
-        per route at config load: itself, unless its step depends on the route or service of
-        the request (rate-limiting's `limit_by: service`), which a request does not carry."""
+        """The plugin a route's chain runs (fastgw.config's Service and Route): this instance,
+        or one bound to the route for what a request alone does not say (Kong's matched route,
+        e.g. proxy-cache's key prefix, rate-limiting's `limit_by: service`), sharing this
+        instance's state. Called once per route when a config loads; the instance itself is
+        what starts, stops and reports."""
         return self
 
     def log(self, ctx: LogContext, route: RouteInfo) -> None:

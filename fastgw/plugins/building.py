@@ -79,6 +79,9 @@ class PluginRuntime:
     scope: PluginScope = field(default_factory=PluginScope)
     # the first listener's address (Kong's $server_addr / $server_port, for correlation-id)
     server_address: tuple[str, int] = DEFAULT_LISTEN
+    # what plugins keep for the whole gateway, across their instances and reloads, each under
+    # a key of its own (proxy-cache's named memory stores: Kong's shared dicts)
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 class PluginSpec(Protocol):

@@ -24,7 +24,8 @@ from fastgw.errors import ConfigError
 from fastgw.plugins import names as plugin_names
 
 HEADER = '_format_version: "3.0"\n'
-UNKNOWN_PLUGIN = f"(available: {', '.join(plugin_names())})"  # every registered plugin
+# every registered plugin, whoever adds one (the message lists them sorted)
+UNKNOWN_PLUGIN = f"(available: {', '.join(plugin_names())})"
 
 
 def parse(body: str, env: dict[str, str] | None = None) -> GatewayConfig:
@@ -845,6 +846,11 @@ def test_fastgw_section_overrides_every_setting() -> None:
           upstream_idle_timeout: 30
           upstream_max_requests: 0
           drain_timeout: 0
+          drain_grace: 2
+          request_body_timeout: 30
+          request_body_min_rate: 0
+          limit_conn_per_address: 10
+          ssl_handshake_timeout: 5
         """
     ).settings
     assert settings.listen == ("0.0.0.0", 8080)
@@ -861,6 +867,11 @@ def test_fastgw_section_overrides_every_setting() -> None:
         upstream_idle_timeout=30.0,
         upstream_max_requests=0,
         drain_timeout=0.0,
+        drain_grace=2.0,
+        request_body_timeout=30.0,
+        request_body_min_rate=0,
+        limit_conn_per_address=10,
+        ssl_handshake_timeout=5.0,
     )
     assert isinstance(settings.limits.head_timeout, float)
 

@@ -1,6 +1,7 @@
 """fastgw's own `_fastgw` section: the listeners (Kong's proxy_listen, with kong.conf's
-ssl_cert / ssl_cert_key), the admin listener, the worker count, the wire limits, the client
-address (kong.conf's trusted_ips, real_ip_header, real_ip_recursive) and the fleet's namespace.
+ssl_cert / ssl_cert_key), the admin listener, the worker count, the wire limits, the named
+memory bounds (after Kong's lua_shared_dict zones), the client address (kong.conf's trusted_ips,
+real_ip_header, real_ip_recursive) and the fleet's namespace.
 
 Kong keeps these in kong.conf; here they sit beside the entities they serve, and a command line
 flag overrides the listeners (fastgw/cli.py).
@@ -18,24 +19,33 @@ from fastgw.config.addresses import listeners_of, split_listen
 from fastgw.config.entities.certificates import pair_checks
 from fastgw.config.model import (
     DEFAULT_ADMIN_LISTEN,
+    DEFAULT_DRAIN_GRACE,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEAD_TIMEOUT,
     DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_LIMIT_CONN_PER_ADDRESS,
     DEFAULT_LISTEN,
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_HEAD_SIZE,
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_URI_SIZE,
+    DEFAULT_MEMORY_STORES,
     DEFAULT_NAMESPACE,
+    DEFAULT_PATH_ACTION,
     DEFAULT_REAL_IP_HEADER,
+    DEFAULT_REQUEST_BODY_MIN_RATE,
+    DEFAULT_REQUEST_BODY_TIMEOUT,
+    DEFAULT_SSL_HANDSHAKE_TIMEOUT,
     DEFAULT_UNDERSCORES_IN_HEADERS,
     DEFAULT_UPSTREAM_IDLE_TIMEOUT,
     DEFAULT_UPSTREAM_MAX_REQUESTS,
     DEFAULT_UPSTREAM_POOL_SIZE,
     DEFAULT_WORKERS,
+    PATH_ACTIONS,
     CertificatePair,
     Limits,
     Listener,
+    MemoryStores,
     RealIp,
     Settings,
 )
@@ -58,6 +68,8 @@ UNIX_PEERS = "unix:"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Redis key material: Kong's entity-name characters (no ":", no space, no braces)
 _NAMESPACE = re.compile(r"^[A-Za-z0-9._~-]+$")
+# nginx's size suffixes (ngx_parse_size, what lua_shared_dict's size takes): k, m, g, any case
+SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
 
 
 class Listeners(Declared):
@@ -201,6 +213,52 @@ def _namespace(reader: Reader, key: str, value: str) -> str:
     return value
 
 
+def parse_size(value: object) -> int | None:
+    """nginx's size (`128m`, `512k`, `1g`, `65536`; an integer is bytes) in bytes, None when it
+    is none (or not > 0)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    unit = text[-1:] if text[-1:] in SIZE_UNITS else ""
+    number = text[: len(text) - len(unit)]
+    if not number.isdigit() or int(number) == 0:
+        return None
+    return int(number) * SIZE_UNITS[unit]
+
+
+class NamedSizes(Declared):
+    """Named memory bounds, name -> size (Kong's `lua_shared_dict <name> <size>`): added to
+    DEFAULT_MEMORY_STORES, whose sizes they may change."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> MemoryStores:
+        reader.ignore(key)
+        raw = reader.raw.get(key)
+        if raw is None:
+            return DEFAULT_MEMORY_STORES
+        if not isinstance(raw, dict):
+            reader.error(key, "must be a mapping of names to sizes (e.g. {kong_db_cache: 128m})")
+            return DEFAULT_MEMORY_STORES
+        stores = dict(DEFAULT_MEMORY_STORES)
+        for name, size in raw.items():
+            where = join(reader.key_path(key), str(name))
+            parsed = parse_size(size)
+            if not isinstance(name, str) or not name:
+                reader.problems.append((where, "a name must be a non-empty string"))
+            elif parsed is None:
+                reader.problems.append(
+                    (where, "must be a size: bytes, or a number with k, m or g (e.g. 128m)")
+                )
+            else:
+                stores[name] = parsed
+        return tuple(stores.items())
+
+
 def _default_certificate(
     reader: Reader, values: dict[str, Any], needed: bool
 ) -> CertificatePair | None:
@@ -252,6 +310,9 @@ def _settings(reader: Reader, values: dict[str, Any]) -> Settings:
         ssl_certificate=ssl_certificate,
         real_ip=real_ip,
         namespace=_namespace(reader, "namespace", values["namespace"]),
+        memory_stores=values["memory_stores"],
+        path_with_escaped_slashes_action=values["path_with_escaped_slashes_action"],
+        path_backslash_action=values["path_backslash_action"],
     )
 
 
@@ -277,6 +338,14 @@ SETTINGS = Schema(
         "real_ip_header": Text(DEFAULT_REAL_IP_HEADER),
         "real_ip_recursive": Boolean(False),
         "namespace": Text(DEFAULT_NAMESPACE),
+        "drain_grace": Seconds(DEFAULT_DRAIN_GRACE, zero_ok=True),
+        "request_body_timeout": Seconds(DEFAULT_REQUEST_BODY_TIMEOUT),
+        "request_body_min_rate": Integer(DEFAULT_REQUEST_BODY_MIN_RATE, minimum=0),
+        "limit_conn_per_address": Integer(DEFAULT_LIMIT_CONN_PER_ADDRESS, minimum=0),
+        "ssl_handshake_timeout": Seconds(DEFAULT_SSL_HANDSHAKE_TIMEOUT),
+        "path_with_escaped_slashes_action": Text(DEFAULT_PATH_ACTION, one_of=PATH_ACTIONS),
+        "path_backslash_action": Text(DEFAULT_PATH_ACTION, one_of=PATH_ACTIONS),
+        "memory_stores": NamedSizes(),
     },
     build=_settings,
     annotations=True,  # fastgw's own section: annotated as Kong's entities are

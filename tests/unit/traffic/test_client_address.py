@@ -10,7 +10,7 @@ from fastgw.config import ConfigError, parse_config
 from fastgw.config.model import RealIp
 from fastgw.plugins.common.client_address import ClientAddress, forwarded
 from fastgw.plugins.common.networks import Networks, parse_address
-from tests.support.wire import Harness
+from tests.support.wire import FakeTransport, Harness
 
 TRUSTED = Networks(("10.0.0.0/8", "::1", "192.0.2.1"))
 
@@ -49,9 +49,12 @@ def test_ipv4_blocks_match_ipv4_mapped_peers() -> None:
 
 def request(raw: bytes, peer: str = "203.0.113.7") -> object:
     harness = Harness()
+    # a connection of its own from `peer` (a connection reads its peer once, when made)
+    harness.transport = FakeTransport()
     harness.transport.get_extra_info = lambda name, default=None: (  # type: ignore[method-assign]
         (peer, 4000) if name == "peername" else ("127.0.0.1", 8000)
     )
+    harness.conn = harness.server.protocol_factory()
     harness.conn.connection_made(harness.transport)  # type: ignore[arg-type]
     harness.feed(raw)
     return harness.handler.seen[-1]
