@@ -44,7 +44,9 @@ COMPILED_MODULES = (
     "fastgw.plugins.openid_connect.plugin",
     "fastgw.plugins.openid_connect.cache",
     "fastgw.plugins.openid_connect.stats",
-    "fastgw.plugins.file_log.record",
+    "fastgw.plugins.kong_log.record",
+    "fastgw.plugins.kong_log.line",
+    "fastgw.plugins.file_log.handler",
 )
 
 PURE_ENV = "FASTGW_PURE"

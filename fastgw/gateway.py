@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 import uuid
@@ -26,7 +27,9 @@ from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
 from fastgw.http.tls import sni_contexts
 from fastgw.http.upstream import UpstreamPool
+from fastgw.observability.process_memory import resident_bytes
 from fastgw.observability.snapshot import GatewayStats, PluginStatus, PoolStats
+from fastgw.observability.stores import collect
 from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin
 from fastgw.process.limits import client_connection_limit
@@ -146,6 +149,9 @@ class Gateway:
             ),
             node_id=self.node_id,
             config_generation=self.generation,
+            stores=collect(plugin.stores() for plugin in self.plugins),
+            pid=os.getpid(),
+            memory_bytes=resident_bytes(),
         )
 
     # -- reloading -------------------------------------------------------------------------------

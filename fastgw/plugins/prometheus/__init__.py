@@ -37,6 +37,10 @@ class Prometheus(Plugin):
     def route_stats(self) -> StatsOptions:
         return self._options
 
+    def status(self) -> dict[str, object]:
+        """The instance's switches (exposition reads `upstream_health_metrics` from here)."""
+        return dict(self.config)
+
 
 class _Spec(SpecBase):
     name = "prometheus"

@@ -1,8 +1,10 @@
 """Kong's prometheus series from the gateway's counters: names, labels and buckets as Kong's.
 
-Read at scrape time only. Label values: `service` is the service's name (else its host), `route`
-the route's name (else where it is configured: Kong would show the route's id), `workspace` is
-Kong's default workspace.
+Read at scrape time only, in each worker (the admin listener sums the workers). Label values:
+`service` is the service's name (else its host), `route` the route's name (else where it is
+configured: Kong would show the route's id), `workspace` is Kong's default workspace. Kong's
+shared dicts are fastgw's bounded stores (fastgw/observability/stores.py), one `shared_dict`
+each; a worker's Lua VM is the worker's resident memory.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 
 WORKSPACE = "default"  # Kong's workspace when there is only one
 SUBSYSTEM = "http"
+# Kong's states of a target, in the order it writes them; the current one is 1, the rest 0.
+TARGET_STATES = ("healthchecks_off", "healthy", "unhealthy", "dns_error")
 
 
 def _value(observed: Observed, bounds: tuple[float, ...]) -> Histogram:
@@ -96,4 +100,64 @@ def kong_families(view: GatewayStats) -> list[Family]:
             bandwidth.add((service, route, "ingress", WORKSPACE, ""), stats.bytes_in)
             bandwidth.add((service, route, "egress", WORKSPACE, ""), stats.bytes_out)
     families += [requests, kong_latency, upstream_latency, request_latency, bandwidth]
+    families += memory_families(view)
+    if upstream_health_wanted(view):
+        families.append(target_health(view))
     return [family for family in families if family.samples or not family.labels]
+
+
+def memory_families(view: GatewayStats) -> list[Family]:
+    """Kong's memory series: each bounded store as a shared dict (bytes used, capacity), and
+    the worker's memory under its pid."""
+    node = view.node_id
+    used = gauge(
+        "kong_memory_lua_shared_dict_bytes",
+        "Allocated slabs in bytes in a shared_dict",
+        ("node_id", "shared_dict", "kong_subsystem"),
+    )
+    total = gauge(
+        "kong_memory_lua_shared_dict_total_bytes",
+        "Total capacity in bytes of a shared_dict",
+        ("node_id", "shared_dict", "kong_subsystem"),
+    )
+    for store in view.stores:
+        used.add((node, store.name, SUBSYSTEM), store.used_bytes)
+        total.add((node, store.name, SUBSYSTEM), store.capacity_bytes)
+    workers = gauge(
+        "kong_memory_workers_lua_vms_bytes",
+        "Allocated bytes in worker Lua VM",
+        ("node_id", "pid", "kong_subsystem"),
+    )
+    if view.pid:
+        workers.add((node, str(view.pid), SUBSYSTEM), view.memory_bytes)
+    return [used, total, workers]
+
+
+def upstream_health_wanted(view: GatewayStats) -> bool:
+    """Kong's rule: target health is exported when any prometheus instance asks for it."""
+    return any(
+        item.name == "prometheus" and item.status.get("upstream_health_metrics") is True
+        for item in view.plugin_status
+    )
+
+
+def target_health(view: GatewayStats) -> Family:
+    """Kong's four series per target of each upstream, 1 for its current state. fastgw does
+    not resolve a target's name apart from connecting to it, so `address` is the target."""
+    family = gauge(
+        "kong_upstream_target_health",
+        "Health status of targets of upstream. States = healthchecks_off|healthy|unhealthy|"
+        "dns_error, value is 1 when state is populated.",
+        ("upstream", "target", "address", "state", "subsystem"),
+        merge="max",  # 1 when any worker sees the target in that state
+    )
+    for pool in view.upstreams:
+        if not pool.upstream:
+            continue  # a service's own host, not a Kong upstream's target
+        state = pool.health.lower() if pool.weight > 0 else "healthchecks_off"
+        for name in TARGET_STATES:
+            family.add(
+                (pool.upstream, pool.address, pool.address, name, SUBSYSTEM),
+                1 if name == state else 0,
+            )
+    return family
