@@ -47,6 +47,8 @@ COMPILED_MODULES = (
     "fastgw.plugins.kong_log.record",
     "fastgw.plugins.kong_log.line",
     "fastgw.plugins.file_log.handler",
+    "fastgw.plugins.http_log.handler",
+    "fastgw.plugins.tcp_log.handler",
 )
 
 PURE_ENV = "FASTGW_PURE"

@@ -412,7 +412,10 @@ def plugin_runtime(
         return client
 
     runtime = plugin_api.PluginRuntime(
-        http_client=http_client, consumers=config.consumers, clients=clients
+        http_client=http_client,
+        consumers=config.consumers,
+        clients=clients,
+        ca_pem=pem_bundle(config.ca_certificates) or None,
     )
     if spawn is not None:
         runtime.spawn = spawn

@@ -15,9 +15,11 @@ if TYPE_CHECKING:
 # name -> module holding `SPEC`
 _MODULES: dict[str, str] = {
     "file-log": "fastgw.plugins.file_log",
+    "http-log": "fastgw.plugins.http_log",
     "openid-connect": "fastgw.plugins.openid_connect",
     "prometheus": "fastgw.plugins.prometheus",
     "request-termination": "fastgw.plugins.request_termination",
+    "tcp-log": "fastgw.plugins.tcp_log",
 }
 
 

@@ -61,6 +61,9 @@ class PluginRuntime:
     consumers: Consumers = field(default_factory=Consumers)
     # the clients `http_client` made: the gateway closes them when the instance retires
     clients: list[HttpClient] = field(default_factory=list)
+    # the config's CA certificates (PEM), which the clients `http_client` makes trust beside
+    # the system's: for a plugin that builds a client of its own (http-log's keep-alive time)
+    ca_pem: str | None = None
 
 
 class PluginSpec(Protocol):

@@ -1,5 +1,5 @@
 """The config the logging plugins share: Kong's `queue` record (kong/tools/queue_schema.lua),
-its legacy keys, and `custom_fields_by_lua`, which needs Lua.
+its legacy keys, durations in milliseconds, and `custom_fields_by_lua`, which needs Lua.
 
 Kong's names, defaults and bounds; fastgw's messages (the schema engine's).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fastgw.config.schema import Integer, Number, Reader, Schema, read_schema
+from fastgw.config.schema import Declared, Integer, Number, Reader, Schema, read_schema
 
 # Kong's bounds (queue_schema.lua)
 MAX_BATCH_SIZE = 1_000_000
@@ -105,6 +105,24 @@ def read_queue(reader: Reader, plugin: str) -> QueueSettings:
         values = {name: getattr(settings, name) for name in QUEUE.fields}
         settings = QueueSettings(**{**values, **changes})
     return settings
+
+
+class Milliseconds(Declared):
+    """A duration in ms (Kong's number), read as seconds; `positive`: 0 is refused (a wait
+    without a deadline)."""
+
+    __slots__ = ("default", "positive")
+
+    def __init__(self, default: int, *, positive: bool) -> None:
+        self.default = default
+        self.positive = positive
+
+    def read(self, reader: Reader, key: str) -> float:
+        value = Number(self.default, minimum=0).read(reader, key)
+        if self.positive and value == 0:
+            reader.error(key, "must be > 0")
+            value = self.default
+        return float(value) / 1000
 
 
 def refuse_lua(reader: Reader) -> None:
