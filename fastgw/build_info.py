@@ -49,6 +49,9 @@ COMPILED_MODULES = (
     "fastgw.plugins.file_log.handler",
     "fastgw.plugins.http_log.handler",
     "fastgw.plugins.tcp_log.handler",
+    "fastgw.plugins.proxy_cache.handler",
+    "fastgw.plugins.proxy_cache.key",
+    "fastgw.plugins.proxy_cache.store",
 )
 
 PURE_ENV = "FASTGW_PURE"

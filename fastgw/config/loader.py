@@ -159,7 +159,7 @@ def _read(document: Any, source: str, problems: Findings, warnings: Findings) ->
         },
     )
     consumers = Consumers(tuple(values["consumers"]))
-    entities = Entities(consumers=consumers)
+    entities = Entities(consumers=consumers, memory_stores=values["_fastgw"].memory_stores)
     return GatewayConfig(
         services=assembly.services(entities),
         plugins=tuple(linked(entry, entities, problems) for entry in assembly.global_plugins),

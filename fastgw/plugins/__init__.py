@@ -14,11 +14,14 @@ if TYPE_CHECKING:
 
 # name -> module holding `SPEC`
 _MODULES: dict[str, str] = {
+    "cors": "fastgw.plugins.cors",
     "file-log": "fastgw.plugins.file_log",
     "http-log": "fastgw.plugins.http_log",
     "openid-connect": "fastgw.plugins.openid_connect",
     "prometheus": "fastgw.plugins.prometheus",
+    "proxy-cache": "fastgw.plugins.proxy_cache",
     "request-termination": "fastgw.plugins.request_termination",
+    "request-transformer": "fastgw.plugins.request_transformer",
     "tcp-log": "fastgw.plugins.tcp_log",
 }
 

@@ -125,10 +125,13 @@ class RequestContext(Protocol):
     `Exchange` implements this protocol directly, so a context costs no extra allocation.
     """
 
-    method: bytes  # b"GET"
+    method: bytes  # b"GET" (a plugin may change the method sent upstream)
     path: bytes  # request path as received, without the query
     query: bytes  # raw query string without "?", b"" when absent
     host: bytes  # Host header value, b"" when absent
+    upstream_path: bytes  # the path sent upstream (the route's rewrite done); a plugin may set it
+    upstream_host: bytes | None  # the Host sent upstream; None: the service's (or preserved)
+    headers: list[tuple[bytes, bytes]]  # the end-to-end fields; a plugin may replace the list
     responded: bool  # a plugin answered the client; the chain stops
     # who the request is (an `Authenticated`, set by the plugin that authenticated it)
     principal: Principal | None
@@ -170,6 +173,16 @@ class RequestContext(Protocol):
     ) -> None:
         """Answer the client directly; the upstream is not contacted."""
 
+    def respond_prepared(
+        self,
+        status: int,
+        body: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        fields: bytes,
+    ) -> None:
+        """`respond`, with `headers` also written out as `fields` ("name: value\r\n" each), made
+        once and kept by the plugin (a cached response): sent as they are unless edited."""
+
     def shared(self) -> dict[str, object]:
         """Values the plugins of this request share (Kong's kong.ctx.shared)."""
 
@@ -197,8 +210,6 @@ class LogContext(RequestContext, Protocol):
     answered.
     """
 
-    upstream_path: bytes
-    headers: list[tuple[bytes, bytes]]  # the request's, as plugins left them
     started_at: float
     sent_at: float
     response_at: float
@@ -269,6 +280,13 @@ class Plugin:
 
     def access(self, ctx: RequestContext) -> Awaitable[None] | None:
         return None
+
+    def for_route(self, service: Any, route: Any) -> Plugin:
+        """The plugin a route's chain runs (fastgw.config's Service and Route): this instance,
+        or one bound to the route for what a request alone does not say (Kong's matched route,
+        e.g. proxy-cache's key prefix), sharing this instance's state. Called once per route
+        when a config loads; the instance itself is what starts, stops and reports."""
+        return self
 
     def log(self, ctx: LogContext, route: RouteInfo) -> None:
         """Kong's log phase: the response is complete (set `has_log` to be called)."""

@@ -64,6 +64,9 @@ class PluginRuntime:
     # the config's CA certificates (PEM), which the clients `http_client` makes trust beside
     # the system's: for a plugin that builds a client of its own (http-log's keep-alive time)
     ca_pem: str | None = None
+    # what plugins keep for the whole gateway, across their instances and reloads, each under
+    # a key of its own (proxy-cache's named memory stores: Kong's shared dicts)
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 class PluginSpec(Protocol):

@@ -226,7 +226,7 @@ def _chain(
         for entry in scope:
             plugin = built.get(entry.path)
             if plugin is not None:
-                chosen[entry.name] = plugin
+                chosen[entry.name] = plugin.for_route(service, route)
             elif not entry.enabled:
                 chosen.pop(entry.name, None)  # disabled at a narrower scope switches it off
     return _chain_of(list(chosen.values()))
