@@ -10,6 +10,7 @@ the difference per request, so start-up cancels out.
     python bench/instructions.py --oidc     # openid-connect, token-cached path (L1 hit)
     python bench/instructions.py --targets 2  # a Kong upstream balanced over 2 targets
     python bench/instructions.py --oidc --ops   # ... with prometheus (every series) + file-log
+    python bench/instructions.py --oidc --ops file-log   # ... with one of them (or prometheus)
     python bench/instructions.py --cache    # a proxy-cache hit (answered without the upstream)
     python bench/instructions.py --run N    # (internal) the measured loop itself
 Needs valgrind (apt-get install valgrind).
@@ -41,12 +42,17 @@ plugins:
   - name: openid-connect
     config: {issuer: "http://127.0.0.1:9/", auth_methods: [client_credentials]}
 """
-OPS_PLUGINS = """
+OPS_PLUGINS = {
+    "prometheus": """
   - name: prometheus
     config: {status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}
+""",
+    "file-log": """
   - name: file-log
     config: {path: /dev/null}
-"""
+""",
+}
+OPS_DEFAULT = "prometheus,file-log"
 CACHE_PLUGIN = """
 plugins:
   - name: proxy-cache
@@ -135,9 +141,7 @@ async def cached_requests(count: int) -> None:
         raise SystemExit("the requests were no hits: the harness no longer matches the code")
 
 
-async def proxy_requests(
-    count: int, oidc: bool = False, ops: bool = False, targets: int = 0
-) -> None:
+async def proxy_requests(count: int, oidc: bool = False, ops: str = "", targets: int = 0) -> None:
     from fastgw.config import parse_config
     from fastgw.gateway import Gateway
     from fastgw.http.upstream import UpstreamConnection
@@ -148,7 +152,7 @@ async def proxy_requests(
         text = CONFIG
         if oidc or ops:
             text += "plugins:" + (OIDC_PLUGIN.split("plugins:", 1)[1] if oidc else "\n")
-            text += OPS_PLUGINS if ops else ""
+            text += "".join(OPS_PLUGINS[name] for name in ops.split(",") if name)
     gateway = Gateway(parse_config(text), admin_listen="off")
     for plugin in gateway.plugins:
         if plugin.name == "file-log":
@@ -187,14 +191,14 @@ async def proxy_requests(
 
 
 def instructions(
-    count: int, oidc: bool, ops: bool = False, targets: int = 0, cache: bool = False
+    count: int, oidc: bool, ops: str = "", targets: int = 0, cache: bool = False
 ) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
              __file__, "--run", str(count), *(["--oidc"] if oidc else []),
-             *(["--ops"] if ops else []),
+             *(["--ops", ops] if ops else []),
              *(["--targets", str(targets)] if targets else []),
              *(["--cache"] if cache else [])],
             cwd=REPO_ROOT, capture_output=True, text=True, check=True,
@@ -212,7 +216,14 @@ def main() -> int:
     parser.add_argument(
         "--targets", type=int, default=0, choices=(0, 1, 2), help="a Kong upstream of N targets"
     )
-    parser.add_argument("--ops", action="store_true", help="with prometheus and file-log on")
+    parser.add_argument(
+        "--ops",
+        nargs="?",
+        const=OPS_DEFAULT,
+        default="",
+        choices=(OPS_DEFAULT, *OPS_PLUGINS),
+        help="with prometheus and file-log on (or the one named)",
+    )
     parser.add_argument("--cache", action="store_true", help="proxy-cache hits")
     args = parser.parse_args()
     if args.run is not None:
@@ -232,7 +243,7 @@ def main() -> int:
     per_request = (instructions(LARGE, *mode) - instructions(SMALL, *mode)) / (LARGE - SMALL)
     path = "openid-connect token-cached path" if args.oidc else "plain path"
     if args.ops:
-        path += ", prometheus + file-log on"
+        path += f", {args.ops.replace(',', ' + ')} on"
     if args.targets:
         path = f"a Kong upstream of {args.targets} target(s)"
     if args.cache:

@@ -190,6 +190,21 @@ def test_upstream_headers_json_would_escape_or_that_repeat_take_the_reference_wa
     assert record["response"]["headers"] == headers
 
 
+MANY = b"".join(b"X-H%d: v\r\n" % index for index in range(14))
+
+
+@pytest.mark.parametrize(("extra", "fast"), [(b"", True), (b"x-h3: again\r\n", False)])
+def test_many_header_names_a_repeated_one_among_them_takes_the_reference_way(
+    logged: Logged, extra: bytes, fast: bool
+) -> None:
+    head = b"GET /proxy/x HTTP/1.1\r\nHost: gw.test\r\n" + MANY + extra + b"\r\n"
+    response = b"HTTP/1.1 200 OK\r\n" + MANY + extra + b"Content-Length: 2\r\n\r\nok"
+    _, record = logged.request(head, response)
+    assert (logged.fast is not None) is fast
+    assert record["request"]["headers"]["x-h13"] == "v"
+    assert record["response"]["headers"]["x-h3"] == ("v" if fast else ["v", "again"])
+
+
 def test_a_single_set_cookie_is_redacted_on_the_fast_way(logged: Logged) -> None:
     response = b"HTTP/1.1 200 OK\r\nSet-Cookie: session=s3cret\r\nContent-Length: 2\r\n\r\nok"
     line, record = logged.request(b"GET /proxy/x HTTP/1.1\r\nHost: gw.test\r\n\r\n", response)

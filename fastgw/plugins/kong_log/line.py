@@ -38,6 +38,8 @@ from fastgw.plugins.kong_log.record import (
     slow_line,
 )
 
+# Up to this many header names, a repeated one is found by comparing them pairwise.
+FEW_NAMES: Final = 12
 # How often (in seconds of the requests' own clock) the wall clock's offset is read again.
 EPOCH_RECHECK: Final = 1.0
 # Every byte that cannot stand as it is inside a JSON string (controls, '"', '\\', and bytes
@@ -46,6 +48,10 @@ EPOCH_RECHECK: Final = 1.0
 _UNSAFE: Final = bytes(
     (1 if byte == 0 else 0) if byte < 0x20 or byte in (0x22, 0x5C) or byte >= 0x80 else byte
     for byte in range(256)
+)
+# The same, but CR and LF pass (the upstream's header block, whose lines they end).
+_UNSAFE_BUT_CRLF: Final = bytes(
+    byte if byte in (0x0A, 0x0D) else _UNSAFE[byte] for byte in range(256)
 )
 # ASCII upper case to lower case, every other byte itself (header names).
 _LOWER: Final = bytes(byte | 0x20 if 0x41 <= byte <= 0x5A else byte for byte in range(256))
@@ -87,38 +93,55 @@ def safe(piece: bytes) -> bool:
     return piece.translate(_UNSAFE) == piece
 
 
+def repeats(names: list[bytes]) -> bool:
+    """Whether a name is given twice: compared pairwise while they are few (cheaper than
+    hashing each), through a set beyond."""
+    count = len(names)
+    if count > FEW_NAMES:
+        return len(set(names)) != count
+    for index in range(1, count):
+        name = names[index]
+        for earlier in range(index):
+            if names[earlier] == name:
+                return True
+    return False
+
+
 def request_fields(
     headers: list[tuple[bytes, bytes]], redact: frozenset[bytes], check: list[bytes]
 ) -> bytes | None:
     """The request's headers as a JSON object's members (what to check added to `check`), or
     None when a name repeats."""
-    names: set[bytes] = set()
+    names: list[bytes] = []
     members: list[bytes] = []
     for name, value in headers:
-        if name in names:
-            return None
-        names.add(name)
+        names.append(name)
         check.append(name)
         if name in redact:
             members.append(b'"%s":"REDACTED"' % name)
         else:
             check.append(value)
             members.append(b'"%s":"%s"' % (name, value))
-    return b",".join(members)
+    return None if repeats(names) else b",".join(members)
 
 
-def upstream_fields(fields: bytes, check: list[bytes]) -> bytes | None:
+def upstream_fields(fields: bytes) -> bytes | None:
     """The upstream's forwarded header lines as a JSON object's members (names lower case,
-    values without their whitespace, Set-Cookie redacted; each line added to `check`), or None
-    when a name repeats."""
+    values without their whitespace, Set-Cookie redacted), or None (a repeated name, a byte to
+    escape, a CR or LF that does not end a line)."""
     if not fields:
         return b""
+    # the block is checked at once: CR and LF pass the translate, and every CR must then be
+    # one that ends a line (each LF below is checked to follow one)
+    if fields.translate(_UNSAFE_BUT_CRLF) != fields:
+        return None
     text = fields.decode("latin-1")  # one character per byte: the offsets are the bytes'
     lowered = fields.translate(_LOWER)
-    names: set[bytes] = set()
+    names: list[bytes] = []
     members: list[bytes] = []
     start = 0
     size = len(text)
+    lines = 0
     while start < size:
         newline = text.find("\n", start)  # one character: the cheaper search
         if newline < 0:
@@ -127,16 +150,14 @@ def upstream_fields(fields: bytes, check: list[bytes]) -> bytes | None:
             end = newline - 1
             if end < start or fields[end] != _CR:
                 return None  # a bare LF: the reference way tables what is there
+            lines += 1
         colon = text.find(":", start, end)
         begin = start
         start = newline + 1
         if colon < 0:
             continue
         name = lowered[begin:colon]
-        if name in names:
-            return None
-        names.add(name)
-        check.append(name)
+        names.append(name)
         if name == _SET_COOKIE:
             members.append(b'"set-cookie":"REDACTED"')
             continue
@@ -145,29 +166,27 @@ def upstream_fields(fields: bytes, check: list[bytes]) -> bytes | None:
             first += 1
         while end > first and (fields[end - 1] == _SPACE or fields[end - 1] == _TAB):
             end -= 1
-        value = fields[first:end]
-        check.append(value)
-        members.append(b'"%s":"%s"' % (name, value))
+        members.append(b'"%s":"%s"' % (name, fields[first:end]))
+    if text.count("\r") != lines or repeats(names):
+        return None  # a CR inside a line, a name given twice
     return b",".join(members)
 
 
 def local_fields(headers: list[tuple[bytes, bytes]], check: list[bytes]) -> bytes | None:
     """A local answer's headers as a JSON object's members (what to check added to `check`),
     or None when a name repeats."""
-    names: set[bytes] = set()
+    names: list[bytes] = []
     members: list[bytes] = []
     for raw_name, value in headers:
         name = raw_name.translate(_LOWER)
-        if name in names:
-            return None
-        names.add(name)
+        names.append(name)
         check.append(name)
         if name == _SET_COOKIE:
             members.append(b'"set-cookie":"REDACTED"')
         else:
             check.append(value)
             members.append(b'"%s":"%s"' % (name, value))
-    return b",".join(members)
+    return None if repeats(names) else b",".join(members)
 
 
 def identity_fields(ctx: Exchange) -> bytes:
@@ -226,40 +245,9 @@ def fast_line(ctx: Exchange, record: RouteRecord) -> bytes | None:
         logged, table = redact_query(ctx.query)
         query_tail = b"?" + logged.encode()  # percent-encoded: nothing to escape
         querystring = orjson.dumps(table)
-    started = ctx.started_at
-    finished = ctx.finished_at
-    answered = ctx.response_at
-    status = ctx.response_status
-    if not ctx.responded and answered > 0.0:  # proxied: the upstream answered
-        upstream_path = ctx.upstream_path
-        check.append(upstream_path)
-        response_headers = upstream_fields(ctx.response_fields, check)
-        if response_headers is None:
-            return None
-        sent = ctx.sent_at or started
-        upstream = b'"%s%s","upstream_status":"%d"' % (upstream_path, query_tail, status)
-        latencies = b'"kong":%d,"proxy":%d,"request":%d,"receive":%d' % (
-            ms(sent - started),
-            ms(answered - sent),
-            ms(finished - started),
-            ms(finished - answered),
-        )
-        source = b"upstream"
-    else:
-        response_headers = local_fields(list(ctx.local_headers), check)
-        if response_headers is None:
-            return None
-        upstream = b'"","upstream_status":""'
-        local = ms(finished - started)
-        latencies = b'"kong":%d,"proxy":-1,"request":%d,"receive":0' % (local, local)
-        source = b"kong"
-    if not safe(b"".join(check)):
-        return None
-    return (
+    request = (
         b'{"request":{"id":"","uri":"%s%s","url":"http://%s%s%s","querystring":%s,'
-        b'"method":"%s","headers":{%s},"size":%d},"upstream_uri":%s,"response":{"status":%d,'
-        b'"headers":{%s},"size":%d},"latencies":{%s},"client_ip":"%s","started_at":%d,'
-        b'"source":"%s","workspace_name":"default"%s%s%s}'
+        b'"method":"%s","headers":{%s},"size":%d},"upstream_uri":'
         % (
             path,
             query_tail,
@@ -270,16 +258,69 @@ def fast_line(ctx: Exchange, record: RouteRecord) -> bytes | None:
             method,
             request_headers,
             ctx.request_size + ctx.body_received,
-            upstream,
-            status,
-            response_headers,
-            ctx.response_size,
-            latencies,
+        )
+    )
+    if not ctx.responded and ctx.response_at > 0.0:  # proxied: the upstream answered
+        response = proxied_part(ctx, query_tail, check)
+        source = b"upstream"
+    else:
+        response = local_part(ctx, check)
+        source = b"kong"
+    if response is None or not safe(b"".join(check)):
+        return None
+    return (
+        b'%s%s"client_ip":"%s","started_at":%d,"source":"%s","workspace_name":"default"%s%s%s}'
+        % (
+            request,
+            response,
             client_ip,
-            int((started + record.epoch_offset) * 1000),
+            int((ctx.started_at + record.epoch_offset) * 1000),
             source,
             identity_fields(ctx),
             record.entities_part,
             values,
         )
+    )
+
+
+def proxied_part(ctx: Exchange, query_tail: bytes, check: list[bytes]) -> bytes | None:
+    """From upstream_uri to latencies, for a request the upstream answered."""
+    response_headers = upstream_fields(ctx.response_fields)
+    if response_headers is None:
+        return None
+    upstream_path = ctx.upstream_path
+    check.append(upstream_path)
+    started = ctx.started_at
+    sent = ctx.sent_at or started
+    answered = ctx.response_at
+    finished = ctx.finished_at
+    status = ctx.response_status
+    return (
+        b'"%s%s","upstream_status":"%d","response":{"status":%d,"headers":{%s},"size":%d},'
+        b'"latencies":{"kong":%d,"proxy":%d,"request":%d,"receive":%d},'
+        % (
+            upstream_path,
+            query_tail,
+            status,
+            status,
+            response_headers,
+            ctx.response_size,
+            ms(sent - started),
+            ms(answered - sent),
+            ms(finished - started),
+            ms(finished - answered),
+        )
+    )
+
+
+def local_part(ctx: Exchange, check: list[bytes]) -> bytes | None:
+    """From upstream_uri to latencies, for a request the gateway answered itself."""
+    response_headers = local_fields(list(ctx.local_headers), check)
+    if response_headers is None:
+        return None
+    local = ms(ctx.finished_at - ctx.started_at)
+    return (
+        b'"","upstream_status":"","response":{"status":%d,"headers":{%s},"size":%d},'
+        b'"latencies":{"kong":%d,"proxy":-1,"request":%d,"receive":0},'
+        % (ctx.response_status, response_headers, ctx.response_size, local, local)
     )
