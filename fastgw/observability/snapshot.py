@@ -49,3 +49,7 @@ class GatewayStats:
     stores: tuple[StoreUsage, ...] = ()  # every bounded in-memory store (observability.stores)
     pid: int = 0  # the worker's process id
     memory_bytes: int = 0  # the worker's resident memory
+    # the per-client-address connection counts (fastgw/http/admission.py): entries, and the most
+    # it may hold; TLS connections in their handshake
+    client_addresses: tuple[int, int] = (0, 0)
+    tls_handshakes: int = 0

@@ -8,7 +8,7 @@ a log phase or counts requests gets a `RouteLog`, the exchange's completion hook
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from time import monotonic
 from typing import Final
 
@@ -19,6 +19,12 @@ from fastgw.http.vocabulary import host_without_port
 from fastgw.observability.counters import RouteStats
 from fastgw.plugins.api import Plugin, RouteInfo
 from fastgw.proxy.chain import Chain
+from fastgw.proxy.path_rules import (
+    KEEP_UNCHANGED,
+    REJECT_REQUEST,
+    UNESCAPE_AND_FORWARD,
+    PathRules,
+)
 from fastgw.proxy.routing import (
     Router,
     needs_normalizing,
@@ -37,6 +43,32 @@ _USE_HTTPS_426_HEADERS: Final = (
     (b"connection", b"Upgrade"),
     (b"upgrade", b"TLS/1.2, HTTP/1.1"),
 )
+
+
+# Kong's identity headers: an authentication plugin sets them for the upstream (or removes them),
+# and a client's own copy never counts. Withheld by the wire on every route: a client's copy is
+# dropped before plugins run, as is any "_" alias of them (X_Consumer_ID reads as X-Consumer-ID
+# to a CGI or WSGI upstream).
+IDENTITY_HEADERS: Final = frozenset(
+    {
+        b"x-consumer-id",
+        b"x-consumer-custom-id",
+        b"x-consumer-username",
+        b"x-credential-identifier",
+        b"x-anonymous-consumer",
+        b"x-consumer-groups",
+        b"x-authenticated-groups",
+    }
+)
+
+
+def owned_fields(plugins: Iterable[Plugin]) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    """What the wire withholds (the identity headers) and what it owns besides (the headers the
+    configured plugins set): fastgw.http.server.Server.own_fields."""
+    owned: set[bytes] = set()
+    for plugin in plugins:
+        owned |= plugin.owned_headers
+    return IDENTITY_HEADERS, frozenset(owned)
 
 
 class RouteLog(CompletionHook):
@@ -162,21 +194,39 @@ class Dispatcher:
     once, when it begins, so it finishes on the routes it started with.
     """
 
-    __slots__ = ("router", "sni_routing", "unrouted")
+    __slots__ = ("path_rules", "router", "sni_routing", "unrouted")
 
-    def __init__(self, router: Router[RouteTarget], unrouted: RouteLog | None = None) -> None:
+    def __init__(
+        self,
+        router: Router[RouteTarget],
+        unrouted: RouteLog | None = None,
+        path_rules: PathRules | None = None,
+    ) -> None:
         self.router = router
         self.sni_routing = router.has_snis  # only then is the TLS server name read per request
         # the global plugins' log phase for requests no route takes (Kong logs those too)
         self.unrouted = unrouted
+        # what escaped slashes and backslashes do (fastgw/proxy/path_rules.py); None: nothing
+        self.path_rules = path_rules
 
-    def swap(self, router: Router[RouteTarget], unrouted: RouteLog | None) -> None:
+    def swap(
+        self,
+        router: Router[RouteTarget],
+        unrouted: RouteLog | None,
+        path_rules: PathRules | None = None,
+    ) -> None:
         self.router = router
         self.sni_routing = router.has_snis
         self.unrouted = unrouted
+        self.path_rules = path_rules
 
     def handle(self, exchange: Exchange) -> Awaitable[None] | None:
         path = received = exchange.path
+        rules = self.path_rules
+        if rules is not None:
+            action, path = rules.apply(path)
+            if action != KEEP_UNCHANGED and not self._ruled(exchange, action, path):
+                return None  # answered: 400 or a redirect
         if needs_normalizing(path):
             normalized = normalize_path(path)
             if normalized is None:
@@ -215,6 +265,23 @@ class Dispatcher:
         if chain is not None:
             return chain.run(exchange)
         return None
+
+    def _ruled(self, exchange: Exchange, action: int, path: bytes) -> bool:
+        """A path rule applied: False when it answered (400, or a 307 to the path as the
+        upstream would read it), True when the request goes on with the unescaped path."""
+        if action != REJECT_REQUEST:
+            normalized = normalize_path(path) if needs_normalizing(path) else path
+            if normalized is not None:
+                if action == UNESCAPE_AND_FORWARD:
+                    exchange.path = exchange.upstream_path = normalized
+                    return True
+                location = normalized + b"?" + exchange.query if exchange.query else normalized
+                self._unrouted(exchange)
+                exchange.respond(307, b"", ((b"location", location),))
+                return False
+        self._unrouted(exchange)
+        exchange.respond(400, _BAD_PATH_BODY, _BAD_PATH_HEADERS)
+        return False
 
     @staticmethod
     def _ask_for_https(exchange: Exchange, status: int, received_path: bytes) -> None:
