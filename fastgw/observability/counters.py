@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from fastgw.observability.metrics import HistogramSample
+
 # Kong's buckets (kong/plugins/prometheus/exporter.lua), in milliseconds.
 KONG_LATENCY_BUCKETS: Final = (
     1.0,
@@ -63,6 +65,10 @@ class Histogram:
         self.buckets[index].value += 1
         self.sum += value
         self.count += 1
+
+    def sample(self) -> HistogramSample:
+        """What the exposition shows: cumulative counts, the +Inf bucket last, and the sum."""
+        return HistogramSample(tuple(self.bounds), self.cumulative(), self.sum)
 
     def cumulative(self) -> list[int]:
         total = 0

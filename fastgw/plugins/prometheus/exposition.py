@@ -12,9 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastgw import __version__
-from fastgw.observability.counters import KONG_LATENCY_BUCKETS, UPSTREAM_LATENCY_BUCKETS
-from fastgw.observability.counters import Histogram as Observed
-from fastgw.observability.metrics import Family, Histogram, counter, gauge, histogram, untyped
+from fastgw.observability.metrics import Family, counter, gauge, histogram, untyped
 
 if TYPE_CHECKING:
     from fastgw.observability.snapshot import GatewayStats
@@ -23,10 +21,6 @@ WORKSPACE = "default"  # Kong's workspace when there is only one
 SUBSYSTEM = "http"
 # Kong's states of a target, in the order it writes them; the current one is 1, the rest 0.
 TARGET_STATES = ("healthchecks_off", "healthy", "unhealthy", "dns_error")
-
-
-def _value(observed: Observed, bounds: tuple[float, ...]) -> Histogram:
-    return Histogram(tuple(float(b) for b in bounds), observed.cumulative(), observed.sum)
 
 
 def kong_families(view: GatewayStats) -> list[Family]:
@@ -93,9 +87,9 @@ def kong_families(view: GatewayStats) -> list[Family]:
                 requests.add((service, route, str(status), source, WORKSPACE, ""), count)
         if stats.count_latency:
             where = (service, route, WORKSPACE)
-            kong_latency.add(where, _value(stats.kong_latency, KONG_LATENCY_BUCKETS))
-            upstream_latency.add(where, _value(stats.upstream_latency, UPSTREAM_LATENCY_BUCKETS))
-            request_latency.add(where, _value(stats.request_latency, UPSTREAM_LATENCY_BUCKETS))
+            kong_latency.add(where, stats.kong_latency.sample())
+            upstream_latency.add(where, stats.upstream_latency.sample())
+            request_latency.add(where, stats.request_latency.sample())
         if stats.count_bandwidth:
             bandwidth.add((service, route, "ingress", WORKSPACE, ""), stats.bytes_in)
             bandwidth.add((service, route, "egress", WORKSPACE, ""), stats.bytes_out)
