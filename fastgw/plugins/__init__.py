@@ -14,7 +14,11 @@ if TYPE_CHECKING:
 
 # name -> module holding `SPEC`
 _MODULES: dict[str, str] = {
+    "acl": "fastgw.plugins.acl",
+    "basic-auth": "fastgw.plugins.basic_auth",
     "file-log": "fastgw.plugins.file_log",
+    "jwt": "fastgw.plugins.jwt",
+    "key-auth": "fastgw.plugins.key_auth",
     "openid-connect": "fastgw.plugins.openid_connect",
     "prometheus": "fastgw.plugins.prometheus",
     "request-termination": "fastgw.plugins.request_termination",

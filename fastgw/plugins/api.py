@@ -20,6 +20,9 @@ from fastgw.observability.metrics import Family
 
 # -- who the caller is ----------------------------------------------------------------------------
 
+# Upstream request headers as (lower-case name, value); a None value removes the header
+HeaderPairs = tuple[tuple[bytes, bytes | None], ...]
+
 
 class Credential:
     """What a request authenticated with: one of Kong's credential entities (a key-auth key, a
@@ -43,19 +46,24 @@ class Authenticated(Principal):
     set by the authentication plugin that accepted the request, read by every later step
     (acl, rate-limiting, consistent hashing, the log record, per-consumer metrics)."""
 
-    __slots__ = ("anonymous", "consumer", "credential", "groups")
+    __slots__ = ("anonymous", "consumer", "credential", "groups", "upstream_headers")
 
     def __init__(
         self,
         consumer: Consumer | None,
         credential: Credential | None,
-        groups: tuple[str, ...] = (),
+        groups: tuple[str, ...] | None = None,
         anonymous: bool = False,
+        upstream_headers: HeaderPairs = (),
     ) -> None:
         self.consumer = consumer
         self.credential = credential
-        self.groups = groups  # authenticated groups (Kong's authenticated_groups), for acl
+        # authenticated groups (Kong's authenticated_groups, from openid-connect's
+        # authenticated_groups_claim), for acl; None: the plugin found none
+        self.groups = groups
         self.anonymous = anonymous  # the plugin's `anonymous` consumer: nobody authenticated
+        # what the upstream is told about it (fastgw.plugins.identity), made once per identity
+        self.upstream_headers = upstream_headers
 
     @property
     def hash_key(self) -> bytes:
@@ -80,10 +88,13 @@ class RequestContext(Protocol):
     `Exchange` implements this protocol directly, so a context costs no extra allocation.
     """
 
-    method: bytes  # b"GET"
+    method: bytes  # b"GET" (a plugin may change the method sent upstream)
     path: bytes  # request path as received, without the query
     query: bytes  # raw query string without "?", b"" when absent
     host: bytes  # Host header value, b"" when absent
+    upstream_path: bytes  # the path sent upstream (the route's rewrite done); a plugin may set it
+    upstream_host: bytes | None  # the Host sent upstream; None: the service's (or preserved)
+    headers: list[tuple[bytes, bytes]]  # the end-to-end fields; a plugin may replace the list
     responded: bool  # a plugin answered the client; the chain stops
     # who the request is (an `Authenticated`, set by the plugin that authenticated it)
     principal: Principal | None
@@ -152,8 +163,6 @@ class LogContext(RequestContext, Protocol):
     answered.
     """
 
-    upstream_path: bytes
-    headers: list[tuple[bytes, bytes]]  # the request's, as plugins left them
     started_at: float
     sent_at: float
     response_at: float

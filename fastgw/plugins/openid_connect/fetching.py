@@ -13,6 +13,7 @@ from typing import Any
 
 from fastgw.observability.ratelog import KeyedRateLimitedLog
 from fastgw.plugins.building import HttpClient
+from fastgw.plugins.jws import HMAC_ALGS
 
 from .admission import Admission, IdpCall, KnownGood
 from .cache import Entry, Lifetime, Token, TokenCache, TtlPolicy, plan_lifetime
@@ -28,7 +29,6 @@ from .errors import (
     InvalidCredentials,
 )
 from .identity import IdentityHeaders
-from .jws import HMAC_ALGS
 from .l2 import SharedRejection, SharedToken, SharedTokenCache
 from .schema import OidcConfig
 from .stats import OidcStats

@@ -26,6 +26,7 @@ from fastgw.observability.metrics import Family
 from fastgw.observability.ratelog import KeyedRateLimitedLog
 from fastgw.plugins.api import StoreUsage
 from fastgw.plugins.building import HttpClient
+from fastgw.plugins.jws import HMAC_ALGS
 
 from .admission import KNOWN, UNKNOWN, Admission, IdpCall, KnownGood, known_good_families, source_of
 from .cache import Entry, HeaderKeys, Lifetime, Token, TokenCache, TtlPolicy
@@ -36,7 +37,6 @@ from .errors import AuthError, IdpUnavailable, InsufficientScope, InvalidCredent
 from .flights import SingleFlight
 from .identity import IdentityHeaders
 from .introspection import build_introspection_request, introspect
-from .jws import HMAC_ALGS
 from .schema import OidcConfig
 from .verify import VerifyPolicy, check_claims, parse, verify_token
 

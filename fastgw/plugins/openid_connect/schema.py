@@ -33,8 +33,8 @@ from fastgw.config.schema import (
     raise_if,
     read_declared,
 )
+from fastgw.plugins.jws import ASYMMETRIC_ALGS, HMAC_ALGS, RSA_ALGS
 
-from .jws import ASYMMETRIC_ALGS, HMAC_ALGS, RSA_ALGS
 from .kinds import (
     CLIENT_AUTH_METHODS,
     HEADER_NAME,

@@ -1,0 +1,151 @@
+"""basic-auth's access step (Kong's kong/plugins/basic-auth/access.lua): the user and password
+from Proxy-Authorization, then Authorization, the password compared by Kong's stored hash.
+
+The password's hash is compared in constant time (both are 40 hex digits); a keep-alive
+client's header is remembered per connection with what it found, so it is decoded and hashed
+once per connection.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hmac
+from base64 import b64decode
+from collections.abc import Sequence
+from typing import Final
+
+from fastgw.config.credentials import BasicAuthCredential, password_hash
+from fastgw.plugins.api import Authenticated, Credential, Plugin, RequestContext
+from fastgw.plugins.auth_config import Answer, error_answer
+from fastgw.plugins.identity import authenticate, has_credential, identity
+
+PRIORITY: Final = 1100  # Kong's
+KIND: Final = "basicauth_credentials"
+AUTHORIZATION: Final = b"authorization"
+PROXY_AUTHORIZATION: Final = b"proxy-authorization"
+UNAUTHORIZED: Final = "Unauthorized"
+_WHITESPACE: Final = b" \t\r\n\x0b\x0c"
+
+
+def parse_basic(value: bytes) -> tuple[bytes, bytes] | None:
+    """(username, password) as Kong reads a header: the first `[Bb]asic` anywhere, optional
+    spaces, base64 (padding optional) of `user:password`; the user is the first run without a
+    colon that a colon follows, the password the rest of the line (may be empty). None when
+    there is none."""
+    start = 0
+    while True:
+        index = value.find(b"asic", start)
+        if index < 0:
+            return None
+        start = index + 1
+        if index == 0 or value[index - 1 : index] not in (b"B", b"b"):
+            continue
+        encoded = value[index + 4 :].lstrip(_WHITESPACE)
+        if encoded:
+            break
+    try:
+        decoded = b64decode(encoded + b"=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    username, colon, password = decoded.lstrip(b":").partition(b":")
+    if not colon or not username:
+        return None
+    return username, password.split(b"\n", 1)[0]
+
+
+class _Memo:
+    """A connection's last headers and who they authenticated (None: nobody), and whether the
+    user came from Proxy-Authorization."""
+
+    __slots__ = ("from_proxy", "header", "who")
+
+    def __init__(self, header: bytes, who: Authenticated | None, from_proxy: bool) -> None:
+        self.header = header
+        self.who = who
+        self.from_proxy = from_proxy
+
+
+class Users:
+    """The configured basic-auth users, by username."""
+
+    def __init__(self, credentials: Sequence[BasicAuthCredential]) -> None:
+        self._by_username: dict[bytes, tuple[BasicAuthCredential, Authenticated]] = {}
+        for credential in credentials:
+            who = identity(
+                credential.consumer,
+                Credential(KIND, credential.id, credential.username, credential.consumer.id),
+            )
+            self._by_username[credential.username.encode()] = (credential, who)
+
+    def find(self, username: bytes) -> tuple[BasicAuthCredential, Authenticated] | None:
+        return self._by_username.get(username)
+
+
+def password_matches(credential: BasicAuthCredential, password: bytes) -> bool:
+    given = password_hash(credential.consumer.id, password.decode("utf-8", "surrogateescape"))
+    return hmac.compare_digest(given.encode(), credential.password.encode())
+
+
+class BasicAuth(Plugin):
+    """Kong's basic-auth for one configured occurrence."""
+
+    name = "basic-auth"
+    priority = PRIORITY
+
+    def __init__(
+        self,
+        users: Users,
+        *,
+        hide_credentials: bool,
+        realm: str,
+        anonymous: Authenticated | None,
+    ) -> None:
+        self._users = users
+        self._hide = hide_credentials
+        self._anonymous = anonymous
+        challenge = (b"www-authenticate", f'Basic realm="{realm}"'.encode())
+        self._unauthorized: Answer = error_answer(401, UNAUTHORIZED, (challenge,))
+
+    def access(self, ctx: RequestContext) -> None:
+        if self._anonymous is not None and has_credential(ctx):
+            return  # Kong's logical OR: an earlier plugin authenticated it
+        proxy = ctx.get_header(PROXY_AUTHORIZATION)
+        plain = ctx.get_header(AUTHORIZATION)
+        found = self._found(ctx, proxy, plain) if proxy is not None or plain is not None else None
+        if self._hide:
+            # Kong: Proxy-Authorization always; Authorization unless the user came from the
+            # other (then it may be the upstream's own)
+            if proxy is not None:
+                ctx.remove_header(PROXY_AUTHORIZATION)
+            if plain is not None and (found is None or not found.from_proxy):
+                ctx.remove_header(AUTHORIZATION)
+        who = found.who if found is not None else None
+        if who is not None:
+            authenticate(ctx, who)
+        elif self._anonymous is not None:
+            authenticate(ctx, self._anonymous)
+        else:
+            status, body, headers = self._unauthorized
+            ctx.respond(status, body, headers)
+
+    def _found(self, ctx: RequestContext, proxy: bytes | None, plain: bytes | None) -> _Memo:
+        """Which user the two headers name: Proxy-Authorization's when it names a configured
+        one (its password then decides: no second chance), else Authorization's."""
+        memo = ctx.connection_memo
+        key = (proxy or b"") + b"\n" + (plain or b"")
+        seen = memo.get(self)
+        if isinstance(seen, _Memo) and seen.header == key:  # this client's own previous header
+            return seen
+        result = _Memo(key, None, False)
+        for position, header in enumerate((proxy, plain)):
+            if header is None:
+                continue
+            parsed = parse_basic(header)
+            user = self._users.find(parsed[0]) if parsed is not None else None
+            if parsed is not None and user is not None:
+                credential, who = user
+                matches = password_matches(credential, parsed[1])
+                result = _Memo(key, who if matches else None, position == 0)
+                break
+        memo[self] = result
+        return result
