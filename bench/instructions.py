@@ -10,6 +10,7 @@ the difference per request, so start-up cancels out.
     python bench/instructions.py --oidc     # openid-connect, token-cached path (L1 hit)
     python bench/instructions.py --targets 2  # a Kong upstream balanced over 2 targets
     python bench/instructions.py --oidc --ops   # ... with prometheus (every series) + file-log
+    python bench/instructions.py --cache    # a proxy-cache hit (answered without the upstream)
     python bench/instructions.py --run N    # (internal) the measured loop itself
 Needs valgrind (apt-get install valgrind).
 """
@@ -45,6 +46,11 @@ OPS_PLUGINS = """
     config: {status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}
   - name: file-log
     config: {path: /dev/null}
+"""
+CACHE_PLUGIN = """
+plugins:
+  - name: proxy-cache
+    config: {strategy: memory}
 """
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 BASIC = b"Basic YmVuY2gtY2xpZW50OmJlbmNoLXNlY3JldA=="  # bench-client:bench-secret
@@ -104,6 +110,31 @@ upstreams:
 """
 
 
+async def cached_requests(count: int) -> None:
+    """`count` proxy-cache hits, after one miss that stored the upstream's answer."""
+    from fastgw.config import parse_config
+    from fastgw.gateway import Gateway
+    from fastgw.http.upstream import UpstreamConnection
+
+    gateway = Gateway(parse_config(CONFIG + CACHE_PLUGIN), admin_listen="off")
+    (pool,) = gateway.pools
+    upstream = UpstreamConnection(pool)
+    upstream.connection_made(MemoryTransport())  # type: ignore[arg-type]
+    pool.idle.append(upstream)
+    client = gateway.proxy.protocol_factory()
+    client_transport = MemoryTransport()
+    client.connection_made(client_transport)  # type: ignore[arg-type]
+    client.data_received(REQUEST)
+    upstream.data_received(RESPONSE)  # the miss: stored
+    if b"x-cache-status: Miss" not in client_transport.last_written:
+        raise SystemExit("the first request was no miss: the harness no longer matches the code")
+    for _ in range(count):
+        client.data_received(REQUEST)
+    written = client_transport.last_written
+    if b"x-cache-status: Hit" not in written or not written.endswith(b"ok"):
+        raise SystemExit("the requests were no hits: the harness no longer matches the code")
+
+
 async def proxy_requests(
     count: int, oidc: bool = False, ops: bool = False, targets: int = 0
 ) -> None:
@@ -155,14 +186,17 @@ async def proxy_requests(
         raise SystemExit("the token was not swapped in: the harness no longer matches the code")
 
 
-def instructions(count: int, oidc: bool, ops: bool = False, targets: int = 0) -> int:
+def instructions(
+    count: int, oidc: bool, ops: bool = False, targets: int = 0, cache: bool = False
+) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
              __file__, "--run", str(count), *(["--oidc"] if oidc else []),
              *(["--ops"] if ops else []),
-             *(["--targets", str(targets)] if targets else [])],
+             *(["--targets", str(targets)] if targets else []),
+             *(["--cache"] if cache else [])],
             cwd=REPO_ROOT, capture_output=True, text=True, check=True,
         )  # fmt: skip
     match = re.search(r"Collected : (\d+)", result.stderr)
@@ -179,26 +213,30 @@ def main() -> int:
         "--targets", type=int, default=0, choices=(0, 1, 2), help="a Kong upstream of N targets"
     )
     parser.add_argument("--ops", action="store_true", help="with prometheus and file-log on")
+    parser.add_argument("--cache", action="store_true", help="proxy-cache hits")
     args = parser.parse_args()
     if args.run is not None:
         sys.path.insert(0, str(REPO_ROOT))
         import uvloop
 
-        uvloop.run(proxy_requests(args.run, args.oidc, args.ops, args.targets))
+        if args.cache:
+            uvloop.run(cached_requests(args.run))
+        else:
+            uvloop.run(proxy_requests(args.run, args.oidc, args.ops, args.targets))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is missing: apt-get install valgrind", file=sys.stderr)
         return 2
-    instructions(SMALL, args.oidc, args.ops, args.targets)  # warm the bytecode caches on disk
-    per_request = (
-        instructions(LARGE, args.oidc, args.ops, args.targets)
-        - instructions(SMALL, args.oidc, args.ops, args.targets)
-    ) / (LARGE - SMALL)
+    mode = (args.oidc, args.ops, args.targets, args.cache)
+    instructions(SMALL, *mode)  # warm the bytecode caches on disk
+    per_request = (instructions(LARGE, *mode) - instructions(SMALL, *mode)) / (LARGE - SMALL)
     path = "openid-connect token-cached path" if args.oidc else "plain path"
     if args.ops:
         path += ", prometheus + file-log on"
     if args.targets:
         path = f"a Kong upstream of {args.targets} target(s)"
+    if args.cache:
+        path = "a proxy-cache hit, no upstream"
     print(f"{per_request:,.0f} instructions per proxied request ({path}, in-memory transports)")
     return 0
 

@@ -101,6 +101,8 @@ class Gateway:
         self._retiring_pools: list[UpstreamPool] = []
         self._reload_lock = asyncio.Lock()
         self.generation = 0
+        # what plugins keep across instances and reloads (PluginRuntime.shared)
+        self._plugin_shared: dict[str, Any] = {}
         self.runtime = build_runtime(config, self.ticker, partial(self._plugin_runtime, config))
         self.dispatcher = Dispatcher(self.runtime.router, self.runtime.unrouted)
         # the bound method, not the instance: calling an instance's __call__ costs more
@@ -111,7 +113,7 @@ class Gateway:
 
     def _plugin_runtime(self, config: GatewayConfig) -> plugin_api.PluginRuntime:
         """What one new plugin instance of `config` is built with."""
-        return plugin_runtime(config, self.spawn)
+        return plugin_runtime(config, self.spawn, self._plugin_shared)
 
     @property
     def plugins(self) -> list[Plugin]:
@@ -394,10 +396,13 @@ async def probe_plugins(config: GatewayConfig) -> list[tuple[str, str, str]]:
 
 
 def plugin_runtime(
-    config: GatewayConfig, spawn: Callable[[Awaitable[Any]], Any] | None = None
+    config: GatewayConfig,
+    spawn: Callable[[Awaitable[Any]], Any] | None = None,
+    shared: dict[str, Any] | None = None,
 ) -> plugin_api.PluginRuntime:
     """What a plugin instance of `config` is built with; the HTTP clients it makes are listed
-    in the runtime's `clients` (closed when the instance retires)."""
+    in the runtime's `clients` (closed when the instance retires). `shared`: the gateway's
+    state plugins keep across instances (a fresh one when None: `fastgw check`)."""
     clients: list[plugin_api.HttpClient] = []
 
     def http_client(verify_tls: bool, keepalive: bool) -> plugin_api.HttpClient:
@@ -410,6 +415,8 @@ def plugin_runtime(
     )
     if spawn is not None:
         runtime.spawn = spawn
+    if shared is not None:
+        runtime.shared = shared
     return runtime
 
 

@@ -169,7 +169,11 @@ def _read(document: Any, source: str, problems: Findings, warnings: Findings) ->
     )
     consumers = Consumers(tuple(assembly.consumers.consumers))
     credentials = assembly.consumers.credentials()
-    entities = Entities(consumers=consumers, credentials=credentials)
+    entities = Entities(
+        consumers=consumers,
+        credentials=credentials,
+        memory_stores=values["_fastgw"].memory_stores,
+    )
 
     def link(entries: list[PluginEntry]) -> tuple[PluginEntry, ...]:
         return tuple(linked(entry, entities, problems) for entry in entries)

@@ -34,6 +34,12 @@ DEFAULT_UPSTREAM_POOL_SIZE = 512  # Kong upstream_keepalive_pool_size
 DEFAULT_UPSTREAM_IDLE_TIMEOUT = 60.0  # Kong upstream_keepalive_idle_timeout 60s
 DEFAULT_UPSTREAM_MAX_REQUESTS = 10_000  # Kong upstream_keepalive_max_requests
 DEFAULT_DRAIN_TIMEOUT = 10.0  # long enough for in-flight requests, short enough for a deploy
+# Named memory bounds, after Kong's `lua_shared_dict` zones (kong.conf's nginx_http_lua_shared_dict
+# adds one): a plugin keeping data by name (proxy-cache's `memory.dictionary_name`) holds at most
+# that many bytes per worker. Kong always has kong_db_cache, sized by mem_cache_size (128m).
+# (name, bytes) pairs: hashable, as the rest of the frozen model.
+MemoryStores = tuple[tuple[str, int], ...]
+DEFAULT_MEMORY_STORES: MemoryStores = (("kong_db_cache", 128 * 1024 * 1024),)
 
 
 # -- plugins, routes, services --------------------------------------------------------------------
@@ -244,6 +250,8 @@ class Settings:
     # Kong's proxy_listen: every address, some with TLS (`ssl`)
     listeners: tuple[Listener, ...] = (Listener(*DEFAULT_LISTEN),)
     ssl_certificate: CertificatePair | None = None  # kong.conf's ssl_cert / ssl_cert_key
+    # (name, bytes): the named memory bounds (DEFAULT_MEMORY_STORES and the config's own)
+    memory_stores: MemoryStores = DEFAULT_MEMORY_STORES
 
 
 # -- secrets --------------------------------------------------------------------------------------
@@ -267,6 +275,13 @@ class Entities:
 
     consumers: Consumers = field(default_factory=Consumers)
     credentials: Credentials = field(default_factory=Credentials)
+    # `_fastgw.memory_stores`: the named memory bounds a plugin may name (proxy-cache's
+    # memory.dictionary_name), (name, bytes)
+    memory_stores: MemoryStores = DEFAULT_MEMORY_STORES
+
+    def memory_store(self, name: str) -> int | None:
+        """The bound of the memory store `name` in bytes, None when none is declared."""
+        return dict(self.memory_stores).get(name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from fastgw.http.response_head import ForwardedHead
 from fastgw.http.responses import (
     CONTINUE_100,
     STATUS_LINES,
+    build_prepared,
     build_response,
     error_parts,
     status_line,
@@ -612,19 +613,31 @@ class Exchange(Request, ResponseSink):
         if not self.request_complete and not self.may_discard():
             self.keep_alive = False
         headers = self.local_headers
+        fields = self.local_fields
         edits = self.response_edits
         if edits is not None:
             if edits.filters:
                 self._end_filters(edits, False)  # filters watch what the upstream answers
             headers = self.local_headers = edits.apply_to(headers)
-        data = build_response(
-            self.local_status,
-            self.local_body,
-            headers,
-            keep_alive=self.keep_alive,
-            head_only=self.head_request,
-            http_10=self.http_10,
-        )
+            fields = None
+        if fields is not None:
+            data = build_prepared(
+                self.local_status,
+                self.local_body,
+                fields,
+                keep_alive=self.keep_alive,
+                head_only=self.head_request,
+                http_10=self.http_10,
+            )
+        else:
+            data = build_response(
+                self.local_status,
+                self.local_body,
+                headers,
+                keep_alive=self.keep_alive,
+                head_only=self.head_request,
+                http_10=self.http_10,
+            )
         if self.hook is not None:
             self.response_size = len(data)
         self.client.write(data)

@@ -68,6 +68,9 @@ class Request:
     continue_sent = False  # a 100 Continue went out
     local_body = b""
     local_headers: Sequence[tuple[bytes, bytes]] = ()
+    # the local answer's fields already written out ("name: value\r\n" each), when the plugin
+    # that answered keeps them so (a cached response): written as they are if nothing edits them
+    local_fields: bytes | None = None
     local_status = 0
     upgrade = False  # a WebSocket upgrade request: offered upstream, a 101 makes a tunnel
     # Set by an authentication plugin (Kong's kong.client.authenticate); None: nobody did.
@@ -188,6 +191,17 @@ class Request:
         self.local_status = status
         self.local_body = body
         self.local_headers = list(headers)
+
+    def respond_prepared(
+        self,
+        status: int,
+        body: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        fields: bytes,
+    ) -> None:
+        """`respond`, with `headers` also written out as `fields` (kept by the caller)."""
+        self.respond(status, body, headers)
+        self.local_fields = fields
 
     def may_discard(self) -> bool:
         """Whether the rest of an unread request body is worth reading to keep the connection."""

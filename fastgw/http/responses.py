@@ -78,6 +78,30 @@ def build_response(
     return b"".join(parts)
 
 
+def build_prepared(
+    status: int,
+    body: bytes,
+    fields: bytes,
+    *,
+    keep_alive: bool = True,
+    head_only: bool = False,
+    http_10: bool = False,
+) -> bytes:
+    """`build_response` with its field lines already written ("name: value\r\n" each)."""
+    connection = b""
+    if not keep_alive:
+        connection = b"connection: close\r\n"
+    elif http_10:
+        connection = b"connection: keep-alive\r\n"
+    return b"%b%bcontent-length: %d\r\n%b\r\n%b" % (
+        status_line(status),
+        fields,
+        len(body),
+        connection,
+        b"" if head_only else body,
+    )
+
+
 def error_parts(
     status: int, message: str | None = None
 ) -> tuple[bytes, tuple[tuple[bytes, bytes]]]:

@@ -16,12 +16,15 @@ if TYPE_CHECKING:
 _MODULES: dict[str, str] = {
     "acl": "fastgw.plugins.acl",
     "basic-auth": "fastgw.plugins.basic_auth",
+    "cors": "fastgw.plugins.cors",
     "file-log": "fastgw.plugins.file_log",
     "jwt": "fastgw.plugins.jwt",
     "key-auth": "fastgw.plugins.key_auth",
     "openid-connect": "fastgw.plugins.openid_connect",
     "prometheus": "fastgw.plugins.prometheus",
+    "proxy-cache": "fastgw.plugins.proxy_cache",
     "request-termination": "fastgw.plugins.request_termination",
+    "request-transformer": "fastgw.plugins.request_transformer",
 }
 
 

@@ -136,6 +136,16 @@ class RequestContext(Protocol):
     ) -> None:
         """Answer the client directly; the upstream is not contacted."""
 
+    def respond_prepared(
+        self,
+        status: int,
+        body: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        fields: bytes,
+    ) -> None:
+        """`respond`, with `headers` also written out as `fields` ("name: value\r\n" each), made
+        once and kept by the plugin (a cached response): sent as they are unless edited."""
+
     def shared(self) -> dict[str, object]:
         """Values the plugins of this request share (Kong's kong.ctx.shared)."""
 
@@ -246,6 +256,13 @@ class Plugin:
 
     def access(self, ctx: RequestContext) -> Awaitable[None] | None:
         return None
+
+    def for_route(self, service: Any, route: Any) -> Plugin:
+        """The plugin a route's chain runs (fastgw.config's Service and Route): this instance,
+        or one bound to the route for what a request alone does not say (Kong's matched route,
+        e.g. proxy-cache's key prefix), sharing this instance's state. Called once per route
+        when a config loads; the instance itself is what starts, stops and reports."""
+        return self
 
     def log(self, ctx: LogContext, route: RouteInfo) -> None:
         """Kong's log phase: the response is complete (set `has_log` to be called)."""

@@ -61,6 +61,9 @@ class PluginRuntime:
     consumers: Consumers = field(default_factory=Consumers)
     # the clients `http_client` made: the gateway closes them when the instance retires
     clients: list[HttpClient] = field(default_factory=list)
+    # what plugins keep for the whole gateway, across their instances and reloads, each under
+    # a key of its own (proxy-cache's named memory stores: Kong's shared dicts)
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 class PluginSpec(Protocol):

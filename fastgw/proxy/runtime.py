@@ -231,7 +231,7 @@ def _chain(
         for entry in scope:
             plugin = built.get(entry.path)
             if plugin is not None:
-                chosen[entry.name] = plugin
+                chosen[entry.name] = plugin.for_route(service, route)
                 if entry.route_and_service:
                     with_service.add(entry.name)
             elif not entry.enabled:
@@ -264,12 +264,14 @@ def _consumer_instances(
     ):
         for entry in entries:
             assert entry.consumer is not None  # the loader scoped it
-            narrowest[(entry.name, entry.consumer)] = (rank, built.get(entry.path))
+            plugin = built.get(entry.path)
+            bound = plugin.for_route(service, route) if plugin is not None else None
+            narrowest[(entry.name, entry.consumer)] = (rank, bound)
     by_name: dict[str, dict[str, Plugin | None]] = {}
-    for (name, consumer_id), (rank, plugin) in narrowest.items():
+    for (name, consumer_id), (rank, instance) in narrowest.items():
         if rank == _CONSUMER_ONLY and name in with_service:
             continue
-        by_name.setdefault(name, {})[consumer_id] = plugin
+        by_name.setdefault(name, {})[consumer_id] = instance
     return list(by_name.items())
 
 

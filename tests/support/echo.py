@@ -6,6 +6,9 @@ It echoes what it received as JSON and has a few endpoints for streaming, slowne
   /status/N             answer with status N
   /upload               consume the body, return its size and sha256
   /_sleeping            the targets of the /sleep requests held right now (a test waits on it)
+  /_received            how many requests each path received ({"paths": {path: count}})
+  ?header=Name:Value    (on an echo) a response field to send, repeatable; a Content-Type given
+                        replaces the echo's application/json
 Run: python -m tests.support.echo --port 9000 [--name a] [--record deliveries.txt]
 """
 
@@ -25,6 +28,9 @@ CHUNK = 64 * 1024
 # the targets of the /sleep requests being held (the server's threads share it)
 _sleeping: list[str] = []
 _sleeping_lock = threading.Lock()
+# requests received by path (without the query), for the tests that count what reached here
+_received: dict[str, int] = {}
+_received_lock = threading.Lock()
 
 
 class EchoHandler(BaseHTTPRequestHandler):
@@ -82,13 +88,19 @@ class EchoHandler(BaseHTTPRequestHandler):
                 left -= len(data)
         return total, digest.hexdigest()
 
-    def _send_json(self, status: int, payload: object) -> None:
+    def _send_json(
+        self, status: int, payload: object, fields: list[tuple[str, str]] | None = None
+    ) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
         name = getattr(self.server, "name", None)
         if name:
             self.send_header("X-Upstream-Name", name)
-        self.send_header("Content-Type", "application/json")
+        fields = fields or []
+        for field, value in fields:
+            self.send_header(field, value)
+        if not any(field.lower() == "content-type" for field, _ in fields):
+            self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
@@ -101,6 +113,8 @@ class EchoHandler(BaseHTTPRequestHandler):
             record.flush()
         path = urlsplit(self.path).path
         query = self._query()
+        with _received_lock:
+            _received[path] = _received.get(path, 0) + 1
         if path == "/upload":
             size, sha = self._consume_body()
             self._send_json(200, {"size": size, "sha256": sha})
@@ -110,6 +124,11 @@ class EchoHandler(BaseHTTPRequestHandler):
             with _sleeping_lock:
                 held = list(_sleeping)
             self._send_json(200, {"sleeping": held})
+            return
+        if path == "/_received":
+            with _received_lock:
+                counts = dict(_received)
+            self._send_json(200, {"paths": counts})
             return
         if path.startswith("/sleep"):
             self._sleep(self.path, int(query.get("ms", "1000")) / 1000)
@@ -133,6 +152,13 @@ class EchoHandler(BaseHTTPRequestHandler):
             self.wfile.write(b"x" * int(query.get("size", "10")))
             self.close_connection = True
             return
+        fields = [
+            (name.strip(), value.strip())
+            for name, _, value in (
+                item.partition(":")
+                for item in parse_qs(urlsplit(self.path).query).get("header", [])
+            )
+        ]
         self._send_json(
             200,
             {
@@ -141,6 +167,7 @@ class EchoHandler(BaseHTTPRequestHandler):
                 "headers": [[k.lower(), v] for k, v in self.headers.items()],
                 "body": body.decode("latin-1"),
             },
+            fields,
         )
 
     @staticmethod

@@ -21,9 +21,11 @@ from fastgw.config import (
     parse_listen,
 )
 from fastgw.errors import ConfigError
+from fastgw.plugins import names as plugin_names
 
 HEADER = '_format_version: "3.0"\n'
-UNKNOWN_PLUGIN = "(available: file-log, openid-connect, prometheus, request-termination)"
+# every registered plugin, whoever adds one (the message lists them sorted)
+UNKNOWN_PLUGIN = f"(available: {', '.join(plugin_names())})"
 
 
 def parse(body: str, env: dict[str, str] | None = None) -> GatewayConfig:

@@ -129,3 +129,49 @@ def test_the_package_root_holds_at_most_six_modules() -> None:
         if path.name not in ("__init__.py", "__main__.py")
     )
     assert len(root) <= 6, root
+
+
+def summary(package: Path = PACKAGE) -> dict[str, object]:
+    """Modules, internal imports, circles and root modules of a checkout's fastgw package."""
+    global PACKAGE
+    saved, PACKAGE = PACKAGE, package
+    try:
+        edges = graph()
+        internal = {(module, target) for module, targets in edges.items() for target in targets}
+        internal = {(a, b) for a, b in internal if b in edges and a != b}
+        root = [
+            p.name for p in package.glob("*.py") if p.name not in ("__init__.py", "__main__.py")
+        ]
+        state: dict[str, int] = {}
+        circles: list[str] = []
+
+        def visit(module: str, path: list[str]) -> None:
+            state[module] = 1
+            for target in sorted(edges.get(module, ())):
+                if target not in edges or target == module:
+                    continue
+                if state.get(target) == 1:
+                    circles.append(" -> ".join([*path[path.index(target) :], target]))
+                elif target not in state:
+                    visit(target, [*path, target])
+            state[module] = 2
+
+        for module in sorted(edges):
+            if module not in state:
+                visit(module, [module])
+        return {
+            "modules": len(edges),
+            "imports": len(internal),
+            "circles": circles,
+            "root modules": sorted(root),
+        }
+    finally:
+        PACKAGE = saved
+
+
+if __name__ == "__main__":  # python -m tests.unit.test_layering [path/to/fastgw]
+    import sys
+
+    target = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else PACKAGE
+    for key, value in summary(target).items():
+        print(f"{key}: {value}")

@@ -1,5 +1,6 @@
 """fastgw's own `_fastgw` section: the listeners (Kong's proxy_listen, with kong.conf's
-ssl_cert / ssl_cert_key), the admin listener, the worker count and the wire limits.
+ssl_cert / ssl_cert_key), the admin listener, the worker count, the wire limits and the named
+memory bounds (after Kong's lua_shared_dict zones).
 
 Kong keeps these in kong.conf; here they sit beside the entities they serve, and a command line
 flag overrides the listeners (fastgw/cli.py).
@@ -23,6 +24,7 @@ from fastgw.config.model import (
     DEFAULT_MAX_HEAD_SIZE,
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_URI_SIZE,
+    DEFAULT_MEMORY_STORES,
     DEFAULT_UNDERSCORES_IN_HEADERS,
     DEFAULT_UPSTREAM_IDLE_TIMEOUT,
     DEFAULT_UPSTREAM_MAX_REQUESTS,
@@ -31,12 +33,15 @@ from fastgw.config.model import (
     CertificatePair,
     Limits,
     Listener,
+    MemoryStores,
     Settings,
 )
 from fastgw.config.pem import PemError, read_pem_file
 from fastgw.config.schema import Boolean, Declared, Integer, Reader, Schema, Strings, join
 
 MAX_CERTIFICATES = 2  # kong.conf's ssl_cert takes one of each key type: RSA and ECDSA
+# nginx's size suffixes (ngx_parse_size, what lua_shared_dict's size takes): k, m, g, any case
+SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
 
 
 class Listeners(Declared):
@@ -125,6 +130,52 @@ class Seconds(Declared):
         return float(value)
 
 
+def parse_size(value: object) -> int | None:
+    """nginx's size (`128m`, `512k`, `1g`, `65536`; an integer is bytes) in bytes, None when it
+    is none (or not > 0)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    unit = text[-1:] if text[-1:] in SIZE_UNITS else ""
+    number = text[: len(text) - len(unit)]
+    if not number.isdigit() or int(number) == 0:
+        return None
+    return int(number) * SIZE_UNITS[unit]
+
+
+class NamedSizes(Declared):
+    """Named memory bounds, name -> size (Kong's `lua_shared_dict <name> <size>`): added to
+    DEFAULT_MEMORY_STORES, whose sizes they may change."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> MemoryStores:
+        reader.ignore(key)
+        raw = reader.raw.get(key)
+        if raw is None:
+            return DEFAULT_MEMORY_STORES
+        if not isinstance(raw, dict):
+            reader.error(key, "must be a mapping of names to sizes (e.g. {kong_db_cache: 128m})")
+            return DEFAULT_MEMORY_STORES
+        stores = dict(DEFAULT_MEMORY_STORES)
+        for name, size in raw.items():
+            where = join(reader.key_path(key), str(name))
+            parsed = parse_size(size)
+            if not isinstance(name, str) or not name:
+                reader.problems.append((where, "a name must be a non-empty string"))
+            elif parsed is None:
+                reader.problems.append(
+                    (where, "must be a size: bytes, or a number with k, m or g (e.g. 128m)")
+                )
+            else:
+                stores[name] = parsed
+        return tuple(stores.items())
+
+
 def _default_certificate(
     reader: Reader, values: dict[str, Any], needed: bool
 ) -> CertificatePair | None:
@@ -169,6 +220,7 @@ def _settings(reader: Reader, values: dict[str, Any]) -> Settings:
         limits=limits,
         listeners=listeners,
         ssl_certificate=ssl_certificate,
+        memory_stores=values["memory_stores"],
     )
 
 
@@ -190,6 +242,7 @@ SETTINGS = Schema(
         "upstream_idle_timeout": Seconds(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
         "upstream_max_requests": Integer(DEFAULT_UPSTREAM_MAX_REQUESTS, minimum=0),
         "drain_timeout": Seconds(DEFAULT_DRAIN_TIMEOUT, zero_ok=True),
+        "memory_stores": NamedSizes(),
     },
     build=_settings,
     annotations=True,  # fastgw's own section: annotated as Kong's entities are
