@@ -2,53 +2,23 @@
 body field (form, JSON, multipart), a cookie; and how `hide_credentials` takes one out.
 
 Shared by key-auth and jwt (a plugin never imports another plugin). Values are read the way
-Kong's kong.request.get_query / get_body give them: a name given once is its string, a name
-given several times the list of its values, a query name without "=" is True.
+Kong's kong.request.get_query / get_body give them (fastgw/plugins/query_args.py): a name given
+once is its string, a name given several times the list of its values, a query name without "="
+is True.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
-from urllib.parse import unquote_to_bytes
 
 import orjson
+
+from fastgw.plugins.query_args import MAX_ARGS, Args, add_value, unescape
+from fastgw.plugins.query_args import decode_args as form_args
 
 FORM: Final = b"application/x-www-form-urlencoded"
 JSON: Final = b"application/json"
 MULTIPART: Final = b"multipart/form-data"
-# Kong reads at most this many arguments (kong.request.get_query's and get_body's max_args)
-MAX_ARGS: Final = 100
-
-
-def unescape(text: bytes) -> str:
-    """A form component: "+" is a space, %XX a byte; undecodable bytes kept as escapes."""
-    if b"+" in text:
-        text = text.replace(b"+", b" ")
-    if b"%" in text:
-        text = unquote_to_bytes(text)
-    return text.decode("utf-8", "surrogateescape")
-
-
-def form_args(data: bytes) -> dict[str, Any]:
-    """`a=1&b&a=2` -> {"a": ["1", "2"], "b": True} (empty names skipped, as nginx does)."""
-    args: dict[str, Any] = {}
-    for count, part in enumerate(data.split(b"&")):
-        if count >= MAX_ARGS:
-            break
-        name, equals, value = part.partition(b"=")
-        if name:
-            _add(args, unescape(name), unescape(value) if equals else True)
-    return args
-
-
-def _add(args: dict[str, Any], name: str, value: Any) -> None:
-    existing = args.get(name)
-    if existing is None:
-        args[name] = value
-    elif isinstance(existing, list):
-        existing.append(value)
-    else:
-        args[name] = [existing, value]
 
 
 def may_name(data: bytes, name: bytes) -> bool:
@@ -89,10 +59,10 @@ def body_args(media_type: bytes, body: bytes, content_type: bytes | None) -> dic
     if media_type == FORM:
         return form_args(body)
     if media_type == MULTIPART:
-        args: dict[str, Any] = {}
+        args: Args = {}
         for name, value in _multipart_fields(body, content_type):
-            _add(args, name, value)
-        return args
+            add_value(args, name, value)
+        return dict(args)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:

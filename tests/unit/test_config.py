@@ -704,7 +704,7 @@ def test_top_level_plugin_reference_errors() -> None:
         ("plugins[0].service", 'unknown service "nope"'),
         ("plugins[1].route", 'unknown route "nope"'),
         ("plugins[2].route", 'route "ra" is not on service "b"'),
-        ("plugins[3].consumer", "not supported yet (plugins scoped to consumers)"),
+        ("plugins[3].consumer", 'unknown consumer "alice"'),
     ]
 
 
@@ -749,13 +749,13 @@ def test_consumer_problems() -> None:
         - {username: alice}
         - {tags: [x]}
         - {username: carol, id: not-a-uuid}
-        - {username: dave, keyauth_credentials: [{key: k}], acls: []}
+        - {username: dave, hmacauth_credentials: [{username: d}], acls: []}
         """
     ) == [
         ("consumers[1].username", "is already used by consumers[0]"),
         ("consumers[2]", "must have a username or a custom_id"),
         ("consumers[3].id", "must be a UUID; got 'not-a-uuid'"),
-        ("consumers[4].keyauth_credentials", "not supported yet"),
+        ("consumers[4].hmacauth_credentials", "not supported yet"),
     ]
 
 

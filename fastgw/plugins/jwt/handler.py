@@ -269,9 +269,9 @@ class Jwt(Plugin):
         if self._cookies:
             cookies = ctx.get_header(_COOKIE)
             for cookie in self._cookies if cookies else ():
-                value = cookie_value(cookies or b"", cookie)
-                if value:
-                    add(value.decode("latin-1"))
+                found_cookie = cookie_value(cookies or b"", cookie)
+                if found_cookie:
+                    add(found_cookie.decode("latin-1"))
         for forms in self._headers:
             for form in forms:
                 header = ctx.get_header(form)

@@ -307,9 +307,9 @@ class TokenFetcher:
     def _entry(self, access_token: str, claims: dict[str, Any], lifetime: Lifetime) -> Entry:
         valid_until = lifetime.valid_until
         token = Token(access_token, None if math.isinf(valid_until) else valid_until, claims)
-        upstream_headers = self._identity.for_claims(claims)
+        upstream_headers, principal = self._identity.for_claims(claims)
         header_value = self._token_prefix + access_token.encode("ascii")
-        return Entry(token, header_value, upstream_headers, lifetime)
+        return Entry(token, header_value, upstream_headers, lifetime, principal)
 
 
 def _is_number(value: object) -> bool:
