@@ -17,7 +17,7 @@ from fastgw.http.exchange import BODY_CHUNKED, CompletionHook, Exchange, Forward
 from fastgw.http.hop import Hop
 from fastgw.http.vocabulary import host_without_port
 from fastgw.observability.counters import RouteStats
-from fastgw.plugins.api import Plugin, RouteInfo
+from fastgw.plugins.api import Authenticated, Plugin, RouteInfo
 from fastgw.proxy.chain import Chain
 from fastgw.proxy.routing import (
     Router,
@@ -37,6 +37,15 @@ _USE_HTTPS_426_HEADERS: Final = (
     (b"connection", b"Upgrade"),
     (b"upgrade", b"TLS/1.2, HTTP/1.1"),
 )
+
+
+def consumer_label(exchange: Exchange) -> str:
+    """Kong's `consumer` label (prometheus per_consumer): the authenticated consumer's
+    username, "" when there is none."""
+    principal = exchange.principal
+    if isinstance(principal, Authenticated) and principal.consumer is not None:
+        return principal.consumer.username or ""
+    return ""
 
 
 class RouteLog(CompletionHook):
@@ -68,6 +77,7 @@ class RouteLog(CompletionHook):
                 ((sent if answered > 0.0 else now) - started) * 1000.0,
                 exchange.request_size + exchange.body_received,
                 exchange.response_size,
+                consumer_label(exchange) if stats.per_consumer else "",
             )
         route = self.route
         for plugin in self.plugins:

@@ -3,8 +3,8 @@
 Field names and shapes as Kong's: request {id, uri, url, querystring, method, headers, size},
 upstream_uri, upstream_status, response {status, headers, size}, latencies {kong, proxy,
 request, receive} in ms, route, service, client_ip, started_at (epoch ms), source, workspace
-and workspace_name. Not recorded yet: `tries` (the balancer's attempts), `consumer` and
-`authenticated_entity` (the consumer openid-connect mapped), `tls`.
+and workspace_name; `consumer` and `authenticated_entity` {id, consumer_id} when a plugin
+authenticated the request. Not recorded yet: `tries` (the balancer's attempts), `tls`.
 
 Compiled (build_info.COMPILED_MODULES): with file-log on it runs once per request.
 """
@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, quote
 
 import orjson
 
-from fastgw.plugins.api import LogContext, RouteInfo
+from fastgw.plugins.api import Authenticated, LogContext, RouteInfo
 
 REDACTED = "REDACTED"  # Kong's word for a redacted header
 WORKSPACE = "default"
@@ -184,7 +184,34 @@ def build(ctx: LogContext, epoch_offset: float, prepared: Prepared) -> dict[str,
         "source": "upstream" if proxied else "kong",
         "workspace_name": WORKSPACE,
     }
+    principal = ctx.principal
+    if isinstance(principal, Authenticated):
+        identity(record, principal)
     return record
+
+
+def identity(record: dict[str, Any], who: Authenticated) -> None:
+    """Kong's `consumer` (the entity) and `authenticated_entity` (the credential's id and its
+    consumer's), for an authenticated request."""
+    consumer = who.consumer
+    if consumer is not None:
+        entry: dict[str, Any] = {"id": consumer.id}
+        if consumer.username is not None:
+            entry["username"] = consumer.username
+        if consumer.custom_id is not None:
+            entry["custom_id"] = consumer.custom_id
+        if consumer.tags:
+            entry["tags"] = list(consumer.tags)
+        record["consumer"] = entry
+    credential = who.credential
+    if credential is not None:
+        entity: dict[str, Any] = {}
+        if credential.id:
+            entity["id"] = credential.id
+        consumer_id = credential.consumer_id or (consumer.id if consumer is not None else None)
+        if consumer_id is not None:
+            entity["consumer_id"] = consumer_id
+        record["authenticated_entity"] = entity
 
 
 def line(ctx: LogContext, epoch_offset: float, prepared: Prepared) -> bytes:

@@ -84,9 +84,11 @@ def kong_families(view: GatewayStats) -> list[Family]:
     )
     for stats in view.route_stats:
         service, route = stats.labels
+        consumers = sorted(stats.by_consumer)
         if stats.count_status:
-            for status, source, count in stats.response_counts():
-                requests.add((service, route, str(status), source, WORKSPACE, ""), count)
+            for consumer in ("", *consumers):
+                for status, source, count in stats.response_counts(consumer):
+                    requests.add((service, route, str(status), source, WORKSPACE, consumer), count)
         if stats.count_latency:
             where = (service, route, WORKSPACE)
             kong_latency.add(where, _value(stats.kong_latency, KONG_LATENCY_BUCKETS))
@@ -95,5 +97,9 @@ def kong_families(view: GatewayStats) -> list[Family]:
         if stats.count_bandwidth:
             bandwidth.add((service, route, "ingress", WORKSPACE, ""), stats.bytes_in)
             bandwidth.add((service, route, "egress", WORKSPACE, ""), stats.bytes_out)
+            for consumer in consumers:
+                counts = stats.by_consumer[consumer]
+                bandwidth.add((service, route, "ingress", WORKSPACE, consumer), counts.bytes_in)
+                bandwidth.add((service, route, "egress", WORKSPACE, consumer), counts.bytes_out)
     families += [requests, kong_latency, upstream_latency, request_latency, bandwidth]
     return [family for family in families if family.samples or not family.labels]
