@@ -45,6 +45,8 @@ COMPILED_MODULES = (
     "fastgw.plugins.openid_connect.cache",
     "fastgw.plugins.openid_connect.stats",
     "fastgw.plugins.file_log.record",
+    "fastgw.plugins.identity",
+    "fastgw.plugins.key_auth.handler",
     "fastgw.plugins.proxy_cache.handler",
     "fastgw.plugins.proxy_cache.key",
     "fastgw.plugins.proxy_cache.store",

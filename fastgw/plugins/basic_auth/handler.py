@@ -1,5 +1,6 @@
 """basic-auth's access step (Kong's kong/plugins/basic-auth/access.lua): the user and password
-from Proxy-Authorization, then Authorization, the password compared by Kong's stored hash.
+from Authorization, the password compared by Kong's stored hash. (Kong reads Proxy-Authorization
+first; this gateway's wire consumes that field as hop-by-hop, so no plugin ever sees it.)
 
 The password's hash is compared in constant time (both are 40 hex digits); a keep-alive
 client's header is remembered per connection with what it found, so it is decoded and hashed
@@ -22,7 +23,6 @@ from fastgw.plugins.identity import authenticate, has_credential, identity
 PRIORITY: Final = 1100  # Kong's
 KIND: Final = "basicauth_credentials"
 AUTHORIZATION: Final = b"authorization"
-PROXY_AUTHORIZATION: Final = b"proxy-authorization"
 UNAUTHORIZED: Final = "Unauthorized"
 _WHITESPACE: Final = b" \t\r\n\x0b\x0c"
 
@@ -54,15 +54,13 @@ def parse_basic(value: bytes) -> tuple[bytes, bytes] | None:
 
 
 class _Memo:
-    """A connection's last headers and who they authenticated (None: nobody), and whether the
-    user came from Proxy-Authorization."""
+    """A connection's last Authorization header and who it authenticated (None: nobody)."""
 
-    __slots__ = ("from_proxy", "header", "who")
+    __slots__ = ("header", "who")
 
-    def __init__(self, header: bytes, who: Authenticated | None, from_proxy: bool) -> None:
+    def __init__(self, header: bytes, who: Authenticated | None) -> None:
         self.header = header
         self.who = who
-        self.from_proxy = from_proxy
 
 
 class Users:
@@ -109,17 +107,10 @@ class BasicAuth(Plugin):
     def access(self, ctx: RequestContext) -> None:
         if self._anonymous is not None and has_credential(ctx):
             return  # Kong's logical OR: an earlier plugin authenticated it
-        proxy = ctx.get_header(PROXY_AUTHORIZATION)
-        plain = ctx.get_header(AUTHORIZATION)
-        found = self._found(ctx, proxy, plain) if proxy is not None or plain is not None else None
-        if self._hide:
-            # Kong: Proxy-Authorization always; Authorization unless the user came from the
-            # other (then it may be the upstream's own)
-            if proxy is not None:
-                ctx.remove_header(PROXY_AUTHORIZATION)
-            if plain is not None and (found is None or not found.from_proxy):
-                ctx.remove_header(AUTHORIZATION)
-        who = found.who if found is not None else None
+        header = ctx.get_header(AUTHORIZATION)
+        who = self._who(ctx, header) if header is not None else None
+        if self._hide and header is not None:
+            ctx.remove_header(AUTHORIZATION)
         if who is not None:
             authenticate(ctx, who)
         elif self._anonymous is not None:
@@ -128,24 +119,16 @@ class BasicAuth(Plugin):
             status, body, headers = self._unauthorized
             ctx.respond(status, body, headers)
 
-    def _found(self, ctx: RequestContext, proxy: bytes | None, plain: bytes | None) -> _Memo:
-        """Which user the two headers name: Proxy-Authorization's when it names a configured
-        one (its password then decides: no second chance), else Authorization's."""
+    def _who(self, ctx: RequestContext, header: bytes) -> Authenticated | None:
+        """Who the header authenticates: a configured user with the right password."""
         memo = ctx.connection_memo
-        key = (proxy or b"") + b"\n" + (plain or b"")
         seen = memo.get(self)
-        if isinstance(seen, _Memo) and seen.header == key:  # this client's own previous header
-            return seen
-        result = _Memo(key, None, False)
-        for position, header in enumerate((proxy, plain)):
-            if header is None:
-                continue
-            parsed = parse_basic(header)
-            user = self._users.find(parsed[0]) if parsed is not None else None
-            if parsed is not None and user is not None:
-                credential, who = user
-                matches = password_matches(credential, parsed[1])
-                result = _Memo(key, who if matches else None, position == 0)
-                break
-        memo[self] = result
-        return result
+        if isinstance(seen, _Memo) and seen.header == header:  # this client's own last header
+            return seen.who
+        parsed = parse_basic(header)
+        user = self._users.find(parsed[0]) if parsed is not None else None
+        who = None
+        if parsed is not None and user is not None and password_matches(user[0], parsed[1]):
+            who = user[1]
+        memo[self] = _Memo(header, who)
+        return who

@@ -69,8 +69,14 @@ def bearer_token(value: bytes) -> bytes | None:
             return rest[1:]
 
 
+_B64URL: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=")
+
+
 def b64url_decode(text: str) -> bytes | None:
-    """Kong's base64url decoding (padding added); None when it is not base64url."""
+    """Kong's base64url decoding (padding added); None when it is not base64url (the standard
+    alphabet's "+" and "/" included, as ngx.decode_base64url refuses them)."""
+    if not _B64URL.issuperset(text):
+        return None
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
