@@ -46,7 +46,14 @@ class Authenticated(Principal):
     set by the authentication plugin that accepted the request, read by every later step
     (acl, rate-limiting, consistent hashing, the log record, per-consumer metrics)."""
 
-    __slots__ = ("anonymous", "consumer", "credential", "groups", "upstream_headers")
+    __slots__ = (
+        "anonymous",
+        "consumer",
+        "credential",
+        "groups",
+        "upstream_headers",
+        "upstream_values",
+    )
 
     def __init__(
         self,
@@ -62,8 +69,12 @@ class Authenticated(Principal):
         # authenticated_groups_claim), for acl; None: the plugin found none
         self.groups = groups
         self.anonymous = anonymous  # the plugin's `anonymous` consumer: nobody authenticated
-        # what the upstream is told about it (fastgw.plugins.identity), made once per identity
+        # what the upstream is told about it (fastgw.plugins.identity), made once per identity;
+        # `upstream_values` the headers of it that have a value (appended as they are)
         self.upstream_headers = upstream_headers
+        self.upstream_values: tuple[tuple[bytes, bytes], ...] = tuple(
+            (name, value) for name, value in upstream_headers if value is not None
+        )
 
     @property
     def hash_key(self) -> bytes:

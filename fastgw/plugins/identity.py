@@ -83,10 +83,19 @@ def anonymous_identity(consumer: Consumer) -> Authenticated:
 
 def authenticate(ctx: RequestContext, who: Authenticated) -> None:
     """Kong's kong.client.authenticate and the identity headers: `who` is the request's
-    principal from now on, and the upstream gets its headers (the absent ones removed, in
-    case an earlier plugin of the chain set them)."""
+    principal from now on, and the upstream gets its headers (`who` is made by `identity` or
+    `anonymous_identity`: identity headers only).
+
+    One pass over the request's headers: when none of them is an identity header (the usual
+    case: the wire withholds the client's, and no earlier plugin set any), the values are
+    appended as they are; else each is set or removed."""
     ctx.principal = who
-    apply_headers(ctx, who.upstream_headers)
+    headers = ctx.headers
+    for name, _ in headers:
+        if name in IDENTITY_HEADERS:
+            apply_headers(ctx, who.upstream_headers)
+            return
+    headers.extend(who.upstream_values)
 
 
 def apply_headers(ctx: RequestContext, pairs: HeaderPairs) -> None:

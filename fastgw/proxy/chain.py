@@ -78,12 +78,13 @@ class ConsumerScoped(Plugin):
     def __init__(self, default: Plugin | None, by_consumer: dict[str, Plugin | None]) -> None:
         candidates = [p for p in (default, *by_consumer.values()) if p is not None]
         first = candidates[0]
-        self.name = first.name
-        self.priority = int(getattr(first, "priority"))  # noqa: B009 (see Chain)
+        # getattr, not attributes: a class attribute of a plugin outside the build (see Chain)
+        self.name = str(getattr(first, "name"))  # noqa: B009
+        self.priority = int(getattr(first, "priority"))  # noqa: B009
         self.has_log = any(getattr(p, "has_log") for p in candidates)  # noqa: B009
         sensitive: set[bytes] = set()
         for plugin in candidates:
-            sensitive |= plugin.sensitive_headers
+            sensitive |= getattr(plugin, "sensitive_headers")  # noqa: B009
         self.sensitive_headers = frozenset(sensitive)
         self.default = default
         self.by_consumer = by_consumer
