@@ -103,10 +103,12 @@ class _Memo:
 class KeyName:
     """One of `key_names`: the header forms and the argument name it is read as."""
 
-    __slots__ = ("arg", "arg_bytes", "headers")
+    __slots__ = ("alias", "arg", "arg_bytes", "header", "headers")
 
     def __init__(self, name: str) -> None:
         self.headers = header_forms(name)
+        self.header = self.headers[0]  # lower case, as written
+        self.alias = self.headers[-1]  # "_" as "-" (the same when the name has no "_")
         self.arg = name
         self.arg_bytes = name.encode()
 
@@ -177,7 +179,7 @@ class KeyAuth(Plugin):
                     self._answer(ctx, self._duplicate)
                     return None
                 if isinstance(value, bytes):
-                    self._found(ctx, _Found(name, value, False), None)
+                    self._key(ctx, name, value, None)
                     return None
             if self._in_query and ctx.query and may_name(ctx.query, name.arg_bytes):
                 if query_args is None:
@@ -197,9 +199,9 @@ class KeyAuth(Plugin):
     def _header(ctx: RequestContext, name: KeyName) -> object:
         """The key in a header of `name` (bytes), _AGAIN when given twice, else None."""
         found: bytes | None = None
-        forms = name.headers
+        first, alias = name.header, name.alias
         for header, value in ctx.headers:
-            if header in forms:
+            if header == first or header == alias:
                 if found is not None:
                     return _AGAIN
                 found = value
@@ -209,9 +211,15 @@ class KeyAuth(Plugin):
         if found.duplicate:
             self._answer(ctx, self._duplicate)
             return
+        self._key(ctx, found.name, found.key, body)
+
+    def _key(
+        self, ctx: RequestContext, name: KeyName, key: bytes, body: tuple[bytes, bytes] | None
+    ) -> None:
+        """The key found under `name`: hidden if asked, looked up, the request authenticated
+        (or answered)."""
         if self._hide:
-            self._hide_key(ctx, found.name, body)
-        key = found.key
+            self._hide_key(ctx, name, body)
         if not key:
             self._answer(ctx, self._no_key)
             return
@@ -280,7 +288,7 @@ class KeyAuth(Plugin):
                         self._answer(ctx, self._duplicate)
                         return
                     if isinstance(value, bytes):
-                        self._found(ctx, _Found(name, value, False), body)
+                        self._key(ctx, name, value, body)
                         return
                 if self._in_query and ctx.query:
                     if query_args is None:
