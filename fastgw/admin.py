@@ -66,6 +66,11 @@ def status(stats: GatewayStats) -> dict[str, Any]:
             "connections_active": stats.connections_active,
             "connections_refused": stats.connections_refused,
             "total_requests": stats.requests_total,
+            "tls_handshakes": stats.tls_handshakes,
+            "client_addresses": {
+                "used": stats.client_addresses[0],
+                "capacity": stats.client_addresses[1],
+            },
         },
         "upstreams": [_pool_status(pool) for pool in stats.upstreams],
         "plugins": list(stats.plugins),

@@ -19,6 +19,8 @@ from types import ModuleType
 # stays Python.
 COMPILED_MODULES = (
     "fastgw.http.server",
+    "fastgw.http.client_states",
+    "fastgw.http.upgrade",
     "fastgw.http.request_reader",
     "fastgw.http.request",
     "fastgw.http.exchange",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastgw import plugins
 from fastgw.admin import AdminHandler
-from fastgw.config import CertificatePair, GatewayConfig, Listener
+from fastgw.config import CertificatePair, GatewayConfig, Listener, Settings
 from fastgw.config.trust import pem_bundle
 from fastgw.http import tls
 from fastgw.http.server import Server
@@ -30,7 +29,10 @@ from fastgw.observability.snapshot import GatewayStats, PluginStatus, PoolStats
 from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin
 from fastgw.process.limits import client_connection_limit
-from fastgw.proxy.dispatch import Dispatcher
+from fastgw.process.listeners import Listening, ProxyListeners, bound_addresses
+from fastgw.process.memory import HeapTrimmer
+from fastgw.proxy.dispatch import Dispatcher, owned_fields
+from fastgw.proxy.path_rules import PathRules
 from fastgw.proxy.runtime import PluginSlot, build_runtime
 
 if TYPE_CHECKING:
@@ -38,9 +40,6 @@ if TYPE_CHECKING:
     from fastgw.process.control import Siblings
 
 log = logging.getLogger("fastgw")
-
-# Pending connections the kernel queues per listener; nginx's default on Linux is 511.
-LISTEN_BACKLOG = 1024
 
 
 Address = tuple[str, int]
@@ -89,10 +88,9 @@ class Gateway:
         self.node_id = node_id or str(uuid.uuid4())
         self.ticker = Ticker()
         self._background: set[asyncio.Task[Any]] = set()
-        self._servers: list[asyncio.base_events.Server] = []
+        self._admin_servers: list[Listening] = []  # the proxy's are in _listeners
         self._stopped = asyncio.Event()
         self._started = False
-        self._proxy_servers = 0  # the first servers are the proxy listeners, then the admin
         self.tls = (
             _server_context(config) if any(listener.ssl for listener in self.listeners) else None
         )
@@ -104,10 +102,15 @@ class Gateway:
         # what plugins keep across instances and reloads (PluginRuntime.shared)
         self._plugin_shared: dict[str, Any] = {}
         self.runtime = build_runtime(config, self.ticker, partial(self._plugin_runtime, config))
-        self.dispatcher = Dispatcher(self.runtime.router, self.runtime.unrouted)
+        self.dispatcher = Dispatcher(
+            self.runtime.router, self.runtime.unrouted, path_rules_of(settings)
+        )
         # the bound method, not the instance: calling an instance's __call__ costs more
         self.proxy = Server(self.dispatcher.handle, settings.limits, self.ticker)
+        self.proxy.own_fields(*owned_fields(self.runtime.plugins))
         self.admin = Server(AdminHandler(self.stats, siblings).handle, settings.limits, self.ticker)
+        self.heap = HeapTrimmer(lambda: self.proxy.admission.open)
+        self._listeners = ProxyListeners(self.proxy, reuse_port)
 
     # -- building --------------------------------------------------------------------------------
 
@@ -127,10 +130,11 @@ class Gateway:
 
     def stats(self) -> GatewayStats:
         proxy = self.proxy
+        admission = proxy.admission
         runtime = self.runtime
         return GatewayStats(
             connections_active=len(proxy.connections),
-            connections_refused=proxy.refused_total,
+            connections_refused=proxy.admission.refused_total,
             requests_total=proxy.requests_total,
             upstreams=tuple(
                 PoolStats(f"{pool.host}:{pool.port}", len(pool.idle), len(pool.busy))
@@ -139,7 +143,7 @@ class Gateway:
             + self.runtime.edge.target_stats(PoolStats),
             plugins=tuple(sorted({plugin.name for plugin in self.plugins})),
             plugin_metrics=tuple(family for plugin in self.plugins for family in plugin.metrics()),
-            connections_accepted=proxy.accepted_total,
+            connections_accepted=proxy.admission.accepted_total,
             connection_states=proxy.connection_states(),
             route_stats=tuple(runtime.route_stats.values()),
             plugin_status=tuple(
@@ -148,6 +152,8 @@ class Gateway:
             ),
             node_id=self.node_id,
             config_generation=self.generation,
+            client_addresses=(len(admission.addresses), admission.max_connections),
+            tls_handshakes=admission.handshakes,
         )
 
     # -- reloading -------------------------------------------------------------------------------
@@ -170,6 +176,7 @@ class Gateway:
                     for plugin in runtime.fresh:
                         await plugin.start()
                         started.append(plugin)
+                    await self._change_listeners(config)  # all or none: an OSError undoes it
             except BaseException:
                 for plugin in started:
                     with contextlib.suppress(Exception):
@@ -182,9 +189,10 @@ class Gateway:
             self._warn_restart_needed(config)
             self.config = config
             self.runtime = runtime
-            self.dispatcher.swap(runtime.router, runtime.unrouted)
+            self.dispatcher.swap(runtime.router, runtime.unrouted, path_rules_of(config.settings))
+            self.proxy.own_fields(*owned_fields(runtime.plugins))
             # new connections get the new limits; open ones keep theirs
-            self.proxy.limits = config.settings.limits
+            self.proxy.set_limits(config.settings.limits)
             old_pools = {id(pool) for _, pool in previous.pools}
             for _, pool in runtime.pools:
                 if id(pool) not in old_pools and self._started:
@@ -201,19 +209,33 @@ class Gateway:
                 previous.edge.stop_checks,
             )
 
+    async def _change_listeners(self, config: GatewayConfig) -> None:
+        """A reload's listen set (unless the command line gave one): the new listeners open,
+        the dropped ones stop accepting and drain their connections with the drain's grace."""
+        listeners = config.settings.listeners
+        if self._listen_overridden or listeners == self.listeners:
+            return
+        tls = self.tls
+        if tls is None and any(listener.ssl for listener in listeners):
+            tls = _server_context(config)
+        await self._listeners.change(listeners, tls, config.settings.limits.ssl_handshake_timeout)
+        self.tls = tls
+        self.listeners = listeners
+        self.listen = (listeners[0].host, listeners[0].port)
+        self.proxy.port = self.addresses[0][1]
+        log.info("reload: listening on %s", ", ".join(str(item) for item in self.bound_listeners))
+
     def _warn_restart_needed(self, config: GatewayConfig) -> None:
         old, new = self.config.settings, config.settings
         changed = []
-        if new.listen != old.listen and not self._listen_overridden:
-            changed.append("listen")
         if new.admin_listen != old.admin_listen and not self._admin_overridden:
             changed.append("admin_listen")
         if new.workers != old.workers:
             changed.append("workers")
         if changed:
             log.warning(
-                "reload: _fastgw %s changed; the listeners keep their addresses and worker "
-                "count until a restart",
+                "reload: _fastgw %s changed; the admin listener and the worker count stay as "
+                "they are until a restart",
                 ", ".join(changed),
             )
 
@@ -284,30 +306,22 @@ class Gateway:
         self._started = True
         loop = asyncio.get_running_loop()
         # Past the open-file limit libuv accepts and drops clients without telling anyone;
-        # refusing a little earlier (Server.refuse) leaves fds for upstreams and says so.
-        self.proxy.max_connections = self.admin.max_connections = client_connection_limit()
+        # refusing a little earlier (fastgw/http/admission.py) leaves fds for upstreams and
+        # says so.
+        self.proxy.admission.max_connections = client_connection_limit()
+        self.admin.admission.max_connections = self.proxy.admission.max_connections
         self.ticker.start()
         self.ticker.add(self.proxy.sweep)
         self.ticker.add(self.admin.sweep)
+        # after a flood of connections (TLS handshakes above all), RSS comes back down
+        self.ticker.add(self.heap.sweep)
         for pool in (*self.pools, *self.runtime.edge.pools):
             self.ticker.add(pool.sweep)
         for plugin in self.plugins:
             await plugin.start()
-        limits = self.config.settings.limits
-        for listener in self.listeners:
-            context = self.tls if listener.ssl else None
-            server = await loop.create_server(
-                self.proxy.protocol_factory,
-                listener.host or None,
-                listener.port,
-                reuse_port=self.reuse_port or None,
-                backlog=LISTEN_BACKLOG,
-                ssl=context,
-                # a client that connects and never completes its handshake is bound too
-                ssl_handshake_timeout=limits.head_timeout if context is not None else None,
-            )
-            self._servers.append(server)
-        self._proxy_servers = len(self._servers)
+        await self._listeners.open(
+            self.listeners, self.tls, self.config.settings.limits.ssl_handshake_timeout
+        )
         self.proxy.port = self.addresses[0][1]
         self.runtime.edge.start()
         if self.admin_listen is not None:
@@ -318,27 +332,25 @@ class Gateway:
                 admin_port,
                 reuse_port=self.reuse_port or None,
             )
-            self._servers.append(admin)
+            self._admin_servers.append(admin)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """The bound proxy addresses (useful with port 0), in listener order."""
-        return _bound(self._servers[: self._proxy_servers])
+        return bound_addresses(self._listeners.servers)
 
     @property
     def bound_listeners(self) -> list[Listener]:
         """The proxy listeners with the ports they bound (useful with port 0)."""
         bound = []
-        for listener, server in zip(
-            self.listeners, self._servers[: self._proxy_servers], strict=True
-        ):
-            for address in _bound([server]):
+        for listener, server in self._listeners.bound:
+            for address in bound_addresses([server]):
                 bound.append(Listener(address[0], address[1], listener.ssl))
         return bound
 
     @property
     def admin_addresses(self) -> list[tuple[str, int]]:
-        return _bound(self._servers[self._proxy_servers :])
+        return bound_addresses(self._admin_servers)
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (bounded), then release everything."""
@@ -348,19 +360,24 @@ class Gateway:
         timeout = (
             self.config.settings.limits.drain_timeout if drain_timeout is None else drain_timeout
         )
-        for server in self._servers:
+        self._listeners.close()
+        for server in self._admin_servers:
             server.close()
         self.proxy.start_draining()
         self.admin.start_draining()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (self.proxy.connections or self.admin.connections) and loop.time() < deadline:
+        while (
+            self.proxy.connections or self.proxy.admission.handshakes or self.admin.connections
+        ) and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        self._listeners.abort_handshakes()
         self.proxy.abort_all()
         self.admin.abort_all()
-        for server in self._servers:
+        await self._listeners.wait_closed()
+        for server in self._admin_servers:
             await server.wait_closed()
-        self._servers.clear()
+        self._admin_servers.clear()
         for task in tuple(self._background):
             task.cancel()
         if self._background:
@@ -440,14 +457,8 @@ async def _close_clients(clients: Iterable[plugin_api.HttpClient]) -> None:
             log.exception("closing an HTTP client failed")
 
 
-def _bound(servers: list[asyncio.base_events.Server]) -> list[tuple[str, int]]:
-    result = []
-    for server in servers:
-        for sock in server.sockets:
-            address = sock.getsockname()
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                result.append((address[0], address[1]))
-    return result
+def path_rules_of(settings: Settings) -> PathRules | None:
+    return PathRules.of(settings.path_with_escaped_slashes_action, settings.path_backslash_action)
 
 
 @dataclass(frozen=True, slots=True)

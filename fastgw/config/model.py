@@ -34,6 +34,23 @@ DEFAULT_UPSTREAM_POOL_SIZE = 512  # Kong upstream_keepalive_pool_size
 DEFAULT_UPSTREAM_IDLE_TIMEOUT = 60.0  # Kong upstream_keepalive_idle_timeout 60s
 DEFAULT_UPSTREAM_MAX_REQUESTS = 10_000  # Kong upstream_keepalive_max_requests
 DEFAULT_DRAIN_TIMEOUT = 10.0  # long enough for in-flight requests, short enough for a deploy
+# During a drain an idle connection stays this long for a request already on its way, answered
+# with `connection: close` (Envoy's HTTP connection manager drain_timeout, 5 s)
+DEFAULT_DRAIN_GRACE = 5.0
+# A body a plugin buffers (credentials in a form) must arrive in full within this much reading
+# time (Envoy's request_timeout idea, for the bodies the gateway holds; nginx's 60 s)
+DEFAULT_REQUEST_BODY_TIMEOUT = 60.0
+# A body slower than this on average (past a 5 s grace) is cut with a 408: Kestrel's
+# MinRequestBodyDataRate default, 240 bytes/s; 0 turns it off
+DEFAULT_REQUEST_BODY_MIN_RATE = 240
+# 0: one client address may hold three quarters of a worker's client connections (nginx
+# limit_conn with a $binary_remote_addr zone, as a share instead of a number)
+DEFAULT_LIMIT_CONN_PER_ADDRESS = 0
+DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0  # nginx ssl_handshake_timeout 60s
+# what escaped slashes and backslashes in a path do: route and forward them as they came, as
+# Kong and nginx do (Envoy's KEEP_UNCHANGED)
+PATH_ACTIONS = ("keep_unchanged", "reject_request", "unescape_and_redirect", "unescape_and_forward")
+DEFAULT_PATH_ACTION = "keep_unchanged"
 # Named memory bounds, after Kong's `lua_shared_dict` zones (kong.conf's nginx_http_lua_shared_dict
 # adds one): a plugin keeping data by name (proxy-cache's `memory.dictionary_name`) holds at most
 # that many bytes per worker. Kong always has kong_db_cache, sized by mem_cache_size (128m).
@@ -239,6 +256,11 @@ class Limits:
     upstream_idle_timeout: float = DEFAULT_UPSTREAM_IDLE_TIMEOUT
     upstream_max_requests: int = DEFAULT_UPSTREAM_MAX_REQUESTS
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    drain_grace: float = DEFAULT_DRAIN_GRACE
+    request_body_timeout: float = DEFAULT_REQUEST_BODY_TIMEOUT
+    request_body_min_rate: int = DEFAULT_REQUEST_BODY_MIN_RATE
+    limit_conn_per_address: int = DEFAULT_LIMIT_CONN_PER_ADDRESS
+    ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +272,10 @@ class Settings:
     # Kong's proxy_listen: every address, some with TLS (`ssl`)
     listeners: tuple[Listener, ...] = (Listener(*DEFAULT_LISTEN),)
     ssl_certificate: CertificatePair | None = None  # kong.conf's ssl_cert / ssl_cert_key
+    # Envoy's path_with_escaped_slashes_action, and the same actions for backslashes
+    # (fastgw/proxy/path_rules.py); Kong and nginx keep both
+    path_with_escaped_slashes_action: str = DEFAULT_PATH_ACTION
+    path_backslash_action: str = DEFAULT_PATH_ACTION
     # (name, bytes): the named memory bounds (DEFAULT_MEMORY_STORES and the config's own)
     memory_stores: MemoryStores = DEFAULT_MEMORY_STORES
 

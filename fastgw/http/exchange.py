@@ -21,20 +21,19 @@ from mypy_extensions import trait
 
 from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
 from fastgw.http.hop import ConnectFailed, Hop
-from fastgw.http.request import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, DISCARD_LIMIT, Request
-from fastgw.http.response_edits import ResponseEdits
-from fastgw.http.response_head import ForwardedHead
-from fastgw.http.responses import (
-    CONTINUE_100,
-    STATUS_LINES,
-    build_prepared,
-    build_response,
-    error_parts,
-    status_line,
+from fastgw.http.request import (
+    BODY_BUFFER_LIMIT,
+    BODY_CHUNKED,
+    BODY_LENGTH,
+    BODY_NONE,
+    DISCARD_LIMIT,
+    Request,
 )
+from fastgw.http.response_edits import edited_fields, end_filters, filter_body
+from fastgw.http.response_head import ForwardedHead, client_head
+from fastgw.http.responses import CONTINUE_100, error_parts
 from fastgw.http.states import illegal, moves
 from fastgw.http.upstream import ResponseSink, UpstreamConnection
-from fastgw.http.vocabulary import NO_BODY_STATUSES
 
 __all__ = [
     "BODY_CHUNKED",
@@ -47,9 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fastgw.http")
-
-# A request body waiting for its upstream is buffered up to this size, then the client is paused.
-BODY_BUFFER_LIMIT: Final = 64 * 1024
 
 # The exchange's phase: where its response is. The request body streams on independently of it
 # (`request_complete`); the exchange is finished once both are done, or once it gave up on the
@@ -178,27 +174,15 @@ class Exchange(Request, ResponseSink):
 
     __slots__ = ("client", "phase", "response_chunked", "target", "upstream")
 
-    body_limit = BODY_BUFFER_LIMIT
     body_waiter: asyncio.Future[None] | None = None
     # The proxy's decisions for this request (fastgw.proxy.forwarding): set by the handler; the
     # shared one of the route, replaced by the request's own once an attempt failed.
     forwarding: Forwarding | None = None
     pending: Awaitable[None] | None = None  # what an async handler returned
     response_close_delimited = False
-    upstream_held = False  # the upstream's reading is paused for a slow client
     task: asyncio.Future[None] | None = None
-    # Completion facts, kept only for an exchange with a hook (time.monotonic() seconds; 0.0 is
-    # "not reached"): when the handler began, when the request went upstream if that was not
-    # at once, when the upstream's response head came, when the exchange ended.
+    # Told when the exchange is over; the completion facts (Request) are kept only with one.
     hook: CompletionHook | None = None
-    started_at = 0.0
-    sent_at = 0.0
-    response_at = 0.0
-    finished_at = 0.0
-    request_size = 0  # the head as parsed, set by the handler; the body adds body_received
-    status = 0  # the upstream's status (local answers: local_status)
-    response_size = 0  # bytes written to the client: head, body, chunk framing
-    response_fields = b""  # the upstream's response header lines as forwarded
 
     def __init__(
         self,
@@ -440,19 +424,13 @@ class Exchange(Request, ResponseSink):
             else:
                 upstream.write(chunk)
             return
-        self.body_chunks.append(chunk)
-        self.body_buffered += len(chunk)
-        if self.body_buffered > self.body_limit:
-            waiter = self.body_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        if self.buffer_chunk(chunk):
+            _wake(self.body_waiter)
             self.client.flow.pause_reading(PAUSE_BUFFER)
 
     def on_request_complete(self) -> None:
         self.request_complete = True
-        waiter = self.body_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _wake(self.body_waiter)
         upstream = self.upstream
         if upstream is not None and self.body_mode == BODY_CHUNKED:
             upstream.write(_LAST_CHUNK)
@@ -467,18 +445,17 @@ class Exchange(Request, ResponseSink):
     def upstream_write_resumed(self) -> None:
         self.client.flow.resume_reading(PAUSE_UPSTREAM)
 
+    # The upstream's reading is held while the client is slow (its flow control makes holding
+    # or releasing twice a no-op).
     def client_write_paused(self) -> None:
         upstream = self.upstream
-        if upstream is not None and not self.upstream_held:
-            self.upstream_held = True
+        if upstream is not None:
             upstream.hold()
 
     def client_write_resumed(self) -> None:
-        if self.upstream_held:
-            self.upstream_held = False
-            upstream = self.upstream
-            if upstream is not None:
-                upstream.release_hold()
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.release_hold()
 
     # -- the response, towards the client (ResponseSink) -----------------------------------------
 
@@ -490,46 +467,17 @@ class Exchange(Request, ResponseSink):
         fields = head.fields
         edits = self.response_edits
         if edits is not None:
-            fields = self._edited(edits, status, fields)
-        parts = [STATUS_LINES.get(status) or status_line(status), fields]
-        if not self.request_complete:
-            # Answered before the whole body arrived: the rest of the body will most likely
-            # be cut off (see response_complete), so say now that the connection ends.
-            self.keep_alive = False
-        content_length = head.content_length
-        if self.head_request or status in NO_BODY_STATUSES:
-            if content_length is not None and status != 204:
-                parts += (b"content-length: ", content_length, b"\r\n")
-        elif content_length is not None:
-            parts += (b"content-length: ", content_length, b"\r\n")
-        else:
-            self.response_close_delimited = not head.chunked
-            if self.http_10:
-                self.keep_alive = False
-            else:
-                self.response_chunked = True
-                parts.append(b"transfer-encoding: chunked\r\n")
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n\r\n")
-        elif self.http_10:
-            parts.append(b"connection: keep-alive\r\n\r\n")
-        else:
-            parts.append(b"\r\n")
+            fields = edited_fields(edits, status, fields)
+        data, self.response_chunked, close_delimited = client_head(self, status, fields, head)
+        if close_delimited:
+            self.response_close_delimited = True  # a class default: most never write it
         self._move(STREAMING)
-        data = b"".join(parts)
         if self.hook is not None:
             self.response_at = monotonic()
             self.status = status
             self.response_size = len(data)
             self.response_fields = fields
         self.client.write(data)
-
-    @staticmethod
-    def _edited(edits: ResponseEdits, status: int, fields: bytes) -> bytes:
-        """The upstream's field lines as the plugins' edits and filters leave them."""
-        for response_filter in edits.filters:
-            response_filter.response_head(status, fields, edits)
-        return edits.apply(fields)
 
     def _responded(self, status: int) -> None:
         """A watched hop's status, for its passive health check."""
@@ -540,7 +488,7 @@ class Exchange(Request, ResponseSink):
     def response_body(self, data: bytes) -> None:
         edits = self.response_edits
         if edits is not None and edits.filters:
-            self._filter_body(edits, data)
+            filter_body(edits, data)
         client = self.client
         if not self.response_chunked:
             client.write(data)
@@ -568,7 +516,7 @@ class Exchange(Request, ResponseSink):
         self._move(FINISHED)
         edits = self.response_edits
         if edits is not None and edits.filters:
-            self._end_filters(edits, False)
+            end_filters(edits, False)
         if self.hook is not None:
             # the log phase sees the handshake (as Kong logs a WebSocket upgrade): 101
             self.response_at = monotonic()
@@ -582,13 +530,12 @@ class Exchange(Request, ResponseSink):
     def response_complete(self, upstream: UpstreamConnection, reusable: bool) -> None:
         edits = self.response_edits
         if edits is not None and edits.filters:
-            self._end_filters(edits, True)
+            end_filters(edits, True)
         if self.response_chunked:
             self.client.write(_LAST_CHUNK)
             if self.hook is not None:
                 self.response_size += len(_LAST_CHUNK)
         self.upstream = None
-        self.upstream_held = False
         if self.request_complete:
             if reusable:
                 upstream.pool.release(upstream)
@@ -610,61 +557,17 @@ class Exchange(Request, ResponseSink):
         self._write_local_response()
 
     def _write_local_response(self) -> None:
-        if not self.request_complete and not self.may_discard():
-            self.keep_alive = False
-        headers = self.local_headers
-        fields = self.local_fields
         edits = self.response_edits
         if edits is not None:
             if edits.filters:
-                self._end_filters(edits, False)  # filters watch what the upstream answers
-            headers = self.local_headers = edits.apply_to(headers)
-            fields = None
-        if fields is not None:
-            data = build_prepared(
-                self.local_status,
-                self.local_body,
-                fields,
-                keep_alive=self.keep_alive,
-                head_only=self.head_request,
-                http_10=self.http_10,
-            )
-        else:
-            data = build_response(
-                self.local_status,
-                self.local_body,
-                headers,
-                keep_alive=self.keep_alive,
-                head_only=self.head_request,
-                http_10=self.http_10,
-            )
+                end_filters(edits, False)  # filters watch what the upstream answers
+            self.local_headers = edits.apply_to(self.local_headers)
+            self.local_fields = None  # prepared for the headers as they were
+        data = self.local_response()
         if self.hook is not None:
             self.response_size = len(data)
         self.client.write(data)
         self._finish()
-
-    @staticmethod
-    def _filter_body(edits: ResponseEdits, data: bytes) -> None:
-        for response_filter in edits.filters:
-            try:
-                response_filter.response_body(data)
-            except Exception:
-                log.exception("response filter failed; it sees no more of this response")
-                edits.filters = [f for f in edits.filters if f is not response_filter]
-
-    @staticmethod
-    def _end_filters(edits: ResponseEdits, complete: bool) -> None:
-        """Tell the filters once how their response ended."""
-        filters = edits.filters
-        edits.filters = []
-        for response_filter in filters:
-            try:
-                if complete:
-                    response_filter.response_complete()
-                else:
-                    response_filter.response_aborted()
-            except Exception:
-                log.exception("response filter failed")
 
     def _finish(self) -> None:
         """The response is out: done now, or once the rest of the request body is dropped."""
@@ -691,14 +594,6 @@ class Exchange(Request, ResponseSink):
             except Exception:
                 log.exception("completion hook failed")
 
-    @property
-    def response_status(self) -> int:
-        """The status the client got: the local answer's, the upstream's, or 499 (nginx's
-        "client closed request") for an exchange aborted before any answer."""
-        if self.responded:
-            return self.local_status
-        return self.status or 499
-
     def abort(self) -> None:
         """The client went away: release everything without reusing the upstream connection."""
         if self.phase == FINISHED:
@@ -706,7 +601,7 @@ class Exchange(Request, ResponseSink):
         self._move(FINISHED)
         edits = self.response_edits
         if edits is not None and edits.filters:
-            self._end_filters(edits, False)
+            end_filters(edits, False)
         if self.hook is not None:
             self._complete()
         waiter = self.body_waiter
@@ -714,13 +609,22 @@ class Exchange(Request, ResponseSink):
             waiter.cancel()
         task = self.task
         if task is not None and not task.done():
-            task.cancel()
-            pending = self.pending
-            if inspect.iscoroutine(pending) and (
-                inspect.getcoroutinestate(pending) == inspect.CORO_CREATED
-            ):
-                pending.close()  # cancelled before it ran: not "never awaited"
+            _cancel(task, self.pending)
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
             upstream.abort()
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    """The body a plugin waits for is in (or over its limit)."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+def _cancel(task: asyncio.Future[None], pending: Awaitable[None] | None) -> None:
+    """Cancel an exchange's task; a handler's coroutine that never ran is closed (else Python
+    warns that it was "never awaited")."""
+    task.cancel()
+    if inspect.iscoroutine(pending) and inspect.getcoroutinestate(pending) == inspect.CORO_CREATED:
+        pending.close()

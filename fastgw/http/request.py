@@ -13,10 +13,15 @@ from typing import Final
 from mypy_extensions import trait
 
 from fastgw.http.response_edits import ResponseEdits, ResponseFilter
+from fastgw.http.responses import build_prepared, build_response
 
 BODY_NONE: Final = 0
 BODY_LENGTH: Final = 1
 BODY_CHUNKED: Final = 2
+
+# A request body waiting for its upstream is buffered up to this size, then the client is paused
+# (a plugin that reads the body raises it to its own limit).
+BODY_BUFFER_LIMIT: Final = 64 * 1024
 
 # A body the client keeps sending after the gateway answered it is read and dropped up to this
 # size so the connection stays usable; past it the connection is closed.
@@ -63,6 +68,7 @@ class Request:
     )
 
     body_chunks: list[bytes] = []  # never appended to: expect_body gives a body its own list
+    body_limit = BODY_BUFFER_LIMIT  # buffered past this, the client is paused
     body_buffered = 0
     body_received = 0
     continue_sent = False  # a 100 Continue went out
@@ -79,6 +85,22 @@ class Request:
     response_edits: ResponseEdits | None = None
     # Values the plugins of one request share (Kong's kong.ctx.shared); made on first use.
     shared_values: dict[str, object] | None = None
+    # Reading time of an incomplete body, for its deadline and rate (fastgw/http/server.py),
+    # and when the connection's sweep last counted it (0.0: reading was paused).
+    body_seconds = 0.0
+    body_checked = 0.0
+    # Completion facts for the log phase, kept only for an exchange with a completion hook
+    # (time.monotonic() seconds; 0.0 is "not reached"): when the handler began, when the
+    # request went upstream if that was not at once, when the upstream's response head came,
+    # when the exchange ended.
+    started_at = 0.0
+    sent_at = 0.0
+    response_at = 0.0
+    finished_at = 0.0
+    request_size = 0  # the head as parsed, set by the handler; the body adds body_received
+    status = 0  # the upstream's status (local answers: local_status)
+    response_size = 0  # bytes written to the client: head, body, chunk framing
+    response_fields = b""  # the upstream's response header lines as forwarded
 
     def __init__(
         self,
@@ -150,6 +172,12 @@ class Request:
     def has_body(self) -> bool:
         return self.body_mode != BODY_NONE
 
+    def buffer_chunk(self, chunk: bytes) -> bool:
+        """Keep a piece of the body that has no upstream yet; True once over body_limit."""
+        self.body_chunks.append(chunk)
+        self.body_buffered += len(chunk)
+        return self.body_buffered > self.body_limit
+
     def replace_body(self, body: bytes) -> None:
         if not self.request_complete:
             raise RuntimeError("replace_body needs the whole body: call read_body first")
@@ -191,6 +219,38 @@ class Request:
         self.local_status = status
         self.local_body = body
         self.local_headers = list(headers)
+
+    @property
+    def response_status(self) -> int:
+        """The status the client got: the local answer's, the upstream's, or 499 (nginx's
+        "client closed request") for an exchange aborted before any answer."""
+        if self.responded:
+            return self.local_status
+        return self.status or 499
+
+    def local_response(self) -> bytes:
+        """The local answer's bytes. The connection ends after it (keep_alive turns False) when
+        the rest of an unread request body is not worth reading."""
+        if not self.request_complete and not self.may_discard():
+            self.keep_alive = False
+        fields = self.local_fields
+        if fields is not None:
+            return build_prepared(
+                self.local_status,
+                self.local_body,
+                fields,
+                keep_alive=self.keep_alive,
+                head_only=self.head_request,
+                http_10=self.http_10,
+            )
+        return build_response(
+            self.local_status,
+            self.local_body,
+            self.local_headers,
+            keep_alive=self.keep_alive,
+            head_only=self.head_request,
+            http_10=self.http_10,
+        )
 
     def respond_prepared(
         self,

@@ -8,6 +8,7 @@ One reader per connection (fastgw/http/server.py), whose limits it copies; a cal
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
@@ -40,6 +41,9 @@ _SLASH: Final = 0x2F  # b"/"[0]
 # integer and builds (then clears) a TypeError: about 2,000 instructions per header
 _UNDERSCORE: Final = 0x5F
 _QUESTION_MARK: Final = 0x3F  # b"?"[0]
+# b"#"[0]: a fragment is the client's business; RFC 9112 §3.2's request-target has none, and an
+# upstream that reads one could see another path than the one routed
+_HASH: Final = 0x23
 
 # httptools cannot read an Upgrade request's body: its on_headers_complete tells llhttp to skip
 # the body of every request llhttp flags as an upgrade. Until the upstream agrees to switch, such
@@ -84,10 +88,31 @@ REQUEST_SPECIAL_HEADERS: Final[dict[bytes, int]] = {
 }
 
 
+# Fields the layers above own (the proxy hands them over at build and on reload: own_fields).
+# Withheld: a client's copy is dropped, never seen by the handler nor forwarded (identity fields
+# that only the gateway may set). Owned: fields the handler sets; their "_" aliases are dropped
+# whatever underscores_in_headers says, as are the withheld ones' and the special fields'.
+_withheld: Final[set[bytes]] = set()
+_owned: Final[set[bytes]] = set()
+
+
+def own_fields(withheld: Iterable[bytes], owned: Iterable[bytes]) -> None:
+    """Which request fields the layers above own (lower case): the withheld are dropped, and
+    the "_" aliases of both. Process-wide, as the field-name cache it resets is."""
+    _withheld.clear()
+    _withheld.update(withheld)
+    _owned.clear()
+    _owned.update(owned)
+    _owned.update(_withheld)
+    _FIELD_NAMES.clear()  # classified again on first sight
+
+
 def aliases_special_header(name: bytes) -> bool:
-    """Whether `name` (lower case, with "_") reads as a header the gateway consumes or re-creates
-    once "_" is taken for "-", as CGI, WSGI and many frameworks do (HTTP_TRANSFER_ENCODING)."""
-    return name.replace(b"_", b"-") in REQUEST_SPECIAL_HEADERS
+    """Whether `name` (lower case, with "_") reads as a header the gateway consumes, re-creates
+    or owns once "_" is taken for "-", as CGI, WSGI and many frameworks do
+    (HTTP_TRANSFER_ENCODING, HTTP_X_CONSUMER_ID)."""
+    folded = name.replace(b"_", b"-")
+    return folded in REQUEST_SPECIAL_HEADERS or folded in _owned
 
 
 class _FieldName:
@@ -110,9 +135,12 @@ FIELD_NAME_CACHED_LENGTH: Final = 64
 def _field_name(raw: bytes) -> _FieldName:
     name = raw.lower()
     kind = REQUEST_SPECIAL_HEADERS.get(name, _END_TO_END)
-    if kind == _END_TO_END and _UNDERSCORE in name:
-        # dropped whatever the setting when it aliases a field the gateway owns
-        kind = _DROPPED if aliases_special_header(name) else _UNDERSCORED
+    if kind == _END_TO_END:
+        if name in _withheld:
+            kind = _DROPPED
+        elif _UNDERSCORE in name:
+            # dropped whatever the setting when it aliases a field the gateway owns
+            kind = _DROPPED if aliases_special_header(name) else _UNDERSCORED
     known = _FieldName(name, kind)
     if len(_FIELD_NAMES) < FIELD_NAMES_CACHED and len(raw) <= FIELD_NAME_CACHED_LENGTH:
         _FIELD_NAMES[raw] = known
@@ -322,8 +350,8 @@ class RequestReader:
 
     def _dropped_header(self, name: bytes, value: bytes) -> None:
         """A name with "_": dropped as nginx does by default (underscores_in_headers off), and
-        always when it aliases a header the gateway consumes, such as transfer_encoding
-        (_field_name)."""
+        always when it aliases a header the gateway consumes or owns, such as transfer_encoding
+        or x_consumer_id; or a withheld field itself (_field_name)."""
         self.framing_seen = True  # so that special_size is reset for the next request
         self.special_size += len(name) + len(value) + 4  # still part of the head's size
 
@@ -370,6 +398,8 @@ class RequestReader:
             # tunnel data; nginx answers 405 too. Closing ends the ambiguity.
             raise LimitExceeded(405)
         url = self.url
+        if _HASH in url:
+            raise LimitExceeded(400)
         host = self.host
         if url[0] == _SLASH:
             if _QUESTION_MARK in url:  # a memchr; find() would parse its arguments first
@@ -402,7 +432,7 @@ class RequestReader:
             conn.accept_host(host)
         server = conn.server
         exchange = Exchange(
-            conn, method, path, query, host, self.headers, keep_alive and not server.draining
+            conn, method, path, query, host, self.headers, keep_alive and not conn.drain_since
         )
         if self.framing_seen or http_10:
             self._request_framing(exchange, http_10)

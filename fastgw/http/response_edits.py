@@ -7,9 +7,12 @@ test. The edits apply alike to the upstream's head and to a local answer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from mypy_extensions import trait
+
+log = logging.getLogger("fastgw.http")
 
 _COLON = 0x3A  # b":"[0]
 
@@ -86,3 +89,37 @@ class ResponseEdits:
 def _name_of(line: bytes) -> bytes:
     colon = line.find(_COLON)
     return (line if colon < 0 else line[:colon]).lower()
+
+
+# -- applied by the exchange (fastgw/http/exchange.py) ------------------------------------------
+
+
+def edited_fields(edits: ResponseEdits, status: int, fields: bytes) -> bytes:
+    """The upstream's field lines as the plugins' edits and filters leave them."""
+    for response_filter in edits.filters:
+        response_filter.response_head(status, fields, edits)
+    return edits.apply(fields)
+
+
+def filter_body(edits: ResponseEdits, data: bytes) -> None:
+    """A piece of the upstream's body to each filter; a failing filter sees no more of it."""
+    for response_filter in edits.filters:
+        try:
+            response_filter.response_body(data)
+        except Exception:
+            log.exception("response filter failed; it sees no more of this response")
+            edits.filters = [f for f in edits.filters if f is not response_filter]
+
+
+def end_filters(edits: ResponseEdits, complete: bool) -> None:
+    """Tell the filters once how their response ended."""
+    filters = edits.filters
+    edits.filters = []
+    for response_filter in filters:
+        try:
+            if complete:
+                response_filter.response_complete()
+            else:
+                response_filter.response_aborted()
+        except Exception:
+            log.exception("response filter failed")

@@ -1,16 +1,20 @@
 """An upstream response head rewritten for the client: its hop-by-hop fields out, its framing read.
 
 Sans-IO: raw field lines in (llhttp has already validated them), the forwarded lines and the
-framing out. Working on the raw lines instead of one parser callback per field is what makes a
-response head cheap: a field the gateway keeps costs a byte test and a list append.
+framing out, then the head the client gets (client_head). Working on the raw lines instead of
+one parser callback per field is what makes a response head cheap: a field the gateway keeps
+costs a byte test and a list append.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from fastgw.http.request import Request
+from fastgw.http.responses import STATUS_LINES, status_line
 from fastgw.http.vocabulary import (
     MAX_RESPONSE_HEADERS,
+    NO_BODY_STATUSES,
     PLAIN_CONNECTION_VALUES,
     connection_tokens,
 )
@@ -107,3 +111,38 @@ def forward_head(lines: list[bytes]) -> ForwardedHead:
 def _without_listed(lines: list[bytes], listed: set[bytes]) -> list[bytes]:
     """Lines whose field Connection names go too (RFC 9110 §7.6.1)."""
     return [line for line in lines if line.partition(b":")[0].lower() not in listed]
+
+
+def client_head(
+    request: Request, status: int, fields: bytes, head: ForwardedHead
+) -> tuple[bytes, bool, bool]:
+    """The client's response head for the upstream's `head`, with `fields` its field lines as
+    the plugins left them: (its bytes, whether the body is re-chunked for the client, whether the
+    upstream's body ends with its connection). `request.keep_alive` turns False when the client
+    connection cannot outlive this response."""
+    parts = [STATUS_LINES.get(status) or status_line(status), fields]
+    if not request.request_complete:
+        # Answered before the whole body arrived: the rest of the body will most likely be cut
+        # off (Exchange.response_complete), so say now that the connection ends.
+        request.keep_alive = False
+    chunked = close_delimited = False
+    content_length = head.content_length
+    if request.head_request or status in NO_BODY_STATUSES:
+        if content_length is not None and status != 204:
+            parts += (b"content-length: ", content_length, b"\r\n")
+    elif content_length is not None:
+        parts += (b"content-length: ", content_length, b"\r\n")
+    else:
+        close_delimited = not head.chunked
+        if request.http_10:
+            request.keep_alive = False
+        else:
+            chunked = True
+            parts.append(b"transfer-encoding: chunked\r\n")
+    if not request.keep_alive:
+        parts.append(b"connection: close\r\n\r\n")
+    elif request.http_10:
+        parts.append(b"connection: keep-alive\r\n\r\n")
+    else:
+        parts.append(b"\r\n")
+    return b"".join(parts), chunked, close_delimited

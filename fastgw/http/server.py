@@ -2,27 +2,40 @@
 httptools (fastgw/http/request_reader.py).
 
 It owns keep-alive, pipelining order, head/idle/send timeouts, lingering close, read-side flow
-control and the wait for an upgrade's answer; what to do with a request is the handler's
-business, and after a 101 the transport is a tunnel's (fastgw/http/tunnel.py). Its states and
-their moves are one table (_STATE_MOVES).
+control; what to do with a request is the handler's business, the wait for an upgrade's answer
+is fastgw/http/upgrade.py's, and after a 101 the transport is a tunnel's (fastgw/http/tunnel.py).
+Its states and their moves are one table (fastgw/http/client_states.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from typing import Final, Protocol, cast
 
 import httptools
 
+from fastgw.http.admission import Admission
+from fastgw.http.client_states import (
+    CLOSED,
+    HOLDING,
+    LINGERING,
+    READING,
+    STATE_COUNT,
+    STATE_MOVES,
+    STATE_NAMES,
+    SWITCHED,
+)
 from fastgw.http.exchange import ClientSide, Exchange, Handler
-from fastgw.http.flow import PAUSE_HELD, PAUSE_PIPELINE, FlowControl
-from fastgw.http.request_reader import LimitExceeded, RequestReader
+from fastgw.http.flow import PAUSE_PIPELINE, FlowControl
+from fastgw.http.request_reader import LimitExceeded, RequestReader, own_fields
 from fastgw.http.responses import build_response, error_parts
-from fastgw.http.states import illegal, moves
+from fastgw.http.states import illegal
 from fastgw.http.timers import TICK_SECONDS, Ticker
 from fastgw.http.tls import server_name_of
 from fastgw.http.tunnel import Tunnel
+from fastgw.http.upgrade import UpgradeWait
 from fastgw.http.upstream import UpstreamConnection
 from fastgw.http.vocabulary import host_without_port
 from fastgw.observability.ratelog import RateLimitedLog
@@ -40,34 +53,9 @@ SEND_TIMEOUT: Final = 60.0
 LINGERING_TIMEOUT: Final = 5.0
 LINGERING_TIME: Final = 30.0
 
-# A WebSocket upgrade (offered upstream, exchange.upgrade) waits for the upstream's answer to know
-# whether the bytes after it are the next request or the tunnel's. So its body, framed by its
-# Content-Length, is counted off the connection without a parser, and what follows is held
-# unparsed (reading paused past HELD_LIMIT) until the exchange ends (then it is parsed as the next
-# requests) or the upstream switches with a 101 (then it is the first of the tunnel's bytes).
-HELD_LIMIT: Final = 64 * 1024
-
-# What the connection does with the bytes it reads, and how it ends.
-READING: Final = 0  # requests, through the reader
-UPGRADE_BODY: Final = 1  # the rest of an upgrade request's body (upgrade_left bytes)
-HOLDING: Final = 2  # after a complete upgrade request: held until its exchange decides
-LINGERING: Final = 3  # the last answer is out and sending shut down: reads are dropped
-SWITCHED: Final = 4  # after a 101 the transport is a tunnel's: only its timeouts are swept here
-CLOSED: Final = 5
-STATE_NAMES: Final = ("READING", "UPGRADE_BODY", "HOLDING", "LINGERING", "SWITCHED", "CLOSED")
-STATE_COUNT: Final = 6  # len(STATE_NAMES), a literal: the compiled check folds it
-# An upgrade goes back to READING when declined (or its body breaks a limit); any state may
-# close, and every state before LINGERING may linger.
-_STATE_MOVES: Final = moves(
-    STATE_NAMES,
-    {
-        READING: (UPGRADE_BODY, HOLDING, LINGERING, CLOSED),
-        UPGRADE_BODY: (READING, HOLDING, SWITCHED, LINGERING, CLOSED),
-        HOLDING: (READING, SWITCHED, LINGERING, CLOSED),
-        LINGERING: (CLOSED,),
-        SWITCHED: (CLOSED,),
-    },
-)
+# A body's average rate is judged against request_body_min_rate only past this much reading time:
+# a slow start or a client's brief pause does not count (Kestrel's MinRequestBodyDataRate grace).
+MIN_RATE_GRACE: Final = 5.0
 
 
 class Limits(Protocol):
@@ -87,9 +75,16 @@ class Limits(Protocol):
     def max_body_size(self) -> int: ...
     @property
     def underscores_in_headers(self) -> bool: ...
+    @property
+    def drain_grace(self) -> float: ...
+    @property
+    def request_body_timeout(self) -> float: ...
+    @property
+    def request_body_min_rate(self) -> int: ...
+    @property
+    def limit_conn_per_address(self) -> int: ...
 
 
-_refused_log = RateLimitedLog(log, logging.WARNING)
 _parse_bug_log = RateLimitedLog(log, logging.ERROR)
 
 
@@ -102,27 +97,39 @@ class Server:
         self.ticker = ticker
         self.port = port
         self.connections: set[ServerConnection] = set()
-        self.draining = False
+        # which accepted connections stay: the limit (the gateway sets it from the open-file
+        # limit), the handshakes' share, the per-address limit
+        self.admission = Admission()
+        self.admission.per_address = limits.limit_conn_per_address
+        self.draining = False  # the whole listener drains (a connection's own: drain_since)
         self.requests_total = 0
-        # Open client connections allowed; the gateway derives it from the open-file limit so
-        # that accepting never runs into EMFILE (libuv would then drop clients without a word).
-        self.max_connections = 1 << 62
-        self.refused_total = 0
-        self.accepted_total = 0  # refused ones included, as nginx's "accepts"
 
     def protocol_factory(self) -> ServerConnection:
         return ServerConnection(self)
 
-    def refuse(self, transport: asyncio.BaseTransport) -> None:
-        """Over max_connections: close at once (as nginx does when out of worker_connections)."""
-        self.refused_total += 1
-        _refused_log.emit(
-            "connection limit reached: %d client connections open (limit %d, from the open-file "
-            "limit); refusing new connections until some close",
-            len(self.connections),
-            self.max_connections,
-        )
-        cast(asyncio.Transport, transport).abort()
+    def admitted_connection(self, client_ip: str) -> ServerConnection:
+        """A connection admitted at accept (a TLS one: fastgw/http/tls_accept.py), whose
+        connection_made does not count it again."""
+        conn = ServerConnection(self)
+        conn.client_ip = client_ip
+        return conn
+
+    @staticmethod
+    def own_fields(withheld: Iterable[bytes], owned: Iterable[bytes]) -> None:
+        """Request fields the handler owns: the withheld ones a client sends are dropped, and
+        the "_" aliases of both (fastgw/http/request_reader.py; process-wide)."""
+        own_fields(withheld, owned)
+
+    def set_limits(self, limits: Limits) -> None:
+        """A reload's limits: for new connections (open ones keep theirs)."""
+        self.limits = limits
+        self.admission.per_address = limits.limit_conn_per_address
+
+    def forget(self, conn: ServerConnection) -> None:
+        """`conn` closed: it no longer counts."""
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.admission.release(conn.client_ip)
 
     def sweep(self, now: float) -> None:
         # Connections stamp times from a clock up to one tick stale, so measured against `now`
@@ -131,17 +138,19 @@ class Server:
         for conn in tuple(self.connections):
             conn.check_timeouts(late)
 
-    def start_draining(self) -> None:
-        """Finish what is in flight; idle connections close now, busy ones after their response
-        (a tunnel runs on until it ends or the drain's deadline aborts it)."""
-        self.draining = True
+    def start_draining(self, only: Callable[[ServerConnection], bool] | None = None) -> None:
+        """Drain every connection (SIGTERM: new ones are refused by then), or those `only`
+        picks (the ones a listener a reload dropped accepted). Each finishes what is in flight
+        and answers what still arrives with `connection: close`, and closes once idle past
+        limits.drain_grace: a request may be on its way on an idle connection when the drain
+        begins, and closing it at once, as nginx does, would lose it. A tunnel runs on until it
+        ends or the drain's deadline."""
+        if only is None:
+            self.draining = True
+        now = self.ticker.now or 1e-9
         for conn in tuple(self.connections):
-            if conn.idle:
-                conn.close()
-                continue
-            for exchange in conn.queue:
-                if not exchange.response_started:
-                    exchange.keep_alive = False  # its answer says `connection: close`
+            if only is None or only(conn):
+                conn.drain(now)
 
     def abort_all(self) -> None:
         for conn in tuple(self.connections):
@@ -168,6 +177,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
     __slots__ = (
         "client_ip",
         "client_ip_bytes",
+        "drain_since",
         "error_after",
         "feeding",
         "flow",
@@ -175,8 +185,6 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         "forwarded_tail",
         "fresh",
         "handler",
-        "held",
-        "held_size",
         "idle_since",
         "last_read",
         "limits",
@@ -191,8 +199,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         "ticker",
         "transport",
         "tunnel",
-        "upgrade_left",
-        "upgrading",
+        "upgrade",
         "valid_host",
     )
 
@@ -221,17 +228,14 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         self.idle_since = 0.0
         self.fresh = True
         self.last_read = 0.0
-        # a WebSocket upgrade being decided (see HELD_LIMIT), the bytes held meanwhile
-        self.upgrading: Exchange | None = None
-        self.upgrade_left = 0
-        self.held: list[bytes] = []
-        self.held_size = 0
+        self.upgrade: UpgradeWait | None = None  # a WebSocket upgrade being decided
         self.tunnel: Tunnel | None = None  # SWITCHED: the tunnel that has the transport
         self.server_name: bytes | None = None  # the SNI over TLS (b"" when none); None: plain
+        self.drain_since = 0.0  # draining since then (drain); 0.0: not draining
 
-    def _move(self, state: int) -> None:
-        """Every change of state: checked against _STATE_MOVES."""
-        if not _STATE_MOVES[self.state * STATE_COUNT + state]:
+    def move(self, state: int) -> None:
+        """Every change of state: checked against STATE_MOVES."""
+        if not STATE_MOVES[self.state * STATE_COUNT + state]:
             raise illegal("client connection", STATE_NAMES, self.state, state)
         self.state = state
 
@@ -248,17 +252,18 @@ class ServerConnection(asyncio.Protocol, ClientSide):
     # -- connection lifecycle --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server = self.server
-        server.accepted_total += 1
-        if len(server.connections) >= server.max_connections:
-            self._move(CLOSED)
-            server.refuse(transport)
-            return
+        """Plain: just accepted, admitted now. TLS: handshake done, admitted at accept."""
+        client_ip = self.client_ip
+        if not client_ip:
+            client_ip = peer_address(transport)
+            if not self.server.admission.admit(client_ip, False):
+                self.move(CLOSED)
+                cast(asyncio.Transport, transport).abort()
+                return
+            self.client_ip = client_ip
         self.transport = transport  # type: ignore[assignment]
         self.flow.transport = self.transport
-        peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-        self.client_ip_bytes = self.client_ip.encode()
+        self.client_ip_bytes = client_ip.encode()
         sock = transport.get_extra_info("sockname")
         port = sock[1] if isinstance(sock, tuple) else self.server.port
         ssl_object = transport.get_extra_info("ssl_object")
@@ -276,13 +281,15 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         )
         self.forwarded_tail = self.forwarded_lines  # and X-Forwarded-Host for valid_host
         self.idle_since = self.last_read = self.ticker.now
+        if self.server.draining:
+            self.drain_since = self.ticker.now or 1e-9  # a TLS handshake finishing in a drain
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state != CLOSED:
-            self._move(CLOSED)
+            self.move(CLOSED)
         self.flow.transport = None
-        self.server.connections.discard(self)
+        self.server.forget(self)
         for exchange in self.queue:
             exchange.abort()
         self.queue.clear()
@@ -299,7 +306,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             assert self.tunnel is not None
             self.tunnel.end()  # moves to CLOSED (_tunnel_ended)
         elif state != CLOSED:
-            self._move(CLOSED)
+            self.move(CLOSED)
             self.flow.transport = None
             if self.transport is not None:
                 self.transport.close()
@@ -310,10 +317,19 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             self.tunnel.abort()
             return
         if self.state != CLOSED:
-            self._move(CLOSED)
+            self.move(CLOSED)
         self.flow.transport = None
         if self.transport is not None:
             self.transport.abort()  # after a close() too: what is still buffered is dropped
+
+    def drain(self, now: float) -> None:
+        """Answer what is in flight and what still arrives with `connection: close`; close once
+        idle past limits.drain_grace (Server.start_draining says why)."""
+        if not self.drain_since:
+            self.drain_since = now
+        for exchange in self.queue:
+            if not exchange.response_started:
+                exchange.keep_alive = False  # its answer says `connection: close`
 
     def close_gracefully(self) -> None:
         """Send what is queued, then stop sending; read and drop until the client closes too."""
@@ -325,7 +341,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             self.close()
             return
         transport.write_eof()
-        self._move(LINGERING)
+        self.move(LINGERING)
         self.lingering_since = self.ticker.now or 1e-9
         # whatever paused reading, the rest is only read to be dropped now
         self.flow.resume_reading(self.flow.read_paused)
@@ -387,10 +403,12 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             return  # closing: read only to be dropped
         self.reader.count(len(data))
         if state != READING:
-            data = self._upgrade_bytes(data)
-        self._parse(data)
+            upgrade = self.upgrade
+            if upgrade is not None:
+                data = upgrade.bytes_read(data)
+        self.parse(data)
 
-    def _parse(self, data: bytes) -> None:
+    def parse(self, data: bytes) -> None:
         reader = self.reader
         self.feeding = True
         try:
@@ -404,15 +422,16 @@ class ServerConnection(asyncio.Protocol, ClientSide):
                 # callback's exception chained to the one being handled, not to its own cause.
                 data = self._parse_failed(failure, data)
                 del failure
-                if self.state != READING:
-                    data = self._upgrade_bytes(data)
+                upgrade = self.upgrade
+                if upgrade is not None:
+                    data = upgrade.bytes_read(data)
         finally:
             self.feeding = False
         if self.out:
             self.flush()
         status = reader.checked_read()
         if status:
-            self._fail(status)
+            self.fail(status)
 
     def _parse_failed(self, error: Exception, data: bytes) -> bytes:
         """Answer a parse failure of `data`; returns what is left to feed (after an Upgrade)."""
@@ -423,14 +442,10 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             exchange = reader.take_upgrade_body()
             upgrading = reader.parsing
             if upgrading is not None and upgrading.upgrade and not upgrading.finished:
-                # offered upstream: its body is counted off, what follows held (see HELD_LIMIT)
+                # offered upstream: its body is counted off, what follows held
                 reader.restart(None)
-                self.upgrading = upgrading
-                if exchange is upgrading:
-                    self._move(UPGRADE_BODY)
-                    self.upgrade_left = upgrading.content_length
-                else:
-                    self._move(HOLDING)
+                self.upgrade = UpgradeWait(self, upgrading)
+                self.upgrade.begin(exchange is upgrading)
             else:
                 # not offered upstream: an ordinary request, whose body the fresh parser reads
                 reader.restart(exchange)
@@ -438,102 +453,31 @@ class ServerConnection(asyncio.Protocol, ClientSide):
         if isinstance(error, httptools.HttpParserCallbackError):
             cause = error.__context__ or error.__cause__
             if isinstance(cause, LimitExceeded):
-                self._fail(cause.status)
+                self.fail(cause.status)
                 return b""
             # a bug, but one a client can trigger at will: rate-limited
             _parse_bug_log.emit("request parsing failed: %r", cause, exc_info=cause)
-        self._fail(400)
+        self.fail(400)
         return b""
 
-    def _upgrade_bytes(self, data: bytes) -> bytes:
-        """Bytes read while a WebSocket upgrade is decided; returns what is left to parse."""
-        if self.state == UPGRADE_BODY:
-            exchange = self.upgrading
-            size = min(self.upgrade_left, len(data))
-            body, data = data[:size], data[size:]
-            self.upgrade_left -= size
-            try:
-                if body:
-                    self.reader.on_body(body)
-            except LimitExceeded as limit:
-                self._move(READING)
-                self.upgrading = None
-                self._fail(limit.status)
-                return b""
-            if self.upgrade_left:
-                return b""
-            self._move(HOLDING)
-            if exchange is not None:
-                exchange.on_request_complete()  # may end the exchange: then the upgrade's off
-        if self.state == HOLDING and data:
-            self.held.append(data)
-            self.held_size += len(data)
-            if self.held_size > HELD_LIMIT:
-                self.flow.pause_reading(PAUSE_HELD)
-            return b""
-        return data
-
     def start_tunnel(self, exchange: Exchange, upstream: UpstreamConnection) -> None:
-        """The upstream switched (101, queued in `out`): both transports go to a tunnel; the
-        bytes held (and what is left of the request's body) are the first of the tunnel's."""
-        if self.state not in (UPGRADE_BODY, HOLDING) or self.transport is None:
-            upstream.abort()  # the client is going: nobody to tunnel to
+        upgrade = self.upgrade
+        if upgrade is None or upgrade.exchange is not exchange:
+            upstream.abort()  # no upgrade is waiting (the client broke it off): nobody to tunnel to
             return
-        self.flush()
-        queue = self.queue
-        if queue and queue[0] is exchange:
-            del queue[0]
-        self.upgrading = None
-        self.reader.parsing = None
-        held = b"".join(self.held)
-        self.held = []
-        self.held_size = 0
-        self._move(SWITCHED)
-        upstream_transport = upstream.transport
-        assert upstream_transport is not None  # the 101 came through it
-        tunnel = Tunnel(
-            self.transport,
-            upstream_transport,
-            self.ticker,
-            upstream.read_timeout,
-            self._tunnel_ended,
-        )
-        upstream.hand_over(tunnel.upstream)
-        self.transport.set_protocol(tunnel.client)
+        upgrade.switch(upstream)
+
+    def upgrade_over(self) -> None:
+        self.upgrade = None
+
+    def tunnel_started(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
-        tunnel.start(held, self.flow, upstream.flow)
-        self.flow.transport = None
 
-    def _tunnel_ended(self) -> None:
-        self._move(CLOSED)
-        self.server.connections.discard(self)
+    def tunnel_ended(self) -> None:
+        self.move(CLOSED)
+        self.server.forget(self)
 
-    def _upgrade_declined(self) -> None:
-        """The upgrade request ended without a switch: what it held is the next request(s)."""
-        self._move(READING)
-        self.upgrading = None
-        held = self.held
-        self.held = []
-        self.held_size = 0
-        if not held or self.ending:
-            self.flow.resume_reading(PAUSE_HELD)
-            return
-        data = b"".join(held)
-        if self.feeding:
-            # inside a read, the parser is busy: parse right after it, reading paused until then
-            # so that no later byte overtakes these
-            self.flow.pause_reading(PAUSE_HELD)
-            asyncio.get_running_loop().call_soon(self._parse_held, data)
-        else:
-            self.flow.resume_reading(PAUSE_HELD)
-            self._parse(data)
-
-    def _parse_held(self, data: bytes) -> None:
-        self.flow.resume_reading(PAUSE_HELD)
-        if not self.ending:
-            self._parse(data)
-
-    def _fail(self, status: int) -> None:
+    def fail(self, status: int) -> None:
         """The client sent something unusable: answer `status` (in order) and close."""
         if self.ending:
             return  # the rest of a read that arrived after we decided to close
@@ -591,17 +535,16 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             self._write_error_and_close(self.error_after)
             return
         else:
+            # draining too: the next request may be on its way (Server.start_draining)
             self.idle_since = self.ticker.now
-            if self.server.draining:
-                self.close_gracefully()
-                return
         if self.out and not self.feeding:
             # Inside data_received the read's answers go out together when it returns.
             self.flush()
         if self.flow.read_paused & PAUSE_PIPELINE and len(queue) <= 1:
             self.flow.resume_reading(PAUSE_PIPELINE)
-        if exchange is self.upgrading and self.state == HOLDING:
-            self._upgrade_declined()
+        upgrade = self.upgrade
+        if upgrade is not None and exchange is upgrade.exchange and self.state == HOLDING:
+            upgrade.declined()
 
     # -- timeouts (called by the ticker's sweep) -------------------------------------------------
 
@@ -626,14 +569,7 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             return
         if self.queue:
             exchange = self.queue[0]
-            # A body that stops arriving (nginx client_body_timeout, same value as the head's).
-            # A paused read is bounded elsewhere: by the exchange ahead (pipelining), the
-            # upstream's connect or write timeout, a plugin's own timeout.
-            if (
-                not exchange.request_complete
-                and not flow.read_paused
-                and now - self.last_read > limits.head_timeout
-            ):
+            if not exchange.request_complete and self._body_late(exchange, now):
                 self._timeout_active(exchange)
             return
         head_started = self.reader.head_started
@@ -642,8 +578,37 @@ class ServerConnection(asyncio.Protocol, ClientSide):
                 self._write_error_and_close(408)
             return
         idle_limit = limits.head_timeout if self.fresh else limits.keepalive_timeout
-        if now - self.idle_since > idle_limit:
+        idle_since = self.idle_since
+        if self.drain_since:
+            # idle for the grace since the later of the drain's start and the last answer
+            idle_limit = min(idle_limit, limits.drain_grace)
+            idle_since = max(idle_since, self.drain_since)
+        if now - idle_since > idle_limit:
             self.close()
+
+    def _body_late(self, exchange: Exchange, now: float) -> bool:
+        """Whether the body being read is too slow: no byte for head_timeout (nginx's
+        client_body_timeout, the head's value), not in full within request_body_timeout of
+        reading while a plugin waits for all of it, or slower on average than
+        request_body_min_rate past MIN_RATE_GRACE. Only time spent reading counts: a paused
+        read is bounded elsewhere (the exchange ahead, the upstream's connect or write timeout,
+        a plugin's own timeout), and a client waiting for its 100 Continue is not sending."""
+        if self.flow.read_paused or (exchange.expect_continue and not exchange.continue_sent):
+            if exchange.body_checked:
+                exchange.body_checked = 0.0
+            return False
+        limits = self.limits
+        if now - self.last_read > limits.head_timeout:
+            return True
+        last = exchange.body_checked
+        exchange.body_checked = now
+        if not last:
+            return False
+        seconds = exchange.body_seconds = exchange.body_seconds + now - last
+        if exchange.body_waiter is not None and seconds > limits.request_body_timeout:
+            return True
+        rate = limits.request_body_min_rate
+        return rate > 0 and seconds > MIN_RATE_GRACE and exchange.body_received < rate * seconds
 
     def _timeout_active(self, exchange: Exchange) -> None:
         if exchange.response_started:
@@ -653,3 +618,9 @@ class ServerConnection(asyncio.Protocol, ClientSide):
             queued.abort()
         self.queue.clear()
         self._write_error_and_close(408)
+
+
+def peer_address(transport: asyncio.BaseTransport) -> str:
+    """The client's address as the socket has it (a Unix socket or a test's: 127.0.0.1)."""
+    peer = transport.get_extra_info("peername")
+    return peer[0] if isinstance(peer, tuple) else "127.0.0.1"

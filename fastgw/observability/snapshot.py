@@ -45,3 +45,7 @@ class GatewayStats:
     plugin_status: tuple[PluginStatus, ...] = ()
     node_id: str = ""
     config_generation: int = 0  # reloads applied since start
+    # the per-client-address connection counts (fastgw/http/admission.py): entries, and the most
+    # it may hold; TLS connections in their handshake
+    client_addresses: tuple[int, int] = (0, 0)
+    tls_handshakes: int = 0

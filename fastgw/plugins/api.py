@@ -264,6 +264,9 @@ class Plugin:
     has_log = False  # True when `log` does something: only then do its routes run a log phase
     # request headers this plugin fills with secrets (e.g. the upstream token): loggers redact
     sensitive_headers: frozenset[bytes] = frozenset()
+    # request headers this plugin sets for the upstream (lower case): their "_" aliases a client
+    # sends are dropped whatever underscores_in_headers says (fastgw.proxy.dispatch.owned_fields)
+    owned_headers: frozenset[bytes] = frozenset()
 
     def access(self, ctx: RequestContext) -> Awaitable[None] | None:
         return None

@@ -8,7 +8,7 @@ a log phase or counts requests gets a `RouteLog`, the exchange's completion hook
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from time import monotonic
 from typing import Final
 
@@ -18,7 +18,14 @@ from fastgw.http.hop import Hop
 from fastgw.http.vocabulary import host_without_port
 from fastgw.observability.counters import RouteStats
 from fastgw.plugins.api import Authenticated, Plugin, RouteInfo
+from fastgw.plugins.identity import IDENTITY_HEADERS
 from fastgw.proxy.chain import Chain
+from fastgw.proxy.path_rules import (
+    KEEP_UNCHANGED,
+    REJECT_REQUEST,
+    UNESCAPE_AND_FORWARD,
+    PathRules,
+)
 from fastgw.proxy.routing import (
     Router,
     needs_normalizing,
@@ -46,6 +53,16 @@ def consumer_label(exchange: Exchange) -> str:
     if isinstance(principal, Authenticated) and principal.consumer is not None:
         return principal.consumer.username or ""
     return ""
+
+
+def owned_fields(plugins: Iterable[Plugin]) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    """What the wire withholds (Kong's identity headers, owned by fastgw.plugins.identity: a
+    client's copy and any "_" alias of it are dropped before plugins run) and what it owns
+    besides (the headers the configured plugins set): fastgw.http.server.Server.own_fields."""
+    owned: set[bytes] = set()
+    for plugin in plugins:
+        owned |= plugin.owned_headers
+    return IDENTITY_HEADERS, frozenset(owned)
 
 
 class RouteLog(CompletionHook):
@@ -172,21 +189,39 @@ class Dispatcher:
     once, when it begins, so it finishes on the routes it started with.
     """
 
-    __slots__ = ("router", "sni_routing", "unrouted")
+    __slots__ = ("path_rules", "router", "sni_routing", "unrouted")
 
-    def __init__(self, router: Router[RouteTarget], unrouted: RouteLog | None = None) -> None:
+    def __init__(
+        self,
+        router: Router[RouteTarget],
+        unrouted: RouteLog | None = None,
+        path_rules: PathRules | None = None,
+    ) -> None:
         self.router = router
         self.sni_routing = router.has_snis  # only then is the TLS server name read per request
         # the global plugins' log phase for requests no route takes (Kong logs those too)
         self.unrouted = unrouted
+        # what escaped slashes and backslashes do (fastgw/proxy/path_rules.py); None: nothing
+        self.path_rules = path_rules
 
-    def swap(self, router: Router[RouteTarget], unrouted: RouteLog | None) -> None:
+    def swap(
+        self,
+        router: Router[RouteTarget],
+        unrouted: RouteLog | None,
+        path_rules: PathRules | None = None,
+    ) -> None:
         self.router = router
         self.sni_routing = router.has_snis
         self.unrouted = unrouted
+        self.path_rules = path_rules
 
     def handle(self, exchange: Exchange) -> Awaitable[None] | None:
         path = received = exchange.path
+        rules = self.path_rules
+        if rules is not None:
+            action, path = rules.apply(path)
+            if action != KEEP_UNCHANGED and not self._ruled(exchange, action, path):
+                return None  # answered: 400 or a redirect
         if needs_normalizing(path):
             normalized = normalize_path(path)
             if normalized is None:
@@ -225,6 +260,23 @@ class Dispatcher:
         if chain is not None:
             return chain.run(exchange)
         return None
+
+    def _ruled(self, exchange: Exchange, action: int, path: bytes) -> bool:
+        """A path rule applied: False when it answered (400, or a 307 to the path as the
+        upstream would read it), True when the request goes on with the unescaped path."""
+        if action != REJECT_REQUEST:
+            normalized = normalize_path(path) if needs_normalizing(path) else path
+            if normalized is not None:
+                if action == UNESCAPE_AND_FORWARD:
+                    exchange.path = exchange.upstream_path = normalized
+                    return True
+                location = normalized + b"?" + exchange.query if exchange.query else normalized
+                self._unrouted(exchange)
+                exchange.respond(307, b"", ((b"location", location),))
+                return False
+        self._unrouted(exchange)
+        exchange.respond(400, _BAD_PATH_BODY, _BAD_PATH_HEADERS)
+        return False
 
     @staticmethod
     def _ask_for_https(exchange: Exchange, status: int, received_path: bytes) -> None:

@@ -175,6 +175,11 @@ HEAD_REJECTS = [
     ("lf-in-target", b"GET /a\nb HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
     ("space-in-target", b"GET /a b HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
     ("del-in-target", b"GET /a\x7fb HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
+    # a fragment is not part of a request target (RFC 9112 §3.2), in any of its forms
+    ("fragment", b"GET /a#frag HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
+    ("fragment-after-query", b"GET /a?x=1#frag HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
+    ("fragment-empty", b"GET /a# HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
+    ("fragment-absolute", b"GET http://gw.test/a#f HTTP/1.1\r\nHost: gw.test\r\n\r\n", 400),
     # Host (RFC 9112 §3.2: exactly one, valid)
     ("two-hosts", b"GET / HTTP/1.1\r\nHost: gw.test\r\nHost: evil.test\r\n\r\n", 400),
     ("host-with-path", b"GET / HTTP/1.1\r\nHost: evil.test/x\r\n\r\n", 400),
@@ -530,15 +535,20 @@ def test_file_descriptor_limit_refuses_with_a_log_line_then_recovers(
     run_cli, gateway_config, connect
 ) -> None:
     """With 256 descriptors the gateway admits 192 clients (the rest of the descriptors stay
-    for upstream connections), refuses the others at once with one log line, and recovers."""
+    for upstream connections), one address at most three quarters of them, refuses the others
+    at once with one log line per limit, and recovers."""
     cli = run_cli(gateway_config(), nofile=256)
     cli.wait_listening()
     cli.log.wait_for(r"open-file limit 256: up to 192 client connections per worker")
     socks: list[socket.socket] = []
     served = refused = 0
     try:
-        for _ in range(300):
-            socks.append(socket.create_connection(("127.0.0.1", cli.port), timeout=5))
+        for source in ("127.0.0.1",) * 150 + ("127.0.0.2",) * 150:
+            socks.append(
+                socket.create_connection(
+                    ("127.0.0.1", cli.port), timeout=5, source_address=(source, 0)
+                )
+            )
         for sock in socks:
             try:
                 sock.sendall(b"GET /deny HTTP/1.1\r\nHost: gw.test\r\n\r\n")
@@ -549,10 +559,12 @@ def test_file_descriptor_limit_refuses_with_a_log_line_then_recovers(
                 served += 1
             else:
                 refused += 1
-        assert (served, refused) == (192, 108)
+        assert (served, refused) == (192, 108)  # 144 from the first address, 48 from the other
+        cli.log.wait_for(r"connection limit per client address reached: 127\.0\.0\.1 holds 144")
         lines = cli.log.wait_for(r"connection limit reached: 192 client connections open")
         assert len(lines) == 1
         assert cli.log.text().count("connection limit reached") == 1  # rate-limited
+        assert cli.log.text().count("per client address reached") == 1
         assert cli.proc.poll() is None
     finally:
         for sock in socks:

@@ -849,6 +849,11 @@ def test_fastgw_section_overrides_every_setting() -> None:
           upstream_idle_timeout: 30
           upstream_max_requests: 0
           drain_timeout: 0
+          drain_grace: 2
+          request_body_timeout: 30
+          request_body_min_rate: 0
+          limit_conn_per_address: 10
+          ssl_handshake_timeout: 5
         """
     ).settings
     assert settings.listen == ("0.0.0.0", 8080)
@@ -865,6 +870,11 @@ def test_fastgw_section_overrides_every_setting() -> None:
         upstream_idle_timeout=30.0,
         upstream_max_requests=0,
         drain_timeout=0.0,
+        drain_grace=2.0,
+        request_body_timeout=30.0,
+        request_body_min_rate=0,
+        limit_conn_per_address=10,
+        ssl_handshake_timeout=5.0,
     )
     assert isinstance(settings.limits.head_timeout, float)
 

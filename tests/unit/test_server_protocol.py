@@ -9,15 +9,15 @@ from __future__ import annotations
 import pytest
 
 from fastgw.http.exchange import DISCARD_LIMIT, FINISHED, WAITING, Exchange
-from fastgw.http.server import HOLDING, LINGERING, LINGERING_TIMEOUT
+from fastgw.http.server import HOLDING, LINGERING, LINGERING_TIMEOUT, Server
 from fastgw.http.states import IllegalTransition
+from fastgw.http.timers import TICK_SECONDS
 from fastgw.http.tunnel import TunnelEnd
 from fastgw.http.upstream import BODY, IDLE
 from tests.support.wire import (
     DENY,
     DENY_CLOSE,
     JSON,
-    FakeTransport,
     Harness,
     error,
     ok,
@@ -448,6 +448,14 @@ def test_absolute_form_without_path_gets_slash() -> None:
     )
 
 
+@pytest.mark.parametrize("target", [b"/a#f", b"/a?x=1#f", b"/#", b"http://h/a#f"])
+def test_a_target_with_a_fragment_is_400_and_never_handled(target: bytes) -> None:
+    h = Harness()
+    out = h.feed(b"GET %b HTTP/1.1\r\nHost: h\r\n\r\n" % target)
+    assert out == error(b"400 Bad Request", b"Bad request")
+    assert h.handler.seen == [] and h.closed
+
+
 # -- timeouts -------------------------------------------------------------------------------------
 
 
@@ -487,6 +495,73 @@ async def test_body_that_stops_arriving_is_408() -> None:
     assert h.closed
 
 
+def tick(h: Harness, seconds: float) -> None:
+    """Time passing as the sweep sees it: one look per tick."""
+    for _ in range(round(seconds / TICK_SECONDS)):
+        h.advance(TICK_SECONDS)
+
+
+async def test_a_body_a_plugin_buffers_trickling_in_is_408_at_its_deadline() -> None:
+    """One byte a second never trips the between-bytes timeout; the whole-body deadline does."""
+    h = Harness(head_timeout=5.0, request_body_timeout=10.0, request_body_min_rate=0)
+    h.feed(b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n")
+    await settle()
+    for _ in range(10):
+        tick(h, 1.0)
+        assert h.feed(b"a") == b""
+    tick(h, 1.0)
+    assert h.transport.take() == error(b"408 Request Timeout", b"Request timeout")
+    assert h.closed
+
+
+async def test_a_streamed_body_below_the_minimum_rate_is_408_after_the_grace() -> None:
+    h = Harness(head_timeout=60.0, request_body_min_rate=100)
+    h.feed(b"POST /proxy/up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
+    assert h.upstream.sent().startswith(b"POST /proxy/up HTTP/1.1\r\n")  # streamed upstream
+    for _ in range(5):  # 10 bytes/s: far below the rate, but within the grace
+        tick(h, 1.0)
+        h.feed(b"x" * 10)
+    assert not h.closed
+    tick(h, 1.0)
+    assert h.transport.take() == error(b"408 Request Timeout", b"Request timeout")
+    assert h.closed
+
+
+def test_a_streamed_body_at_the_minimum_rate_goes_on() -> None:
+    h = Harness(head_timeout=60.0, request_body_min_rate=100)
+    h.feed(b"POST /proxy/up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
+    for _ in range(20):
+        tick(h, 1.0)
+        h.feed(b"x" * 120)
+    assert not h.closed and h.transport.take() == b""
+
+
+def test_time_with_reading_paused_does_not_count_against_the_rate() -> None:
+    """The upstream not taking the body (its buffer full) is not the client being slow."""
+    h = Harness(head_timeout=60.0, request_body_min_rate=100)
+    h.feed(b"POST /proxy/up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
+    tick(h, 1.0)
+    h.feed(b"x" * 200)
+    exchange = h.conn.queue[0]
+    exchange.upstream_write_paused()
+    for _ in range(30):
+        tick(h, 1.0)
+    exchange.upstream_write_resumed()
+    tick(h, 1.0)
+    h.feed(b"x" * 200)
+    tick(h, 1.0)
+    assert not h.closed and h.transport.take() == b""
+
+
+async def test_a_client_waiting_for_100_continue_is_not_slow() -> None:
+    h = Harness(head_timeout=5.0, request_body_min_rate=100)
+    h.feed(b"POST /async HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+    await settle()
+    for _ in range(4):
+        tick(h, 4.0)  # the gateway has not asked for the body: no timeout of the client's
+    assert not h.closed
+
+
 async def test_slow_pending_handler_is_not_a_client_timeout() -> None:
     h = Harness(head_timeout=5.0)
     h.feed(b"GET /async HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -517,18 +592,50 @@ async def test_client_gone_cancels_the_pending_handler() -> None:
     assert h.transport.take() == b""
 
 
-async def test_draining_closes_idle_connections_and_busy_ones_after_their_answer() -> None:
+async def test_draining_answers_busy_connections_with_close() -> None:
     h = Harness()
-    idle = FakeTransport()
-    idle_conn = h.server.protocol_factory()
-    idle_conn.connection_made(idle)  # type: ignore[arg-type]
     h.feed(b"GET /async HTTP/1.1\r\nHost: h\r\n\r\n")
     await settle()
     h.server.start_draining()
-    assert idle.events == ["close"]
     assert not h.closed
     await h.handler.release()
     assert h.transport.take() == ok(b"GET /async @h", close=True)
+    assert h.closed
+
+
+def test_draining_keeps_an_idle_connection_for_the_grace_and_answers_it_with_close() -> None:
+    """A request already on its way when the drain begins is answered, not lost."""
+    h = Harness(drain_grace=2.0)
+    assert h.feed(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n") == ok(b"GET /a @h")
+    h.server.start_draining()
+    h.advance(1.5)
+    assert not h.closed
+    assert h.feed(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n") == ok(b"GET /b @h", close=True)
+    assert h.closed
+
+
+def test_draining_closes_a_connection_idle_past_the_grace() -> None:
+    h = Harness(drain_grace=2.0, keepalive_timeout=75.0)
+    assert h.feed(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n") == ok(b"GET /a @h")
+    h.advance(10.0)  # idle for a while before the drain: the grace still counts from its start
+    h.server.start_draining()
+    h.advance(1.9)
+    assert not h.closed
+    h.advance(0.3)
+    assert h.closed and h.transport.take() == b""
+
+
+async def test_draining_keeps_a_connection_whose_keep_alive_answer_began_before_it() -> None:
+    """An answer that went out without `connection: close` (it began before the drain): the
+    client may send its next request at once, so the connection stays for the grace."""
+    h = Harness(drain_grace=2.0)
+    h.feed(b"GET /proxy/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+    upstream = h.upstream.connections[0]
+    upstream.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab")
+    h.server.start_draining()
+    upstream.data_received(b"cd")
+    assert h.transport.take().endswith(b"\r\n\r\nabcd") and not h.closed
+    assert h.feed(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n") == ok(b"GET /x @h", close=True)
     assert h.closed
 
 
@@ -743,6 +850,38 @@ def test_underscores_in_headers_keeps_names_that_alias_nothing_the_gateway_owns(
     ]
 
 
+@pytest.fixture
+def owned_fields():
+    """Fields the layers above own, as the proxy hands them over; back to none after."""
+    yield Server.own_fields
+    Server.own_fields((), ())
+
+
+@pytest.mark.parametrize("underscores", [True, False])
+def test_withheld_fields_and_every_alias_of_owned_ones_are_dropped(
+    owned_fields, underscores: bool
+) -> None:
+    owned_fields({b"x-consumer-id"}, {b"x-user-email"})
+    h = Harness(underscores_in_headers=underscores)
+    h.feed(
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Consumer-ID: forged\r\nX_Consumer_ID: forged\r\n"
+        b"x_consumer-id: forged\r\nX_User_Email: forged\r\nX-User-Email: kept\r\n"
+        b"X_Other: 1\r\n\r\n"
+    )
+    # the owned field itself is the handler's to set or replace; only its aliases go
+    expected = [(b"x-user-email", b"kept")] + ([(b"x_other", b"1")] if underscores else [])
+    assert h.handler.seen[0].headers == expected
+
+
+def test_owning_other_fields_later_classifies_names_again(owned_fields) -> None:
+    """A reload hands over other names: a name seen before is judged by the new ones."""
+    h = Harness(underscores_in_headers=True)
+    h.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX_Token: 1\r\n\r\n")
+    owned_fields((), {b"x-token"})
+    h.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX_Token: 1\r\n\r\n")
+    assert [exchange.headers for exchange in h.handler.seen] == [[(b"x_token", b"1")], []]
+
+
 def test_dropped_underscore_names_still_count_toward_the_head_size() -> None:
     h = Harness(max_head_size=512)
     out = h.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX_Pad: " + b"a" * 600 + b"\r\n\r\n")
@@ -765,7 +904,7 @@ def test_a_move_its_table_does_not_allow_raises() -> None:
         conn._move(BODY)
     h.conn.state = LINGERING
     with pytest.raises(IllegalTransition, match="LINGERING may not move to HOLDING"):
-        h.conn._move(HOLDING)
+        h.conn.move(HOLDING)
 
 
 SWITCHED_101 = (

@@ -16,20 +16,27 @@ from fastgw.config.addresses import listeners_of, split_listen
 from fastgw.config.entities.certificates import pair_checks
 from fastgw.config.model import (
     DEFAULT_ADMIN_LISTEN,
+    DEFAULT_DRAIN_GRACE,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEAD_TIMEOUT,
     DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_LIMIT_CONN_PER_ADDRESS,
     DEFAULT_LISTEN,
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_HEAD_SIZE,
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_URI_SIZE,
     DEFAULT_MEMORY_STORES,
+    DEFAULT_PATH_ACTION,
+    DEFAULT_REQUEST_BODY_MIN_RATE,
+    DEFAULT_REQUEST_BODY_TIMEOUT,
+    DEFAULT_SSL_HANDSHAKE_TIMEOUT,
     DEFAULT_UNDERSCORES_IN_HEADERS,
     DEFAULT_UPSTREAM_IDLE_TIMEOUT,
     DEFAULT_UPSTREAM_MAX_REQUESTS,
     DEFAULT_UPSTREAM_POOL_SIZE,
     DEFAULT_WORKERS,
+    PATH_ACTIONS,
     CertificatePair,
     Limits,
     Listener,
@@ -37,7 +44,16 @@ from fastgw.config.model import (
     Settings,
 )
 from fastgw.config.pem import PemError, read_pem_file
-from fastgw.config.schema import Boolean, Declared, Integer, Reader, Schema, Strings, join
+from fastgw.config.schema import (
+    Boolean,
+    Declared,
+    Integer,
+    Reader,
+    Schema,
+    Strings,
+    Text,
+    join,
+)
 
 MAX_CERTIFICATES = 2  # kong.conf's ssl_cert takes one of each key type: RSA and ECDSA
 # nginx's size suffixes (ngx_parse_size, what lua_shared_dict's size takes): k, m, g, any case
@@ -221,6 +237,8 @@ def _settings(reader: Reader, values: dict[str, Any]) -> Settings:
         listeners=listeners,
         ssl_certificate=ssl_certificate,
         memory_stores=values["memory_stores"],
+        path_with_escaped_slashes_action=values["path_with_escaped_slashes_action"],
+        path_backslash_action=values["path_backslash_action"],
     )
 
 
@@ -242,6 +260,13 @@ SETTINGS = Schema(
         "upstream_idle_timeout": Seconds(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
         "upstream_max_requests": Integer(DEFAULT_UPSTREAM_MAX_REQUESTS, minimum=0),
         "drain_timeout": Seconds(DEFAULT_DRAIN_TIMEOUT, zero_ok=True),
+        "drain_grace": Seconds(DEFAULT_DRAIN_GRACE, zero_ok=True),
+        "request_body_timeout": Seconds(DEFAULT_REQUEST_BODY_TIMEOUT),
+        "request_body_min_rate": Integer(DEFAULT_REQUEST_BODY_MIN_RATE, minimum=0),
+        "limit_conn_per_address": Integer(DEFAULT_LIMIT_CONN_PER_ADDRESS, minimum=0),
+        "ssl_handshake_timeout": Seconds(DEFAULT_SSL_HANDSHAKE_TIMEOUT),
+        "path_with_escaped_slashes_action": Text(DEFAULT_PATH_ACTION, one_of=PATH_ACTIONS),
+        "path_backslash_action": Text(DEFAULT_PATH_ACTION, one_of=PATH_ACTIONS),
         "memory_stores": NamedSizes(),
     },
     build=_settings,

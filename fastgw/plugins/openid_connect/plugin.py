@@ -135,6 +135,11 @@ class OpenIdConnect(Plugin):
         # loggers must not write the upstream token, nor a bearer token the plugin reads from
         # a header of its own (Authorization and Cookie every logger redacts)
         self.sensitive_headers = frozenset({self._token_header, *self._bearer_headers})
+        # what it sets upstream: the token header, the claim headers (Kong's consumer headers
+        # are the gateway's own: fastgw.plugins.identity.IDENTITY_HEADERS)
+        self.owned_headers = frozenset(
+            {self._token_header, *(name.lower().encode() for _, name in config.upstream_headers)}
+        )
 
     async def start(self) -> None:
         await self.authenticator.start()
