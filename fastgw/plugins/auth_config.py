@@ -80,25 +80,24 @@ def header_forms(name: str) -> tuple[bytes, ...]:
     return (lower,) if hyphens == lower else (lower, hyphens)
 
 
-def anonymous_consumer(
-    anonymous: str | None, entities: Entities, path: str, problems: list[tuple[str, str]]
-) -> Consumer | None:
-    """The consumer `anonymous` names (Kong: its id, else its username; never custom_id). One
-    that names none is a config error here (Kong answers every such request 500)."""
+def anonymous_consumer(anonymous: str | None, entities: Entities) -> Consumer | None:
+    """The consumer `anonymous` names (Kong: its id, else its username; never custom_id), None
+    when it names none (see `missing_anonymous`)."""
     if anonymous is None:
         return None
-    consumer = entities.consumers.reference(anonymous)
-    if consumer is None:
-        problems.append(
-            (
-                f"{path}.config.anonymous",
-                f"anonymous consumer {anonymous} is configured but doesn't exist",
-            )
-        )
-    return consumer
+    return entities.consumers.reference(anonymous)
 
 
 Answer = tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]
+
+
+def missing_anonymous(anonymous: str | None, consumer: Consumer | None) -> Answer | None:
+    """Kong's answer to a request that would go on as an `anonymous` consumer the config does
+    not have: Kong loads such a config (the reference is not checked) and answers 500 each
+    request that fails authentication; None when `anonymous` is unset or names a consumer."""
+    if anonymous is None or consumer is not None:
+        return None
+    return error_answer(500, f"anonymous consumer {anonymous} is configured but doesn't exist")
 
 
 def error_answer(status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> Answer:

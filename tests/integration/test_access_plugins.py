@@ -446,3 +446,20 @@ def test_acl_by_the_groups_openid_connect_authenticated(echo: EchoUpstream) -> N
                 "-H", "X-Authenticated-Groups: gold",
             )  # fmt: skip
             assert forged.status == 403
+
+
+def test_an_anonymous_naming_no_consumer_answers_kongs_500(echo: EchoUpstream) -> None:
+    """Kong's docs example `anonymous-consumer`: the file loads, a failed request is a 500."""
+    from tests.integration.oidc_support import running_gateway
+
+    routes = """
+      - name: guarded
+        paths: [/guarded]
+        plugins: [{name: basic-auth, config: {anonymous: anonymous}}]
+"""
+    with running_gateway(document(echo.port, routes)) as gateway:
+        failed = curl(gateway.port, "/guarded", "-u", "alice:wrong")
+        assert failed.status == 500
+        assert message(failed) == "anonymous consumer anonymous is configured but doesn't exist"
+        allowed = curl(gateway.port, "/guarded", "-u", f"alice:{ALICE_PASSWORD}")
+        assert allowed.upstream("x-consumer-username") == ["alice"]

@@ -97,15 +97,21 @@ class BasicAuth(Plugin):
         hide_credentials: bool,
         realm: str,
         anonymous: Authenticated | None,
+        anonymous_missing: Answer | None = None,
     ) -> None:
         self._users = users
         self._hide = hide_credentials
         self._anonymous = anonymous
         challenge = (b"www-authenticate", f'Basic realm="{realm}"'.encode())
         self._unauthorized: Answer = error_answer(401, UNAUTHORIZED, (challenge,))
+        # Kong's logical OR needs `anonymous` set, whether or not it names a consumer; one that
+        # names none turns every failure into Kong's 500
+        self._or = anonymous is not None or anonymous_missing is not None
+        if anonymous_missing is not None:
+            self._unauthorized = anonymous_missing
 
     def access(self, ctx: RequestContext) -> None:
-        if self._anonymous is not None and has_credential(ctx):
+        if self._or and has_credential(ctx):
             return  # Kong's logical OR: an earlier plugin authenticated it
         header = ctx.get_header(AUTHORIZATION)
         who = self._who(ctx, header) if header is not None else None

@@ -12,7 +12,7 @@ from fastgw.config.consumers import Consumer
 from fastgw.config.credentials import JwtSecret
 from fastgw.config.model import Entities
 from fastgw.config.schema import Reader
-from fastgw.plugins.auth_config import anonymous_consumer
+from fastgw.plugins.auth_config import anonymous_consumer, missing_anonymous
 from fastgw.plugins.building import PluginRuntime, SpecBase
 from fastgw.plugins.identity import anonymous_identity
 
@@ -38,7 +38,7 @@ class _Spec(SpecBase):
     def link(
         self, config: JwtConfig, entities: Entities, path: str, problems: list[tuple[str, str]]
     ) -> Linked:
-        anonymous = anonymous_consumer(config.anonymous, entities, path, problems)
+        anonymous = anonymous_consumer(config.anonymous, entities)
         return Linked(config, entities.credentials.jwt_secrets, anonymous)
 
     def build(self, linked: Linked, runtime: PluginRuntime) -> Jwt:
@@ -55,6 +55,7 @@ class _Spec(SpecBase):
             run_on_preflight=config.run_on_preflight,
             realm=config.realm,
             anonymous=anonymous_identity(linked.anonymous) if linked.anonymous else None,
+            anonymous_missing=missing_anonymous(config.anonymous, linked.anonymous),
         )
 
 

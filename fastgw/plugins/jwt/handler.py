@@ -20,7 +20,7 @@ from fastgw.config.credentials import JwtSecret
 from fastgw.http.responses import JSON_CONTENT_TYPE
 from fastgw.plugins import jws
 from fastgw.plugins.api import Authenticated, Credential, Plugin, RequestContext
-from fastgw.plugins.auth_config import header_forms
+from fastgw.plugins.auth_config import Answer, header_forms
 from fastgw.plugins.credential_args import cookie_value, form_args, may_name
 from fastgw.plugins.identity import authenticate, has_credential, identity
 
@@ -184,6 +184,7 @@ class Jwt(Plugin):
         run_on_preflight: bool,
         realm: str | None,
         anonymous: Authenticated | None,
+        anonymous_missing: Answer | None = None,
     ) -> None:
         self._secrets = {secret.key: Secret(secret, secret_is_base64) for secret in secrets_}
         self._params = tuple(uri_param_names)
@@ -194,6 +195,10 @@ class Jwt(Plugin):
         self._maximum_expiration = maximum_expiration
         self._skip_preflight = not run_on_preflight
         self._anonymous = anonymous
+        # Kong's logical OR needs `anonymous` set, whether or not it names a consumer; one that
+        # names none turns every failure into Kong's 500
+        self._or = anonymous is not None or anonymous_missing is not None
+        self._anonymous_missing = anonymous_missing
         base = f'Bearer realm="{realm}"' if realm else "Bearer"
         with_error = f'{base}, error="invalid_token"' if realm else 'Bearer error="invalid_token"'
         self._challenge = ((b"www-authenticate", base.encode()),)
@@ -202,13 +207,17 @@ class Jwt(Plugin):
     def access(self, ctx: RequestContext) -> None:
         if self._skip_preflight and ctx.method == _OPTIONS:
             return
-        if self._anonymous is not None and has_credential(ctx):
+        if self._or and has_credential(ctx):
             return  # Kong's logical OR: an earlier plugin authenticated it
         try:
             who = self._authenticate(ctx)
         except Failure as failure:
             if self._anonymous is not None:
                 authenticate(ctx, self._anonymous)
+                return
+            if self._anonymous_missing is not None:
+                status, body, answer_headers = self._anonymous_missing
+                ctx.respond(status, body, answer_headers)
                 return
             challenge = self._challenge_error if failure.invalid_token else self._challenge
             headers = ((b"content-type", JSON_CONTENT_TYPE), *challenge)

@@ -12,7 +12,7 @@ from fastgw.config.consumers import Consumer
 from fastgw.config.credentials import KeyAuthCredential
 from fastgw.config.model import Entities
 from fastgw.config.schema import Reader
-from fastgw.plugins.auth_config import anonymous_consumer
+from fastgw.plugins.auth_config import anonymous_consumer, missing_anonymous
 from fastgw.plugins.building import PluginRuntime, SpecBase
 from fastgw.plugins.identity import anonymous_identity
 
@@ -44,7 +44,7 @@ class _Spec(SpecBase):
         path: str,
         problems: list[tuple[str, str]],
     ) -> Linked:
-        anonymous = anonymous_consumer(config.anonymous, entities, path, problems)
+        anonymous = anonymous_consumer(config.anonymous, entities)
         return Linked(config, entities.credentials.keyauth_credentials, anonymous)
 
     def build(self, linked: Linked, runtime: PluginRuntime) -> KeyAuth:
@@ -59,6 +59,7 @@ class _Spec(SpecBase):
             run_on_preflight=config.run_on_preflight,
             realm=config.realm,
             anonymous=anonymous_identity(linked.anonymous) if linked.anonymous else None,
+            anonymous_missing=missing_anonymous(config.anonymous, linked.anonymous),
         )
 
 

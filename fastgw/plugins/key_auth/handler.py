@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from fastgw.config.credentials import KeyAuthCredential
 from fastgw.plugins.api import Authenticated, Credential, Plugin, RequestContext
-from fastgw.plugins.auth_config import error_answer, header_forms
+from fastgw.plugins.auth_config import Answer, error_answer, header_forms
 from fastgw.plugins.credential_args import (
     body_args,
     body_media_type,
@@ -145,6 +145,7 @@ class KeyAuth(Plugin):
         run_on_preflight: bool,
         realm: str | None,
         anonymous: Authenticated | None,
+        anonymous_missing: Answer | None = None,
     ) -> None:
         self._names = tuple(KeyName(name) for name in names)
         self._table = table
@@ -158,6 +159,11 @@ class KeyAuth(Plugin):
         self._no_key = error_answer(401, NO_KEY, (challenge,))
         self._invalid = error_answer(401, INVALID_KEY, (challenge,))
         self._duplicate = error_answer(401, DUPLICATE_KEY, (challenge,))
+        # Kong's logical OR needs `anonymous` set, whether or not it names a consumer; one that
+        # names none turns every failure into Kong's 500
+        self._or = anonymous is not None or anonymous_missing is not None
+        if anonymous_missing is not None:
+            self._no_key = self._invalid = self._duplicate = anonymous_missing
         # file-log never writes the key (headers it is read from; its query name is redacted
         # by every logger already when it is "apikey")
         self.sensitive_headers = frozenset(form for name in self._names for form in name.headers)
@@ -167,7 +173,7 @@ class KeyAuth(Plugin):
     def access(self, ctx: RequestContext) -> Awaitable[None] | None:
         if self._skip_preflight and ctx.method == _OPTIONS:
             return None
-        if self._anonymous is not None and has_credential(ctx):
+        if self._or and has_credential(ctx):
             return None  # Kong's logical OR: an earlier plugin authenticated it
         query_args: dict[str, Any] | None = None
         names = self._names
@@ -201,7 +207,7 @@ class KeyAuth(Plugin):
         found: bytes | None = None
         first, alias = name.header, name.alias
         for header, value in ctx.headers:
-            if header == first or header == alias:
+            if header in (first, alias):  # mypyc: two compares, no tuple
                 if found is not None:
                     return _AGAIN
                 found = value

@@ -131,6 +131,14 @@ def test_anonymous_takes_failed_requests_and_hides_what_they_sent() -> None:
     assert "authorization" not in headers
 
 
+def test_an_anonymous_naming_no_consumer_answers_kongs_500() -> None:
+    w = basic_auth("{anonymous: ghost}")
+    response = w.exchange(get("/x", "Authorization: " + basic("al", "nope")))
+    assert response.status == 500
+    message = "anonymous consumer ghost is configured but doesn't exist"
+    assert json.loads(response.body) == {"message": message}
+
+
 def test_enterprise_keys_are_refused() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(

@@ -208,6 +208,14 @@ def test_anonymous_and_preflight() -> None:
     assert "x-consumer-username" not in upstream_headers(w.forwarded[-1])
 
 
+def test_an_anonymous_naming_no_consumer_answers_kongs_500() -> None:
+    w = jwt("{anonymous: ghost}")
+    response = w.exchange(get("/x"))
+    assert response.status == 500
+    message = "anonymous consumer ghost is configured but doesn't exist"
+    assert json.loads(response.body) == {"message": message}
+
+
 def test_kongs_bearer_pattern() -> None:
     assert bearer_token(b"Bearer abc") == b"abc"
     assert bearer_token(b"  bearer   abc def") == b"abc def"

@@ -135,15 +135,14 @@ def test_anonymous_lets_a_failed_request_through_as_that_consumer() -> None:
     assert "x-anonymous-consumer" not in upstream_headers(w.forwarded[-1])
 
 
-def test_an_anonymous_naming_no_consumer_is_a_config_error() -> None:
-    with pytest.raises(ConfigError) as raised:
-        parse_config(
-            '_format_version: "3.0"\nplugins: [{name: key-auth, config: {anonymous: ghost}}]',
-            env={},
-        )
-    assert raised.value.problems == [
-        ("plugins[0].config.anonymous", "anonymous consumer ghost is configured but doesn't exist")
-    ]
+def test_an_anonymous_naming_no_consumer_loads_and_answers_kongs_500() -> None:
+    w = key_auth("{anonymous: ghost}")
+    for request in (get("/x"), get("/x", "apikey: wrong")):
+        response = w.exchange(request, answer())
+        assert response.status == 500
+        message = "anonymous consumer ghost is configured but doesn't exist"
+        assert json.loads(response.body) == {"message": message}
+    assert w.exchange(get("/x", "apikey: alice-key"), answer()).status == 200
 
 
 def test_identity_headers_the_client_sent_never_pass_beside_the_real_ones() -> None:
