@@ -38,7 +38,7 @@ IDP_MODULES = REPO_ROOT / "tests" / "idp" / "node_modules" / "oidc-provider"
 
 LOOPBACK = "127.0.0.1"  # every server and every load stays on loopback
 PROXY_CPU = 0  # the proxy under test runs alone on this core ...
-LOAD_CPU = 1  # ... wrk and the upstream share this one (REFERENCE.md §3)
+LOAD_CPU = 1  # ... wrk and the upstream share this one (bench/README.md)
 
 READY_TIMEOUT = 15.0  # seconds for a server to accept connections
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL of a process group
@@ -48,7 +48,7 @@ WRK_SOCKET_TIMEOUT = "2s"  # wrk's default; a response slower than this counts a
 LOG_TAIL_LINES = 6  # of a server's output quoted when it fails to start (the full log is kept)
 
 NGINX_KEEPALIVE_REQUESTS = 1_000_000  # no side closes a keep-alive connection during a run
-NGINX_UPSTREAM_KEEPALIVE = 64  # idle upstream connections nginx keeps (REFERENCE.md §3)
+NGINX_UPSTREAM_KEEPALIVE = 64  # idle upstream connections nginx keeps (bench/README.md)
 NGINX_WORKER_CONNECTIONS = 4096  # > client + upstream connections of one run
 
 # the Debian/Ubuntu package that provides each tool
@@ -62,7 +62,7 @@ OIDC_CONFIG_BASE = {
 }
 BENCH_CLIENT_PREFIX = "bench-client-"  # TestIdP(extra_clients=N) registers bench-client-0..N-1
 
-# Warming the token cache: each new client is one IdP call (~2-5 ms, REFERENCE.md §2); a few
+# Warming the token cache: each new client is one IdP call (~2-5 ms with the test IdP); a few
 # concurrent callers keep the single-threaded IdP busy without queueing much in front of it.
 WARM_CONCURRENCY = 8
 

@@ -1,7 +1,8 @@
 """Capacity comparison with wrk, in one run: upstream direct, nginx, fastgw (and fastgw + OIDC).
 
 Owns the interleaved wrk rounds over the servers under test and the report: medians per target
-and ratios against nginx (REFERENCE.md §3); starting servers, wrk and parsing live in common.py.
+and ratios against nginx (bench/README.md, "How the figures are taken"); starting servers, wrk
+and parsing live in common.py.
 Stdlib only; installs nothing.
 
     .venv/bin/python bench/compare.py [--rounds 5 --duration 10 --warmup 3] [--oidc [--clients N]]

@@ -110,7 +110,7 @@ def load_credentials() -> Credentials:
     pool = _env_int(ENV_POOL, None)
     warm = rows[ROLE_WARM][:pool] if pool is not None else rows[ROLE_WARM]
     wrong_keys = _env_int(ENV_WRONG_KEYS, DEFAULT_WRONG_KEYS) or 1
-    # real client ids with a wrong secret: the IdP answers invalid_client (REFERENCE.md §2)
+    # real client ids with a wrong secret: the IdP answers invalid_client
     wrong = [(cid, f"wrong-{index}") for index, (cid, _) in enumerate(warm[:wrong_keys])]
     return Credentials(
         warm=tuple(basic_auth_header(cid, secret) for cid, secret in warm),

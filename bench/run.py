@@ -79,7 +79,7 @@ LOCUSTFILE = BENCH_DIR / "locustfile.py"
 
 DEFAULT_DURATION = 15  # seconds per scenario: 9 scenarios + warm-up stay under ~5 minutes
 # Offered load of the scenario runs: well inside what one Locust process drives (~3,000 req/s per
-# core, REFERENCE.md §3), so the latency measured is the gateway's, not Locust's queueing.
+# core: bench/README.md), so the latency measured is the gateway's, not Locust's queueing.
 DEFAULT_RATE = 1000.0
 # The fixed-rate target: fastgw's p99 at 5,000 req/s within 2 ms of nginx's.
 DEFAULT_COMPARE_RATE = 5000.0

@@ -3,7 +3,7 @@ new-connection (handshake-bound) figures, and fastgw's token-cached path over TL
 
 Both proxies run one worker on PROXY_CPU in front of the same nginx upstream, with the same
 self-signed certificate (tests/support/tls.py); wrk runs on LOAD_CPU. Medians of interleaved
-rounds; the ratios are what to read (REFERENCE.md §3: absolute figures drift on shared boxes).
+rounds; the ratios are what to read (absolute figures drift on shared boxes: bench/README.md).
 
     .venv/bin/python bench/tls.py [--rounds 3 --duration 5 --connections 50]
 """
