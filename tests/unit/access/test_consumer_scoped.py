@@ -163,10 +163,11 @@ def test_the_log_phase_uses_the_instance_the_consumer_had() -> None:
     step = ConsumerScoped(default, {"a-id": alice_own, "b-id": None})
     assert step.has_log and step.name == "logs"
     ctx: Any = _Ctx()
+    route = RouteInfo("api", "r", None, None)  # a real one: the compiled step checks its type
     ctx.principal = Authenticated(alice, Credential("keyauth_credentials", "k"))
-    step.log(ctx, None)  # type: ignore[arg-type]
+    step.log(ctx, route)
     ctx.principal = Authenticated(Consumer("b-id", "bob", None), None)
-    step.log(ctx, None)  # type: ignore[arg-type]
+    step.log(ctx, route)
     ctx.principal = None
-    step.log(ctx, None)  # type: ignore[arg-type]
+    step.log(ctx, route)
     assert (alice_own.seen, default.seen) == (["logged"], ["logged"])
