@@ -12,6 +12,7 @@ the difference per request, so start-up cancels out.
     python bench/instructions.py --oidc --ops   # ... with prometheus (every series) + file-log
     python bench/instructions.py --oidc --ops file-log   # ... with one of them (or prometheus)
     python bench/instructions.py --cache    # a proxy-cache hit (answered without the upstream)
+    python bench/instructions.py --key-auth # key-auth (a kept-alive client's known key)
     python bench/instructions.py --run N    # (internal) the measured loop itself
 Needs valgrind (apt-get install valgrind).
 """
@@ -58,9 +59,17 @@ plugins:
   - name: proxy-cache
     config: {strategy: memory}
 """
+KEY_AUTH = """
+consumers:
+  - username: bench-user
+    keyauth_credentials: [{key: bench-key-0123456789abcdef}]
+plugins:
+  - name: key-auth
+"""
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 BASIC = b"Basic YmVuY2gtY2xpZW50OmJlbmNoLXNlY3JldA=="  # bench-client:bench-secret
 OIDC_REQUEST = REQUEST.replace(b"Accept:", b"Authorization: " + BASIC + b"\r\nAccept:")
+KEY_REQUEST = REQUEST.replace(b"Accept:", b"apikey: bench-key-0123456789abcdef\r\nAccept:")
 TOKEN = "eyJhbGciOiJSUzI1NiJ9." + "x" * 600  # the length of a typical signed JWT
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 16:02:04 GMT\r\n"
@@ -141,13 +150,17 @@ async def cached_requests(count: int) -> None:
         raise SystemExit("the requests were no hits: the harness no longer matches the code")
 
 
-async def proxy_requests(count: int, oidc: bool = False, ops: str = "", targets: int = 0) -> None:
+async def proxy_requests(
+    count: int, oidc: bool = False, ops: str = "", targets: int = 0, key_auth: bool = False
+) -> None:
     from fastgw.config import parse_config
     from fastgw.gateway import Gateway
     from fastgw.http.upstream import UpstreamConnection
 
     if targets:
         text = balanced_config(targets)
+    elif key_auth:
+        text = CONFIG + KEY_AUTH
     else:
         text = CONFIG
         if oidc or ops:
@@ -157,7 +170,7 @@ async def proxy_requests(count: int, oidc: bool = False, ops: str = "", targets:
     for plugin in gateway.plugins:
         if plugin.name == "file-log":
             await plugin.start()  # opens its (/dev/null) file; the rest needs no start
-    request = REQUEST
+    request = KEY_REQUEST if key_auth else REQUEST
     if oidc:
         cache_token(gateway)
         request = OIDC_REQUEST
@@ -188,17 +201,24 @@ async def proxy_requests(count: int, oidc: bool = False, ops: str = "", targets:
     sent = upstream.transport.last_written  # type: ignore[union-attr]
     if oidc and (sent.find(b"authorization: Bearer ") < 0 or sent.find(BASIC) >= 0):
         raise SystemExit("the token was not swapped in: the harness no longer matches the code")
+    if key_auth and sent.find(b"x-consumer-username: bench-user") < 0:
+        raise SystemExit("key-auth did not authenticate: the harness no longer matches the code")
 
 
 def instructions(
-    count: int, oidc: bool, ops: str = "", targets: int = 0, cache: bool = False
+    count: int,
+    oidc: bool,
+    ops: str = "",
+    targets: int = 0,
+    cache: bool = False,
+    key_auth: bool = False,
 ) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
              __file__, "--run", str(count), *(["--oidc"] if oidc else []),
-             *(["--ops", ops] if ops else []),
+             *(["--ops", ops] if ops else []), *(["--key-auth"] if key_auth else []),
              *(["--targets", str(targets)] if targets else []),
              *(["--cache"] if cache else [])],
             cwd=REPO_ROOT, capture_output=True, text=True, check=True,
@@ -224,6 +244,7 @@ def main() -> int:
         choices=(OPS_DEFAULT, *OPS_PLUGINS),
         help="with prometheus and file-log on (or the one named)",
     )
+    parser.add_argument("--key-auth", action="store_true", help="a route with key-auth")
     parser.add_argument("--cache", action="store_true", help="proxy-cache hits")
     args = parser.parse_args()
     if args.run is not None:
@@ -233,12 +254,12 @@ def main() -> int:
         if args.cache:
             uvloop.run(cached_requests(args.run))
         else:
-            uvloop.run(proxy_requests(args.run, args.oidc, args.ops, args.targets))
+            uvloop.run(proxy_requests(args.run, args.oidc, args.ops, args.targets, args.key_auth))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is missing: apt-get install valgrind", file=sys.stderr)
         return 2
-    mode = (args.oidc, args.ops, args.targets, args.cache)
+    mode = (args.oidc, args.ops, args.targets, args.cache, args.key_auth)
     instructions(SMALL, *mode)  # warm the bytecode caches on disk
     per_request = (instructions(LARGE, *mode) - instructions(SMALL, *mode)) / (LARGE - SMALL)
     path = "openid-connect token-cached path" if args.oidc else "plain path"
@@ -246,6 +267,8 @@ def main() -> int:
         path += f", {args.ops.replace(',', ' + ')} on"
     if args.targets:
         path = f"a Kong upstream of {args.targets} target(s)"
+    if args.key_auth:
+        path = "key-auth, a known key"
     if args.cache:
         path = "a proxy-cache hit, no upstream"
     print(f"{per_request:,.0f} instructions per proxied request ({path}, in-memory transports)")

@@ -51,6 +51,8 @@ COMPILED_MODULES = (
     "fastgw.plugins.file_log.handler",
     "fastgw.plugins.http_log.handler",
     "fastgw.plugins.tcp_log.handler",
+    "fastgw.plugins.identity",
+    "fastgw.plugins.key_auth.handler",
     "fastgw.plugins.proxy_cache.handler",
     "fastgw.plugins.proxy_cache.key",
     "fastgw.plugins.proxy_cache.store",

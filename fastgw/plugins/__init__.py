@@ -14,9 +14,13 @@ if TYPE_CHECKING:
 
 # name -> module holding `SPEC`
 _MODULES: dict[str, str] = {
+    "acl": "fastgw.plugins.acl",
+    "basic-auth": "fastgw.plugins.basic_auth",
     "cors": "fastgw.plugins.cors",
     "file-log": "fastgw.plugins.file_log",
     "http-log": "fastgw.plugins.http_log",
+    "jwt": "fastgw.plugins.jwt",
+    "key-auth": "fastgw.plugins.key_auth",
     "openid-connect": "fastgw.plugins.openid_connect",
     "prometheus": "fastgw.plugins.prometheus",
     "proxy-cache": "fastgw.plugins.proxy_cache",

@@ -34,6 +34,9 @@ __all__ = [
 
 # -- who the caller is ----------------------------------------------------------------------------
 
+# Upstream request headers as (lower-case name, value); a None value removes the header
+HeaderPairs = tuple[tuple[bytes, bytes | None], ...]
+
 
 class Credential:
     """What a request authenticated with: one of Kong's credential entities (a key-auth key, a
@@ -57,19 +60,35 @@ class Authenticated(Principal):
     set by the authentication plugin that accepted the request, read by every later step
     (acl, rate-limiting, consistent hashing, the log record, per-consumer metrics)."""
 
-    __slots__ = ("anonymous", "consumer", "credential", "groups")
+    __slots__ = (
+        "anonymous",
+        "consumer",
+        "credential",
+        "groups",
+        "upstream_headers",
+        "upstream_values",
+    )
 
     def __init__(
         self,
         consumer: Consumer | None,
         credential: Credential | None,
-        groups: tuple[str, ...] = (),
+        groups: tuple[str, ...] | None = None,
         anonymous: bool = False,
+        upstream_headers: HeaderPairs = (),
     ) -> None:
         self.consumer = consumer
         self.credential = credential
-        self.groups = groups  # authenticated groups (Kong's authenticated_groups), for acl
+        # authenticated groups (Kong's authenticated_groups, from openid-connect's
+        # authenticated_groups_claim), for acl; None: the plugin found none
+        self.groups = groups
         self.anonymous = anonymous  # the plugin's `anonymous` consumer: nobody authenticated
+        # what the upstream is told about it (fastgw.plugins.identity), made once per identity;
+        # `upstream_values` the headers of it that have a value (appended as they are)
+        self.upstream_headers = upstream_headers
+        self.upstream_values: tuple[tuple[bytes, bytes], ...] = tuple(
+            (name, value) for name, value in upstream_headers if value is not None
+        )
 
     @property
     def hash_key(self) -> bytes:

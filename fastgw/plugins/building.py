@@ -89,7 +89,14 @@ class PluginSpec(Protocol):
 
 
 class SpecBase:
-    """What a plugin spec does by default: nothing to link, nothing to probe."""
+    """What a plugin spec does by default: nothing to link, nothing to probe; scoped to a
+    consumer when a config says so; an instance kept across reloads while its config is
+    unchanged."""
+
+    # Kong's `consumer = typedefs.no_consumer`: the plugin cannot be scoped to a consumer
+    no_consumer = False
+    # False: the instance depends on other entities (credentials), so a reload builds it again
+    reusable = True
 
     def link(
         self, config: Any, entities: Entities, path: str, problems: list[tuple[str, str]]

@@ -32,6 +32,7 @@ class Prometheus(Plugin):
             status_codes=config["status_code_metrics"],
             latency=config["latency_metrics"],
             bandwidth=config["bandwidth_metrics"],
+            per_consumer=config["per_consumer"],
         )
 
     def route_stats(self) -> StatsOptions:

@@ -82,9 +82,11 @@ def kong_families(view: GatewayStats) -> list[Family]:
     )
     for stats in view.route_stats:
         service, route = stats.labels
+        consumers = sorted(stats.by_consumer)
         if stats.count_status:
-            for status, source, count in stats.response_counts():
-                requests.add((service, route, str(status), source, WORKSPACE, ""), count)
+            for consumer in ("", *consumers):
+                for status, source, count in stats.response_counts(consumer):
+                    requests.add((service, route, str(status), source, WORKSPACE, consumer), count)
         if stats.count_latency:
             where = (service, route, WORKSPACE)
             kong_latency.add(where, stats.kong_latency.sample())
@@ -93,6 +95,10 @@ def kong_families(view: GatewayStats) -> list[Family]:
         if stats.count_bandwidth:
             bandwidth.add((service, route, "ingress", WORKSPACE, ""), stats.bytes_in)
             bandwidth.add((service, route, "egress", WORKSPACE, ""), stats.bytes_out)
+            for consumer in consumers:
+                counts = stats.by_consumer[consumer]
+                bandwidth.add((service, route, "ingress", WORKSPACE, consumer), counts.bytes_in)
+                bandwidth.add((service, route, "egress", WORKSPACE, consumer), counts.bytes_out)
     families += [requests, kong_latency, upstream_latency, request_latency, bandwidth]
     families += memory_families(view)
     if upstream_health_wanted(view):
