@@ -23,7 +23,8 @@ SUBSYSTEM = "http"
 TARGET_STATES = ("healthchecks_off", "healthy", "unhealthy", "dns_error")
 
 
-def kong_families(view: GatewayStats) -> list[Family]:
+def node_families(view: GatewayStats) -> list[Family]:
+    """Kong's node-level series: connections, requests, the datastore, the node's info."""
     node = view.node_id
     reading, writing, waiting = view.connection_states
     connections = gauge(
@@ -41,7 +42,7 @@ def kong_families(view: GatewayStats) -> list[Family]:
         ("waiting", waiting),
     ):
         connections.add((node, SUBSYSTEM, state), value)
-    families = [
+    return [
         connections,
         gauge("kong_nginx_requests_total", "Number of requests total", ("node_id", "subsystem"))
         .add((node, SUBSYSTEM), view.requests_total),
@@ -53,6 +54,10 @@ def kong_families(view: GatewayStats) -> list[Family]:
         counter("kong_nginx_metric_errors_total", "Number of nginx-lua-prometheus errors")
         .add((), 0),
     ]  # fmt: skip
+
+
+def kong_families(view: GatewayStats) -> list[Family]:
+    families = node_families(view)
     requests = counter(
         "kong_http_requests_total",
         "HTTP status codes per consumer/service/route in Kong",
