@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastgw.config.consumers import Consumers
+from fastgw.config.credentials import Credentials
 from fastgw.config.vocabulary import DEFAULT_HTTPS_REDIRECT_STATUS, DEFAULT_ROUTE_PROTOCOLS
 
 # -- defaults of the gateway's own settings (`_fastgw`; Kong keeps these in kong.conf) -------------
@@ -76,6 +77,11 @@ class PluginEntry:
     # the `config` mapping as written (after ${ENV} substitution): a reload compares these to
     # keep the instances whose config did not change (parsed configs may hold random defaults)
     raw_config: Any = field(default=None, compare=False, repr=False)
+    # the id of the consumer it is scoped to (Kong's `consumer:`); None: everyone
+    consumer: str | None = None
+    # a top-level plugin naming both its route and the route's service: Kong ranks that
+    # combination above a consumer-only plugin, the route alone below it
+    route_and_service: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,9 @@ class Route:
     preserve_host: bool
     plugins: tuple[PluginEntry, ...]  # route-level only; the service's and global ones are apart
     path: str  # where it was configured, e.g. "services[0].routes[1]" or "routes[0]"
+    # plugins scoped to a consumer on this route (Kong's route + consumer, with or without the
+    # service): resolved when the request reaches them, after authentication
+    consumer_plugins: tuple[PluginEntry, ...] = ()
     # (lower-case name, values): every name must be present with one of its values; a value
     # starting with "~*" is a case-insensitive regex, the others compare case-insensitively
     headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -132,6 +141,7 @@ class Service:
     # that replace the system store for this service
     tls_verify: bool = True
     ca_certificates: tuple[CaCertificate, ...] = ()
+    consumer_plugins: tuple[PluginEntry, ...] = ()  # Kong's service + consumer
 
 
 # -- the edge: listeners, certificates, upstreams -------------------------------------------------
@@ -307,6 +317,7 @@ class Entities:
     """The config's other entities, which a plugin's config may name (Kong's `anonymous`)."""
 
     consumers: Consumers = field(default_factory=Consumers)
+    credentials: Credentials = field(default_factory=Credentials)
     # `_fastgw.memory_stores`: the named memory bounds a plugin may name (proxy-cache's
     # memory.dictionary_name), (name, bytes)
     memory_stores: MemoryStores = DEFAULT_MEMORY_STORES
@@ -328,6 +339,9 @@ class GatewayConfig:
     certificates: tuple[Certificate, ...] = ()  # Kong certificates (with their SNIs)
     # (key path, message): what loading accepted but the user should hear of (deprecated keys)
     warnings: tuple[tuple[str, str], ...] = ()
+    credentials: Credentials = field(default_factory=Credentials)
+    # plugins scoped to a consumer only (consumers[].plugins, or `consumer:` alone)
+    consumer_plugins: tuple[PluginEntry, ...] = ()
 
     def routes(self) -> Iterator[tuple[Service, Route]]:
         """Every route with its service, in config order (the router's tie-break)."""
@@ -342,9 +356,13 @@ class GatewayConfig:
 
     def plugin_entries(self) -> Iterator[PluginEntry]:
         """Every plugin entry: the global ones, then each service's followed by its routes',
-        in config order (the one traversal of what is configured)."""
+        in config order, each scope's consumer-scoped ones after its own (the one traversal of
+        what is configured)."""
         yield from self.plugins
+        yield from self.consumer_plugins
         for service in self.services:
             yield from service.plugins
+            yield from service.consumer_plugins
             for route in service.routes:
                 yield from route.plugins
+                yield from route.consumer_plugins

@@ -79,6 +79,9 @@ class PluginRuntime:
     scope: PluginScope = field(default_factory=PluginScope)
     # the first listener's address (Kong's $server_addr / $server_port, for correlation-id)
     server_address: tuple[str, int] = DEFAULT_LISTEN
+    # the config's CA certificates (PEM), which the clients `http_client` makes trust beside
+    # the system's: for a plugin that builds a client of its own (http-log's keep-alive time)
+    ca_pem: str | None = None
     # what plugins keep for the whole gateway, across their instances and reloads, each under
     # a key of its own (proxy-cache's named memory stores: Kong's shared dicts)
     shared: dict[str, Any] = field(default_factory=dict)
@@ -104,7 +107,14 @@ class PluginSpec(Protocol):
 
 
 class SpecBase:
-    """What a plugin spec does by default: nothing to link, nothing to probe."""
+    """What a plugin spec does by default: nothing to link, nothing to probe; scoped to a
+    consumer when a config says so; an instance kept across reloads while its config is
+    unchanged."""
+
+    # Kong's `consumer = typedefs.no_consumer`: the plugin cannot be scoped to a consumer
+    no_consumer = False
+    # False: the instance depends on other entities (credentials), so a reload builds it again
+    reusable = True
 
     def link(
         self, config: Any, entities: Entities, path: str, problems: list[tuple[str, str]]
