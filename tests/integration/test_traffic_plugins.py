@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +130,24 @@ def test_correlation_id_kongs_docs_example_upstream_and_echoed(
         headers["kong-request-id"] == "mine"
         and dict(json.loads(body)["headers"])["kong-request-id"] == "mine"
     )
+
+
+def test_the_correlation_id_is_the_log_records_correlation_id(
+    echo: EchoUpstream, make_gateway: Callable[..., EmbeddedGateway], tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    plugins = (
+        "  - name: correlation-id\n"
+        "    config: {header_name: Kong-Request-ID, generator: uuid, echo_downstream: true}\n"
+        f"  - name: file-log\n    config: {{path: {log}}}"
+    )
+    gateway = make_gateway(config(echo, plugins))
+    sent = [curl(gateway.port)[1]["kong-request-id"] for _ in range(2)]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # file-log writes once each response is out
+        if log.exists() and log.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [record["correlation_id"] for record in records] == sent
+    assert all(record["request"]["headers"]["kong-request-id"] in sent for record in records)
