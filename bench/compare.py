@@ -51,11 +51,13 @@ from common import (
     measure_wrk,
     missing_tools,
     nginx_lua_available,
+    nginx_proxy_conf,
     oidc_plugin,
     pinning_available,
     rotation_lua,
     start_fastgw,
     start_idp,
+    start_nginx,
     start_nginx_lua,
     start_nginx_proxy,
     start_upstream,
@@ -147,6 +149,53 @@ def start_kong_lua(setup: Setup, oidc: Target, authorizations: list[str], worker
     note = "nginx + lua: sha1 of Authorization, Lua table hit, Bearer set (Kong's cheapest hit)"
     return dataclasses.replace(
         oidc, name="nginx-lua", url=f"http://{LOOPBACK}:{port}/", pgid=pgid, note=note
+    )
+
+
+# The fields of Kong's log record (what fastgw's file-log writes) that nginx can write itself,
+# as one JSON line per request: escape=json, buffered as a busy nginx's access log is. nginx
+# cannot table every header or redact one, so the headers the bench sends are named and the
+# Authorization value is the constant fastgw writes; route and service are constants.
+NGINX_RECORD = (
+    '{"request":{"id":"$request_id","uri":"$request_uri","url":"$scheme://$http_host'
+    '$request_uri","querystring":"$args","method":"$request_method","headers":{"host":'
+    '"$http_host","user-agent":"$http_user_agent","accept":"$http_accept","authorization":'
+    '"REDACTED"},"size":$request_length},"upstream_uri":"$uri$is_args$args",'
+    '"upstream_status":"$upstream_status","response":{"status":$status,"headers":{'
+    '"content-type":"$sent_http_content_type","content-length":"$sent_http_content_length",'
+    '"server":"$upstream_http_server","date":"$upstream_http_date"},"size":$bytes_sent},'
+    '"latencies":{"proxy":"$upstream_response_time","request":$request_time,"connect":'
+    '"$upstream_connect_time"},"client_ip":"$remote_addr","started_at":$msec,"source":'
+    '"upstream","workspace_name":"default","route":{"name":"all","paths":["/"]},"service":'
+    '{"name":"upstream","protocol":"http","host":"127.0.0.1"}}'
+)
+
+
+def start_nginx_json_log(setup: Setup, like: Target, workers: int) -> Target:
+    """nginx proxy_pass writing a JSON access log of Kong's record fields (NGINX_RECORD),
+    given `like`'s requests (the Authorization header fastgw-oidc-ops swaps)."""
+    port = free_port()
+    log_path = setup.results_dir / "nginx-access.log"
+    log_format = f"    log_format kong escape=json '{NGINX_RECORD}';\n"
+    access_log = f"\n            access_log {log_path} kong buffer=64k flush=1s;"
+    upstream_port = setup.upstream_port
+    pgid = start_nginx(
+        setup,
+        "nginx-log",
+        lambda prefix: nginx_proxy_conf(
+            prefix,
+            port,
+            upstream_port,
+            workers=workers,
+            http=log_format,
+            location=access_log,
+        ),
+        port,
+        PROXY_CPU,
+    )
+    note = "proxy_pass + JSON access log of Kong's record fields (escape=json, buffer=64k)"
+    return dataclasses.replace(
+        like, name="nginx-log", url=f"http://{LOOPBACK}:{port}/", pgid=pgid, note=note
     )
 
 
@@ -278,7 +327,8 @@ def ratio_lines(summaries: Sequence[Summary]) -> list[str]:
     pairs = [("fastgw", "nginx"), ("haproxy", "nginx"), ("fastgw-oidc", "fastgw")]
     pairs += [("fastgw-oidc", "fastgw+auth"), ("fastgw-oidc", "nginx"), ("fastgw", "python-floor")]
     pairs += [("fastgw-oidc", "nginx-lua"), ("nginx-lua", "nginx")]
-    pairs += [("fastgw-oidc-ops", "fastgw-oidc")]
+    pairs += [("fastgw-oidc-ops", "fastgw-oidc"), ("fastgw-oidc-ops", "nginx-log")]
+    pairs += [("nginx-log", "nginx")]
     lines = []
     for top, bottom in pairs:
         if top not in by_name or bottom not in by_name:
@@ -368,7 +418,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ops",
         action="store_true",
-        help="add fastgw-oidc-ops: token-cached, with prometheus + file-log (implies --oidc)",
+        help="add fastgw-oidc-ops: token-cached, with prometheus + file-log (implies --oidc), "
+        "and nginx-log: nginx writing the same record's fields as a JSON access log",
     )
     parser.add_argument(
         "--floor", action="store_true", help="add python-floor: bench/floor_proxy.py calibration"
@@ -450,6 +501,7 @@ def start_targets(
                     idp=idp,
                 )
                 targets.append(ops)
+                targets.append(start_nginx_json_log(setup, ops, args.workers))
         except (BenchError, RuntimeError) as error:
             failures["fastgw-oidc"] = str(error)
             print(f"fastgw-oidc FAILED, measuring the other targets: {error}", file=sys.stderr)

@@ -10,8 +10,11 @@ the difference per request, so start-up cancels out.
     python bench/instructions.py --oidc     # openid-connect, token-cached path (L1 hit)
     python bench/instructions.py --targets 2  # a Kong upstream balanced over 2 targets
     python bench/instructions.py --oidc --ops   # ... with prometheus (every series) + file-log
+    python bench/instructions.py --oidc --ops file-log   # ... with one of them (or prometheus)
+    python bench/instructions.py --oidc --rate-limiting  # ... with rate-limiting (local policy)
     python bench/instructions.py --clients 100000  # token-cached, each request another client
     python bench/instructions.py --cache    # a proxy-cache hit (answered without the upstream)
+    python bench/instructions.py --key-auth # key-auth (a kept-alive client's known key)
     python bench/instructions.py --run N    # (internal) the measured loop itself
 Needs valgrind (apt-get install valgrind).
 """
@@ -42,20 +45,38 @@ plugins:
   - name: openid-connect
     config: {issuer: "http://127.0.0.1:9/", auth_methods: [client_credentials]}
 """
-OPS_PLUGINS = """
+OPS_PLUGINS = {
+    "prometheus": """
   - name: prometheus
     config: {status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}
+""",
+    "file-log": """
   - name: file-log
     config: {path: /dev/null}
+""",
+}
+OPS_DEFAULT = "prometheus,file-log"
+# limits no run reaches (the windows turn while it runs: every counter starts again then)
+RATE_LIMITING_PLUGIN = """
+  - name: rate-limiting
+    config: {second: 1000000000, hour: 1000000000000, policy: local}
 """
 CACHE_PLUGIN = """
 plugins:
   - name: proxy-cache
     config: {strategy: memory}
 """
+KEY_AUTH = """
+consumers:
+  - username: bench-user
+    keyauth_credentials: [{key: bench-key-0123456789abcdef}]
+plugins:
+  - name: key-auth
+"""
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 BASIC = b"Basic YmVuY2gtY2xpZW50OmJlbmNoLXNlY3JldA=="  # bench-client:bench-secret
 OIDC_REQUEST = REQUEST.replace(b"Accept:", b"Authorization: " + BASIC + b"\r\nAccept:")
+KEY_REQUEST = REQUEST.replace(b"Accept:", b"apikey: bench-key-0123456789abcdef\r\nAccept:")
 TOKEN = "eyJhbGciOiJSUzI1NiJ9." + "x" * 600  # the length of a typical signed JWT
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 16:02:04 GMT\r\n"
@@ -137,7 +158,12 @@ async def cached_requests(count: int) -> None:
 
 
 async def proxy_requests(
-    count: int, oidc: bool = False, ops: bool = False, targets: int = 0
+    count: int,
+    oidc: bool = False,
+    ops: str = "",
+    targets: int = 0,
+    key_auth: bool = False,
+    limited: bool = False,
 ) -> None:
     from fastgw.config import parse_config
     from fastgw.gateway import Gateway
@@ -145,16 +171,19 @@ async def proxy_requests(
 
     if targets:
         text = balanced_config(targets)
+    elif key_auth:
+        text = CONFIG + KEY_AUTH
     else:
         text = CONFIG
-        if oidc or ops:
+        if oidc or ops or limited:
             text += "plugins:" + (OIDC_PLUGIN.split("plugins:", 1)[1] if oidc else "\n")
-            text += OPS_PLUGINS if ops else ""
+            text += "".join(OPS_PLUGINS[name] for name in ops.split(",") if name)
+            text += RATE_LIMITING_PLUGIN if limited else ""
     gateway = Gateway(parse_config(text), admin_listen="off")
     for plugin in gateway.plugins:
-        if plugin.name == "file-log":
-            await plugin.start()  # opens its (/dev/null) file; the rest needs no start
-    request = REQUEST
+        if plugin.name in ("file-log", "rate-limiting"):
+            await plugin.start()  # file-log opens /dev/null, rate-limiting starts its clock
+    request = KEY_REQUEST if key_auth else REQUEST
     if oidc:
         cache_token(gateway)
         request = OIDC_REQUEST
@@ -180,11 +209,15 @@ async def proxy_requests(
             client.data_received(request)
             # the one the balancer picked (the harness's own cost, the same for any balancer)
             (first if first.sink is not None else second).data_received(RESPONSE)
+    if limited and b"x-ratelimit-remaining-second" not in client_transport.last_written:
+        raise SystemExit("no rate-limiting fields: the harness no longer matches the code")
     if not client_transport.last_written.endswith(b"ok"):
         raise SystemExit("the proxied response is wrong: the harness no longer matches the code")
     sent = upstream.transport.last_written  # type: ignore[union-attr]
     if oidc and (sent.find(b"authorization: Bearer ") < 0 or sent.find(BASIC) >= 0):
         raise SystemExit("the token was not swapped in: the harness no longer matches the code")
+    if key_auth and sent.find(b"x-consumer-username: bench-user") < 0:
+        raise SystemExit("key-auth did not authenticate: the harness no longer matches the code")
 
 
 def client_headers(clients: int) -> list[bytes]:
@@ -236,9 +269,11 @@ async def many_client_requests(count: int, clients: int) -> None:
 def instructions(
     count: int,
     oidc: bool,
-    ops: bool = False,
+    ops: str = "",
     targets: int = 0,
     cache: bool = False,
+    key_auth: bool = False,
+    limited: bool = False,
     clients: int = 0,
 ) -> int:
     with tempfile.TemporaryDirectory() as tmp:
@@ -246,7 +281,8 @@ def instructions(
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
              __file__, "--run", str(count), *(["--oidc"] if oidc else []),
-             *(["--ops"] if ops else []),
+             *(["--ops", ops] if ops else []), *(["--key-auth"] if key_auth else []),
+             *(["--rate-limiting"] if limited else []),
              *(["--targets", str(targets)] if targets else []),
              *(["--cache"] if cache else []),
              *(["--clients", str(clients)] if clients else [])],
@@ -265,7 +301,18 @@ def main() -> int:
     parser.add_argument(
         "--targets", type=int, default=0, choices=(0, 1, 2), help="a Kong upstream of N targets"
     )
-    parser.add_argument("--ops", action="store_true", help="with prometheus and file-log on")
+    parser.add_argument(
+        "--ops",
+        nargs="?",
+        const=OPS_DEFAULT,
+        default="",
+        choices=(OPS_DEFAULT, *OPS_PLUGINS),
+        help="with prometheus and file-log on (or the one named)",
+    )
+    parser.add_argument("--key-auth", action="store_true", help="a route with key-auth")
+    parser.add_argument(
+        "--rate-limiting", action="store_true", help="with rate-limiting (policy: local) on"
+    )
     parser.add_argument("--cache", action="store_true", help="proxy-cache hits")
     parser.add_argument(
         "--clients",
@@ -274,6 +321,7 @@ def main() -> int:
         help="N cached clients over one connection, each request another's (digest memo misses)",
     )
     args = parser.parse_args()
+    limited = args.rate_limiting
     if args.run is not None:
         sys.path.insert(0, str(REPO_ROOT))
         import uvloop
@@ -283,19 +331,25 @@ def main() -> int:
         elif args.clients:
             uvloop.run(many_client_requests(args.run, args.clients))
         else:
-            uvloop.run(proxy_requests(args.run, args.oidc, args.ops, args.targets))
+            uvloop.run(
+                proxy_requests(args.run, args.oidc, args.ops, args.targets, args.key_auth, limited)
+            )
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is missing: apt-get install valgrind", file=sys.stderr)
         return 2
-    mode = (args.oidc, args.ops, args.targets, args.cache, args.clients)
+    mode = (args.oidc, args.ops, args.targets, args.cache, args.key_auth, limited, args.clients)
     instructions(SMALL, *mode)  # warm the bytecode caches on disk
     per_request = (instructions(LARGE, *mode) - instructions(SMALL, *mode)) / (LARGE - SMALL)
     path = "openid-connect token-cached path" if args.oidc else "plain path"
     if args.ops:
-        path += ", prometheus + file-log on"
+        path += f", {args.ops.replace(',', ' + ')} on"
+    if limited:
+        path += ", rate-limiting (local) on"
     if args.targets:
         path = f"a Kong upstream of {args.targets} target(s)"
+    if args.key_auth:
+        path = "key-auth, a known key"
     if args.cache:
         path = "a proxy-cache hit, no upstream"
     if args.clients:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,9 +26,12 @@ from fastgw.http.server import Server
 from fastgw.http.timers import Ticker
 from fastgw.http.tls import sni_contexts
 from fastgw.http.upstream import UpstreamPool
+from fastgw.observability.process_memory import resident_bytes
 from fastgw.observability.snapshot import GatewayStats, PluginStatus, PoolStats
+from fastgw.observability.stores import collect
 from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin
+from fastgw.plugins.common.client_address import ClientAddress
 from fastgw.process.limits import client_connection_limit
 from fastgw.process.listeners import Listening, ProxyListeners, bound_addresses
 from fastgw.process.memory import HeapTrimmer
@@ -152,6 +156,9 @@ class Gateway:
             ),
             node_id=self.node_id,
             config_generation=self.generation,
+            stores=collect(plugin.stores() for plugin in self.plugins),
+            pid=os.getpid(),
+            memory_bytes=resident_bytes(),
             client_addresses=(len(admission.addresses), admission.max_connections),
             tls_handshakes=admission.handshakes,
         )
@@ -428,7 +435,13 @@ def plugin_runtime(
         return client
 
     runtime = plugin_api.PluginRuntime(
-        http_client=http_client, consumers=config.consumers, clients=clients
+        http_client=http_client,
+        consumers=config.consumers,
+        clients=clients,
+        client_address=ClientAddress(config.settings.real_ip),
+        namespace=config.settings.namespace,
+        server_address=config.settings.listen,
+        ca_pem=pem_bundle(config.ca_certificates) or None,
     )
     if spawn is not None:
         runtime.spawn = spawn

@@ -28,12 +28,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fastgw.config.consumer_links import ConsumerLinks
 from fastgw.config.consumers import Consumers
 from fastgw.config.deck import METADATA, apply_defaults
 from fastgw.config.documents import check_not_empty, load_document, read_text
 from fastgw.config.entities.ca_certificates import CA_CERTIFICATE
 from fastgw.config.entities.certificates import CERTIFICATE, add_certificate
 from fastgw.config.entities.consumers import CONSUMER, CONSUMER_UNIQUE
+from fastgw.config.entities.credentials import CREDENTIAL_ENTITIES, SCHEMAS
 from fastgw.config.entities.drafts import RouteDraft, ServiceDraft
 from fastgw.config.entities.plugins import TOP_LEVEL_PLUGIN, TopLevelPlugin, attach, linked
 from fastgw.config.entities.routes import TOP_LEVEL_ROUTE, TopLevelRoute, add_to_service
@@ -134,6 +136,8 @@ DOCUMENT = Schema(
         "_fastgw": Record(SETTINGS),
         "ca_certificates": Records(CA_CERTIFICATE, unique=("id",)),
         "consumers": Records(CONSUMER, unique=CONSUMER_UNIQUE),
+        # Kong's top-level credentials, each naming its consumer (read after the consumers)
+        **{kind: Records(SCHEMAS[kind]) for kind in CREDENTIAL_ENTITIES},
         "services": Records(SERVICE),
         "routes": Records(TOP_LEVEL_ROUTE),
         "plugins": Records(TOP_LEVEL_PLUGIN),
@@ -146,23 +150,37 @@ DOCUMENT = Schema(
 
 
 def _read(document: Any, source: str, problems: Findings, warnings: Findings) -> GatewayConfig:
-    assembly = Assembly(problems)
+    # Kong's `_transform` (read and checked with the document): false keeps basic-auth
+    # passwords as written, Kong's stored hashes
+    transform = not (isinstance(document, Mapping) and document.get("_transform") is False)
+    assembly = Assembly(problems, ConsumerLinks(transform, problems, warnings))
     values = read_schema(
         Reader(document, "", problems, warnings),
         DOCUMENT,
         each={
             "ca_certificates": assembly.add_ca_certificate,
+            "consumers": assembly.consumers.add_consumer,
+            **{kind: assembly.consumers.add_credential for kind in CREDENTIAL_ENTITIES},
             "services": assembly.add_service,
             "routes": assembly.add_route,
             "plugins": assembly.add_plugin,
             "certificates": assembly.add_certificate,
         },
     )
-    consumers = Consumers(tuple(values["consumers"]))
-    entities = Entities(consumers=consumers, memory_stores=values["_fastgw"].memory_stores)
+    consumers = Consumers(tuple(assembly.consumers.consumers))
+    credentials = assembly.consumers.credentials()
+    entities = Entities(
+        consumers=consumers,
+        credentials=credentials,
+        memory_stores=values["_fastgw"].memory_stores,
+    )
+
+    def link(entries: list[PluginEntry]) -> tuple[PluginEntry, ...]:
+        return tuple(linked(entry, entities, problems) for entry in entries)
+
     return GatewayConfig(
         services=assembly.services(entities),
-        plugins=tuple(linked(entry, entities, problems) for entry in assembly.global_plugins),
+        plugins=link(assembly.global_plugins),
         settings=values["_fastgw"],
         source=source,
         consumers=consumers,
@@ -170,15 +188,19 @@ def _read(document: Any, source: str, problems: Findings, warnings: Findings) ->
         upstreams=tuple(values["upstreams"]),
         certificates=tuple(values["certificates"]),
         warnings=tuple(warnings),
+        credentials=credentials,
+        consumer_plugins=link(assembly.consumers.plugins),
     )
 
 
 class Assembly:
     """The links between top-level entities, made as each is read: routes and plugins to the
-    services and routes they name, services to the CA certificates they trust."""
+    services, routes and consumers they name, services to the CA certificates they trust
+    (what links to consumers: fastgw/config/consumer_links.py)."""
 
-    def __init__(self, problems: Findings) -> None:
+    def __init__(self, problems: Findings, consumers: ConsumerLinks) -> None:
         self.problems = problems
+        self.consumers = consumers
         self.global_plugins: list[PluginEntry] = []
         self._services: list[ServiceDraft] = []
         self._services_by_name: dict[str, ServiceDraft] = {}
@@ -228,8 +250,16 @@ class Assembly:
         add_to_service(top.draft, service, self._routes_by_name, self.problems)
 
     def add_plugin(self, top: TopLevelPlugin) -> None:
-        """A top-level plugin: global, or attached to the service or route it names."""
+        """A top-level plugin: global, or attached to the service or route it names, for
+        everyone or for the consumer it names."""
+        consumer_id = None
+        if top.consumer is not None:
+            consumer = self.consumers.find(top.consumer, join(top.path, "consumer"))
+            if consumer is None:
+                return
+            consumer_id = consumer.id
         scope = self.global_plugins
+        consumer_scope = self.consumers.plugins
         service = None
         if top.service is not None:
             service = self._services_by_name.get(top.service)
@@ -239,6 +269,7 @@ class Assembly:
                 )
                 return
             scope = service.plugins
+            consumer_scope = service.consumer_plugins
         if top.route is not None:
             route = self._routes_by_name.get(top.route)
             if route is None:
@@ -253,8 +284,16 @@ class Assembly:
                 )
                 return
             scope = route.plugins
-        if top.entry is not None:
-            attach(top.entry, scope, self.problems)
+            consumer_scope = route.consumer_plugins
+        entry = top.entry
+        if entry is None:
+            return
+        if consumer_id is not None:
+            self.consumers.scope(entry, consumer_id, consumer_scope)
+            return
+        if service is not None and top.route is not None:
+            entry = replace(entry, route_and_service=True)
+        attach(entry, scope, self.problems)
 
     def add_certificate(self, certificate: Certificate) -> None:
         add_certificate(certificate, self._sni_first_at, self.problems)
@@ -267,5 +306,17 @@ class Assembly:
         def link(entries: list[PluginEntry]) -> tuple[PluginEntry, ...]:
             return tuple(linked(entry, entities, self.problems) for entry in entries)
 
-        routes = tuple(replace(route.route, plugins=link(route.plugins)) for route in draft.routes)
-        return replace(draft.service, routes=routes, plugins=link(draft.plugins))
+        routes = tuple(
+            replace(
+                route.route,
+                plugins=link(route.plugins),
+                consumer_plugins=link(route.consumer_plugins),
+            )
+            for route in draft.routes
+        )
+        return replace(
+            draft.service,
+            routes=routes,
+            plugins=link(draft.plugins),
+            consumer_plugins=link(draft.consumer_plugins),
+        )

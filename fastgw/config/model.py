@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastgw.config.consumers import Consumers
+from fastgw.config.credentials import Credentials
 from fastgw.config.vocabulary import DEFAULT_HTTPS_REDIRECT_STATUS, DEFAULT_ROUTE_PROTOCOLS
 
 # -- defaults of the gateway's own settings (`_fastgw`; Kong keeps these in kong.conf) -------------
@@ -33,6 +34,10 @@ DEFAULT_UPSTREAM_POOL_SIZE = 512  # Kong upstream_keepalive_pool_size
 DEFAULT_UPSTREAM_IDLE_TIMEOUT = 60.0  # Kong upstream_keepalive_idle_timeout 60s
 DEFAULT_UPSTREAM_MAX_REQUESTS = 10_000  # Kong upstream_keepalive_max_requests
 DEFAULT_DRAIN_TIMEOUT = 10.0  # long enough for in-flight requests, short enough for a deploy
+DEFAULT_REAL_IP_HEADER = "X-Real-IP"  # kong.conf real_ip_header
+# What prefixes the keys fastgw writes to a shared Redis (rate-limiting's counters): gateways
+# sharing a Redis and a namespace count together, so each fleet names its own.
+DEFAULT_NAMESPACE = "fastgw"
 # During a drain an idle connection stays this long for a request already on its way, answered
 # with `connection: close` (Envoy's HTTP connection manager drain_timeout, 5 s)
 DEFAULT_DRAIN_GRACE = 5.0
@@ -72,6 +77,11 @@ class PluginEntry:
     # the `config` mapping as written (after ${ENV} substitution): a reload compares these to
     # keep the instances whose config did not change (parsed configs may hold random defaults)
     raw_config: Any = field(default=None, compare=False, repr=False)
+    # the id of the consumer it is scoped to (Kong's `consumer:`); None: everyone
+    consumer: str | None = None
+    # a top-level plugin naming both its route and the route's service: Kong ranks that
+    # combination above a consumer-only plugin, the route alone below it
+    route_and_service: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +94,9 @@ class Route:
     preserve_host: bool
     plugins: tuple[PluginEntry, ...]  # route-level only; the service's and global ones are apart
     path: str  # where it was configured, e.g. "services[0].routes[1]" or "routes[0]"
+    # plugins scoped to a consumer on this route (Kong's route + consumer, with or without the
+    # service): resolved when the request reaches them, after authentication
+    consumer_plugins: tuple[PluginEntry, ...] = ()
     # (lower-case name, values): every name must be present with one of its values; a value
     # starting with "~*" is a case-insensitive regex, the others compare case-insensitively
     headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -128,6 +141,7 @@ class Service:
     # that replace the system store for this service
     tls_verify: bool = True
     ca_certificates: tuple[CaCertificate, ...] = ()
+    consumer_plugins: tuple[PluginEntry, ...] = ()  # Kong's service + consumer
 
 
 # -- the edge: listeners, certificates, upstreams -------------------------------------------------
@@ -254,6 +268,17 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class RealIp:
+    """kong.conf's trusted_ips, real_ip_header and real_ip_recursive: the client address Kong's
+    plugins see (nginx's realip module) is the peer's, unless the peer is trusted; then it is
+    read from the header. Empty `trusted_ips` (Kong's default): always the peer's."""
+
+    trusted_ips: tuple[str, ...] = ()  # IPs and CIDR blocks, as written
+    real_ip_header: str = DEFAULT_REAL_IP_HEADER
+    real_ip_recursive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     listen: tuple[str, int] = DEFAULT_LISTEN  # the first of `listeners`
     admin_listen: tuple[str, int] | None = DEFAULT_ADMIN_LISTEN  # None: no admin listener
@@ -262,6 +287,8 @@ class Settings:
     # Kong's proxy_listen: every address, some with TLS (`ssl`)
     listeners: tuple[Listener, ...] = (Listener(*DEFAULT_LISTEN),)
     ssl_certificate: CertificatePair | None = None  # kong.conf's ssl_cert / ssl_cert_key
+    real_ip: RealIp = field(default_factory=RealIp)
+    namespace: str = DEFAULT_NAMESPACE
     # Envoy's path_with_escaped_slashes_action, and the same actions for backslashes
     # (fastgw/proxy/path_rules.py); Kong and nginx keep both
     path_with_escaped_slashes_action: str = DEFAULT_PATH_ACTION
@@ -290,6 +317,7 @@ class Entities:
     """The config's other entities, which a plugin's config may name (Kong's `anonymous`)."""
 
     consumers: Consumers = field(default_factory=Consumers)
+    credentials: Credentials = field(default_factory=Credentials)
     # `_fastgw.memory_stores`: the named memory bounds a plugin may name (proxy-cache's
     # memory.dictionary_name), (name, bytes)
     memory_stores: MemoryStores = DEFAULT_MEMORY_STORES
@@ -311,6 +339,9 @@ class GatewayConfig:
     certificates: tuple[Certificate, ...] = ()  # Kong certificates (with their SNIs)
     # (key path, message): what loading accepted but the user should hear of (deprecated keys)
     warnings: tuple[tuple[str, str], ...] = ()
+    credentials: Credentials = field(default_factory=Credentials)
+    # plugins scoped to a consumer only (consumers[].plugins, or `consumer:` alone)
+    consumer_plugins: tuple[PluginEntry, ...] = ()
 
     def routes(self) -> Iterator[tuple[Service, Route]]:
         """Every route with its service, in config order (the router's tie-break)."""
@@ -325,9 +356,13 @@ class GatewayConfig:
 
     def plugin_entries(self) -> Iterator[PluginEntry]:
         """Every plugin entry: the global ones, then each service's followed by its routes',
-        in config order (the one traversal of what is configured)."""
+        in config order, each scope's consumer-scoped ones after its own (the one traversal of
+        what is configured)."""
         yield from self.plugins
+        yield from self.consumer_plugins
         for service in self.services:
             yield from service.plugins
+            yield from service.consumer_plugins
             for route in service.routes:
                 yield from route.plugins
+                yield from route.consumer_plugins

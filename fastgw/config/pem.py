@@ -73,3 +73,33 @@ def ca_digest(pem: str) -> str:
         # Kong's check too: a leaf certificate cannot anchor a chain
         raise PemError("is not a CA certificate (its basic constraints lack CA:TRUE)")
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+# the key type each jwt algorithm family verifies with (Kong's jwt_secrets.rsa_public_key)
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "Ed25519 or Ed448"}
+# the curve each ECDSA algorithm signs with
+_EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+
+
+def public_key_problem(algorithm: str, pem: str) -> str | None:
+    """Why `pem` cannot verify `algorithm` tokens (a jwt secret's `rsa_public_key`), or None.
+    Kong's word for one that does not parse is "invalid key"."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError):
+        return "invalid key"
+    family = algorithm[:2]
+    wanted: tuple[type, ...] = {
+        "RS": (rsa.RSAPublicKey,),
+        "PS": (rsa.RSAPublicKey,),
+        "ES": (ec.EllipticCurvePublicKey,),
+        "Ed": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
+    }[family]
+    if not isinstance(key, wanted):
+        return f"invalid key: {algorithm} needs an {_KEY_TYPES[family]} public key"
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name != _EC_CURVES[algorithm]:
+        return f"invalid key: {algorithm} needs a key on curve {_EC_CURVES[algorithm]}"
+    return None

@@ -383,19 +383,24 @@ def _same(value: Any) -> Any:
 @dataclass(frozen=True, slots=True)
 class Shorthand:
     """A deprecated key Kong still accepts: its value, checked with `kind` at its own key, is
-    moved to `replaced_by` (a key path from the same mapping, e.g. ("redis", "host")) through
-    `translate`, and a warning names the replacement. Both given with different values is an
-    error (Kong's rule); the values are not quoted, as they may be secrets."""
+    moved to `replaced_by` (a key path from the same mapping, e.g. ("redis", "host"), and each
+    path of `also`) through `translate`, and a warning names the replacement. Both given with
+    different values is an error (Kong's rule for a shorthand that names its replacement; the
+    values are not quoted, as they may be secrets) unless `mismatch_is_error` is false (Kong's
+    older renames: the new key's value wins). An empty `replaced_by` is an option Kong dropped:
+    accepted, checked, warned about, and has no effect."""
 
     name: str
     replaced_by: tuple[str, ...]
     kind: Declared
     translate: Callable[[Any], Any] = _same
     message: str | None = None  # the warning; default: "is deprecated, please use X instead"
+    also: tuple[tuple[str, ...], ...] = ()
+    mismatch_is_error: bool = True
 
     @property
     def replacement(self) -> str:
-        return ".".join(self.replaced_by)
+        return ", ".join(".".join(path) for path in (self.replaced_by, *self.also))
 
 
 def apply_shorthands(reader: Reader, shorthands: tuple[Shorthand, ...]) -> None:
@@ -409,19 +414,27 @@ def apply_shorthands(reader: Reader, shorthands: tuple[Shorthand, ...]) -> None:
         value = raw.pop(shorthand.name)
         if len(reader.problems) > before:
             continue
+        message = shorthand.message or f"is deprecated, please use {shorthand.replacement} instead"
+        if not shorthand.replaced_by:
+            reader.warn(shorthand.name, message)
+            continue
         new_value = shorthand.translate(value)
-        existing = _at(raw, shorthand.replaced_by)
-        if existing is not None and existing != new_value:
+        paths = (shorthand.replaced_by, *shorthand.also)
+        existing = [_at(raw, path) for path in paths]
+        mismatch = any(item is not None and item != new_value for item in existing)
+        if mismatch and shorthand.mismatch_is_error:
             reader.error(
                 shorthand.name,
                 "both deprecated and new field are used but their values mismatch: "
                 f"{shorthand.name} vs {shorthand.replacement}",
             )
             continue
-        placed = _with_value(raw, shorthand.replaced_by, new_value)
-        if placed is not None:
-            raw = placed
-        message = shorthand.message or f"is deprecated, please use {shorthand.replacement} instead"
+        for path, item in zip(paths, existing, strict=True):
+            if item is not None:
+                continue  # Kong: the new key's own value wins
+            placed = _with_value(raw, path, new_value)
+            if placed is not None:
+                raw = placed
         reader.warn(shorthand.name, message)
     reader.raw = raw
 

@@ -314,7 +314,8 @@ class HttpClient:
     """A pooled HTTP/1.1 client; see `request`. One instance per event loop.
 
     https servers are trusted by the system store plus `ca_pem` (PEM text of CA certificates);
-    `verify_tls=False` trusts any (fastgw/http/tls.py client_context).
+    `verify_tls=False` trusts any (fastgw/http/tls.py client_context). An idle pooled
+    connection is reused for `idle_timeout` seconds at most.
     """
 
     def __init__(
@@ -324,10 +325,12 @@ class HttpClient:
         keepalive: bool = True,
         max_connections_per_host: int = 16,
         ca_pem: str | None = None,
+        idle_timeout: float = POOL_IDLE_SECONDS,
     ) -> None:
         if max_connections_per_host < 1:
             raise ValueError("max_connections_per_host must be >= 1")
         self._keepalive = keepalive
+        self._idle_timeout = idle_timeout
         self._max_connections = max_connections_per_host
         self._ssl = client_context(verify_tls, ca_pem)
         self._origins: dict[tuple[str, str, int], _Origin] = {}
@@ -401,7 +404,7 @@ class HttpClient:
         now = time.monotonic()
         while idle:
             connection = idle.pop()  # LIFO: the warmest connection, the least likely closed
-            if connection.closed or now - connection.idle_since > POOL_IDLE_SECONDS:
+            if connection.closed or now - connection.idle_since > self._idle_timeout:
                 self._discard(connection)
                 continue
             return connection, True

@@ -19,6 +19,7 @@ from typing import Final
 
 from mypy_extensions import trait
 
+from fastgw.http.edits import edited_fields, end_filters, filter_body
 from fastgw.http.flow import EXCHANGE_PAUSES, PAUSE_BUFFER, PAUSE_UPSTREAM, FlowControl
 from fastgw.http.hop import ConnectFailed, Hop
 from fastgw.http.request import (
@@ -29,7 +30,6 @@ from fastgw.http.request import (
     DISCARD_LIMIT,
     Request,
 )
-from fastgw.http.response_edits import edited_fields, end_filters, filter_body
 from fastgw.http.response_head import ForwardedHead, client_head
 from fastgw.http.responses import CONTINUE_100, error_parts
 from fastgw.http.states import illegal, moves

@@ -79,6 +79,9 @@ class Request:
     local_fields: bytes | None = None
     local_status = 0
     upgrade = False  # a WebSocket upgrade request: offered upstream, a 101 makes a tunnel
+    # The client's X-Real-IP field (the wire re-creates it upstream): kong.conf's default
+    # real_ip_header, read only when the peer is trusted. None: the request had none.
+    x_real_ip: bytes | None = None
     # Set by an authentication plugin (Kong's kong.client.authenticate); None: nobody did.
     principal: Principal | None = None
     # What plugins change in the response (fastgw/http/response_edits.py); None: nothing.
@@ -202,6 +205,12 @@ class Request:
 
     def set_response_header(self, name: bytes, value: bytes) -> None:
         self.edits().set(name, value)
+
+    def set_response_headers(self, fields: Sequence[tuple[bytes, bytes]]) -> None:
+        self.edits().set_all(fields)
+
+    def set_response_lines(self, lines: bytes, names: tuple[bytes, ...], probe: bytes) -> None:
+        self.edits().set_lines(lines, names, probe)
 
     def add_response_header(self, name: bytes, value: bytes) -> None:
         self.edits().add(name, value)

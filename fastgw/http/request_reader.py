@@ -69,6 +69,7 @@ _EXPECT: Final = 5
 _CONNECTION: Final = 6
 _XFF: Final = 7
 _UPGRADE: Final = 10
+_XRI: Final = 11
 REQUEST_SPECIAL_HEADERS: Final[dict[bytes, int]] = {
     b"connection": _CONNECTION,
     b"keep-alive": _HOP,
@@ -85,7 +86,7 @@ REQUEST_SPECIAL_HEADERS: Final[dict[bytes, int]] = {
     b"x-forwarded-proto": _HOP,
     b"x-forwarded-host": _HOP,
     b"x-forwarded-port": _HOP,
-    b"x-real-ip": _HOP,
+    b"x-real-ip": _XRI,  # re-created upstream; kept aside for kong.conf's real_ip_header
 }
 
 
@@ -200,6 +201,7 @@ class RequestReader:
         "upgrade_value",
         "url",
         "x_forwarded_for",
+        "x_real_ip",
     )
 
     def __init__(self, conn: ServerConnection, limits: Limits, ticker: Ticker) -> None:
@@ -232,8 +234,9 @@ class RequestReader:
         self.expect_continue = False
         self.connection_value: bytes | None = None
         self.x_forwarded_for: bytes | None = None
+        self.x_real_ip: bytes | None = None  # the first X-Real-IP field, as nginx reads it
         self.upgrade_value: bytes | None = None  # the request's Upgrade field
-        self.framing_seen = False  # one of the seven fields above differs from its default
+        self.framing_seen = False  # one of the fields above differs from its default
         # a chunked request body being read: its non-data bytes are bounded (see check_chunks)
         self.chunked_body: Exchange | None = None
         self.chunks = 0
@@ -306,6 +309,7 @@ class RequestReader:
             self.expect_continue = False
             self.connection_value = None
             self.x_forwarded_for = None
+            self.x_real_ip = None
             self.upgrade_value = None
 
     def on_url(self, url: bytes) -> None:
@@ -382,6 +386,8 @@ class RequestReader:
             self.x_forwarded_for = (
                 value if self.x_forwarded_for is None else (self.x_forwarded_for + b", " + value)
             )
+        elif kind == _XRI and self.x_real_ip is None:
+            self.x_real_ip = value
 
     def on_headers_complete(self) -> None:
         if self.priming:
@@ -442,6 +448,8 @@ class RequestReader:
         """What the headers kept aside say about the request: body, version, hop-by-hop."""
         exchange.http_10 = http_10
         exchange.x_forwarded_for = self.x_forwarded_for
+        if self.x_real_ip is not None:
+            exchange.x_real_ip = self.x_real_ip
         if self.connection_value is not None:
             listed = connection_tokens(self.connection_value)
             if listed:

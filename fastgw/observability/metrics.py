@@ -19,15 +19,16 @@ Merge = Literal["sum", "max"]
 
 
 @dataclass(slots=True)
-class Histogram:
-    """Cumulative bucket counts by upper bound (the +Inf bucket last), and the sum."""
+class HistogramSample:
+    """A histogram as exposed: cumulative bucket counts by upper bound (the +Inf bucket last) and
+    the sum. What fastgw/observability/counters.py Histogram.sample gives at scrape time."""
 
     bounds: tuple[float, ...]  # without +Inf
     cumulative: list[int]  # len(bounds) + 1
     sum: float
 
 
-Value = float | Histogram
+Value = float | HistogramSample
 
 
 @dataclass(slots=True)
@@ -67,12 +68,12 @@ def untyped(name: str, help: str, labels: Sequence[str] = ()) -> Family:
 
 
 def _combine(left: Value, right: Value, merge: Merge) -> Value:
-    if isinstance(left, Histogram) and isinstance(right, Histogram):
+    if isinstance(left, HistogramSample) and isinstance(right, HistogramSample):
         if left.bounds != right.bounds:
             raise ValueError("histograms with different buckets")
         cumulative = [a + b for a, b in zip(left.cumulative, right.cumulative, strict=True)]
-        return Histogram(left.bounds, cumulative, left.sum + right.sum)
-    if isinstance(left, Histogram) or isinstance(right, Histogram):
+        return HistogramSample(left.bounds, cumulative, left.sum + right.sum)
+    if isinstance(left, HistogramSample) or isinstance(right, HistogramSample):
         raise ValueError("a histogram and a number under one name")
     return max(left, right) if merge == "max" else left + right
 
@@ -102,7 +103,7 @@ def to_data(families: Iterable[Family]) -> list[dict[str, Any]]:
     for family in families:
         samples: list[list[Any]] = []
         for key, value in family.samples.items():
-            if isinstance(value, Histogram):
+            if isinstance(value, HistogramSample):
                 samples.append([list(key), list(value.bounds), value.cumulative, value.sum])
             else:
                 samples.append([list(key), value])
@@ -128,7 +129,7 @@ def from_data(data: Iterable[dict[str, Any]]) -> list[Family]:
         for sample in item["samples"]:
             key = tuple(sample[0])
             if family.kind == "histogram":
-                family.samples[key] = Histogram(tuple(sample[1]), list(sample[2]), sample[3])
+                family.samples[key] = HistogramSample(tuple(sample[1]), list(sample[2]), sample[3])
             else:
                 family.samples[key] = sample[1]
         families.append(family)
@@ -169,7 +170,7 @@ class _Collector:
             else:
                 metric = HistogramMetricFamily(family.name, family.help, labels=labels)
                 for key, value in family.samples.items():
-                    assert isinstance(value, Histogram)
+                    assert isinstance(value, HistogramSample)
                     bounds = [_bound(bound) for bound in value.bounds] + ["+Inf"]
                     buckets = list(zip(bounds, value.cumulative, strict=True))
                     metric.add_metric(list(key), buckets, value.sum)

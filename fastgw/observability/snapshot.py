@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from fastgw.observability.counters import RouteStats
 from fastgw.observability.metrics import Family
+from fastgw.observability.stores import StoreUsage
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,9 @@ class GatewayStats:
     plugin_status: tuple[PluginStatus, ...] = ()
     node_id: str = ""
     config_generation: int = 0  # reloads applied since start
+    stores: tuple[StoreUsage, ...] = ()  # every bounded in-memory store (observability.stores)
+    pid: int = 0  # the worker's process id
+    memory_bytes: int = 0  # the worker's resident memory
     # the per-client-address connection counts (fastgw/http/admission.py): entries, and the most
     # it may hold; TLS connections in their handshake
     client_addresses: tuple[int, int] = (0, 0)

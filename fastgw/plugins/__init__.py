@@ -14,13 +14,23 @@ if TYPE_CHECKING:
 
 # name -> module holding `SPEC`
 _MODULES: dict[str, str] = {
+    "acl": "fastgw.plugins.acl",
+    "basic-auth": "fastgw.plugins.basic_auth",
+    "correlation-id": "fastgw.plugins.correlation_id",
     "cors": "fastgw.plugins.cors",
     "file-log": "fastgw.plugins.file_log",
+    "http-log": "fastgw.plugins.http_log",
+    "ip-restriction": "fastgw.plugins.ip_restriction",
+    "jwt": "fastgw.plugins.jwt",
+    "key-auth": "fastgw.plugins.key_auth",
     "openid-connect": "fastgw.plugins.openid_connect",
     "prometheus": "fastgw.plugins.prometheus",
     "proxy-cache": "fastgw.plugins.proxy_cache",
+    "rate-limiting": "fastgw.plugins.rate_limiting",
+    "request-size-limiting": "fastgw.plugins.request_size_limiting",
     "request-termination": "fastgw.plugins.request_termination",
     "request-transformer": "fastgw.plugins.request_transformer",
+    "tcp-log": "fastgw.plugins.tcp_log",
 }
 
 

@@ -17,8 +17,25 @@ from fastgw.http.request import Principal
 from fastgw.http.response_edits import ResponseFilter
 from fastgw.observability.counters import StatsOptions
 from fastgw.observability.metrics import Family
+from fastgw.observability.stores import StoreUsage
+
+__all__ = [
+    "Authenticated",
+    "Credential",
+    "LogContext",
+    "Plugin",
+    "RequestContext",
+    "RouteInfo",
+    "StoreUsage",
+    "authenticated",
+    "serialize_values",
+    "set_serialize_value",
+]
 
 # -- who the caller is ----------------------------------------------------------------------------
+
+# Upstream request headers as (lower-case name, value); a None value removes the header
+HeaderPairs = tuple[tuple[bytes, bytes | None], ...]
 
 
 class Credential:
@@ -43,19 +60,35 @@ class Authenticated(Principal):
     set by the authentication plugin that accepted the request, read by every later step
     (acl, rate-limiting, consistent hashing, the log record, per-consumer metrics)."""
 
-    __slots__ = ("anonymous", "consumer", "credential", "groups")
+    __slots__ = (
+        "anonymous",
+        "consumer",
+        "credential",
+        "groups",
+        "upstream_headers",
+        "upstream_values",
+    )
 
     def __init__(
         self,
         consumer: Consumer | None,
         credential: Credential | None,
-        groups: tuple[str, ...] = (),
+        groups: tuple[str, ...] | None = None,
         anonymous: bool = False,
+        upstream_headers: HeaderPairs = (),
     ) -> None:
         self.consumer = consumer
         self.credential = credential
-        self.groups = groups  # authenticated groups (Kong's authenticated_groups), for acl
+        # authenticated groups (Kong's authenticated_groups, from openid-connect's
+        # authenticated_groups_claim), for acl; None: the plugin found none
+        self.groups = groups
         self.anonymous = anonymous  # the plugin's `anonymous` consumer: nobody authenticated
+        # what the upstream is told about it (fastgw.plugins.identity), made once per identity;
+        # `upstream_values` the headers of it that have a value (appended as they are)
+        self.upstream_headers = upstream_headers
+        self.upstream_values: tuple[tuple[bytes, bytes], ...] = tuple(
+            (name, value) for name, value in upstream_headers if value is not None
+        )
 
     @property
     def hash_key(self) -> bytes:
@@ -73,6 +106,37 @@ def authenticated(ctx: RequestContext) -> Authenticated | None:
     return principal if isinstance(principal, Authenticated) else None
 
 
+# -- what the log record carries beyond Kong's fields ---------------------------------------------
+
+# Where a request's serialize values wait in its shared values: a key no Kong plugin can use.
+_SERIALIZE_VALUES = "\0kong.log.serialize_values"
+SERIALIZE_MODES = ("set", "add", "replace")
+
+
+def set_serialize_value(ctx: RequestContext, key: str, value: object, mode: str = "set") -> None:
+    """Kong's kong.log.set_serialize_value: one more field in this request's log record, for
+    every logger (file-log, http-log, tcp-log). A dotted `key` names a nested field ("\\."
+    escapes a dot); mode "set" writes, "add" only when the field is missing, "replace" only
+    when present; None removes it. correlation-id sets `correlation_id` this way. Values are
+    JSON values (str, int, float, bool, None, lists and dicts of them)."""
+    if mode not in SERIALIZE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(SERIALIZE_MODES)}")
+    shared = ctx.shared()
+    values = shared.get(_SERIALIZE_VALUES)
+    if not isinstance(values, list):
+        values = shared[_SERIALIZE_VALUES] = []
+    values.append((key, value, mode))
+
+
+def serialize_values(ctx: LogContext) -> list[tuple[str, object, str]]:
+    """The (key, value, mode) the request's plugins set, in order (none: an empty list)."""
+    shared = ctx.shared_values
+    if shared is None:
+        return []
+    values = shared.get(_SERIALIZE_VALUES)
+    return values if isinstance(values, list) else []
+
+
 class RequestContext(Protocol):
     """What a plugin may read and change about one request.
 
@@ -87,9 +151,15 @@ class RequestContext(Protocol):
     upstream_path: bytes  # the path sent upstream (the route's rewrite done); a plugin may set it
     upstream_host: bytes | None  # the Host sent upstream; None: the service's (or preserved)
     headers: list[tuple[bytes, bytes]]  # the end-to-end fields; a plugin may replace the list
+    # the framing and forwarding fields the wire keeps apart from `headers`:
+    content_length: int  # the request's Content-Length, -1 when absent (chunked or no body)
+    expect_continue: bool  # the client sent Expect: 100-continue (it waits to send the body)
+    x_forwarded_for: bytes | None  # the client's X-Forwarded-For fields, joined by ", "
+    x_real_ip: bytes | None  # the client's X-Real-IP field
     responded: bool  # a plugin answered the client; the chain stops
     # who the request is (an `Authenticated`, set by the plugin that authenticated it)
     principal: Principal | None
+    shared_values: dict[str, object] | None  # `shared()` once made, else None
 
     @property
     def client_ip(self) -> str: ...
@@ -147,6 +217,16 @@ class RequestContext(Protocol):
     def set_response_header(self, name: bytes, value: bytes) -> None:
         """One response field `name` (lower case) of `value`, replacing the upstream's."""
 
+    def set_response_headers(self, fields: Sequence[tuple[bytes, bytes]]) -> None:
+        """`set_response_header` for each (name, value) of `fields` (distinct lower-case
+        names): one call for a plugin that sets several on every request."""
+
+    def set_response_lines(self, lines: bytes, names: tuple[bytes, ...], probe: bytes) -> None:
+        """`set_response_header` for each of the fields `names` (distinct, lower case), given
+        as the CRLF-terminated field lines `lines` the plugin rendered: the cheapest way to set
+        several fields on every request. `probe`: lower-case text all of `names` contain (the
+        upstream's head is searched for it, not for each name)."""
+
     def add_response_header(self, name: bytes, value: bytes) -> None:
         """One more response field `name` (lower case); the upstream's stay."""
 
@@ -174,6 +254,7 @@ class LogContext(RequestContext, Protocol):
     response_size: int
     response_fields: bytes  # the upstream's header lines as forwarded, b"" for local answers
     local_headers: Sequence[tuple[bytes, bytes]]
+    shared_values: dict[str, object] | None  # what `shared()` holds, None when never used
 
     @property
     def response_status(self) -> int: ...
@@ -187,7 +268,14 @@ class RouteInfo:
     the ones every logger redacts).
     """
 
-    __slots__ = ("route", "route_name", "sensitive_headers", "service", "service_name")
+    __slots__ = (
+        "log_record",
+        "route",
+        "route_name",
+        "sensitive_headers",
+        "service",
+        "service_name",
+    )
 
     def __init__(
         self,
@@ -202,30 +290,9 @@ class RouteInfo:
         self.service = service
         self.route = route
         self.sensitive_headers = sensitive_headers
-
-
-class StoreUsage:
-    """One bounded in-memory store of a plugin (a token cache, rate-limit counters, a response
-    cache): what it holds against its bound. Kong exports its shared dicts this way
-    (kong_memory_lua_shared_dict_bytes / _total_bytes); every store keyed by client input has a
-    bound and reports it here. `used_bytes` may be an estimate (entries times their typical size)
-    where the store is bounded by entries; `capacity_entries` is 0 for a store bounded in bytes."""
-
-    __slots__ = ("capacity_bytes", "capacity_entries", "entries", "name", "used_bytes")
-
-    def __init__(
-        self,
-        name: str,
-        used_bytes: int,
-        capacity_bytes: int,
-        entries: int = 0,
-        capacity_entries: int = 0,
-    ) -> None:
-        self.name = name  # e.g. "openid-connect token cache (services[0].plugins[0])"
-        self.used_bytes = used_bytes
-        self.capacity_bytes = capacity_bytes
-        self.entries = entries
-        self.capacity_entries = capacity_entries
+        # what Kong's loggers made of this route once (fastgw.plugins.kong_log.record's
+        # RouteRecord), shared by every logger on it
+        self.log_record: object = None
 
 
 # Plugins outside the compiled build (request-termination, a user's own) subclass Plugin.
@@ -255,8 +322,9 @@ class Plugin:
     def for_route(self, service: Any, route: Any) -> Plugin:
         """The plugin a route's chain runs (fastgw.config's Service and Route): this instance,
         or one bound to the route for what a request alone does not say (Kong's matched route,
-        e.g. proxy-cache's key prefix), sharing this instance's state. Called once per route
-        when a config loads; the instance itself is what starts, stops and reports."""
+        e.g. proxy-cache's key prefix, rate-limiting's `limit_by: service`), sharing this
+        instance's state. Called once per route when a config loads; the instance itself is
+        what starts, stops and reports."""
         return self
 
     def log(self, ctx: LogContext, route: RouteInfo) -> None:
@@ -285,7 +353,24 @@ class Plugin:
         return {}
 
     def stores(self) -> list[StoreUsage]:
-        """The instance's bounded in-memory stores and their use (none by default)."""
+        """The instance's bounded in-memory stores and their use (none by default): the store
+        registry's one way in (fastgw/observability/stores.py). Every store keyed by what
+        clients send must have a bound and be listed here; the gateway asks at scrape time
+        (so this must be cheap: counters, not walks), /metrics exports each store as Kong
+        exports a shared dict (kong_memory_lua_shared_dict_bytes{shared_dict=<name>} and
+        _total_bytes). Name a store after what it holds and where the instance is, the same in
+        every worker ("proxy-cache memory (plugins[2])", using `instance_name`); a store that
+        several instances share (one file-log queue per path) is reported under one name, and
+        the registry keeps the first report. Bounded by entries: report entries and
+        capacity_entries, and bytes as entries times a typical entry size; bounded by bytes:
+        report the bytes, capacity_entries 0:
+
+            def stores(self) -> list[StoreUsage]:
+                where = self.instance_name
+                return [StoreUsage(f"rate-limiting counters ({where})",
+                                   len(self._counts) * COUNTER_BYTES, MAX_COUNTERS * COUNTER_BYTES,
+                                   len(self._counts), MAX_COUNTERS)]
+        """
         return []
 
     def reopen(self) -> None:

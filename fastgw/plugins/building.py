@@ -1,5 +1,6 @@
 """How a plugin package declares itself (`PluginSpec`) and what the gateway hands a plugin when it
-builds one: an HTTP client for calls to other services, a spawner, the consumers.
+builds one: an HTTP client for calls to other services, a spawner, the consumers, the client
+address, where the instance is attached.
 
 Not compiled: test doubles and plugin specs subclass these classes.
 """
@@ -11,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastgw.config.consumers import Consumers
-from fastgw.config.model import Entities
+from fastgw.config.model import DEFAULT_LISTEN, DEFAULT_NAMESPACE, Entities, Route, Service
 from fastgw.config.schema import Reader
 from fastgw.plugins.api import Plugin
+from fastgw.plugins.common.client_address import ClientAddress
 
 
 class HttpResponse(Protocol):
@@ -50,6 +52,15 @@ class HttpClient(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class PluginScope:
+    """What a plugin instance is attached to (Kong's plugin.service / plugin.route): both None
+    for a global one."""
+
+    service: Service | None = None
+    route: Route | None = None
+
+
 @dataclass
 class PluginRuntime:
     """What the gateway hands a plugin when building it."""
@@ -61,6 +72,16 @@ class PluginRuntime:
     consumers: Consumers = field(default_factory=Consumers)
     # the clients `http_client` made: the gateway closes them when the instance retires
     clients: list[HttpClient] = field(default_factory=list)
+    # the client's address as Kong's plugins see it (kong.conf's trusted_ips, real_ip_header)
+    client_address: ClientAddress = field(default_factory=ClientAddress)
+    # `_fastgw.namespace`: the prefix of what the instance writes to a store the fleet shares
+    namespace: str = DEFAULT_NAMESPACE
+    scope: PluginScope = field(default_factory=PluginScope)
+    # the first listener's address (Kong's $server_addr / $server_port, for correlation-id)
+    server_address: tuple[str, int] = DEFAULT_LISTEN
+    # the config's CA certificates (PEM), which the clients `http_client` makes trust beside
+    # the system's: for a plugin that builds a client of its own (http-log's keep-alive time)
+    ca_pem: str | None = None
     # what plugins keep for the whole gateway, across their instances and reloads, each under
     # a key of its own (proxy-cache's named memory stores: Kong's shared dicts)
     shared: dict[str, Any] = field(default_factory=dict)
@@ -86,7 +107,14 @@ class PluginSpec(Protocol):
 
 
 class SpecBase:
-    """What a plugin spec does by default: nothing to link, nothing to probe."""
+    """What a plugin spec does by default: nothing to link, nothing to probe; scoped to a
+    consumer when a config says so; an instance kept across reloads while its config is
+    unchanged."""
+
+    # Kong's `consumer = typedefs.no_consumer`: the plugin cannot be scoped to a consumer
+    no_consumer = False
+    # False: the instance depends on other entities (credentials), so a reload builds it again
+    reusable = True
 
     def link(
         self, config: Any, entities: Entities, path: str, problems: list[tuple[str, str]]

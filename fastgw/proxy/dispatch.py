@@ -17,7 +17,8 @@ from fastgw.http.exchange import BODY_CHUNKED, CompletionHook, Exchange, Forward
 from fastgw.http.hop import Hop
 from fastgw.http.vocabulary import host_without_port
 from fastgw.observability.counters import RouteStats
-from fastgw.plugins.api import Plugin, RouteInfo
+from fastgw.plugins.api import Authenticated, Plugin, RouteInfo
+from fastgw.plugins.identity import IDENTITY_HEADERS
 from fastgw.proxy.chain import Chain
 from fastgw.proxy.path_rules import (
     KEEP_UNCHANGED,
@@ -45,26 +46,19 @@ _USE_HTTPS_426_HEADERS: Final = (
 )
 
 
-# Kong's identity headers: an authentication plugin sets them for the upstream (or removes them),
-# and a client's own copy never counts. Withheld by the wire on every route: a client's copy is
-# dropped before plugins run, as is any "_" alias of them (X_Consumer_ID reads as X-Consumer-ID
-# to a CGI or WSGI upstream).
-IDENTITY_HEADERS: Final = frozenset(
-    {
-        b"x-consumer-id",
-        b"x-consumer-custom-id",
-        b"x-consumer-username",
-        b"x-credential-identifier",
-        b"x-anonymous-consumer",
-        b"x-consumer-groups",
-        b"x-authenticated-groups",
-    }
-)
+def consumer_label(exchange: Exchange) -> str:
+    """Kong's `consumer` label (prometheus per_consumer): the authenticated consumer's
+    username, "" when there is none."""
+    principal = exchange.principal
+    if isinstance(principal, Authenticated) and principal.consumer is not None:
+        return principal.consumer.username or ""
+    return ""
 
 
 def owned_fields(plugins: Iterable[Plugin]) -> tuple[frozenset[bytes], frozenset[bytes]]:
-    """What the wire withholds (the identity headers) and what it owns besides (the headers the
-    configured plugins set): fastgw.http.server.Server.own_fields."""
+    """What the wire withholds (Kong's identity headers, owned by fastgw.plugins.identity: a
+    client's copy and any "_" alias of it are dropped before plugins run) and what it owns
+    besides (the headers the configured plugins set): fastgw.http.server.Server.own_fields."""
     owned: set[bytes] = set()
     for plugin in plugins:
         owned |= plugin.owned_headers
@@ -100,6 +94,7 @@ class RouteLog(CompletionHook):
                 ((sent if answered > 0.0 else now) - started) * 1000.0,
                 exchange.request_size + exchange.body_received,
                 exchange.response_size,
+                consumer_label(exchange) if stats.per_consumer else "",
             )
         route = self.route
         for plugin in self.plugins:

@@ -21,7 +21,7 @@ from fastgw.observability.counters import RouteStats
 from fastgw.plugins import building as plugin_api
 from fastgw.plugins.api import Plugin, RouteInfo
 from fastgw.proxy import pools
-from fastgw.proxy.chain import Chain
+from fastgw.proxy.chain import Chain, ConsumerScoped
 from fastgw.proxy.dispatch import RouteLog, RouteTarget
 from fastgw.proxy.forwarding import Direct, ServiceForwarding
 from fastgw.proxy.routing import Router
@@ -158,24 +158,41 @@ def _instances(
             reusable.setdefault(slot.key, []).append(slot)
     fresh: list[Plugin] = []
     slots: list[PluginSlot] = []
+    scopes = _scopes(config)
     for entry in config.plugin_entries():
         if not entry.enabled:
             continue
         key = plugin_key(entry)
-        kept = reusable.get(key)
+        spec = plugins.spec(entry.name)
+        assert spec is not None  # config validation rejected unknown names
+        # a plugin holding other entities (credentials) is built again on every reload
+        kept = reusable.get(key) if getattr(spec, "reusable", True) else None
         if kept:
-            old = kept.pop(0)
+            # the one configured at the same place first: it is attached to the same scope
+            same = [index for index, slot in enumerate(kept) if slot.path == entry.path]
+            old = kept.pop(same[0] if same else 0)
             plugin, clients = old.plugin, old.clients
         else:
-            spec = plugins.spec(entry.name)
-            assert spec is not None  # config validation rejected unknown names
             runtime = plugin_runtime()
+            runtime.scope = scopes.get(id(entry), runtime.scope)
             plugin = spec.build(entry.config, runtime)
             clients = runtime.clients
             fresh.append(plugin)
         plugin.instance_name = entry.path
         slots.append(PluginSlot(key, entry.path, plugin, clients))
     return slots, fresh
+
+
+def _scopes(config: GatewayConfig) -> dict[int, plugin_api.PluginScope]:
+    """What each service's and route's plugin entries are attached to (by the entry's id)."""
+    scopes: dict[int, plugin_api.PluginScope] = {}
+    for service in config.services:
+        for entry in service.plugins:
+            scopes[id(entry)] = plugin_api.PluginScope(service=service)
+        for route in service.routes:
+            for entry in route.plugins:
+                scopes[id(entry)] = plugin_api.PluginScope(route=route)
+    return scopes
 
 
 class _Destination:
@@ -220,16 +237,58 @@ class _Destination:
 def _chain(
     config: GatewayConfig, built: dict[str, Plugin], service: Service, route: Route
 ) -> Chain | None:
-    """Route-level beats service-level beats global, per plugin name (Kong's precedence)."""
+    """Kong's precedence, per plugin name: route beats service beats global; a consumer's own
+    instance beats them as Kong ranks it (route + consumer > service + consumer > route +
+    service > consumer alone > route > service > global). Only names some consumer has an
+    instance of become a `ConsumerScoped` step."""
     chosen: dict[str, Plugin] = {}
+    with_service: set[str] = set()  # names whose route instance also names the service
     for scope in (config.plugins, service.plugins, route.plugins):
         for entry in scope:
             plugin = built.get(entry.path)
             if plugin is not None:
                 chosen[entry.name] = plugin.for_route(service, route)
+                if entry.route_and_service:
+                    with_service.add(entry.name)
             elif not entry.enabled:
                 chosen.pop(entry.name, None)  # disabled at a narrower scope switches it off
-    return _chain_of(list(chosen.values()))
+    steps: dict[str, Plugin] = dict(chosen)
+    for name, by_consumer in _consumer_instances(config, built, service, route, with_service):
+        steps[name] = ConsumerScoped(chosen.get(name), by_consumer)
+    return _chain_of(list(steps.values()))
+
+
+# how narrow a consumer-scoped instance is: the narrowest for a (name, consumer) wins
+_CONSUMER_ONLY, _SERVICE_AND_CONSUMER, _ROUTE_AND_CONSUMER = 1, 2, 3
+
+
+def _consumer_instances(
+    config: GatewayConfig,
+    built: dict[str, Plugin],
+    service: Service,
+    route: Route,
+    with_service: set[str],
+) -> list[tuple[str, dict[str, Plugin | None]]]:
+    """For each plugin name some consumer has its own instance of on this route: consumer id
+    -> that instance (None: disabled for it). A consumer-only instance does not beat a route
+    instance that names its service too (Kong's order)."""
+    narrowest: dict[tuple[str, str], tuple[int, Plugin | None]] = {}
+    for rank, entries in (
+        (_CONSUMER_ONLY, config.consumer_plugins),
+        (_SERVICE_AND_CONSUMER, service.consumer_plugins),
+        (_ROUTE_AND_CONSUMER, route.consumer_plugins),
+    ):
+        for entry in entries:
+            assert entry.consumer is not None  # the loader scoped it
+            plugin = built.get(entry.path)
+            bound = plugin.for_route(service, route) if plugin is not None else None
+            narrowest[(entry.name, entry.consumer)] = (rank, bound)
+    by_name: dict[str, dict[str, Plugin | None]] = {}
+    for (name, consumer_id), (rank, instance) in narrowest.items():
+        if rank == _CONSUMER_ONLY and name in with_service:
+            continue
+        by_name.setdefault(name, {})[consumer_id] = instance
+    return list(by_name.items())
 
 
 def _chain_of(chosen: list[Plugin]) -> Chain | None:

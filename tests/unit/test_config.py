@@ -194,11 +194,11 @@ def test_nested_and_top_level_routes_and_plugins_attach_to_their_scope() -> None
     orders_api, orders_admin = orders.routes
     [route_plugin] = orders_api.plugins
     assert route_plugin.path == "services[0].routes[0].plugins[0]"
-    assert route_plugin.config["status"] == 418
+    assert route_plugin.config.status_code == 418
     assert route_plugin.enabled is True
     [service_plugin] = orders.plugins
     assert service_plugin.path == "services[0].plugins[0]"
-    assert service_plugin.config["message"] == "service-level"
+    assert service_plugin.config.message == "service-level"
     [admin_plugin] = orders_admin.plugins
     assert (admin_plugin.path, admin_plugin.enabled) == ("plugins[2]", False)
     assert orders_admin.path == "routes[1]"
@@ -209,11 +209,11 @@ def test_nested_and_top_level_routes_and_plugins_attach_to_their_scope() -> None
     assert (users_api.strip_path, users_api.preserve_host) == (False, True)
     assert users_api.plugins == ()
     [users_plugin] = users.plugins
-    assert (users_plugin.path, users_plugin.config["status"]) == ("plugins[1]", 502)
+    assert (users_plugin.path, users_plugin.config.status_code) == ("plugins[1]", 502)
 
     [global_plugin] = config.plugins
     assert (global_plugin.name, global_plugin.path) == ("request-termination", "plugins[0]")
-    assert global_plugin.config["status"] == 503
+    assert global_plugin.config.status_code == 503
 
     assert [(service.name, route.name) for service, route in config.routes()] == [
         ("orders", "orders-api"),
@@ -658,7 +658,10 @@ def test_request_termination_config_errors_carry_their_path() -> None:
         """
     ) == [
         ("services[0].routes[0].plugins[0].config.status_code", "must be >= 100"),
-        ("services[0].routes[0].plugins[0].config.body", "cannot be set together with message"),
+        (
+            "services[0].routes[0].plugins[0].config",
+            "message cannot be used with content_type or body",
+        ),
         ("plugins[0].config", "must be a mapping"),
     ]
 
@@ -704,7 +707,7 @@ def test_top_level_plugin_reference_errors() -> None:
         ("plugins[0].service", 'unknown service "nope"'),
         ("plugins[1].route", 'unknown route "nope"'),
         ("plugins[2].route", 'route "ra" is not on service "b"'),
-        ("plugins[3].consumer", "not supported yet (plugins scoped to consumers)"),
+        ("plugins[3].consumer", 'unknown consumer "alice"'),
     ]
 
 
@@ -749,13 +752,13 @@ def test_consumer_problems() -> None:
         - {username: alice}
         - {tags: [x]}
         - {username: carol, id: not-a-uuid}
-        - {username: dave, keyauth_credentials: [{key: k}], acls: []}
+        - {username: dave, hmacauth_credentials: [{username: d}], acls: []}
         """
     ) == [
         ("consumers[1].username", "is already used by consumers[0]"),
         ("consumers[2]", "must have a username or a custom_id"),
         ("consumers[3].id", "must be a UUID; got 'not-a-uuid'"),
-        ("consumers[4].keyauth_credentials", "not supported yet"),
+        ("consumers[4].hmacauth_credentials", "not supported yet"),
     ]
 
 

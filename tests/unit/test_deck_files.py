@@ -120,7 +120,7 @@ services:
 
 
 def message_of(config: GatewayConfig) -> str:
-    return str(config.services[0].plugins[0].config["message"])
+    return str(config.services[0].plugins[0].config.message)
 
 
 def test_env_vault_reference_without_a_vaults_entry() -> None:

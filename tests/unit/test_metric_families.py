@@ -7,10 +7,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastgw.observability.counters import UPSTREAM_LATENCY_BUCKETS, RouteStats, StatsOptions
+from fastgw.observability.counters import RouteStats, StatsOptions
 from fastgw.observability.metrics import (
     Family,
-    Histogram,
+    HistogramSample,
     counter,
     from_data,
     gauge,
@@ -32,15 +32,12 @@ def worker(requests: int, latency_ms: float) -> list[Family]:
     for status, source, count in stats.response_counts():
         counts.add((str(status), source), count)
     observed = stats.request_latency
-    bounds = tuple(float(b) for b in UPSTREAM_LATENCY_BUCKETS)
     return [
         counts,
         gauge("x_up", "up", merge="max").add((), 1),
         gauge("x_open", "open").add((), 3),
         untyped("x_bytes", "bytes", ("direction",)).add(("in",), stats.bytes_in),
-        histogram("x_latency_ms", "latency").add(
-            (), Histogram(bounds, observed.cumulative(), observed.sum)
-        ),
+        histogram("x_latency_ms", "latency").add((), observed.sample()),
     ]
 
 
@@ -73,7 +70,7 @@ def test_workers_merge_by_sum_except_max_gauges_and_survive_json() -> None:
     assert merged["x_open"].samples[()] == 6
     assert merged["x_bytes"].samples[("in",)] == 100 * 12 + 50 * 2
     latency = merged["x_latency_ms"].samples[()]
-    assert isinstance(latency, Histogram) and latency.cumulative[-1] == 14
+    assert isinstance(latency, HistogramSample) and latency.cumulative[-1] == 14
 
 
 def test_render_is_the_text_format_with_kongs_untyped_name_kept() -> None:
@@ -86,7 +83,7 @@ def test_render_is_the_text_format_with_kongs_untyped_name_kept() -> None:
 
 
 def test_histograms_with_other_buckets_do_not_merge() -> None:
-    left = Histogram((1.0,), [1, 1], 1.0)
-    right = Histogram((2.0,), [1, 1], 1.0)
+    left = HistogramSample((1.0,), [1, 1], 1.0)
+    right = HistogramSample((2.0,), [1, 1], 1.0)
     with pytest.raises(ValueError):
         merge([[histogram("h", "h").add((), left)], [histogram("h", "h").add((), right)]])

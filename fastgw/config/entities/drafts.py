@@ -16,6 +16,7 @@ class RouteDraft:
     route: Route  # plugins still empty
     plugins: list[PluginEntry]
     service: ServiceDraft | None = field(default=None, repr=False)
+    consumer_plugins: list[PluginEntry] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -28,3 +29,4 @@ class ServiceDraft:
     plugins: list[PluginEntry]
     ca_certificates: list[object]  # ids of Kong's ca_certificates, looked up by the loader
     routes: list[RouteDraft] = field(default_factory=list)  # every route attached to it
+    consumer_plugins: list[PluginEntry] = field(default_factory=list)

@@ -1,5 +1,5 @@
-"""Kong's `plugins:` entity: one plugin occurrence, nested in a service or a route, or at the
-top level (global, or naming the service or route it applies to).
+"""Kong's `plugins:` entity: one plugin occurrence, nested in a service, a route or a consumer,
+or at the top level (global, or naming the service, route and/or consumer it applies to).
 
 Its `config` is read with the plugin's own declared schema, found in the plugin registry
 (fastgw.plugins): the one import of config from a layer above, because only a plugin knows the
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fastgw.config.entities.credentials import ConsumerReference
 from fastgw.config.entities.references import Reference
 from fastgw.config.model import Entities, PluginEntry
 from fastgw.config.schema import (
@@ -56,6 +57,13 @@ class PluginConfig(Declared):
         return spec.parse_config(reader.mapping(key))
 
 
+def no_consumer(name: str) -> bool:
+    """Kong's `consumer = typedefs.no_consumer`: the plugin cannot be scoped to a consumer
+    (the authentication plugins and acl: they run before anyone is known)."""
+    spec = plugin_spec(name)
+    return bool(getattr(spec, "no_consumer", False))
+
+
 def _entry(reader: Reader, values: dict[str, Any]) -> PluginEntry | None:
     if values["name"] is None:
         return None
@@ -67,6 +75,9 @@ def _entry(reader: Reader, values: dict[str, Any]) -> PluginEntry | None:
         raw_config=reader.raw.get("config"),
     )
 
+
+# Kong: a nested entity's links are its parent's; naming another one is an error
+_NESTED_LINK = "value must be null (a plugin naming several entities goes at the top level)"
 
 PLUGIN: Schema[PluginEntry | None] = Schema(
     {
@@ -81,10 +92,14 @@ PLUGIN: Schema[PluginEntry | None] = Schema(
         "updated_at": Ignored(),
         # Kong Enterprise's dynamic plugin ordering; an empty record is what decK writes for none
         "ordering": Unsupported(accepts=FALSY),
+        **{link: Unsupported(_NESTED_LINK) for link in ("service", "route", "consumer")},
+        "consumer_group": Unsupported(_NESTED_LINK),
     },
     build=_entry,
     annotations=True,
 )
+# nested under a consumer: the same keys (the consumer is its parent)
+CONSUMER_PLUGIN = PLUGIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,30 +110,32 @@ class TopLevelPlugin:
     entry: PluginEntry | None
     service: str | None
     route: str | None
+    consumer: str | None  # the consumer's id or username, as written
     path: str
 
 
 def _top_level(reader: Reader, values: dict[str, Any]) -> TopLevelPlugin:
-    return TopLevelPlugin(_entry(reader, values), values["service"], values["route"], reader.path)
+    return TopLevelPlugin(
+        _entry(reader, values), values["service"], values["route"], values["consumer"], reader.path
+    )
 
-
-_SCOPED_TO_CONSUMERS = "not supported yet (plugins scoped to consumers)"
 
 TOP_LEVEL_PLUGIN = PLUGIN.extended(
     {
         "service": Reference(),
         "route": Reference(),
-        "consumer": Unsupported(_SCOPED_TO_CONSUMERS),
-        "consumer_group": Unsupported(_SCOPED_TO_CONSUMERS),
+        "consumer": ConsumerReference(),
+        "consumer_group": Unsupported("not supported yet (consumer groups)"),
     },
     build=_top_level,
 )
 
 
 def attach(entry: PluginEntry, scope: list[PluginEntry], problems: Findings) -> None:
-    """Add `entry` to one scope (global, a service or a route); a name appears once per scope."""
+    """Add `entry` to one scope (global, a service or a route, each for everyone or for one
+    consumer); a name appears once per scope and consumer."""
     for existing in scope:
-        if existing.name == entry.name:
+        if existing.name == entry.name and existing.consumer == entry.consumer:
             problems.append(
                 (
                     join(entry.path, "name"),

@@ -1,6 +1,7 @@
 """fastgw's own `_fastgw` section: the listeners (Kong's proxy_listen, with kong.conf's
-ssl_cert / ssl_cert_key), the admin listener, the worker count, the wire limits and the named
-memory bounds (after Kong's lua_shared_dict zones).
+ssl_cert / ssl_cert_key), the admin listener, the worker count, the wire limits, the named
+memory bounds (after Kong's lua_shared_dict zones), the client address (kong.conf's trusted_ips,
+real_ip_header, real_ip_recursive) and the fleet's namespace.
 
 Kong keeps these in kong.conf; here they sit beside the entities they serve, and a command line
 flag overrides the listeners (fastgw/cli.py).
@@ -9,7 +10,9 @@ flag overrides the listeners (fastgw/cli.py).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from typing import Any
 
 from fastgw.config.addresses import listeners_of, split_listen
@@ -27,7 +30,9 @@ from fastgw.config.model import (
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_URI_SIZE,
     DEFAULT_MEMORY_STORES,
+    DEFAULT_NAMESPACE,
     DEFAULT_PATH_ACTION,
+    DEFAULT_REAL_IP_HEADER,
     DEFAULT_REQUEST_BODY_MIN_RATE,
     DEFAULT_REQUEST_BODY_TIMEOUT,
     DEFAULT_SSL_HANDSHAKE_TIMEOUT,
@@ -41,6 +46,7 @@ from fastgw.config.model import (
     Limits,
     Listener,
     MemoryStores,
+    RealIp,
     Settings,
 )
 from fastgw.config.pem import PemError, read_pem_file
@@ -56,6 +62,12 @@ from fastgw.config.schema import (
 )
 
 MAX_CERTIFICATES = 2  # kong.conf's ssl_cert takes one of each key type: RSA and ECDSA
+# kong.conf's trusted_ips may name unix-socket peers; fastgw listens on TCP only, so it is inert
+UNIX_PEERS = "unix:"
+# a header name (RFC 9110 token characters)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Redis key material: Kong's entity-name characters (no ":", no space, no braces)
+_NAMESPACE = re.compile(r"^[A-Za-z0-9._~-]+$")
 # nginx's size suffixes (ngx_parse_size, what lua_shared_dict's size takes): k, m, g, any case
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
 
@@ -146,6 +158,61 @@ class Seconds(Declared):
         return float(value)
 
 
+class TrustedIps(Declared):
+    """kong.conf's trusted_ips: IPs and CIDR blocks (v4, v6) or `unix:`, a list or one
+    comma-separated string; `0.0.0.0/0,::/0` trusts every peer."""
+
+    __slots__ = ()
+
+    def read(self, reader: Reader, key: str) -> tuple[str, ...]:
+        reader.ignore(key)
+        raw = reader.raw.get(key)
+        if raw is None:
+            return ()
+        if isinstance(raw, str):
+            items = [part.strip() for part in raw.split(",") if part.strip()]
+        elif isinstance(raw, list):
+            items = raw
+        else:
+            reader.error(key, "must be a list of IPs or CIDR blocks, or one comma-separated string")
+            return ()
+        trusted: list[str] = []
+        for item in items:
+            if item == UNIX_PEERS:
+                continue
+            try:
+                ipaddress.ip_network(str(item), strict=False)
+            except ValueError:
+                # Kong's own wording for a bad entry
+                reader.error(
+                    key,
+                    f"{key} must be a comma separated list in the form of IPv4 or IPv6 address "
+                    f"or CIDR block or 'unix:', got '{item}'",
+                )
+                continue
+            trusted.append(str(item))
+        return tuple(trusted)
+
+
+def _real_ip_header(reader: Reader, key: str, value: str) -> str:
+    if value == "proxy_protocol":
+        reader.error(
+            key, "proxy_protocol is not supported (fastgw's listeners read no PROXY header)"
+        )
+        return DEFAULT_REAL_IP_HEADER
+    if not _HEADER_NAME.match(value):
+        reader.error(key, f"must be a header name; got {value!r}")
+        return DEFAULT_REAL_IP_HEADER
+    return value
+
+
+def _namespace(reader: Reader, key: str, value: str) -> str:
+    if not _NAMESPACE.match(value):
+        reader.error(key, "must be letters, digits, '.', '_', '~' or '-'")
+        return DEFAULT_NAMESPACE
+    return value
+
+
 def parse_size(value: object) -> int | None:
     """nginx's size (`128m`, `512k`, `1g`, `65536`; an integer is bytes) in bytes, None when it
     is none (or not > 0)."""
@@ -229,6 +296,11 @@ def _settings(reader: Reader, values: dict[str, Any]) -> Settings:
         reader, values, any(listener.ssl for listener in listeners)
     )
     limits = Limits(**{item.name: values[item.name] for item in dataclasses.fields(Limits)})
+    real_ip = RealIp(
+        trusted_ips=values["trusted_ips"],
+        real_ip_header=_real_ip_header(reader, "real_ip_header", values["real_ip_header"]),
+        real_ip_recursive=values["real_ip_recursive"],
+    )
     return Settings(
         listen=(listeners[0].host, listeners[0].port),
         admin_listen=values["admin_listen"],
@@ -236,6 +308,8 @@ def _settings(reader: Reader, values: dict[str, Any]) -> Settings:
         limits=limits,
         listeners=listeners,
         ssl_certificate=ssl_certificate,
+        real_ip=real_ip,
+        namespace=_namespace(reader, "namespace", values["namespace"]),
         memory_stores=values["memory_stores"],
         path_with_escaped_slashes_action=values["path_with_escaped_slashes_action"],
         path_backslash_action=values["path_backslash_action"],
@@ -260,6 +334,10 @@ SETTINGS = Schema(
         "upstream_idle_timeout": Seconds(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
         "upstream_max_requests": Integer(DEFAULT_UPSTREAM_MAX_REQUESTS, minimum=0),
         "drain_timeout": Seconds(DEFAULT_DRAIN_TIMEOUT, zero_ok=True),
+        "trusted_ips": TrustedIps(),
+        "real_ip_header": Text(DEFAULT_REAL_IP_HEADER),
+        "real_ip_recursive": Boolean(False),
+        "namespace": Text(DEFAULT_NAMESPACE),
         "drain_grace": Seconds(DEFAULT_DRAIN_GRACE, zero_ok=True),
         "request_body_timeout": Seconds(DEFAULT_REQUEST_BODY_TIMEOUT),
         "request_body_min_rate": Integer(DEFAULT_REQUEST_BODY_MIN_RATE, minimum=0),

@@ -17,6 +17,7 @@ __all__ = ["PRIORITY", "SPEC", "Cors", "CorsConfig"]
 
 class _Spec(SpecBase):
     name = "cors"
+    no_consumer = True  # Kong's typedefs.no_consumer
 
     def parse_config(self, reader: Reader) -> CorsConfig:
         return read_schema(reader, CORS)

@@ -1,33 +1,25 @@
-"""One log file: records batched on the loop, formatted once per batch, written by a thread.
+"""One log file: batches of lines from the loop, written by a thread of its own.
 
-The event loop never touches the file: a batch (flushed every FLUSH_SECONDS or at FLUSH_RECORDS
-records) becomes one bytes object handed to the file's writer thread, which appends it with one
-write (O_APPEND, so workers sharing the file never split each other's lines). A full disk, a
-missing directory or a slow disk cost lines, counted and logged once per interval, never a
-request: the queue towards the thread is bounded in bytes.
+The event loop never touches the file: a batch (the plugin flushes every FLUSH_SECONDS or at
+FLUSH_RECORDS lines, handler.py) becomes one bytes object handed to the file's writer thread,
+which appends it with one write (O_APPEND, so workers sharing the file never split each other's
+lines). A full disk, a missing directory or a slow disk cost lines, counted and logged once per
+interval, never a request: the queue towards the thread is bounded in bytes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 from fastgw.observability.ratelog import KeyedRateLimitedLog
 
 log = logging.getLogger("fastgw.file_log")
 
-# A request's line is on disk within this long, and a batch costs one write.
-FLUSH_SECONDS = 0.2
-# ... or sooner, once this many records wait: bounds what a burst holds in memory, and the
-# pause one batch's formatting makes on the loop (about 2 ms at 256 records).
-FLUSH_RECORDS = 256
 # Bytes waiting for the writer thread beyond which new batches are dropped (a stuck disk).
 MAX_QUEUED_BYTES = 16 * 1024 * 1024
 # A file that cannot be opened (deleted directory) is tried again at most this often.
@@ -39,16 +31,13 @@ OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0
 _REOPEN = b"reopen"
 _STOP = b"stop"
 
-Formatter = Callable[[Any], bytes]  # a finished request -> its JSON line, no newline
-
 
 class LogFile:
-    """Appends formatted records to `path`. `add` is the only call on the request path."""
+    """Appends batches of lines to `path`; `write` is the loop's one call, once per batch."""
 
     def __init__(self, path: str, reopen_each_write: bool = False) -> None:
         self.path = path
         self.reopen_each_write = reopen_each_write
-        self.pending: list[tuple[Formatter, Any]] = []
         self.written = 0  # lines on disk
         self.dropped = 0  # lines lost (full disk, no directory, stuck disk, a bug)
         self.users = 0  # plugin instances sharing this file
@@ -56,47 +45,21 @@ class LogFile:
         self._queued = 0
         self._queue: queue.SimpleQueue[bytes | tuple[bytes, int]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._flush_handle: asyncio.Handle | None = None
         self._logs = KeyedRateLimitedLog(log, logging.ERROR)
 
     # -- the loop's side ------------------------------------------------------------------------
 
-    def add(self, format_record: Formatter, item: Any) -> None:
-        """Keep a finished request for the next batch (formatting happens at the flush)."""
-        pending = self.pending
-        pending.append((format_record, item))
-        if len(pending) == 1:
-            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
-        elif len(pending) >= FLUSH_RECORDS:
-            self.flush()
-
-    def flush(self) -> None:
-        handle = self._flush_handle
-        if handle is not None:
-            handle.cancel()
-            self._flush_handle = None
-        pending, self.pending = self.pending, []
-        if not pending:
-            return
-        lines = []
-        failed = 0
-        for format_record, item in pending:
-            try:
-                lines.append(format_record(item))
-            except Exception as error:
-                failed += 1
-                self._logs.emit(
-                    "format", "file-log: a record could not be formatted", exc_info=error
-                )
-        if failed:
-            self._count(dropped=failed)
+    def write(self, lines: list[bytes]) -> None:
+        """Queue `lines` (JSON lines without their newlines) for the writer thread, or drop
+        them (counted) when the bytes waiting for it would pass MAX_QUEUED_BYTES."""
         if not lines:
             return
+        count = len(lines)
         lines.append(b"")
         data = b"\n".join(lines)
         with self._lock:
             if self._queued + len(data) > MAX_QUEUED_BYTES:
-                self.dropped += len(lines) - 1
+                self.dropped += count
                 stuck = True
             else:
                 self._queued += len(data)
@@ -110,7 +73,12 @@ class LogFile:
             )
             return
         self._ensure_thread()
-        self._queue.put((data, len(lines) - 1))
+        self._queue.put((data, count))
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting for the writer thread (bounded by MAX_QUEUED_BYTES)."""
+        return self._queued
 
     def reopen(self) -> None:
         """Reopen the file before the next write (after logrotate moved it)."""
@@ -118,8 +86,7 @@ class LogFile:
         self._queue.put(_REOPEN)
 
     def close(self) -> None:
-        """Write what is pending, then stop the thread (waits for it: shutdown only)."""
-        self.flush()
+        """Stop the thread once what is queued is written (waits for it: shutdown only)."""
         thread = self._thread
         if thread is not None:
             self._queue.put(_STOP)

@@ -53,6 +53,7 @@ __all__ = [
 
 class _Spec:
     name = "openid-connect"
+    no_consumer = True  # Kong's typedefs.no_consumer
 
     def parse_config(self, reader: Reader) -> OidcConfig:
         return parse(reader)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastgw.plugins.api import StoreUsage
+from fastgw.plugins.api import Authenticated, StoreUsage
 
 from .credentials import ClientCredentials
 from .errors import AuthError
@@ -154,6 +154,7 @@ class Entry:
         "claims",
         "expires_at",
         "header_value",
+        "principal",
         "refresh_at",
         "refreshing",
         "stale_until",
@@ -169,6 +170,7 @@ class Entry:
         header_value: bytes,
         upstream_headers: tuple[tuple[bytes, bytes | None], ...],
         lifetime: Lifetime,
+        principal: Authenticated | None = None,
     ) -> None:
         self.header_value = header_value  # e.g. b"Bearer <token>", set upstream as is
         self.token_offset = len(header_value) - len(token.access_token)
@@ -176,6 +178,8 @@ class Entry:
         self.claims = token.claims
         # claim headers: (name, value), None removes a header the client may have sent
         self.upstream_headers = upstream_headers
+        # who the caller is (Kong's authenticated consumer and credential), for the later steps
+        self.principal = principal
         self.refresh_at = lifetime.refresh_at
         self.expires_at = lifetime.expires_at
         self.stale_until = lifetime.stale_until
@@ -193,6 +197,7 @@ class Entry:
         self.token_expires_at = fresh.token_expires_at
         self.claims = fresh.claims
         self.upstream_headers = fresh.upstream_headers
+        self.principal = fresh.principal
         self.refresh_at = fresh.refresh_at
         self.expires_at = fresh.expires_at
         self.stale_until = fresh.stale_until

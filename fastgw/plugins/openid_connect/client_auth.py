@@ -14,7 +14,8 @@ from urllib.parse import quote_plus, urlencode
 
 from jwt import PyJWK
 
-from . import jws
+from fastgw.plugins import jws
+
 from .credentials import ClientCredentials
 from .errors import InvalidCredentials
 from .schema import GATEWAY_CHECKED_AUTH, OidcConfig

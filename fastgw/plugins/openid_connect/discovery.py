@@ -20,10 +20,10 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
 from fastgw.plugins.building import HttpClient
+from fastgw.plugins.jws import EC_ALG_BY_CURVE, OKP_ALGS, RSA_ALGS
 
 from .errors import AuthError, IdpUnavailable
 from .idp_http import call_idp
-from .jws import EC_ALG_BY_CURVE, OKP_ALGS, RSA_ALGS
 from .stats import OidcStats
 
 logger = logging.getLogger("fastgw.oidc")

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastgw.observability.ratelog import KeyedRateLimitedLog
 from fastgw.plugins.building import HttpClient
+from fastgw.plugins.jws import HMAC_ALGS
 
 from .admission import Admission, IdpCall, KnownGood
 from .cache import Entry, Lifetime, Token, TokenCache, TtlPolicy, plan_lifetime
@@ -28,7 +29,6 @@ from .errors import (
     InvalidCredentials,
 )
 from .identity import IdentityHeaders
-from .jws import HMAC_ALGS
 from .l2 import SharedRejection, SharedToken, SharedTokenCache
 from .schema import OidcConfig
 from .stats import OidcStats
@@ -307,9 +307,9 @@ class TokenFetcher:
     def _entry(self, access_token: str, claims: dict[str, Any], lifetime: Lifetime) -> Entry:
         valid_until = lifetime.valid_until
         token = Token(access_token, None if math.isinf(valid_until) else valid_until, claims)
-        upstream_headers = self._identity.for_claims(claims)
+        upstream_headers, principal = self._identity.for_claims(claims)
         header_value = self._token_prefix + access_token.encode("ascii")
-        return Entry(token, header_value, upstream_headers, lifetime)
+        return Entry(token, header_value, upstream_headers, lifetime, principal)
 
 
 def _is_number(value: object) -> bool:

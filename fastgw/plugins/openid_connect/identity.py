@@ -1,14 +1,17 @@
-"""What the upstream learns about the caller: claim headers and Kong's consumer headers.
+"""Who the caller is and what the upstream learns about it: the request's `Authenticated`
+(fastgw.plugins.identity, Kong's kong.client.authenticate), claim headers and Kong's consumer
+and group headers.
 
 Built once per verified token (when it enters a cache), so a cache hit only copies them.
 
 Consumer mapping follows Kong: `consumer_claims` are tried in order, each value looked up by
 each `consumer_by` field in turn, and the first consumer found is the caller; none is a 403
-unless `consumer_optional`. Whenever the plugin maps consumers or has an `anonymous` consumer, every
-request it lets through carries all five of Kong's headers, set or removed, so a client cannot
-send its own: `X-Consumer-ID`, `X-Consumer-Custom-ID`, `X-Consumer-Username`,
-`X-Credential-Identifier` (the `credential_claim`, absent for the anonymous consumer) and
-`X-Anonymous-Consumer` (`true` only for it).
+unless `consumer_optional`. The credential is Kong's virtual one, the `credential_claim` (`sub`);
+the groups, `authenticated_groups_claim` (for acl, and X-Authenticated-Groups). Whenever the
+plugin maps consumers or has an `anonymous` consumer, every request it lets through carries all
+five of Kong's headers, set or removed: `X-Consumer-ID`, `X-Consumer-Custom-ID`,
+`X-Consumer-Username`, `X-Credential-Identifier` (the `credential_claim`, absent for the
+anonymous consumer) and `X-Anonymous-Consumer` (`true` only for it).
 """
 
 from __future__ import annotations
@@ -19,21 +22,20 @@ from typing import Any
 import orjson
 
 from fastgw.config.consumers import Consumer, Consumers
+from fastgw.plugins.api import Authenticated, Credential, HeaderPairs
+from fastgw.plugins.identity import (
+    AUTHENTICATED_GROUPS,
+    consumer_headers,
+    groups_header,
+    header_value,
+)
 
 from .errors import InsufficientScope
 from .schema import OidcConfig
 from .verify import claim_at
 
-CONSUMER_ID = b"x-consumer-id"
-CONSUMER_CUSTOM_ID = b"x-consumer-custom-id"
-CONSUMER_USERNAME = b"x-consumer-username"
-CREDENTIAL_IDENTIFIER = b"x-credential-identifier"
-ANONYMOUS_CONSUMER = b"x-anonymous-consumer"
-
-_CONTROL_CHARS = frozenset(range(0x20)) | {0x7F}
-
-# (lower-case header name, value); a None value removes a header the client may have sent
-HeaderPairs = tuple[tuple[bytes, bytes | None], ...]
+# Kong's kind of credential when openid-connect authenticated the request (no Kong entity)
+KIND = "openid-connect"
 
 
 class ConsumerNotFound(InsufficientScope):
@@ -54,10 +56,7 @@ def claim_header_value(value: Any) -> bytes | None:
         text = ", ".join(str(item) for item in value)
     else:
         text = orjson.dumps(value).decode()
-    encoded = text.encode()
-    if any(byte in _CONTROL_CHARS for byte in encoded):
-        return None  # a claim must not split or end the header block
-    return encoded
+    return header_value(text)  # None: a claim must not split or end the header block
 
 
 def _text(value: Any) -> str | None:
@@ -68,10 +67,14 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _encode(text: str | None) -> bytes | None:
-    if text is None:
-        return None
-    return claim_header_value(text)
+def _groups(value: Any) -> tuple[str, ...] | None:
+    """Kong's authenticated groups from a claim: a list of names (or one name); None when the
+    claim is absent or holds something else."""
+    if isinstance(value, str) and value:
+        return (value,)
+    if isinstance(value, list):
+        return tuple(str(item) for item in value if isinstance(item, (str, int)) and item != "")
+    return None
 
 
 class IdentityHeaders:
@@ -86,29 +89,44 @@ class IdentityHeaders:
         self._ignore_case = config.by_username_ignore_case
         self._optional = config.consumer_optional
         self._credential_claim = config.credential_claim
+        self._groups_claim = config.authenticated_groups_claim
         self._consumers = consumers
         self._anonymous = config.anonymous_consumer
         # Kong's headers are managed when the plugin knows consumers at all
         self._manages_consumers = config.maps_consumers or self._anonymous is not None
 
-    def for_claims(self, claims: Mapping[str, Any]) -> HeaderPairs:
-        """Raises ConsumerNotFound when consumer mapping is on and finds no consumer."""
+    def for_claims(self, claims: Mapping[str, Any]) -> tuple[HeaderPairs, Authenticated]:
+        """The upstream headers and who the caller is. Raises ConsumerNotFound when consumer
+        mapping is on and finds no consumer."""
         headers = tuple(
             (name, claim_header_value(claim_at(claims, path))) for path, name in self._claim_headers
         )
-        if not self._manages_consumers:
-            return headers
         consumer = self._consumer(claims) if self._consumer_claims else None
-        credential = _text(claim_at(claims, self._credential_claim))
-        return headers + consumer_headers(consumer, credential, anonymous=False)
+        subject = _text(claim_at(claims, self._credential_claim))
+        groups = _groups(claim_at(claims, self._groups_claim)) if self._groups_claim else None
+        # Kong's virtual credential: the credential_claim, of the mapped consumer if any
+        credential = Credential(
+            KIND, subject or "", subject or "", consumer.id if consumer is not None else None
+        )
+        if self._groups_claim:
+            headers += ((AUTHENTICATED_GROUPS, groups_header(groups) if groups else None),)
+        if self._manages_consumers:
+            headers += consumer_headers(consumer, subject, anonymous=False)
+        who = Authenticated(consumer, credential, groups, upstream_headers=headers)
+        return headers, who
 
-    def anonymous(self) -> HeaderPairs | None:
-        """The headers of a request let through as the `anonymous` consumer (None: no such
-        consumer, so failed requests are answered 401/403)."""
+    def anonymous(self) -> tuple[HeaderPairs, Authenticated] | None:
+        """The headers and identity of a request let through as the `anonymous` consumer (None:
+        no such consumer, so failed requests are answered 401/403)."""
         if self._anonymous is None:
             return None
         removed = tuple((name, None) for _, name in self._claim_headers)
-        return removed + consumer_headers(self._anonymous, None, anonymous=True)
+        if self._groups_claim:
+            removed += ((AUTHENTICATED_GROUPS, None),)
+        headers = removed + consumer_headers(self._anonymous, None, anonymous=True)
+        return headers, Authenticated(
+            self._anonymous, None, anonymous=True, upstream_headers=headers
+        )
 
     def _consumer(self, claims: Mapping[str, Any]) -> Consumer | None:
         for path in self._consumer_claims:
@@ -122,16 +140,3 @@ class IdentityHeaders:
         if self._optional:
             return None
         raise ConsumerNotFound("no consumer matches the token")
-
-
-def consumer_headers(
-    consumer: Consumer | None, credential: str | None, *, anonymous: bool
-) -> HeaderPairs:
-    """Kong's five authentication headers, each set or removed."""
-    return (
-        (CONSUMER_ID, _encode(consumer.id) if consumer is not None else None),
-        (CONSUMER_CUSTOM_ID, _encode(consumer.custom_id) if consumer is not None else None),
-        (CONSUMER_USERNAME, _encode(consumer.username) if consumer is not None else None),
-        (CREDENTIAL_IDENTIFIER, _encode(credential)),
-        (ANONYMOUS_CONSUMER, b"true" if anonymous else None),
-    )

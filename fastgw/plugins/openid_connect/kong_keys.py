@@ -155,7 +155,6 @@ IGNORED: dict[str, str] = {
 
 # Kong's default of each key (None: null, no default); a record's default is its fields'
 DEFAULT_ONLY: dict[str, Any] = {
-    "authenticated_groups_claim": None,
     "client_arg": "client_id",
     "consumer_groups_claim": None,
     "downstream_access_token_header": None,

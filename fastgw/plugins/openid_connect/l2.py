@@ -1,15 +1,14 @@
 """The shared token cache (L2) behind the L1: Redis through one seam, the fleet-wide lock, and a
 circuit breaker so that a Redis fault costs an IdP call at worst and never fails a request.
 
-Single Redis and Sentinel go through aiocache's RedisCache; Redis Cluster through redis-py's
-asyncio cluster client (aiocache has no cluster backend). Never on the L1 hit path.
+Redis (one server, Sentinel or Cluster) is reached through the plugins' Redis client
+(fastgw/plugins/common/redis.py), whose breaker this cache uses too. Never on the L1 hit path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import secrets
@@ -23,6 +22,14 @@ import orjson
 
 from fastgw.observability.metrics import Family, counter
 from fastgw.observability.ratelog import RateLimitedLog
+from fastgw.plugins.common.redis import (
+    BREAKER_FAILURES,
+    BREAKER_RETRY_SECONDS,
+    Breaker,
+    Commands,
+    RedisEndpoint,
+)
+from fastgw.plugins.common.redis import connect as connect_redis
 
 from .schema import RedisConfig
 from .sealing import Sealer
@@ -32,13 +39,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("fastgw.oidc")
 
+__all__ = [
+    "BREAKER_FAILURES",
+    "BREAKER_RETRY_SECONDS",
+    "AiocacheStore",
+    "Breaker",
+    "CommandStore",
+    "SharedStore",
+    "SharedTokenCache",
+    "connect",
+]
+
 KEY_PREFIX = "fastgw:oidc:"
 LOCK_SUFFIX = ":lock"
-# After this many failed Redis calls in a row the breaker opens: misses stop asking Redis and
-# go to the IdP directly. Three tells a dead or unreachable Redis from one lost packet.
-BREAKER_FAILURES = 3
-# While open, one call is let through this often to see whether Redis is back.
-BREAKER_RETRY_SECONDS = 2.0
+# (the breaker's thresholds, BREAKER_FAILURES and BREAKER_RETRY_SECONDS: the Redis client's)
 # Redis trouble is logged once per this interval, with a count of the rest.
 REDIS_WARNING_INTERVAL_SECONDS = 10.0
 # A process waiting for another's fetch polls the entry (and the lock) from the first to the
@@ -108,134 +122,61 @@ _RELEASE_SCRIPT = (
 )
 
 
-class ClusterStore:
-    """A `SharedStore` over redis-py's asyncio Redis Cluster client. An entry and its lock share
-    a hash tag, so every multi-key call stays in one slot (one node, one round trip)."""
+class CommandStore:
+    """A `SharedStore` over the plugins' Redis client (one server, Sentinel or Cluster). An
+    entry and its lock share a Cluster hash tag, so a call naming both stays on one node."""
 
-    def __init__(self, client: Any) -> None:
-        self._client = client  # redis.asyncio.cluster.RedisCluster
+    def __init__(self, commands: Commands) -> None:
+        self._commands = commands
 
     async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | None]:
-        values: list[bytes | None] = await self._client.mget_nonatomic(list(keys))
-        return values
+        values = await self._commands.execute("MGET", *keys)
+        assert isinstance(values, list)
+        return [value if isinstance(value, bytes) else None for value in values]
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
-        await self._client.set(key, value, px=_milliseconds(ttl))
+        await self._commands.execute("SET", key, value, "PX", _milliseconds(ttl))
 
     async def put_new(self, key: str, value: bytes, ttl: float) -> bool:
-        return bool(await self._client.set(key, value, px=_milliseconds(ttl), nx=True))
+        reply = await self._commands.execute("SET", key, value, "PX", _milliseconds(ttl), "NX")
+        return reply is not None  # OK when set, nil when the key existed
 
     async def delete_if(self, key: str, value: bytes) -> None:
-        await self._client.eval(_RELEASE_SCRIPT, 1, key, value)
+        await self._commands.execute("EVAL", _RELEASE_SCRIPT, 1, key, value)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._commands.close()
 
 
 def _milliseconds(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
+def endpoint(config: RedisConfig) -> RedisEndpoint:
+    """`cluster_cache_redis` as the Redis client takes it."""
+    return RedisEndpoint(
+        host=config.host,
+        port=config.port,
+        username=config.username,
+        password=config.password,
+        database=config.database,
+        ssl=config.ssl,
+        ssl_verify=config.ssl_verify,
+        connect_timeout=config.connect_timeout / 1000,
+        timeout=max(config.send_timeout, config.read_timeout) / 1000,
+        pool_size=config.keepalive_pool_size,
+        sentinel_master=config.sentinel_master,
+        sentinel_nodes=config.sentinel_nodes,
+        sentinel_username=config.sentinel_username,
+        sentinel_password=config.sentinel_password,
+        cluster_nodes=config.cluster_nodes,
+        cluster_max_redirections=config.cluster_max_redirections,
+    )
+
+
 def connect(config: RedisConfig) -> SharedStore:
     """A store for `cluster_cache_redis`; connects lazily, so a Redis down at start is fine."""
-    connect_timeout = config.connect_timeout / 1000
-    io_timeout = max(config.send_timeout, config.read_timeout) / 1000
-    tls: dict[str, Any] = {}
-    if config.ssl:
-        tls = {
-            "ssl_cert_reqs": "required" if config.ssl_verify else "none",
-            "ssl_check_hostname": config.ssl_verify,
-        }
-    if config.topology == "cluster":
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-        client = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in config.cluster_nodes],
-            username=config.username,
-            password=config.password,
-            ssl=config.ssl,
-            socket_timeout=io_timeout,
-            socket_connect_timeout=connect_timeout,
-            max_connections=config.keepalive_pool_size,
-            # a dead node costs a few quick retries, not the default ten
-            cluster_error_retry_attempts=max(1, config.cluster_max_redirections),
-            **tls,
-        )
-        return ClusterStore(client)
-
-    from aiocache import RedisCache  # type: ignore[import-untyped]
-    from aiocache.serializers import NullSerializer  # type: ignore[import-untyped]
-
-    pool_kwargs: dict[str, Any] = {"username": config.username, "socket_timeout": io_timeout}
-    pool_kwargs.update(tls)
-    pool_class = None
-    ssl = config.ssl
-    if config.topology == "sentinel":
-        from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-
-        sentinel = Sentinel(
-            list(config.sentinel_nodes),
-            sentinel_kwargs={
-                "username": config.sentinel_username,
-                "password": config.sentinel_password,
-                "socket_timeout": io_timeout,
-                "socket_connect_timeout": connect_timeout,
-            },
-        )
-        assert config.sentinel_master is not None  # the schema requires it with sentinel_nodes
-        pool_class = functools.partial(SentinelConnectionPool, config.sentinel_master, sentinel)
-        # the sentinel pool picks its TLS connection class itself from `ssl`
-        pool_kwargs["ssl"], ssl = config.ssl, False
-    cache = RedisCache(
-        serializer=NullSerializer(encoding=None),  # bytes in, bytes out
-        endpoint=config.host,
-        port=config.port,
-        db=config.database,
-        password=config.password,
-        ssl=ssl,
-        pool_max_size=config.keepalive_pool_size,
-        create_connection_timeout=connect_timeout,
-        timeout=None,  # SharedTokenCache bounds every call itself
-        connection_pool_class=pool_class,
-        connection_pool_kwargs=pool_kwargs,
-    )
-    return AiocacheStore(cache)
-
-
-# -- the circuit breaker --------------------------------------------------------------------------
-
-
-class Breaker:
-    """Closed: calls go through. After BREAKER_FAILURES failures in a row, open: calls are
-    skipped, except one probe every BREAKER_RETRY_SECONDS; a success closes it again."""
-
-    __slots__ = ("_failures", "_next_probe", "open")
-
-    def __init__(self) -> None:
-        self._failures = 0
-        self._next_probe = 0.0
-        self.open = False
-
-    def allow(self, now: float) -> bool:
-        if not self.open:
-            return True
-        if now >= self._next_probe:
-            self._next_probe = now + BREAKER_RETRY_SECONDS  # one probe per interval
-            return True
-        return False
-
-    def succeeded(self) -> bool:
-        """Record a success; True when it closed an open breaker."""
-        was_open = self.open
-        self._failures = 0
-        self.open = False
-        return was_open
-
-    def failed(self, now: float) -> None:
-        self._failures += 1
-        if self._failures >= BREAKER_FAILURES and not self.open:
-            self.open = True
-            self._next_probe = now + BREAKER_RETRY_SECONDS
+    return CommandStore(connect_redis(endpoint(config)))
 
 
 # -- what is shared ------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from fastgw.observability.metrics import Family
-from fastgw.plugins.api import Plugin, RequestContext, StoreUsage
+from fastgw.plugins.api import Authenticated, HeaderPairs, Plugin, RequestContext, StoreUsage
+from fastgw.plugins.identity import has_credential
 
 from .answers import Answers
 from .authenticator import ClientCredentialsAuthenticator
@@ -43,7 +44,6 @@ from .credentials import (
     token_from_form,
 )
 from .errors import AuthError, BodyTooLarge, InvalidCredentials
-from .identity import HeaderPairs
 from .schema import OidcConfig
 
 if TYPE_CHECKING:  # built only for configs with bearer or introspection
@@ -124,7 +124,9 @@ class OpenIdConnect(Plugin):
         cookie = config.bearer_token_cookie_name if "cookie" in bearer_types else None
         self._bearer_cookie = cookie.encode() if cookie is not None else None
         self._body_limit = config.credentials_max_body_size
-        self._anonymous: HeaderPairs | None = authenticator.identity.anonymous()
+        self._anonymous: tuple[HeaderPairs, Authenticated] | None = (
+            authenticator.identity.anonymous()
+        )
         # hide_credentials: the parameters the plugin reads credentials from leave the query of
         # every request it lets through, and the body whenever it read the body
         self._query_names = _recognised(config, self._from_query, self._bearer_query)
@@ -134,7 +136,7 @@ class OpenIdConnect(Plugin):
         # a header of its own (Authorization and Cookie every logger redacts)
         self.sensitive_headers = frozenset({self._token_header, *self._bearer_headers})
         # what it sets upstream: the token header, the claim headers (Kong's consumer headers
-        # are the gateway's own: fastgw.proxy.dispatch.IDENTITY_HEADERS)
+        # are the gateway's own: fastgw.plugins.identity.IDENTITY_HEADERS)
         self.owned_headers = frozenset(
             {self._token_header, *(name.lower().encode() for _, name in config.upstream_headers)}
         )
@@ -170,6 +172,8 @@ class OpenIdConnect(Plugin):
     # -- the hot path ---------------------------------------------------------------------------
 
     def access(self, ctx: RequestContext) -> Awaitable[None] | None:
+        if self._anonymous is not None and has_credential(ctx):
+            return None  # Kong's logical OR: an earlier plugin authenticated it
         if self._from_header:
             raw = ctx.get_header(_AUTHORIZATION)
             if raw is not None:
@@ -191,6 +195,7 @@ class OpenIdConnect(Plugin):
                     ctx.set_header(self._token_header, entry.header_value)
                     if self._drop_authorization:
                         ctx.remove_header(_AUTHORIZATION)
+                    ctx.principal = entry.principal
                     if entry.upstream_headers:
                         self._set_claim_headers(ctx, entry)
                     if self._query_names and ctx.query:
@@ -210,6 +215,7 @@ class OpenIdConnect(Plugin):
         ctx.set_header(self._token_header, entry.header_value)
         if from_header and self._drop_authorization:
             ctx.remove_header(_AUTHORIZATION)
+        ctx.principal = entry.principal
         if entry.upstream_headers:
             self._set_claim_headers(ctx, entry)
         self._hide(ctx, hide)
@@ -249,7 +255,9 @@ class OpenIdConnect(Plugin):
         for name in self._bearer_headers:
             ctx.remove_header(name)
         self._hide(ctx, hide)
-        for name, value in anonymous:
+        headers, who = anonymous
+        ctx.principal = who
+        for name, value in headers:
             if value is None:
                 ctx.remove_header(name)
             else:

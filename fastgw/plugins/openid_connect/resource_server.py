@@ -26,6 +26,7 @@ from fastgw.observability.metrics import Family
 from fastgw.observability.ratelog import KeyedRateLimitedLog
 from fastgw.plugins.api import StoreUsage
 from fastgw.plugins.building import HttpClient
+from fastgw.plugins.jws import HMAC_ALGS
 
 from .admission import KNOWN, UNKNOWN, Admission, IdpCall, KnownGood, known_good_families, source_of
 from .cache import Entry, HeaderKeys, Lifetime, Token, TokenCache, TtlPolicy
@@ -36,7 +37,6 @@ from .errors import AuthError, IdpUnavailable, InsufficientScope, InvalidCredent
 from .flights import SingleFlight
 from .identity import IdentityHeaders
 from .introspection import build_introspection_request, introspect
-from .jws import HMAC_ALGS
 from .schema import OidcConfig
 from .verify import VerifyPolicy, check_claims, parse, verify_token
 
@@ -212,7 +212,7 @@ class BearerAuthenticator:
     def _entry(self, token: str, claims: dict[str, Any]) -> Entry:
         """Cached until the token's own expiry (with leeway), else `cache_ttl`, clamped by
         cache_ttl_min/max; no refresh-ahead: a caller's token cannot be refreshed here."""
-        headers = self._identity.for_claims(claims)  # ConsumerNotFound: 403
+        headers, principal = self._identity.for_claims(claims)  # ConsumerNotFound: 403
         now = self.clock()
         exp = claims.get("exp")
         valid_until = math.inf
@@ -227,7 +227,7 @@ class BearerAuthenticator:
         lifetime = Lifetime(expires_at, expires_at, expires_at, valid_until)
         expiry = None if math.isinf(valid_until) else valid_until
         header_value = self._token_prefix + token.encode("ascii")
-        return Entry(Token(token, expiry, claims), header_value, headers, lifetime)
+        return Entry(Token(token, expiry, claims), header_value, headers, lifetime, principal)
 
     def status(self) -> dict[str, object]:
         """For /status: cached and rejected tokens, known-good tokens (used and capacity)."""

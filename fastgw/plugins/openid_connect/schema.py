@@ -30,11 +30,12 @@ from fastgw.config.schema import (
     Reader,
     Strings,
     Text,
+    apply_shorthands,
     raise_if,
     read_declared,
 )
+from fastgw.plugins.jws import ASYMMETRIC_ALGS, HMAC_ALGS, RSA_ALGS
 
-from .jws import ASYMMETRIC_ALGS, HMAC_ALGS, RSA_ALGS
 from .kinds import (
     CLIENT_AUTH_METHODS,
     HEADER_NAME,
@@ -47,6 +48,7 @@ from .kinds import (
     auth_method_problem,
 )
 from .kong_keys import CLOUD_AUTHENTICATION_DEFAULT, DEFAULT_ONLY, IGNORED, is_default
+from .shorthands import REDIS_SHORTHANDS, SHORTHANDS
 
 DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
@@ -247,6 +249,8 @@ class OidcConfig:
     consumer_optional: Annotated[bool, Boolean(False)]
     by_username_ignore_case: Annotated[bool, Boolean(False)]
     credential_claim: Annotated[tuple[str, ...], Strings(DEFAULT_CREDENTIAL_CLAIM)]
+    # Kong's: the claim path of the groups acl reads (and X-Authenticated-Groups); () for none
+    authenticated_groups_claim: Annotated[tuple[str, ...], Strings()]
     run_on_preflight: Annotated[bool, Boolean(True)]
     credentials_max_body_size: Annotated[
         int, Integer(DEFAULT_CREDENTIALS_MAX_BODY_SIZE, minimum=1)
@@ -291,8 +295,10 @@ class OidcConfig:
 def parse(reader: Reader) -> OidcConfig:
     """Read the plugin's `config` mapping; problems are recorded on `reader` (then `finish`).
 
-    The declared fields are read by the engine; what is left is derived from several keys, or
-    checked across keys."""
+    The declared fields are read by the engine (Kong's deprecated keys first moved to their
+    replacements: shorthands.py); what is left is derived from several keys, or checked across
+    keys."""
+    apply_shorthands(reader, SHORTHANDS)
     values = read_declared(reader, OidcConfig)
     issuer, discovery_url = _issuer(reader)
     clients, default_auth, default_alg = _clients(reader)
@@ -668,13 +674,8 @@ def _cluster_cache(reader: Reader, strategy: str) -> tuple[RedisConfig | None, s
     return redis, secret
 
 
-_DEPRECATED_REDIS_KEYS = (
-    ("sentinel_addresses", "sentinel_nodes"),
-    ("cluster_addresses", "cluster_nodes"),
-)
-
-
 def _redis(reader: Reader) -> RedisConfig:
+    apply_shorthands(reader, REDIS_SHORTHANDS)
     values = read_declared(reader, RedisConfig)
     sentinel_nodes = _nodes(reader, "sentinel_nodes", "host")
     cluster_nodes = _nodes(reader, "cluster_nodes", "ip")
@@ -687,15 +688,12 @@ def _redis(reader: Reader) -> RedisConfig:
         reader.error("cluster_nodes", "cannot be combined with sentinel_nodes")
     if values["server_name"] is not None:
         reader.error("server_name", "is not supported yet (the TLS name is the host's)")
-    for key, replacement in _DEPRECATED_REDIS_KEYS:
-        if reader.has(key):
-            reader.error(key, f"is deprecated in Kong; use {replacement}")
     if not is_default(reader.raw.get("cloud_authentication"), CLOUD_AUTHENTICATION_DEFAULT):
         reader.error("cloud_authentication", "is not supported")
     if reader.raw.get("connection_is_proxied") is True:
         reader.error("connection_is_proxied", "is not supported")
-    # Kong fields with no meaning here: nginx's connection backlog, Kong's deprecated `timeout`
-    reader.ignore("keepalive_backlog", "connection_is_proxied", "timeout", "cloud_authentication")
+    # Kong fields with no meaning here: nginx's connection backlog
+    reader.ignore("keepalive_backlog", "connection_is_proxied", "cloud_authentication")
     reader.finish()
     return RedisConfig(**values, sentinel_nodes=sentinel_nodes, cluster_nodes=cluster_nodes)
 

@@ -12,7 +12,6 @@ from typing import Final
 
 from fastgw.observability.counters import Count, Histogram
 from fastgw.observability.metrics import Family, counter, gauge, histogram
-from fastgw.observability.metrics import Histogram as HistogramValue
 
 # IdP round trips, in seconds: a few ms on a LAN, up to the `timeout` (10 s by default).
 IDP_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -86,10 +85,7 @@ def families(stats: OidcStats, instance: str, evictions: int, joins: int) -> lis
         ("instance", "endpoint"),
     )
     for endpoint, observed in stats.idp_latency.items():
-        latency.add(
-            (instance, endpoint),
-            HistogramValue(IDP_LATENCY_BUCKETS, observed.cumulative(), observed.sum),
-        )
+        latency.add((instance, endpoint), observed.sample())
     return [
         lookups,
         counter(

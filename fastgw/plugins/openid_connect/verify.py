@@ -9,9 +9,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fastgw.plugins.jws import (
+    ASYMMETRIC_ALGS,
+    HMAC_ALGS,
+    CompactJws,
+    JwsError,
+    check_signature,
+    split,
+)
+
 from .discovery import KeySet, normalize_issuer
 from .errors import InsufficientScope, InvalidCredentials
-from .jws import ASYMMETRIC_ALGS, HMAC_ALGS, CompactJws, JwsError, check_signature, split
 from .schema import OidcConfig
 
 

@@ -32,10 +32,15 @@ class Prometheus(Plugin):
             status_codes=config["status_code_metrics"],
             latency=config["latency_metrics"],
             bandwidth=config["bandwidth_metrics"],
+            per_consumer=config["per_consumer"],
         )
 
     def route_stats(self) -> StatsOptions:
         return self._options
+
+    def status(self) -> dict[str, object]:
+        """The instance's switches (exposition reads `upstream_health_metrics` from here)."""
+        return dict(self.config)
 
 
 class _Spec(SpecBase):

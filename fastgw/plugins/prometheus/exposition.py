@@ -1,8 +1,10 @@
 """Kong's prometheus series from the gateway's counters: names, labels and buckets as Kong's.
 
-Read at scrape time only. Label values: `service` is the service's name (else its host), `route`
-the route's name (else where it is configured: Kong would show the route's id), `workspace` is
-Kong's default workspace.
+Read at scrape time only, in each worker (the admin listener sums the workers). Label values:
+`service` is the service's name (else its host), `route` the route's name (else where it is
+configured: Kong would show the route's id), `workspace` is Kong's default workspace. Kong's
+shared dicts are fastgw's bounded stores (fastgw/observability/stores.py), one `shared_dict`
+each; a worker's Lua VM is the worker's resident memory.
 """
 
 from __future__ import annotations
@@ -10,22 +12,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastgw import __version__
-from fastgw.observability.counters import KONG_LATENCY_BUCKETS, UPSTREAM_LATENCY_BUCKETS
-from fastgw.observability.counters import Histogram as Observed
-from fastgw.observability.metrics import Family, Histogram, counter, gauge, histogram, untyped
+from fastgw.observability.metrics import Family, counter, gauge, histogram, untyped
 
 if TYPE_CHECKING:
     from fastgw.observability.snapshot import GatewayStats
 
 WORKSPACE = "default"  # Kong's workspace when there is only one
 SUBSYSTEM = "http"
+# Kong's states of a target, in the order it writes them; the current one is 1, the rest 0.
+TARGET_STATES = ("healthchecks_off", "healthy", "unhealthy", "dns_error")
 
 
-def _value(observed: Observed, bounds: tuple[float, ...]) -> Histogram:
-    return Histogram(tuple(float(b) for b in bounds), observed.cumulative(), observed.sum)
-
-
-def kong_families(view: GatewayStats) -> list[Family]:
+def node_families(view: GatewayStats) -> list[Family]:
+    """Kong's node-level series: connections, requests, the datastore, the node's info."""
     node = view.node_id
     reading, writing, waiting = view.connection_states
     connections = gauge(
@@ -43,7 +42,7 @@ def kong_families(view: GatewayStats) -> list[Family]:
         ("waiting", waiting),
     ):
         connections.add((node, SUBSYSTEM, state), value)
-    families = [
+    return [
         connections,
         gauge("kong_nginx_requests_total", "Number of requests total", ("node_id", "subsystem"))
         .add((node, SUBSYSTEM), view.requests_total),
@@ -55,6 +54,10 @@ def kong_families(view: GatewayStats) -> list[Family]:
         counter("kong_nginx_metric_errors_total", "Number of nginx-lua-prometheus errors")
         .add((), 0),
     ]  # fmt: skip
+
+
+def kong_families(view: GatewayStats) -> list[Family]:
+    families = node_families(view)
     requests = counter(
         "kong_http_requests_total",
         "HTTP status codes per consumer/service/route in Kong",
@@ -84,16 +87,82 @@ def kong_families(view: GatewayStats) -> list[Family]:
     )
     for stats in view.route_stats:
         service, route = stats.labels
+        consumers = sorted(stats.by_consumer)
         if stats.count_status:
-            for status, source, count in stats.response_counts():
-                requests.add((service, route, str(status), source, WORKSPACE, ""), count)
+            for consumer in ("", *consumers):
+                for status, source, count in stats.response_counts(consumer):
+                    requests.add((service, route, str(status), source, WORKSPACE, consumer), count)
         if stats.count_latency:
             where = (service, route, WORKSPACE)
-            kong_latency.add(where, _value(stats.kong_latency, KONG_LATENCY_BUCKETS))
-            upstream_latency.add(where, _value(stats.upstream_latency, UPSTREAM_LATENCY_BUCKETS))
-            request_latency.add(where, _value(stats.request_latency, UPSTREAM_LATENCY_BUCKETS))
+            kong_latency.add(where, stats.kong_latency.sample())
+            upstream_latency.add(where, stats.upstream_latency.sample())
+            request_latency.add(where, stats.request_latency.sample())
         if stats.count_bandwidth:
             bandwidth.add((service, route, "ingress", WORKSPACE, ""), stats.bytes_in)
             bandwidth.add((service, route, "egress", WORKSPACE, ""), stats.bytes_out)
+            for consumer in consumers:
+                counts = stats.by_consumer[consumer]
+                bandwidth.add((service, route, "ingress", WORKSPACE, consumer), counts.bytes_in)
+                bandwidth.add((service, route, "egress", WORKSPACE, consumer), counts.bytes_out)
     families += [requests, kong_latency, upstream_latency, request_latency, bandwidth]
+    families += memory_families(view)
+    if upstream_health_wanted(view):
+        families.append(target_health(view))
     return [family for family in families if family.samples or not family.labels]
+
+
+def memory_families(view: GatewayStats) -> list[Family]:
+    """Kong's memory series: each bounded store as a shared dict (bytes used, capacity), and
+    the worker's memory under its pid."""
+    node = view.node_id
+    used = gauge(
+        "kong_memory_lua_shared_dict_bytes",
+        "Allocated slabs in bytes in a shared_dict",
+        ("node_id", "shared_dict", "kong_subsystem"),
+    )
+    total = gauge(
+        "kong_memory_lua_shared_dict_total_bytes",
+        "Total capacity in bytes of a shared_dict",
+        ("node_id", "shared_dict", "kong_subsystem"),
+    )
+    for store in view.stores:
+        used.add((node, store.name, SUBSYSTEM), store.used_bytes)
+        total.add((node, store.name, SUBSYSTEM), store.capacity_bytes)
+    workers = gauge(
+        "kong_memory_workers_lua_vms_bytes",
+        "Allocated bytes in worker Lua VM",
+        ("node_id", "pid", "kong_subsystem"),
+    )
+    if view.pid:
+        workers.add((node, str(view.pid), SUBSYSTEM), view.memory_bytes)
+    return [used, total, workers]
+
+
+def upstream_health_wanted(view: GatewayStats) -> bool:
+    """Kong's rule: target health is exported when any prometheus instance asks for it."""
+    return any(
+        item.name == "prometheus" and item.status.get("upstream_health_metrics") is True
+        for item in view.plugin_status
+    )
+
+
+def target_health(view: GatewayStats) -> Family:
+    """Kong's four series per target of each upstream, 1 for its current state. fastgw does
+    not resolve a target's name apart from connecting to it, so `address` is the target."""
+    family = gauge(
+        "kong_upstream_target_health",
+        "Health status of targets of upstream. States = healthchecks_off|healthy|unhealthy|"
+        "dns_error, value is 1 when state is populated.",
+        ("upstream", "target", "address", "state", "subsystem"),
+        merge="max",  # 1 when any worker sees the target in that state
+    )
+    for pool in view.upstreams:
+        if not pool.upstream:
+            continue  # a service's own host, not a Kong upstream's target
+        state = pool.health.lower() if pool.weight > 0 else "healthchecks_off"
+        for name in TARGET_STATES:
+            family.add(
+                (pool.upstream, pool.address, pool.address, name, SUBSYSTEM),
+                1 if name == state else 0,
+            )
+    return family

@@ -127,7 +127,7 @@ def test_indent_keeps_a_multi_line_value_inside_its_block() -> None:
         """,
         {"DECK_BODY": "line one\nline two"},
     )
-    assert config.services[0].plugins[0].config["body"] == "line one\nline two\n"
+    assert config.services[0].plugins[0].config.body == "line one\nline two\n"
 
 
 @pytest.mark.parametrize(

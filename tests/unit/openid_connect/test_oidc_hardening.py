@@ -30,6 +30,7 @@ from oidc_fakes import (
 import fastgw.plugins.openid_connect as oidc_package
 from fastgw.http import client as client_module
 from fastgw.http.client import HttpClient, ProtocolError, ResponseTooLarge
+from fastgw.plugins import jws as jws_module
 from fastgw.plugins.openid_connect import (
     IdpTokenRejected,
     IdpUnavailable,
@@ -37,7 +38,6 @@ from fastgw.plugins.openid_connect import (
     InvalidCredentials,
 )
 from fastgw.plugins.openid_connect import client_auth as client_auth_module
-from fastgw.plugins.openid_connect import jws as jws_module
 from fastgw.plugins.openid_connect.authenticator import IDP_WARNING_INTERVAL_SECONDS
 from fastgw.plugins.openid_connect.client_auth import ClientAuth, check_gateway_secret
 from fastgw.plugins.openid_connect.credentials import ClientCredentials

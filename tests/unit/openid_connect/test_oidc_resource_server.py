@@ -23,6 +23,7 @@ from oidc_fakes import (
 from fastgw.config.consumers import Consumer, Consumers
 from fastgw.http.client import ConnectError
 from fastgw.http.exchange import Exchange
+from fastgw.plugins.api import Authenticated, Credential
 
 OWN_CLIENT = {
     "client_id": ["client-1"],
@@ -252,6 +253,46 @@ async def test_consumer_by_custom_id_and_case_insensitive_usernames(idp: FakeIdp
         ctx = bearer(idp.key.mint(claims(idp.clock(), user={"name": name})))
         await run_access(plugin, ctx)
         assert ctx.get_header(b"x-consumer-username") == b"alice", name
+
+
+async def test_the_token_authenticates_the_request_for_the_later_plugins(idp: FakeIdp) -> None:
+    """Kong's kong.client.authenticate: the mapped consumer, the virtual credential (the
+    credential_claim) and the groups of authenticated_groups_claim (for acl)."""
+    plugin = await make_full_plugin(
+        idp,
+        CONSUMERS,
+        auth_methods=["bearer"],
+        consumer_claims=[["preferred_username"]],
+        authenticated_groups_claim=["realm", "groups"],
+    )
+    token = claims(idp.clock(), preferred_username="alice", realm={"groups": ["staff", "dev"]})
+    ctx = bearer(idp.key.mint(token), headers=[(b"x-authenticated-groups", b"root")])
+    await run_access(plugin, ctx)
+    who = ctx.principal
+    assert isinstance(who, Authenticated)
+    assert who.consumer is CONSUMERS.all[0]
+    assert who.credential is not None and who.credential.id == "client-1"
+    assert who.credential.consumer_id == CONSUMERS.all[0].id
+    assert who.groups == ("staff", "dev")
+    assert ctx.get_header(b"x-authenticated-groups") == b"staff, dev"
+    # the cached token gives the same identity, without the IdP
+    again = bearer(idp.key.mint(token))
+    await run_access(plugin, again)
+    assert again.principal is not None and again.principal.groups == ("staff", "dev")
+    without = bearer(idp.key.mint(claims(idp.clock(), preferred_username="alice", jti="2")))
+    await run_access(plugin, without)
+    assert without.principal.groups is None  # type: ignore[union-attr]
+    assert without.get_header(b"x-authenticated-groups") is None
+
+
+async def test_with_anonymous_an_earlier_credential_is_enough(idp: FakeIdp) -> None:
+    """Kong's logical OR: with `anonymous`, a request an earlier plugin authenticated with a
+    credential is left alone."""
+    plugin = await make_full_plugin(idp, CONSUMERS, auth_methods=["bearer"], anonymous="guest")
+    ctx = request_context()
+    ctx.principal = Authenticated(CONSUMERS.all[0], Credential("keyauth_credentials", "k"))
+    assert plugin.access(ctx) is None and not ctx.responded
+    assert ctx.get_header(b"x-anonymous-consumer") is None
 
 
 async def test_anonymous_serves_failures_as_the_anonymous_consumer(idp: FakeIdp) -> None:

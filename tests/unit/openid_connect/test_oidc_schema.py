@@ -308,3 +308,74 @@ services:
     assert caught.value.problems == [
         ("services[0].plugins[0].config.anonymous", 'no consumer has the id or username "nobody"')
     ]
+
+
+# -- Kong's deprecated keys (shorthand_fields) ----------------------------------------------------
+
+SECRET = "a-cluster-cache-secret-of-length"
+
+
+def read_with_warnings(raw: dict[str, Any]) -> tuple[OidcConfig, list[tuple[str, str]]]:
+    found: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
+    config = SPEC.parse_config(Reader(raw, "c", found, warnings))
+    raise_if(found)
+    return config, warnings
+
+
+def test_kongs_deprecated_session_keys_are_accepted_with_a_warning() -> None:
+    _, warnings = read_with_warnings(
+        {
+            "issuer": ISSUER,
+            "session_cookie_samesite": "off",
+            "session_compressor": "none",
+            "session_cookie_renew": 600,
+            "session_memcache_port": 11211,
+        }
+    )
+    assert warnings == [
+        ("c.session_cookie_samesite", "is deprecated, please use session_cookie_same_site instead"),
+        ("c.session_memcache_port", "is deprecated, please use session_memcached_port instead"),
+        ("c.session_cookie_renew", "option does not exist anymore"),
+        ("c.session_compressor", "option does not exist anymore"),
+    ]
+    # a shorthand's value is still checked, at the key the user wrote
+    assert problems({"issuer": ISSUER, "session_cookie_maxsize": "big"}) == [
+        ("plugins[0].config.session_cookie_maxsize", "must be an integer")
+    ]
+
+
+def test_cluster_cache_redis_shorthands_move_to_their_replacements() -> None:
+    redis = {"cluster_addresses": ["10.0.0.1:7000", "10.0.0.2:7001"], "timeout": 1500}
+    config, warnings = read_with_warnings(
+        {
+            "issuer": ISSUER,
+            "cluster_cache_strategy": "redis",
+            "cluster_cache_secret": SECRET,
+            "cluster_cache_redis": redis,
+        }
+    )
+    assert config.cluster_cache_redis is not None
+    assert config.cluster_cache_redis.cluster_nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
+    redis_config = config.cluster_cache_redis
+    assert (redis_config.connect_timeout, redis_config.read_timeout) == (1500, 1500)
+    assert [path for path, _ in warnings] == [
+        "c.cluster_cache_redis.timeout",
+        "c.cluster_cache_redis.cluster_addresses",
+    ]
+    assert problems(
+        {"issuer": ISSUER, "cluster_cache_redis": {"sentinel_addresses": ["[::1]:26379"]}}
+    ) == [
+        (
+            "plugins[0].config.cluster_cache_redis.sentinel_addresses[0]",
+            "Invalid Redis host address: [::1]:26379",
+        )
+    ]
+    mismatch = {"timeout": 100, "connect_timeout": 200}
+    assert problems({"issuer": ISSUER, "cluster_cache_redis": mismatch}) == [
+        (
+            "plugins[0].config.cluster_cache_redis.timeout",
+            "both deprecated and new field are used but their values mismatch: timeout vs "
+            "connect_timeout, send_timeout, read_timeout",
+        )
+    ]

@@ -9,9 +9,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from oidc_fakes import ISSUER, NOW, claims, ec_key, rsa_key
 
+from fastgw.plugins.jws import b64url_encode
 from fastgw.plugins.openid_connect.discovery import KeySet, parse_jwk
 from fastgw.plugins.openid_connect.errors import InsufficientScope, InvalidCredentials
-from fastgw.plugins.openid_connect.jws import b64url_encode
 from fastgw.plugins.openid_connect.schema import from_mapping
 from fastgw.plugins.openid_connect.verify import (
     UnknownSigningKey,

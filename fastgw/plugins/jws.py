@@ -1,6 +1,7 @@
 """JWS compact serialization: split and decode a token, sign and check one signature.
 
-Thin over PyJWT's cryptography-backed algorithm objects; choosing keys and algs is verify.py's.
+Thin over PyJWT's cryptography-backed algorithm objects, shared by openid-connect (its keys and
+algs chosen in fastgw/plugins/openid_connect/verify.py) and jwt.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastgw.plugins.file_log.record import (
+from fastgw.plugins.kong_log.record import (
     header_table,
     redact_query,
     request_headers,
