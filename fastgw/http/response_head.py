@@ -86,7 +86,8 @@ def forward_head(lines: list[bytes]) -> ForwardedHead:
             if size > 18 and line[18] == _COLON and line[:18].lower() == b"proxy-authenticate":
                 continue
         elif initial == 0x75:  # u
-            if len(line) > 7 and line[7] == _COLON and line[:7].lower() == b"upgrade":
+            size = len(line)
+            if size > 7 and line[7] == _COLON and line[:7].lower() == b"upgrade":
                 continue
         kept.append(line)
     if listed is not None:

@@ -234,7 +234,7 @@ def _names(node: ast.AST) -> set[str]:
 def test_no_secret_is_compared_with_eq_in_the_plugin_or_the_idp_client() -> None:
     """Grep-level: `==`/`!=` between two computed values, one of them named like a secret, is
     the timing leak hmac.compare_digest exists for. Comparisons with literals (a method name, a
-    status) are fine; cache lookups are dict hits on salted SHA-256 digests, which leak nothing
+    status) are fine; cache lookups are dict hits on salted BLAKE2s digests, which leak nothing
     an attacker can steer."""
     files = sorted(Path(oidc_package.__file__).parent.glob("*.py"))
     files.append(Path(client_module.__file__))
