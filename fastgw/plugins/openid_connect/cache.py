@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from fastgw.plugins.api import Authenticated, StoreUsage
 
@@ -56,6 +56,12 @@ REFRESH_RETRY_SECONDS = 5.0
 # 128 bits, so that no one can precompute a header's key.
 HEADER_KEY_SALT_BYTES = 16
 _BLAKE2S_SALT_BYTES = 8
+# BLAKE2s's methods taken once from the type: compiled, calling one on a hasher skips looking
+# it up on the object (~250 instructions of the three calls a key costs; bench/instructions.py
+# --clients 100000: 45,593 -> 45,342).
+_COPY: Final = hashlib.blake2s.copy
+_UPDATE: Final = hashlib.blake2s.update
+_DIGEST: Final = hashlib.blake2s.digest
 
 
 def credentials_cache_key(
@@ -257,9 +263,9 @@ class HeaderKeys:
         )
 
     def key(self, value: bytes) -> bytes:
-        hasher = self._primed.copy()
-        hasher.update(value)
-        return hasher.digest()
+        hasher = _COPY(self._primed)
+        _UPDATE(hasher, value)
+        return _DIGEST(hasher)
 
 
 class TokenCache:
