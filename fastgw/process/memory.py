@@ -3,7 +3,12 @@ freed (OpenSSL's per-handshake state, the TLS protocol's buffers) and RSS never 
 
 Measured: 1,500 TLS connects that never sent a ClientHello, five times over, left RSS at 249 MiB
 with no Python object of theirs alive; malloc_trim(0) brought it back to 51 MiB in 28 ms. So once
-the open connections fell far below their peak, the worker trims, at most every TRIM_INTERVAL.
+the open connections fell far below their peak and stopped falling, the worker trims, at most
+every TRIM_INTERVAL.
+
+It waits for the wave of closes to end: a trim halfway through it would take the peak down to
+where the wave stood, and what the other half freed (a TLS flood's connection holds some 250 KB
+at its peak) would stay in the process for good.
 """
 
 from __future__ import annotations
@@ -45,17 +50,21 @@ class HeapTrimmer:
     def __init__(self, open_connections: Callable[[], int]) -> None:
         self.open_connections = open_connections
         self.peak = 0
+        self.previous = 0  # the count at the last sweep
         self.last_trim = 0.0
         self.trims = 0
         self._trim = _malloc_trim()
 
     def sweep(self, now: float) -> None:
         current = self.open_connections()
+        falling = current < self.previous
+        self.previous = current
         if current > self.peak:
             self.peak = current
             return
         if (
             self._trim is None
+            or falling
             or self.peak - current < TRIM_AFTER_CLOSED
             or current > self.peak // 2
             or now - self.last_trim < TRIM_INTERVAL
