@@ -49,12 +49,14 @@ _UNSAFE: Final = bytes(
     (1 if byte == 0 else 0) if byte < 0x20 or byte in (0x22, 0x5C) or byte >= 0x80 else byte
     for byte in range(256)
 )
-# The same, but CR and LF pass (the upstream's header block, whose lines they end).
-_UNSAFE_BUT_CRLF: Final = bytes(
-    byte if byte in (0x0A, 0x0D) else _UNSAFE[byte] for byte in range(256)
-)
 # ASCII upper case to lower case, every other byte itself (header names).
 _LOWER: Final = bytes(byte | 0x20 if 0x41 <= byte <= 0x5A else byte for byte in range(256))
+# The upstream's header block lowered and checked in one translate: a byte that cannot stand
+# in a JSON string becomes NUL (CR and LF pass: they end its lines), upper case becomes lower.
+_LOWER_OR_NUL: Final = bytes(
+    byte if byte in (0x0A, 0x0D) else 0 if _UNSAFE[byte] != byte else _LOWER[byte]
+    for byte in range(256)
+)
 _CR: Final = 0x0D
 _SPACE: Final = 0x20
 _TAB: Final = 0x09
@@ -131,12 +133,12 @@ def upstream_fields(fields: bytes) -> bytes | None:
     escape, a CR or LF that does not end a line)."""
     if not fields:
         return b""
-    # the block is checked at once: CR and LF pass the translate, and every CR must then be
-    # one that ends a line (each LF below is checked to follow one)
-    if fields.translate(_UNSAFE_BUT_CRLF) != fields:
+    # the block is lowered and checked at once: a byte to escape became NUL; CR and LF passed,
+    # and every CR must then be one that ends a line (each LF below is checked to follow one)
+    lowered = fields.translate(_LOWER_OR_NUL)
+    text = lowered.decode("latin-1")  # one character per byte: the offsets are the bytes'
+    if "\x00" in text:
         return None
-    text = fields.decode("latin-1")  # one character per byte: the offsets are the bytes'
-    lowered = fields.translate(_LOWER)
     names: list[bytes] = []
     members: list[bytes] = []
     start = 0
