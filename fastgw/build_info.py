@@ -33,6 +33,7 @@ COMPILED_MODULES = (
     "fastgw.http.timers",
     "fastgw.http.responses",
     "fastgw.http.edits",
+    "fastgw.http.tls_transport",
     "fastgw.proxy.dispatch",
     "fastgw.proxy.forwarding",
     "fastgw.plugins.api",

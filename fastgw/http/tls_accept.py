@@ -4,9 +4,8 @@ its handshake bound by ssl_handshake_timeout, then it is an ordinary client conn
 asyncio's `create_server(ssl=...)` calls the protocol only once the handshake is done, so the
 connections in their handshake were counted nowhere: a flood of connects that never send a
 ClientHello took every descriptor unseen. nginx counts a connection against worker_connections
-from accept; so does this. The handshake and everything after it are the event loop's own TLS
-protocol (`connect_accepted_socket(ssl=...)`, what `create_server(ssl=...)` runs): a request
-on an established connection costs what it did.
+from accept; so does this. The handshake and everything after it run on the gateway's own TLS
+transport (fastgw/http/tls_transport.py), which tells the connection once its handshake is done.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import ssl
 from typing import Final, Protocol, cast
 
 from fastgw.http.admission import Admission
+from fastgw.http.tls_transport import RECV_BUFFER_BYTES, TlsTransport
 from fastgw.observability.ratelog import RateLimitedLog
 
 log = logging.getLogger("fastgw.http")
@@ -74,6 +74,7 @@ class TlsListener:
         self.handshake_timeout = handshake_timeout
         self.loop = asyncio.get_running_loop()
         self.handshakes: set[asyncio.Task[None]] = set()
+        self.buffer = bytearray(RECV_BUFFER_BYTES)  # every connection's recv, copied out at once
         self.closed = False
         self.retiring = False  # a reload dropped it: what it still accepts drains at once
         for sock in sockets:
@@ -112,22 +113,25 @@ class TlsListener:
         conn = server.admitted_connection(client_ip)
         client.setblocking(False)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = TlsTransport(
+            self.loop,
+            client,
+            self.context,
+            cast(asyncio.Protocol, conn),
+            self.handshake_timeout,
+            self.buffer,
+        )
         try:
-            await self.loop.connect_accepted_socket(
-                lambda: cast(asyncio.Protocol, conn),
-                client,
-                ssl=self.context,
-                ssl_handshake_timeout=self.handshake_timeout,
-            )
+            await transport.opened
         except BaseException as error:
             # a client that never finished, sent no TLS, or left: nothing to answer it
+            transport.abort()
             admission.handshake_done()
             admission.release(client_ip)
-            client.close()
             if not isinstance(error, Exception):
                 raise  # cancelled (the drain's deadline)
             return
-        admission.handshake_done()  # conn has its TLS transport now (connection_made ran)
+        admission.handshake_done()  # conn has its transport now (connection_made ran)
         if self.retiring:
             conn.drain(self.loop.time())
 
