@@ -299,7 +299,11 @@ class TlsTransport(asyncio.Transport):
             self.loop.call_soon(self._resume_records)  # what arrived before the pause
 
     def _resume_records(self) -> None:
-        if self.phase == OPEN and self.reading:
+        if (
+            self.phase == OPEN
+            and self.reading
+            and (self.incoming.pending or self.session.pending())
+        ):
             self._read_records()
 
     def is_reading(self) -> bool:
