@@ -111,23 +111,29 @@ class TlsListener:
         server = self.server
         admission = server.admission
         conn = server.admitted_connection(client_ip)
-        client.setblocking(False)
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = TlsTransport(
-            self.loop,
-            client,
-            self.context,
-            cast(asyncio.Protocol, conn),
-            self.handshake_timeout,
-            self.buffer,
-        )
+        transport: TlsTransport | None = None
         try:
+            client.setblocking(False)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            transport = TlsTransport(
+                self.loop,
+                client,
+                self.context,
+                cast(asyncio.Protocol, conn),
+                self.handshake_timeout,
+                self.buffer,
+            )
             await transport.opened
         except BaseException as error:
             # a client that never finished, sent no TLS, or left: nothing to answer it
-            transport.abort()
+            made = transport is not None and transport.made
+            if transport is not None:
+                transport.abort()
+            else:
+                client.close()
             admission.handshake_done()
-            admission.release(client_ip)
+            if not made:
+                admission.release(client_ip)  # else conn's connection_lost releases it
             if not isinstance(error, Exception):
                 raise  # cancelled (the drain's deadline)
             return

@@ -2,16 +2,27 @@
 then records in and out, with no layer between the socket, OpenSSL and the protocol.
 
 The event loop's TLS (`connect_accepted_socket(ssl=...)`) stacks a transport, a TLS protocol
-and `ssl.SSLObject`'s Python methods on the MemoryBIOs; callgrind counted ~10.7k instructions a
-request in those layers beside OpenSSL's own ~14k (bench/README.md, "HTTPS"). Here one readable
-event is one `recv_into` the listener's buffer, one `MemoryBIO.write`, OpenSSL's C session read
-until nothing is pending, and one `data_received`; one `write` is one session write and one
-`send`. OpenSSL still works on memory (a socket BIO would read each record in two syscalls).
+and `ssl.SSLObject`'s Python methods on the MemoryBIOs, and keeps a 256 KiB read buffer per
+connection. Here one readable event is one `recv_into` the listener's shared buffer, one
+`MemoryBIO.write`, OpenSSL's C session read until nothing is pending, and one `data_received`;
+one `write` is one session write and one `send` (bench/README.md, "HTTPS on the gateway's own
+TLS transport"). OpenSSL works on memory (a socket BIO would read each record in two syscalls).
 
-The phases: HANDSHAKE (bound by the listener's handshake timeout; the protocol is not told of
-the connection yet), OPEN, CLOSING (our close_notify and what was queued before it go out, then
-the socket closes), CLOSED. A TLS connection cannot half-close: `can_write_eof` is False, and
-the peer's close_notify or FIN is its end of the connection (`eof_received`, then close).
+The phases:
+- HANDSHAKE: bound by the listener's handshake timeout; the protocol is not told of the
+  connection yet.
+- OPEN: records both ways.
+- SHUT (`write_eof`): our close_notify follows what was queued, then the sending side of the
+  socket shuts; what the peer still sends is read and dropped, so that closing never meets
+  unread bytes (the kernel would answer them with a reset that destroys the answer in flight:
+  RFC 9112 9.6). The protocol decides when to close (fastgw/http/server.py lingers, bounded).
+- CLOSING (`close`): our close_notify after what was queued, sent within CLOSING_TIMEOUT; then
+  the sending side shuts and the socket closes when the peer closes too, within LINGER_TIMEOUT
+  (at once after a SHUT: the protocol lingered already). Reads are dropped meanwhile.
+- CLOSED.
+The peer's close_notify or FIN is its end of the connection: `eof_received`, then close (TLS has
+no half-close for a peer to keep sending after it). A protocol callback that raises ends the
+connection, as asyncio's own transports do; `connection_lost` goes to the protocol set then.
 
 Compiled (build_info.COMPILED_MODULES): every request over HTTPS passes here twice.
 """
@@ -27,11 +38,12 @@ from typing import Final, Protocol, cast
 
 log = logging.getLogger("fastgw.http")
 
-# The phases of a connection.
+# The phases of a connection (the module's docstring says what each means).
 HANDSHAKE: Final = 0
 OPEN: Final = 1
-CLOSING: Final = 2
-CLOSED: Final = 3
+SHUT: Final = 2
+CLOSING: Final = 3
+CLOSED: Final = 4
 
 # What one session read may return: one TLS record's plaintext at most (RFC 8446 5.1), so one
 # read takes a whole record and the allocation stays small.
@@ -43,6 +55,12 @@ RECV_BUFFER_BYTES: Final = 65536
 # high one and resumed at the low one.
 WRITE_HIGH_WATER: Final = 64 * 1024
 WRITE_LOW_WATER: Final = 16 * 1024
+# How long a closed connection may take to send what was queued before it (a client that stops
+# reading would hold it forever): uvloop's ssl_shutdown_timeout, nginx's lingering_time.
+CLOSING_TIMEOUT: Final = 30.0
+# Once everything is sent and the sending side shut, how long the peer may take to close its
+# side (what it sends meanwhile is dropped): nginx's lingering_timeout.
+LINGER_TIMEOUT: Final = 5.0
 
 _AGAIN: Final = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -96,6 +114,10 @@ class TlsTransport(asyncio.Transport):
         self.high_water = WRITE_HIGH_WATER
         self.low_water = WRITE_LOW_WATER
         self.error: Exception | None = None  # what ended the connection, for connection_lost
+        self.made = False  # the protocol had connection_made (and will have connection_lost)
+        self.write_shut = False  # the socket's sending side is shut
+        self.peer_ended = False  # the peer's close_notify or FIN came
+        self.closing_timeout = CLOSING_TIMEOUT
         self.peername: object = None
         self.sockname: object = None
         try:
@@ -119,15 +141,16 @@ class TlsTransport(asyncio.Transport):
         except OSError as error:
             self._fail(error)
             return
+        phase = self.phase
         if not count:
             self._peer_ended()
-            return
-        self.incoming.write(self.view[:count])
-        if self.phase == OPEN:
+        elif phase == OPEN:
+            self.incoming.write(self.view[:count])
             self._read_records()
-        elif self.phase == HANDSHAKE:
+        elif phase == HANDSHAKE:
+            self.incoming.write(self.view[:count])
             self._handshake()
-        # CLOSING: what arrives after our close is dropped
+        # SHUT, CLOSING: what the peer sends after our close is dropped
 
     def _read_records(self) -> None:
         """Every record whole in the incoming buffer, to the protocol in one data_received."""
@@ -136,6 +159,7 @@ class TlsTransport(asyncio.Transport):
         data = b""
         chunks: list[bytes] | None = None
         ended = False
+        failure: Exception | None = None
         try:
             while incoming.pending or session.pending():
                 chunk = session.read(RECORD_PLAINTEXT_MAX)
@@ -151,26 +175,40 @@ class TlsTransport(asyncio.Transport):
         except _AGAIN:
             pass  # a record not whole yet (or a handshake message answered below)
         except (ssl.SSLError, OSError) as error:
-            self._fail(error)
-            return
+            failure = error  # after the records read before it
         if self.outgoing.pending:
             self._send(self.outgoing.read())  # TLS 1.3's post-handshake messages
         if chunks is not None:
             data = b"".join(chunks)
-        if data:
-            self.protocol.data_received(data)
-        if ended and self.phase == OPEN:
+        if data and self.phase == OPEN:
+            try:
+                self.protocol.data_received(data)
+            except Exception as error:
+                self._protocol_failed(error)
+                return
+        if failure is not None:
+            self._fail(failure)
+        elif ended:
             self._peer_ended()
 
     def _peer_ended(self) -> None:
         """The peer's close_notify or FIN: TLS has no half-close, so the connection ends."""
-        if self.phase == OPEN:
-            self.protocol.eof_received()
+        self.peer_ended = True
+        phase = self.phase
+        if phase in (OPEN, SHUT):
+            try:
+                self.protocol.eof_received()
+            except Exception as error:
+                self._protocol_failed(error)
+                return
             self.close()
-        elif self.phase == HANDSHAKE:
+        elif phase == HANDSHAKE:
             self._fail(ConnectionResetError("the client closed the connection in its handshake"))
-        else:
-            self._finish()
+        elif phase == CLOSING:
+            if self.out:
+                self.loop.remove_reader(self.fd)  # nothing more to read; the rest goes out
+            else:
+                self._finish()
 
     # -- the handshake ---------------------------------------------------------------------------
 
@@ -189,7 +227,12 @@ class TlsTransport(asyncio.Transport):
             return  # the send failed
         self.phase = OPEN
         self._stop_timer()
-        self.protocol.connection_made(self)
+        try:
+            self.protocol.connection_made(self)
+        except Exception as error:
+            self._protocol_failed(error)  # (fails `opened`: the listener releases the slot)
+            return
+        self.made = True
         if not self.opened.done():
             self.opened.set_result(None)
         if self.phase == OPEN and self.reading and self.incoming.pending:
@@ -236,6 +279,8 @@ class TlsTransport(asyncio.Transport):
                 self._lost_send(error)
                 return
             if sent == len(data):
+                if self.phase == SHUT:
+                    self._shut_write()
                 return
             out += data[sent:]
             self.loop.add_writer(self.fd, self._writable)
@@ -256,17 +301,42 @@ class TlsTransport(asyncio.Transport):
         if not out:
             self.loop.remove_writer(self.fd)
             if self.phase == CLOSING:
-                self._finish()
+                self._linger()
                 return
+            if self.phase == SHUT:
+                self._shut_write()
         if self.writing_paused and len(out) <= self.low_water and self.phase == OPEN:
             self.writing_paused = False
             self.protocol.resume_writing()
 
     def can_write_eof(self) -> bool:
-        return False
+        return True
 
     def write_eof(self) -> None:
-        raise NotImplementedError("a TLS connection cannot half-close")
+        """Our close_notify after what is queued, then the sending side shuts; the peer's end
+        still reaches the protocol (`eof_received`), the rest it sends is dropped."""
+        if self.phase != OPEN:
+            return
+        self.phase = SHUT
+        if not self.reading:
+            self.reading = True  # what the peer still sends is read and dropped from now on
+            self.loop.add_reader(self.fd, self._readable)
+        self._send_close_notify()
+        if not self.out and self.phase == SHUT:
+            self._shut_write()
+
+    def _send_close_notify(self) -> None:
+        # our close_notify is written; the peer's is not waited for (nginx does not either)
+        with contextlib.suppress(ssl.SSLError, OSError):
+            self.ssl_object.unwrap()
+        if self.outgoing.pending:
+            self._send(self.outgoing.read())
+
+    def _shut_write(self) -> None:
+        if not self.write_shut:
+            self.write_shut = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
 
     def get_write_buffer_size(self) -> int:
         return len(self.out)
@@ -315,21 +385,45 @@ class TlsTransport(asyncio.Transport):
         return self.phase >= CLOSING
 
     def close(self) -> None:
-        """Our close_notify after what is queued; the socket closes once they are sent."""
-        if self.phase >= CLOSING:
+        """Our close_notify after what is queued; the socket closes once they are sent and the
+        peer closed too (both bounded: the module's docstring)."""
+        phase = self.phase
+        if phase >= CLOSING:
             return
-        if self.phase == HANDSHAKE:
+        if phase == HANDSHAKE:
             self.abort()
             return
         self.phase = CLOSING
-        self.loop.remove_reader(self.fd)
-        # our close_notify is written; the peer's is not waited for (nginx does not either)
-        with contextlib.suppress(ssl.SSLError, OSError):
-            self.ssl_object.unwrap()
-        if self.outgoing.pending:
-            self._send(self.outgoing.read())
-        if not self.out and self.phase == CLOSING:
+        if phase == OPEN:
+            self._send_close_notify()
+        if self.phase != CLOSING:
+            return  # the send failed: closed
+        if phase == SHUT and self.write_shut:
+            self._finish()  # the protocol lingered already
+            return
+        if not self.reading and not self.peer_ended:
+            self.reading = True  # what arrives until the end is read and dropped
+            self.loop.add_reader(self.fd, self._readable)
+        self._stop_timer()
+        if self.out:
+            self.timer = self.loop.call_later(self.closing_timeout, self._closing_expired)
+        else:
+            self._linger()
+
+    def _closing_expired(self) -> None:
+        self.timer = None
+        if self.phase == CLOSING:
+            self._fail(TimeoutError("the peer did not take the rest of the connection in time"))
+
+    def _linger(self) -> None:
+        """CLOSING with everything sent: the sending side shuts; the end is the peer's close,
+        or LINGER_TIMEOUT."""
+        if self.peer_ended:
             self._finish()
+            return
+        self._shut_write()
+        self._stop_timer()
+        self.timer = self.loop.call_later(LINGER_TIMEOUT, self._finish)
 
     def abort(self) -> None:
         self._finish()
@@ -340,6 +434,10 @@ class TlsTransport(asyncio.Transport):
             self._finish()
         else:
             self._fail(error)
+
+    def _protocol_failed(self, error: Exception) -> None:
+        log.error("a TLS connection's protocol failed (%s): closed", self.peername, exc_info=error)
+        self._fail(error)
 
     def _fail(self, error: Exception) -> None:
         if self.phase == CLOSED:
@@ -363,11 +461,15 @@ class TlsTransport(asyncio.Transport):
         loop.remove_writer(self.fd)
         self.out.clear()
         self.sock.close()
-        if phase == HANDSHAKE:
-            if not self.opened.done():
-                self.opened.set_exception(ConnectionAbortedError("closed in its TLS handshake"))
-            return  # the protocol never had connection_made
-        loop.call_soon(self.protocol.connection_lost, self.error)
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionAbortedError("closed in its TLS handshake"))
+        if self.made:
+            loop.call_soon(self._connection_lost)
+
+    def _connection_lost(self) -> None:
+        """On the loop's turn after the close, to the protocol set by then (an upgrade may
+        have handed the connection to a tunnel meanwhile)."""
+        self.protocol.connection_lost(self.error)
 
     # -- the rest of a transport -----------------------------------------------------------------
 

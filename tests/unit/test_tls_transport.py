@@ -5,6 +5,7 @@ both ways, back-pressure both ways, and each way a connection ends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import threading
@@ -335,3 +336,176 @@ def test_the_session_is_the_c_object_under_the_ssl_object_or_the_ssl_object(cont
 
     other = Elsewhere()
     assert session_of(other) is other  # type: ignore[arg-type]
+
+
+def test_a_peer_that_stops_reading_cannot_hold_a_closed_connection(contexts) -> None:
+    server, client = contexts
+
+    async def test() -> None:
+        transport, protocol, theirs = serve(server)
+        release = threading.Event()
+
+        def never_read() -> None:
+            with tls_client(theirs, client) as tls:
+                tls.sendall(b"x")
+                release.wait(10)
+
+        holding = asyncio.create_task(asyncio.to_thread(never_read))
+        await transport.opened
+        await protocol.received.wait()
+        transport.closing_timeout = 0.3
+        for _ in range(64):
+            transport.write(b"a" * 65536)  # far more than the socket takes
+        transport.close()
+        assert transport.get_write_buffer_size() > 0
+        assert protocol.lost is not None
+        assert isinstance(await protocol.lost, TimeoutError)
+        release.set()
+        await holding
+
+    run(test)
+
+
+def test_bytes_the_peer_sends_after_the_close_do_not_reset_the_answer(contexts) -> None:
+    server, client = contexts
+    size = 2 * 1024 * 1024
+
+    async def test() -> None:
+        transport, protocol, theirs = serve(server)
+        sent_more = threading.Event()
+
+        def pipeline_then_read() -> tuple[int, bool]:
+            with tls_client(theirs, client) as tls:
+                tls.sendall(b"first")
+                sent_more.wait(10)
+                tls.sendall(b"second request, never read" * 100)
+                got = 0
+                while chunk := tls.recv(65536):  # to our close_notify (a reset raises)
+                    got += len(chunk)
+                return got, True
+
+        reading = asyncio.create_task(asyncio.to_thread(pipeline_then_read))
+        await transport.opened
+        await protocol.received.wait()
+        transport.pause_reading()  # as a gateway holding a pipelined request
+        sent_more.set()
+        await asyncio.sleep(0.2)
+        transport.write(b"r" * size)
+        transport.close()
+        assert await reading == (size, True)
+        assert protocol.lost is not None
+        assert await protocol.lost is None
+
+    run(test)
+
+
+def test_write_eof_ends_the_sending_side_and_the_peer_ends_the_connection(contexts) -> None:
+    server, client = contexts
+
+    async def test() -> None:
+        transport, protocol, theirs = serve(server)
+        read_done = threading.Event()
+
+        def read_then_close() -> bytes:
+            with tls_client(theirs, client) as tls:
+                tls.sendall(b"x")
+                got = b""
+                while chunk := tls.recv(65536):
+                    got += chunk
+                read_done.set()
+                tls.sendall(b"ignored")  # TLS has no half-close: dropped, the FIN ends it
+                return got
+
+        reading = asyncio.create_task(asyncio.to_thread(read_then_close))
+        await transport.opened
+        await protocol.received.wait()
+        assert transport.can_write_eof()
+        transport.write(b"answer")
+        transport.write_eof()
+        transport.write(b"too late")  # after write_eof: not sent
+        assert await reading == b"answer"
+        assert protocol.lost is not None
+        assert await protocol.lost is None
+        assert protocol.events[-2:] == ["eof", "lost"]
+        assert bytes(protocol.data) == b"x"  # "ignored" never reached the protocol
+
+    run(test)
+
+
+class Failing(Recorder):
+    """A protocol whose `where` callback raises."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.where == "connection_made":
+            raise RuntimeError("connection_made failed")
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.where == "data_received":
+            raise RuntimeError("data_received failed")
+
+
+@pytest.mark.parametrize("where", ["connection_made", "data_received"])
+def test_a_protocol_callback_that_raises_ends_the_connection(contexts, where) -> None:
+    server, client = contexts
+
+    async def test() -> None:
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        protocol = Failing(where)
+        transport = TlsTransport(
+            asyncio.get_running_loop(), ours, server, protocol, 10.0, bytearray(RECV_BUFFER_BYTES)
+        )
+
+        def talk() -> bytes:
+            try:
+                with tls_client(theirs, client) as tls:
+                    tls.sendall(b"x")
+                    return tls.recv(10)
+            except (ssl.SSLError, OSError):
+                return b""  # closed before or after its handshake finished on this side
+
+        talking = asyncio.create_task(asyncio.to_thread(talk))
+        if where == "connection_made":
+            with pytest.raises(RuntimeError):
+                await transport.opened  # the listener releases the connection's slot
+            await asyncio.sleep(0.05)
+            assert "lost" not in protocol.events  # it never was made
+            assert not transport.made
+        else:
+            await transport.opened
+            assert protocol.lost is not None
+            assert isinstance(await protocol.lost, RuntimeError)
+        assert transport.is_closing()
+        assert await talking == b""
+
+    run(test)
+
+
+def test_connection_lost_goes_to_the_protocol_set_last(contexts) -> None:
+    server, client = contexts
+
+    async def test() -> None:
+        transport, protocol, theirs = serve(server)
+
+        def hello() -> None:
+            with tls_client(theirs, client) as tls, contextlib.suppress(ssl.SSLError, OSError):
+                tls.recv(10)  # until we abort
+
+        talking = asyncio.create_task(asyncio.to_thread(hello))
+        await transport.opened
+        transport.abort()
+        successor = Recorder()
+        successor.connection_made(transport)  # (only to give it its future)
+        transport.set_protocol(successor)  # an upgrade in the same turn as the close
+        assert successor.lost is not None
+        assert await successor.lost is None
+        assert "lost" not in protocol.events
+        await talking
+
+    run(test)
