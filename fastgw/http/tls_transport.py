@@ -176,8 +176,7 @@ class TlsTransport(asyncio.Transport):
             pass  # a record not whole yet (or a handshake message answered below)
         except (ssl.SSLError, OSError) as error:
             failure = error  # after the records read before it
-        if self.outgoing.pending:
-            self._send(self.outgoing.read())  # TLS 1.3's post-handshake messages
+        self._flush_outgoing()  # TLS 1.3's post-handshake messages
         if chunks is not None:
             data = b"".join(chunks)
         if data and self.phase == OPEN:
@@ -216,13 +215,13 @@ class TlsTransport(asyncio.Transport):
         try:
             self.session.do_handshake()
         except _AGAIN:
-            self._flush_handshake()
+            self._flush_outgoing()
             return
         except (ssl.SSLError, OSError) as error:
-            self._flush_handshake()  # the alert that says why, if OpenSSL wrote one
+            self._flush_outgoing()  # the alert that says why, if OpenSSL wrote one
             self._fail(error)
             return
-        self._flush_handshake()
+        self._flush_outgoing()
         if self.phase != HANDSHAKE:
             return  # the send failed
         self.phase = OPEN
@@ -238,7 +237,8 @@ class TlsTransport(asyncio.Transport):
         if self.phase == OPEN and self.reading and self.incoming.pending:
             self._read_records()  # the request came with the client's Finished
 
-    def _flush_handshake(self) -> None:
+    def _flush_outgoing(self) -> None:
+        """What OpenSSL wrote besides a `write` (handshake messages, alerts, close_notify)."""
         if self.outgoing.pending:
             self._send(self.outgoing.read())
 
@@ -279,8 +279,6 @@ class TlsTransport(asyncio.Transport):
                 self._lost_send(error)
                 return
             if sent == len(data):
-                if self.phase == SHUT:
-                    self._shut_write()
                 return
             out += data[sent:]
             self.loop.add_writer(self.fd, self._writable)
@@ -329,8 +327,7 @@ class TlsTransport(asyncio.Transport):
         # our close_notify is written; the peer's is not waited for (nginx does not either)
         with contextlib.suppress(ssl.SSLError, OSError):
             self.ssl_object.unwrap()
-        if self.outgoing.pending:
-            self._send(self.outgoing.read())
+        self._flush_outgoing()
 
     def _shut_write(self) -> None:
         if not self.write_shut:

@@ -81,12 +81,12 @@ def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 def serve(
-    server: ssl.SSLContext, timeout: float = 10.0
+    server: ssl.SSLContext, timeout: float = 10.0, protocol: Recorder | None = None
 ) -> tuple[TlsTransport, Recorder, socket.socket]:
     """A transport on one end of a socket pair; the other end for the client."""
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
-    protocol = Recorder()
+    protocol = protocol if protocol is not None else Recorder()
     transport = TlsTransport(
         asyncio.get_running_loop(), ours, server, protocol, timeout, bytearray(RECV_BUFFER_BYTES)
     )
@@ -404,7 +404,6 @@ def test_write_eof_ends_the_sending_side_and_the_peer_ends_the_connection(contex
 
     async def test() -> None:
         transport, protocol, theirs = serve(server)
-        read_done = threading.Event()
 
         def read_then_close() -> bytes:
             with tls_client(theirs, client) as tls:
@@ -412,7 +411,6 @@ def test_write_eof_ends_the_sending_side_and_the_peer_ends_the_connection(contex
                 got = b""
                 while chunk := tls.recv(65536):
                     got += chunk
-                read_done.set()
                 tls.sendall(b"ignored")  # TLS has no half-close: dropped, the FIN ends it
                 return got
 
@@ -455,12 +453,8 @@ def test_a_protocol_callback_that_raises_ends_the_connection(contexts, where) ->
     server, client = contexts
 
     async def test() -> None:
-        ours, theirs = socket.socketpair()
-        ours.setblocking(False)
         protocol = Failing(where)
-        transport = TlsTransport(
-            asyncio.get_running_loop(), ours, server, protocol, 10.0, bytearray(RECV_BUFFER_BYTES)
-        )
+        transport, _, theirs = serve(server, protocol=protocol)
 
         def talk() -> bytes:
             try:
